@@ -1,0 +1,3 @@
+from bolt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Stage 1: split documents into chunks of sentence units (METHOD.md, "Latent thought model").
+
+Units are sentences: paragraphs are split on blank lines, then sentences are found
+with nupunkt's pretrained Punkt model (offline; no download at run time). Whitespace
+between units opens the following unit, so ``"".join(units)`` is the document byte
+for byte, and a chunk starts the way its first word is tokenised in context by
+byte-level BPE tokenizers (" The", not "The").
+
+A chunk holds ``1 + Poisson(mean_units - 1)`` units (capped at ``max_units`` and at what
+remains), drawn from an RNG seeded by a hash of the document text and ``seed``: the
+same document always chunks the same way, wherever it appears in a corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bolt.errors import BoltError
+from bolt.records import Chunk, CorpusDocument, Document, read_corpus, write_jsonl
+from bolt.rundir import run_dir_for_file, run_stage
+
+_BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
+
+
+@dataclass
+class ChunkConfig:
+    """How documents are cut into chunks."""
+
+    mean_units: float = 8.0
+    """Mean chunk length in sentence units: 1 + Poisson(mean_units - 1). The paper uses 8."""
+    max_units: int = 20
+    """Hard cap on units per chunk."""
+    uniform: bool = False
+    """Every chunk gets exactly ``round(mean_units)`` units (evaluation's uniform chunking)."""
+    prefix_chunks: int = 1
+    """How many previous chunks form a chunk's ``prefix``: 1 for teacher latents, 3 for
+    self-generated ones; -1 means all previous text (likelihood evaluation)."""
+    seed: int = 0
+    """Mixed with a hash of each document's text to seed its chunk lengths."""
+
+    def validate(self) -> None:
+        if self.mean_units < 1:
+            raise BoltError(f"--mean-units must be at least 1, got {self.mean_units}.")
+        if self.max_units < 1:
+            raise BoltError(f"--max-units must be at least 1, got {self.max_units}.")
+        if self.prefix_chunks < -1:
+            raise BoltError(f"--prefix-chunks must be -1 (all previous text) or >= 0, got {self.prefix_chunks}.")
+
+
+def split_units(text: str) -> list[str]:
+    """Sentence units whose concatenation is exactly ``text``."""
+    import nupunkt
+
+    boundaries: set[int] = {0}
+    paragraph_start = 0
+    for separator in list(_BLANK_LINE.finditer(text)) + [None]:
+        paragraph_end = separator.start() if separator else len(text)
+        for _, span_end in nupunkt.sent_spans(text[paragraph_start:paragraph_end]):
+            # Cut right after the sentence's last visible character, so the whitespace
+            # between sentences opens the next unit.
+            end = paragraph_start + span_end
+            while end > paragraph_start and text[end - 1].isspace():
+                end -= 1
+            boundaries.add(end)
+        if separator is None:
+            break
+        paragraph_start = separator.end()
+    cuts = sorted(b for b in boundaries if 0 < b < len(text))
+    units = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+    # A piece that is only whitespace (leading or trailing blank lines) joins its neighbour.
+    merged: list[str] = []
+    for unit in units:
+        if merged and (not unit.strip() or not merged[-1].strip()):
+            merged[-1] += unit
+        else:
+            merged.append(unit)
+    return merged
+
+
+def document_rng(text: str, seed: int) -> np.random.Generator:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return np.random.default_rng([int.from_bytes(digest[:8], "little"), seed])
+
+
+def chunk_lengths(n_units: int, config: ChunkConfig, rng: np.random.Generator) -> list[int]:
+    lengths = []
+    remaining = n_units
+    while remaining > 0:
+        if config.uniform:
+            length = max(1, round(config.mean_units))
+        else:
+            length = 1 + int(rng.poisson(config.mean_units - 1))
+        length = min(length, config.max_units, remaining)
+        lengths.append(length)
+        remaining -= length
+    return lengths
+
+
+def with_prefixes(texts: list[str], prefix_chunks: int) -> list[Chunk]:
+    """Chunks whose prefix is the raw text of the previous ``prefix_chunks`` chunks (-1: all)."""
+    chunks = []
+    for index, text in enumerate(texts):
+        first = 0 if prefix_chunks < 0 else max(0, index - prefix_chunks)
+        chunks.append(Chunk(text=text, prefix="".join(texts[first:index])))
+    return chunks
+
+
+def chunk_document(document: CorpusDocument, config: ChunkConfig) -> Document:
+    units = split_units(document.text)
+    rng = document_rng(document.text, config.seed)
+    texts = []
+    position = 0
+    for length in chunk_lengths(len(units), config, rng):
+        texts.append("".join(units[position : position + length]))
+        position += length
+    return Document(id=document.id, chunks=with_prefixes(texts, config.prefix_chunks), meta=document.meta)
+
+
+def chunk_stage(input_path: Path, output_path: Path, config: ChunkConfig, text_field: str = "text") -> dict[str, int]:
+    """``bolt chunk``: a corpus file to ``bolt.chunks/1`` at ``output_path``, written atomically."""
+    config.validate()
+
+    def work(run) -> dict[str, int]:
+        corpus = read_corpus(input_path, text_field=text_field)
+        documents = [chunk_document(document, config) for document in tqdm(corpus, desc="chunk", unit="doc", disable=None)]
+        write_jsonl(output_path, documents)
+        return {"documents": len(documents), "chunks": sum(len(d.chunks) for d in documents)}
+
+    stage_config = {"input": str(input_path), "text_field": text_field, "chunk": config}
+    return run_stage("chunk", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"corpus": input_path}, seed=config.seed)

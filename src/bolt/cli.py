@@ -1,0 +1,288 @@
+"""The ``bolt`` command: a thin layer from flags to each stage's typed config.
+
+Conventions: input files are positional, ``-o/--output`` names the output file or
+directory, ``--model`` an HF model directory (or a preset for ``train``), ``-k`` is K,
+``--seed`` everywhere. A ``BoltError`` prints as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from bolt import __version__
+from bolt.errors import BoltError
+
+EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
+
+
+def _add_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def _chunk_parser(sub) -> None:
+    p = sub.add_parser(
+        "chunk",
+        help="split a corpus into chunks of sentences",
+        description="Split each document into chunks of 1 + Poisson(mean-1) sentence units, each with the text of the previous chunks as its prefix. "
+        "Input: JSONL/JSON/Parquet with a 'text' field (optional 'id'). Output: bolt.chunks/1 JSONL.",
+        epilog="example: bolt chunk corpus.jsonl -o chunks.jsonl --prefix-chunks 1",
+    )
+    p.add_argument("input", type=Path, help="corpus file (.jsonl, .json or .parquet)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output chunks file (.jsonl)")
+    p.add_argument("--mean-units", type=float, default=8.0, help="mean sentences per chunk (default: 8, as in the paper)")
+    p.add_argument("--max-units", type=int, default=20, help="cap on sentences per chunk (default: 20)")
+    p.add_argument("--uniform", action="store_true", help="every chunk gets exactly --mean-units sentences (for evaluation)")
+    p.add_argument("--prefix-chunks", type=int, default=1, help="previous chunks in each prefix: 1 for teacher latents, 3 for the E-step, -1 for all (default: 1)")
+    p.add_argument("--text-field", default="text", help="name of the text field (default: text)")
+    _add_seed(p)
+
+
+def _run_chunk(args) -> dict:
+    from bolt.chunking import ChunkConfig, chunk_stage
+
+    config = ChunkConfig(mean_units=args.mean_units, max_units=args.max_units, uniform=args.uniform, prefix_chunks=args.prefix_chunks, seed=args.seed)
+    return chunk_stage(args.input, args.output, config, text_field=args.text_field)
+
+
+def _synthesize_parser(sub) -> None:
+    p = sub.add_parser(
+        "synthesize",
+        help="have a teacher LM write a latent thought for every chunk",
+        description="Write a latent for every chunk of a bolt.chunks/1 file. Teachers: 'hf' runs a Hugging Face causal LM from disk "
+        "(its chat template when it has one); 'toy' is the oracle of the embedded toy corpus. Interrupted runs resume.",
+        epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher hf --teacher-model ./SmolLM2-135M-Instruct",
+    )
+    p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output latents file (bolt.latents/1)")
+    p.add_argument("--teacher", default="hf", help="backend: hf or toy (default: hf)")
+    p.add_argument("--teacher-model", help="model directory for --teacher hf")
+    p.add_argument("--prompt-file", type=Path, help="JSON prompt template with version, system, user (default: built-in latent-v1)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="latent length budget (default: 256)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default), else sampling temperature")
+    p.add_argument("--batch-size", type=int, default=8, help="chunks per teacher call (default: 8)")
+    _add_seed(p)
+
+
+def _run_synthesize(args) -> dict:
+    from bolt.synthesize import SynthesizeConfig, synthesize_stage
+    from bolt.teachers import make_teacher
+
+    options = {}
+    if args.teacher == "hf":
+        if not args.teacher_model:
+            raise BoltError("--teacher hf needs --teacher-model DIR (a Hugging Face model directory).")
+        options = dict(model=args.teacher_model, prompt_file=args.prompt_file, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    teacher = make_teacher(args.teacher, **options)
+    return synthesize_stage(teacher, args.input, args.output, SynthesizeConfig(batch_size=args.batch_size))
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a causal LM on thought-augmented text (the M-step)",
+        description="Continued pretraining of an HF causal LM (or a preset from scratch) on latent data, with the four latent marker tokens added. "
+        "Saves a Hugging Face model directory at --output; rerunning the same command resumes from its last checkpoint. "
+        "Multi-process: `torchrun --nproc_per_node N -m bolt train ...` or `accelerate launch -m bolt train ...`.",
+        epilog="example: bolt train latents.jsonl --model tiny -o runs/warm --epochs 2",
+    )
+    p.add_argument("input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output model directory")
+    p.add_argument("--model", default="tiny", help="HF model directory, or a preset: tiny, small (default: tiny)")
+    p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights from its config")
+    p.add_argument("--layout", default="random", help="random (default), joint, posterior, prior-only, posterior-only, pure, raw")
+    p.add_argument("--raw-ratio", type=float, default=0.0, help="share of documents shown without latents each epoch (default: 0)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimiser steps")
+    budget.add_argument("--tokens", type=int, help="training tokens")
+    budget.add_argument("--epochs", type=float, help="passes over the data (default: 1)")
+    p.add_argument("--seq-len", type=int, default=512, help="packed window length (default: 512)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per process per micro-batch (default: 8)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default: 1)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default: 0)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default: 1.0)")
+    p.add_argument("--precision", default="no", help="mixed precision: no (default), bf16, fp16")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps (default: only the final model)")
+    _add_seed(p)
+
+
+def _train_config(args) -> "TrainConfig":  # noqa: F821 - imported lazily
+    from bolt.training import TrainConfig
+
+    return TrainConfig(
+        model=args.model, from_scratch=args.from_scratch, layout=args.layout, raw_ratio=args.raw_ratio, seq_len=args.seq_len,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, tokens=args.tokens, epochs=args.epochs, lr=args.lr,
+        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, clip=args.clip, precision=args.precision, seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+
+
+def _run_train(args) -> dict:
+    from bolt.training import train
+
+    return train(_train_config(args), args.input, args.output)
+
+
+def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new, help=f"latent length budget per sample (default: {max_new})")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1, the paper's ancestral sampling)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus truncation (default: 1, none)")
+    p.add_argument("--top-k", type=int, default=0, help="top-k truncation (default: 0, none)")
+
+
+def _estep_parser(sub) -> None:
+    p = sub.add_parser(
+        "estep",
+        help="sample K latents per chunk and resample one by importance weight (the E-step)",
+        description="For every chunk: K posterior samples from the model, joint scores log p(Z,X), log weights log p - log q, and one latent "
+        "resampled with probability softmax(log w). Writes bolt.latents/1 with the chosen latent's scores, the ESS and the IWAE bound. "
+        "log q is under the distribution actually sampled from, so --temperature/--top-p/--top-k keep the weights correct.",
+        epilog="example: bolt estep chunks.jsonl --model runs/warm -k 4 -o latents-iter1.jsonl",
+    )
+    p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1), ideally chunked with --prefix-chunks 3")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output latents file")
+    p.add_argument("--model", type=Path, required=True, help="model directory trained by `bolt train`")
+    p.add_argument("-k", "--samples", type=int, default=4, help="K, posterior samples per chunk (default: 4)")
+    _add_sampling(p, 1024)
+    p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
+    p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
+    _add_seed(p)
+
+
+def _sampling_config(args):
+    from bolt.sampling import SamplingConfig
+
+    return SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens)
+
+
+def _run_estep(args) -> dict:
+    from bolt.estep import EStepConfig, estep_stage
+
+    config = EStepConfig(samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates)
+    return estep_stage(args.model, args.input, args.output, config)
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="held-out NLL, ELBO/IWAE bounds and latent-space answer accuracy",
+        description="Raw-text NLL per token and per character; ELBO/IWAE NLL bounds per token (uniform chunking, all previous text as prefix); "
+        "with --questions, greedy answers with reasoning in latent space (prompt ends with SoL PRIOR, stop at the next SoL, answer read after EoL).",
+        epilog="example: bolt eval heldout.jsonl --model runs/warm --questions questions.jsonl -o runs/warm-eval",
+    )
+    p.add_argument("input", type=Path, nargs="?", help="held-out documents: raw corpus (chunked uniformly) or chunks file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (eval.json, answers.jsonl)")
+    p.add_argument("--model", type=Path, required=True, help="model directory")
+    p.add_argument("--questions", type=Path, help="JSONL of {prompt, answer} for accuracy")
+    p.add_argument("--direct", action="store_true", help="answer without latents and skip the bounds (raw-data baselines)")
+    p.add_argument("--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)")
+    p.add_argument("--uniform-units", type=int, default=8, help="sentences per chunk for the bounds (default: 8)")
+    p.add_argument("--max-latent-tokens", type=int, default=256, help="latent budget per sample in the bounds (default: 256)")
+    p.add_argument("--max-answer-tokens", type=int, default=128, help="generation budget per question (default: 128)")
+    p.add_argument("--answer-pattern", default=r"-?\d+(?:\.\d+)?", help="regex; its first match after EoL is the answer (default: a number)")
+    _add_seed(p)
+
+
+def _parse_ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BoltError(f"{flag} takes comma-separated integers, got {text!r}.") from None
+
+
+def _run_eval(args) -> dict:
+    from bolt.evaluation import EvalConfig, eval_stage
+
+    config = EvalConfig(
+        iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
+        max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern,
+    )
+    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct)
+
+
+def _em_parser(sub) -> None:
+    p = sub.add_parser(
+        "em",
+        help="the BoLT loop: warm start, then E-step / M-step iterations, evaluating every model",
+        description="Warm start on teacher latents, then --iterations rounds of E-step on the bootstrap corpus and M-step from the base model. "
+        "Without --warm-start/--bootstrap it runs on the embedded toy corpus (no download). Rerunning the same command resumes.",
+        epilog="example: bolt em -o runs/toy   |   bolt em --warm-start warm.latents.jsonl --bootstrap corpus.jsonl --model ./my-hf-model -o runs/bolt",
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
+    p.add_argument("--warm-start", help="teacher latents for iteration 0 (bolt.latents/1)")
+    p.add_argument("--bootstrap", help="corpus whose latents the model infers (raw or chunked)")
+    p.add_argument("--heldout", help="held-out documents for NLL and bounds")
+    p.add_argument("--questions", help="held-out questions (JSONL prompt/answer)")
+    p.add_argument("--model", default="tiny", help="base model: HF directory or preset (default: tiny)")
+    p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights")
+    p.add_argument("--iterations", type=int, default=2, help="EM iterations after the warm start (default: 2)")
+    p.add_argument("-k", "--samples", type=int, default=4, help="K in every E-step (default: 4)")
+    p.add_argument("--max-latent-tokens", type=int, default=128, help="latent budget per E-step sample (default: 128)")
+    p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base")
+    p.add_argument("--epochs", type=float, default=2.0, help="epochs per M-step (default: 2, as in the paper)")
+    p.add_argument("--seq-len", type=int, default=256, help="packed window length (default: 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per step (default: 8)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3, for the tiny preset)")
+    p.add_argument("--precision", default="no", help="mixed precision: no, bf16, fp16")
+    _add_seed(p)
+
+
+def _run_em(args) -> list:
+    from bolt.em import EMConfig, run_em
+    from bolt.training import TrainConfig
+
+    train = TrainConfig(model=args.model, from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, warmup_steps=10, precision=args.precision)
+    config = EMConfig(
+        warm_start=args.warm_start, bootstrap=args.bootstrap, heldout=args.heldout, questions=args.questions, iterations=args.iterations,
+        samples=args.samples, max_latent_tokens=args.max_latent_tokens, continue_from_previous=args.continue_from_previous, seed=args.seed, train=train,
+    )
+    rows = run_em(config, args.output)
+    print((args.output / "results.md").read_text(), end="")
+    return rows
+
+
+COMMANDS = {
+    "chunk": (_chunk_parser, _run_chunk),
+    "synthesize": (_synthesize_parser, _run_synthesize),
+    "train": (_train_parser, _run_train),
+    "estep": (_estep_parser, _run_estep),
+    "eval": (_eval_parser, _run_eval),
+    "em": (_em_parser, _run_em),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bolt",
+        description="Reasoning to learn from latent thoughts: chunk a corpus, synthesize latents with a teacher, train on thought-augmented text, "
+        "bootstrap latents with EM, evaluate. Run `bolt COMMAND --help` for each stage.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"bolt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for build, _ in COMMANDS.values():
+        build(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda message, category, *rest: f"bolt: warning: {message}\n"
+    try:
+        result = COMMANDS[args.command][1](args)
+    except BoltError as exc:
+        print(f"bolt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+    if args.command != "em":
+        print(json.dumps(result, indent=2, default=str))
+    return 0

@@ -1,0 +1,156 @@
+"""The BoLT loop (METHOD.md, "M-step and the EM loop").
+
+Run directory layout (every stage resumable; a rerun skips what is complete)::
+
+    data/                      inputs prepared by the loop (toy data when none is given)
+      bootstrap.chunks.jsonl   the bootstrap corpus chunked with --prefix-chunks context
+    iter-0/model/              warm start: trained on teacher latents
+    iter-0/eval/               its evaluation
+    iter-i/latents.jsonl       E-step with model i-1 on the bootstrap corpus (i >= 1)
+    iter-i/model/, iter-i/eval/
+    results.json, results.md   one row per iteration
+
+Every M-step restarts from the base model (the paper) unless ``continue_from_previous``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bolt.chunking import ChunkConfig, chunk_stage
+from bolt.errors import BoltError
+from bolt.estep import EStepConfig, estep_stage
+from bolt.evaluation import EvalConfig, eval_stage
+from bolt.records import is_chunked_file, write_json
+from bolt.rundir import RunDir, config_to_json
+from bolt.sampling import SamplingConfig
+from bolt.synthesize import SynthesizeConfig, synthesize_stage
+from bolt.training import TrainConfig, train
+
+
+@dataclass
+class ToyDataConfig:
+    """Sizes of the embedded toy data used when no corpus is given."""
+
+    warm_documents: int = 24
+    bootstrap_documents: int = 48
+    heldout_documents: int = 4
+    questions: int = 40
+
+
+@dataclass
+class EMConfig:
+    """The whole BoLT experiment."""
+
+    warm_start: str | None = None
+    """Teacher latents (bolt.latents/1) for iteration 0. None: the embedded toy data."""
+    bootstrap: str | None = None
+    """Corpus (raw or chunked) whose latents the model infers itself in iterations 1..N."""
+    heldout: str | None = None
+    """Held-out documents for NLL and IWAE bounds (optional)."""
+    questions: str | None = None
+    """Held-out questions (JSONL with prompt, answer) for latent-space accuracy (optional)."""
+    iterations: int = 2
+    """EM iterations after the warm start."""
+    samples: int = 4
+    """K, Monte Carlo samples per chunk in each E-step."""
+    prefix_chunks: int = 3
+    """Context chunks for self-generated latents (the paper: 3)."""
+    max_latent_tokens: int = 128
+    """Latent budget per E-step sample (the paper: 1024)."""
+    continue_from_previous: bool = False
+    """Start each M-step from the previous iteration's model instead of the base model."""
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="tiny", seq_len=256, batch_size=8, epochs=2.0, lr=3e-3, warmup_steps=10))
+    """M-step settings; ``train.model`` is the base model (preset or HF directory)."""
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_latent_tokens=128, max_answer_tokens=64))
+    toy: ToyDataConfig = field(default_factory=ToyDataConfig)
+
+    def validate(self) -> None:
+        if self.iterations < 0 or self.samples < 1:
+            raise BoltError("--iterations must be >= 0 and -k/--samples >= 1.")
+        if (self.warm_start is None) != (self.bootstrap is None):
+            raise BoltError("give both --warm-start and --bootstrap, or neither (to run on the embedded toy data).")
+        self.train.validate()
+        self.eval.validate()
+
+
+def _prepare_toy_data(config: EMConfig, data: Path) -> EMConfig:
+    from bolt.teachers import make_teacher
+    from bolt.toy import write_toy_data
+
+    toy = config.toy
+    paths = write_toy_data(data, config.seed, toy.warm_documents, toy.bootstrap_documents, toy.heldout_documents, toy.questions)
+    warm_chunks = data / "warm.chunks.jsonl"
+    chunk_stage(paths["warm"], warm_chunks, ChunkConfig(prefix_chunks=1, seed=config.seed))
+    warm_latents = data / "warm.latents.jsonl"
+    synthesize_stage(make_teacher("toy"), warm_chunks, warm_latents, SynthesizeConfig())
+    return dataclasses.replace(config, warm_start=str(warm_latents), bootstrap=str(paths["bootstrap"]), heldout=str(paths["heldout"]), questions=str(paths["questions"]))
+
+
+def _evaluate(config: EMConfig, model: Path, output: Path, latent: bool = True) -> dict:
+    if not (config.heldout or config.questions):
+        return {}
+    return eval_stage(
+        model,
+        output,
+        config.eval,
+        documents_path=Path(config.heldout) if config.heldout else None,
+        questions_path=Path(config.questions) if config.questions else None,
+        latent=latent,
+    )
+
+
+def run_em(config: EMConfig, output: Path) -> list[dict]:
+    config.validate()
+    run = RunDir(output)
+    run.start("em", config, seed=config.seed)
+    if config.warm_start is None:
+        config = _prepare_toy_data(config, output / "data")
+    bootstrap = Path(config.bootstrap)
+    if not is_chunked_file(bootstrap):
+        chunked = output / "data" / "bootstrap.chunks.jsonl"
+        chunk_stage(bootstrap, chunked, ChunkConfig(prefix_chunks=config.prefix_chunks, seed=config.seed))
+        bootstrap = chunked
+
+    rows = []
+    base = dataclasses.replace(config.train, seed=config.seed)
+    model = output / "iter-0" / "model"
+    summary = train(base, Path(config.warm_start), model)
+    rows.append({"iteration": 0, "data": "teacher latents", "train_loss": summary["final_loss"], **_evaluate(config, model, output / "iter-0" / "eval")})
+    run.log_metrics(**rows[-1])
+    for iteration in range(1, config.iterations + 1):
+        directory = output / f"iter-{iteration}"
+        estep = EStepConfig(samples=config.samples, seed=config.seed + iteration, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens))
+        estep_summary = estep_stage(model, bootstrap, directory / "latents.jsonl", estep)
+        start_from = str(model) if config.continue_from_previous else base.model
+        step_config = dataclasses.replace(base, model=start_from, from_scratch=base.from_scratch and not config.continue_from_previous)
+        model = directory / "model"
+        summary = train(step_config, directory / "latents.jsonl", model)
+        rows.append({
+            "iteration": iteration,
+            "data": f"E-step, K={config.samples}",
+            "train_loss": summary["final_loss"],
+            "estep_mean_ess": estep_summary["mean_ess"],
+            "estep_unfinished_share": estep_summary["unfinished_latent_share"],
+            **_evaluate(config, model, directory / "eval"),
+        })
+        run.log_metrics(**rows[-1])
+    write_results(output, rows)
+    run.finish(iterations=rows)
+    return rows
+
+
+_COLUMNS = ("iteration", "data", "train_loss", "accuracy", "nll_per_token", "iwae1_nll_per_token", "iwae4_nll_per_token", "estep_mean_ess")
+
+
+def write_results(output: Path, rows: list[dict]) -> None:
+    write_json(output / "results.json", config_to_json(rows))
+    columns = [c for c in _COLUMNS if any(c in row for row in rows)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    (output / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

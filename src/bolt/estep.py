@@ -1,0 +1,264 @@
+"""Stage 3: the E-step. For every chunk, K posterior samples, joint scores, importance
+weights and one resampled latent (METHOD.md, "E-step").
+
+For a chunk X with context ``prefix`` (token ids; BOS first when the tokenizer has one):
+
+    posterior prompt  BOS prefix SoL EoL X SoL POST     -> sample Z^(k) up to EoL; log q(Z^(k) | X)
+    joint sequence    BOS prefix SoL PRIOR Z^(k) EoL X  -> log p(Z^(k), X | prefix), every token
+                                                          after the prefix, SoL included
+    log w_k = log p - log q;  one latent resampled with probability softmax(log w)
+
+Sequences longer than the context window lose prefix tokens first (oldest first), then
+the end of X, identically for all K samples; the record says how many were cut.
+Randomness is per chunk (seeded by seed, document id and chunk index), so results do not
+depend on batching, sharding or resumption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bolt.errors import BoltError
+from bolt.importance import effective_sample_size, iwae_bound, log_importance_weights, resample_index
+from bolt.layouts import encode
+from bolt.modeling import load_model, load_tokenizer, model_fingerprint
+from bolt.records import Document, PartialDocuments, read_documents, write_jsonl
+from bolt.rundir import config_to_json, run_dir_for_file, run_stage
+from bolt.sampling import SamplingConfig, sample_continuations
+from bolt.scoring import score
+from bolt.special_tokens import MarkerIds, marker_ids
+
+
+@dataclass
+class EStepConfig:
+    """Settings of one E-step."""
+
+    samples: int = 4
+    """K: posterior samples per chunk (the paper: 4; more gave larger gains)."""
+    seed: int = 0
+    """Seeds every chunk's sampling and resampling (with the document id and chunk index)."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Temperature 1, no truncation: the paper's pure ancestral sampling."""
+    batch_prompts: int = 8
+    """Chunks whose K samples are generated together (B prompts -> B*K rows)."""
+    max_batch_tokens: int = 16384
+    """Token budget of one scoring forward pass."""
+    context_window: int | None = None
+    """Longest sequence the model may see; default: the model's max_position_embeddings."""
+    keep_candidates: bool = False
+    """Also store all K candidates with their scores in each chunk record."""
+
+    def validate(self) -> None:
+        if self.samples < 1:
+            raise BoltError(f"-k/--samples must be at least 1, got {self.samples}.")
+        if self.batch_prompts < 1:
+            raise BoltError(f"--batch-prompts must be at least 1, got {self.batch_prompts}.")
+        self.sampling.validate()
+
+
+@dataclass
+class ChunkContext:
+    """A chunk's context and text as token ids, after fitting the context window."""
+
+    prefix: list[int]
+    text: list[int]
+    prefix_tokens_cut: int = 0
+    text_tokens_cut: int = 0
+
+
+def fit_context(prefix: list[int], text: list[int], window: int, reserved: int) -> ChunkContext:
+    """Cut ``prefix`` from the left, then ``text`` from the right, until ``len(prefix)+len(text)+reserved <= window``."""
+    room = window - reserved
+    if room < 1:
+        raise BoltError(
+            f"the context window ({window} tokens) leaves no room for the chunk after {reserved} reserved tokens "
+            "(markers and the latent budget). Lower --max-new-tokens or use a model with a longer context."
+        )
+    prefix_cut = max(0, len(prefix) + len(text) - room)
+    prefix_cut = min(prefix_cut, len(prefix))
+    prefix = prefix[prefix_cut:]
+    text_cut = max(0, len(prefix) + len(text) - room)
+    return ChunkContext(prefix=prefix, text=text[: len(text) - text_cut], prefix_tokens_cut=prefix_cut, text_tokens_cut=text_cut)
+
+
+def chunk_seed(seed: int, document_id: str, chunk_index: int) -> np.random.SeedSequence:
+    digest = hashlib.sha256(document_id.encode("utf-8")).digest()
+    return np.random.SeedSequence([seed, int.from_bytes(digest[:8], "little"), chunk_index])
+
+
+def posterior_prompt(context: ChunkContext, m: MarkerIds) -> list[int]:
+    start = [m.bos] if m.bos is not None else []
+    return start + context.prefix + [m.sol, m.eol] + context.text + [m.sol, m.post]
+
+
+def joint_sequence(context: ChunkContext, latent: list[int], m: MarkerIds) -> tuple[list[int], int]:
+    """The joint sequence and the index of its first scored token (the SoL)."""
+    start = ([m.bos] if m.bos is not None else []) + context.prefix
+    return start + [m.sol, m.prior] + latent + [m.eol] + context.text, len(start)
+
+
+def latent_body(token_ids: list[int], m: MarkerIds) -> list[int]:
+    return token_ids[:-1] if token_ids and token_ids[-1] == m.eol else list(token_ids)
+
+
+@dataclass
+class ChunkJob:
+    document_index: int
+    chunk_index: int
+    context: ChunkContext
+    seeds: np.random.SeedSequence
+
+
+def chunk_jobs(documents: list[Document], tokenizer, config: EStepConfig, window: int) -> Iterator[ChunkJob]:
+    # BOS + SoL EoL ... SoL POST, then up to max_new_tokens of latent (EoL included).
+    reserved = 5 + config.sampling.max_new_tokens
+    for document_index, document in enumerate(documents):
+        for chunk_index, chunk in enumerate(document.chunks):
+            context = fit_context(encode(tokenizer, chunk.prefix), encode(tokenizer, chunk.text), window, reserved)
+            yield ChunkJob(document_index, chunk_index, context, chunk_seed(config.seed, document.id, chunk_index))
+
+
+def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: EStepConfig) -> list[dict[str, Any]]:
+    """Sample, score, weight and resample for a batch of chunks; one result dict per job."""
+    k = config.samples
+    seeds = [job.seeds.spawn(k + 1) for job in jobs]
+    rngs = [np.random.default_rng(child) for children in seeds for child in children[:k]]
+    prompts = [posterior_prompt(job.context, m) for job in jobs]
+    samples = sample_continuations(model, prompts, k, {m.eol}, config.sampling, rngs, pad_id=tokenizer.pad_token_id)
+    sequences, starts = [], []
+    for job, job_samples in zip(jobs, samples):
+        for sample in job_samples:
+            sequence, start = joint_sequence(job.context, latent_body(sample.token_ids, m), m)
+            sequences.append(sequence)
+            starts.append(start)
+    joint = score(model, sequences, starts, config.max_batch_tokens, pad_id=tokenizer.pad_token_id)
+    results = []
+    for index, (job, job_samples) in enumerate(zip(jobs, samples)):
+        log_p = joint[index * k : (index + 1) * k]
+        log_q = [sample.log_prob for sample in job_samples]
+        log_w = log_importance_weights(log_p, log_q)
+        chosen = resample_index(log_w, np.random.default_rng(seeds[index][k]))
+        body = latent_body(job_samples[chosen].token_ids, m)
+        text = tokenizer.decode(body)
+        result: dict[str, Any] = {
+            "latent": text,
+            "log_p_joint": log_p[chosen],
+            "log_q": log_q[chosen],
+            "log_w": float(log_w[chosen]),
+            "k": k,
+            "ess": effective_sample_size(log_w),
+            "iwae": iwae_bound(log_w),
+            "latent_finished": job_samples[chosen].finished,
+            "latent_retokenizes": encode(tokenizer, text) == body,
+            "prefix_tokens_cut": job.context.prefix_tokens_cut,
+            "text_tokens_cut": job.context.text_tokens_cut,
+        }
+        if not result["latent_retokenizes"]:
+            result["latent_token_ids"] = body
+        if config.keep_candidates:
+            result["candidates"] = [
+                {"latent": tokenizer.decode(latent_body(s.token_ids, m)), "log_p_joint": p, "log_q": q, "log_w": float(w), "finished": s.finished}
+                for s, p, q, w in zip(job_samples, log_p, log_q, log_w)
+            ]
+        results.append(result)
+    return results
+
+
+def run_estep(model, tokenizer, m: MarkerIds, documents: list[Document], config: EStepConfig, partial_path: Path, config_key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Run the E-step over ``documents``, resuming from ``partial_path``; return output rows and summary."""
+    window = config.context_window or int(getattr(model.config, "max_position_embeddings", 2048))
+    partial = PartialDocuments(partial_path, config_key)
+    todo = [i for i, document in enumerate(documents) if document.id not in partial.done]
+    results: dict[int, list[Any]] = {i: [None] * len(documents[i].chunks) for i in todo}
+    jobs = list(chunk_jobs([documents[i] for i in todo], tokenizer, config, window))
+    for job in jobs:
+        job.document_index = todo[job.document_index]
+    model.eval()
+    progress = tqdm(total=sum(len(documents[i].chunks) for i in todo), desc="E-step", unit="chunk", disable=None)
+    for start in range(0, len(jobs), config.batch_prompts):
+        batch = jobs[start : start + config.batch_prompts]
+        for job, result in zip(batch, run_batch(model, tokenizer, batch, m, config)):
+            results[job.document_index][job.chunk_index] = result
+            if all(r is not None for r in results[job.document_index]):
+                partial.add(_with_latents(documents[job.document_index], results.pop(job.document_index)))
+        progress.update(len(batch))
+    progress.close()
+    rows = [partial.done[document.id] for document in documents]
+    return rows, summarize(rows)
+
+
+def _with_latents(document: Document, results: list[dict[str, Any]]) -> Document:
+    chunks = []
+    for chunk, result in zip(document.chunks, results):
+        extra = {key: value for key, value in chunk.extra.items() if key not in result}
+        extra.update({key: value for key, value in result.items() if key != "latent"})
+        chunks.append(type(chunk)(text=chunk.text, prefix=chunk.prefix, latent=result["latent"], extra=extra))
+    return Document(id=document.id, chunks=chunks, meta=document.meta)
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
+    chunks = [chunk for row in rows for chunk in row["chunks"]]
+    n = max(1, len(chunks))
+    return {
+        "documents": len(rows),
+        "chunks": len(chunks),
+        "mean_iwae": float(np.mean([c["iwae"] for c in chunks])) if chunks else 0.0,
+        "mean_ess": float(np.mean([c["ess"] for c in chunks])) if chunks else 0.0,
+        "unfinished_latent_share": sum(not c["latent_finished"] for c in chunks) / n,
+        "non_retokenizing_share": sum(not c["latent_retokenizes"] for c in chunks) / n,
+        "chunks_with_text_cut": sum(c["text_tokens_cut"] > 0 for c in chunks),
+    }
+
+
+def estep_stage(model_dir: Path, input_path: Path, output_path: Path, config: EStepConfig, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """``bolt estep``: read chunks, resample latents with the model at ``model_dir``, write ``output_path``.
+
+    Finished documents go to ``OUT.run/partial.jsonl`` as they complete; a rerun with the
+    same model, input and config continues from there.
+    """
+    config.validate()
+    stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "input": str(input_path), "estep": config}
+
+    def work(run) -> dict[str, float]:
+        warning = latent_model_warning(Path(model_dir))
+        if warning:
+            warnings.warn(warning, stacklevel=3)
+        tokenizer = load_tokenizer(model_dir)
+        markers = marker_ids(tokenizer)
+        model = load_model(model_dir, dtype=dtype)
+        documents = read_documents(input_path)
+        key = hashlib.sha256(json.dumps(config_to_json(stage_config), sort_keys=True).encode()).hexdigest()[:16]
+        rows, summary = run_estep(model, tokenizer, markers, documents, config, run.path / "partial.jsonl", key)
+        if summary["unfinished_latent_share"] > 0.5:
+            warnings.warn(
+                f"{summary['unfinished_latent_share']:.0%} of chosen latents never reached <|END_OF_LATENT|> within "
+                f"{config.sampling.max_new_tokens} tokens: the model has probably not learned the latent format. "
+                "Train it on latent data first, or raise --max-new-tokens.",
+                stacklevel=3,
+            )
+        write_jsonl(output_path, rows)
+        (run.path / "partial.jsonl").unlink(missing_ok=True)
+        return summary
+
+    return run_stage("estep", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path}, seed=config.seed)
+
+
+def latent_model_warning(model_dir: Path) -> str | None:
+    """A warning when a model directory does not look trained on latents by bolt."""
+    manifest = model_dir / "manifest.json"
+    if not manifest.exists():
+        return f"{model_dir} has no bolt training manifest: if it was never trained on latent data, its posterior samples will be noise."
+    layout = json.loads(manifest.read_text()).get("config", {}).get("layout")
+    if layout in ("raw", "pure"):
+        return f"{model_dir} was trained with --layout {layout}, without latent markers in context: its posterior samples will be noise."
+    return None
+

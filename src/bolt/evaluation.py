@@ -1,0 +1,190 @@
+"""Stage 4: evaluation (METHOD.md, "Evaluation").
+
+- Raw-text NLL per token and per character: ``BOS X_1 ... X_N`` scored token by token,
+  each chunk tokenised on its own exactly as in training (so NLL and the bounds share
+  one denominator: the document's chunk tokens).
+- ELBO / IWAE bounds per token, n in {1, 2, 4} by default: uniform chunking, the whole
+  previous text as each chunk's prefix, K = max(n) posterior samples per chunk through
+  the E-step's own code; bound_n(X) = sum over chunks of logsumexp(log w_1..n) - log n.
+  Reported as NLL upper bounds (-bound / tokens): lower is better, and >= the true NLL.
+- Answers with reasoning in latent space: the prompt ends with ``SoL PRIOR``, greedy
+  decoding stops at the next SoL (or EOS), and the answer is read after EoL by an
+  extraction hook (default: the first number). ``--direct`` asks without latents.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from bolt.chunking import ChunkConfig, chunk_document
+from bolt.errors import BoltError
+from bolt.estep import EStepConfig, chunk_jobs, run_batch
+from bolt.importance import iwae_bound
+from bolt.layouts import encode
+from bolt.modeling import load_model, load_tokenizer, model_fingerprint
+from bolt.records import Document, is_chunked_file, iter_jsonl, read_corpus, read_documents, write_json, write_jsonl
+from bolt.rundir import RunDir, run_stage
+from bolt.sampling import SamplingConfig, sample_continuations
+from bolt.scoring import score
+from bolt.special_tokens import MarkerIds, marker_ids
+
+
+@dataclass
+class EvalConfig:
+    """What ``bolt eval`` measures."""
+
+    iwae_samples: list[int] = field(default_factory=lambda: [1, 2, 4])
+    """n values of the IWAE bound (1 is the ELBO); K = max(n) samples are drawn per chunk."""
+    uniform_units: int = 8
+    """Sentence units per chunk for the bounds' uniform chunking."""
+    max_latent_tokens: int = 256
+    """Latent budget per posterior sample in the bounds."""
+    max_answer_tokens: int = 128
+    """Generation budget per question (latent and answer together)."""
+    batch_prompts: int = 8
+    seed: int = 0
+    answer_pattern: str = r"-?\d+(?:\.\d+)?"
+    """Regex whose first match in the answer text is the extracted answer."""
+
+    def validate(self) -> None:
+        if not self.iwae_samples or min(self.iwae_samples) < 1:
+            raise BoltError(f"--iwae-samples must be positive integers, got {self.iwae_samples}.")
+        try:
+            re.compile(self.answer_pattern)
+        except re.error as exc:
+            raise BoltError(f"--answer-pattern is not a valid regex: {exc}.") from None
+
+
+def nll(model, tokenizer, documents: list[Document], m: MarkerIds, max_batch_tokens: int = 16384) -> dict[str, float]:
+    """Raw-text NLL per token and per character (nats)."""
+    window = int(getattr(model.config, "max_position_embeddings", 2048))
+    sequences, chars = [], 0
+    for document in documents:
+        ids = [token for chunk in document.chunks for token in encode(tokenizer, chunk.text)]
+        start = [m.bos] if m.bos is not None else [m.eos]
+        # Long documents are scored in windows that each restart from BOS.
+        step = window - 1
+        sequences.extend(start + ids[i : i + step] for i in range(0, len(ids), step))
+        chars += len(document.text)
+    log_probs = score(model, sequences, [1] * len(sequences), max_batch_tokens, pad_id=tokenizer.pad_token_id)
+    tokens = sum(len(seq) - 1 for seq in sequences)
+    total = -sum(log_probs)
+    return {"nll_per_token": total / tokens, "nll_per_char": total / chars, "tokens": tokens, "chars": chars}
+
+
+def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds, config: EvalConfig) -> dict[str, float]:
+    """IWAE NLL upper bounds per token for each n in ``config.iwae_samples``."""
+    k = max(config.iwae_samples)
+    estep = EStepConfig(samples=k, seed=config.seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=config.batch_prompts, keep_candidates=True)
+    window = int(getattr(model.config, "max_position_embeddings", 2048))
+    jobs = list(chunk_jobs(documents, tokenizer, estep, window))
+    totals = {n: 0.0 for n in config.iwae_samples}
+    tokens = 0
+    model.eval()
+    for start in tqdm(range(0, len(jobs), estep.batch_prompts), desc="IWAE bounds", unit="batch", disable=None):
+        batch = jobs[start : start + estep.batch_prompts]
+        for job, result in zip(batch, run_batch(model, tokenizer, batch, m, estep)):
+            log_w = [candidate["log_w"] for candidate in result["candidates"]]
+            for n in config.iwae_samples:
+                totals[n] += iwae_bound(log_w, n)
+            tokens += len(job.context.text)
+    return {f"iwae{n}_nll_per_token": -totals[n] / tokens for n in config.iwae_samples} | {"bound_tokens": tokens}
+
+
+def first_match_extractor(pattern: str) -> Callable[[str], str | None]:
+    compiled = re.compile(pattern)
+
+    def extract(text: str) -> str | None:
+        found = compiled.search(text)
+        return found.group(0) if found else None
+
+    return extract
+
+
+def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, config: EvalConfig, latent: bool = True, extract: Callable[[str], str | None] | None = None) -> dict:
+    """Greedy answers, with reasoning in latent space when ``latent``; returns accuracy and outputs."""
+    extract = extract or first_match_extractor(config.answer_pattern)
+    start = [m.bos] if m.bos is not None else []
+    prompts = [start + encode(tokenizer, q["prompt"]) + ([m.sol, m.prior] if latent else []) for q in questions]
+    stop = {m.sol, m.eos} if latent else {m.eos, m.sol}
+    sampling = SamplingConfig(max_new_tokens=config.max_answer_tokens, greedy=True)
+    outputs = []
+    model.eval()
+    for begin in tqdm(range(0, len(prompts), config.batch_prompts), desc="answers", unit="batch", disable=None):
+        batch = prompts[begin : begin + config.batch_prompts]
+        for sample in sample_continuations(model, batch, 1, stop, sampling, pad_id=tokenizer.pad_token_id):
+            ids = [t for t in sample[0].token_ids if t not in stop]
+            if latent:
+                thought_ids, answer_ids = (ids[: ids.index(m.eol)], ids[ids.index(m.eol) + 1 :]) if m.eol in ids else (ids, [])
+            else:
+                thought_ids, answer_ids = [], ids
+            outputs.append({"latent": tokenizer.decode(thought_ids), "answer_text": tokenizer.decode(answer_ids)})
+    correct = 0
+    for question, output in zip(questions, outputs):
+        output["extracted"] = extract(output["answer_text"])
+        output["correct"] = output["extracted"] is not None and output["extracted"] == str(question["answer"]).strip()
+        output["id"] = question.get("id")
+        correct += output["correct"]
+    return {"accuracy": correct / max(1, len(questions)), "questions": len(questions), "outputs": outputs}
+
+
+
+def evaluate_model(model_dir: Path, documents: list[Document] | None, questions: list[dict] | None, config: EvalConfig, latent: bool = True) -> dict:
+    """Every metric that applies: NLL (and bounds, for latent models) on documents, accuracy on questions."""
+    config.validate()
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir).eval()
+    m = marker_ids(tokenizer)
+    results: dict = {"model": str(model_dir)}
+    if documents:
+        results.update(nll(model, tokenizer, documents, m))
+        if latent:
+            results.update(likelihood_bounds(model, tokenizer, documents, m, config))
+    if questions:
+        answered = answer_questions(model, tokenizer, questions, m, config, latent=latent)
+        results["accuracy"] = answered["accuracy"]
+        results["questions"] = answered["questions"]
+        results["answers"] = answered["outputs"]
+    return results
+
+
+def read_questions(path: Path) -> list[dict]:
+    questions = []
+    for line_number, row in iter_jsonl(path):
+        if not isinstance(row.get("prompt"), str) or "answer" not in row:
+            raise BoltError(f"{path}:{line_number}: a question needs a string 'prompt' and an 'answer'.")
+        questions.append(row)
+    if not questions:
+        raise BoltError(f"{path}: no questions found.")
+    return questions
+
+
+def load_eval_documents(path: Path, uniform_units: int) -> list[Document]:
+    """Held-out documents: a chunked file as it is, or a raw corpus chunked uniformly with all previous text as prefix."""
+    if is_chunked_file(path):
+        return read_documents(path)
+    config = ChunkConfig(mean_units=uniform_units, uniform=True, prefix_chunks=-1)
+    return [chunk_document(document, config) for document in read_corpus(path)]
+
+
+def eval_stage(model_dir: Path, output_dir: Path, config: EvalConfig, documents_path: Path | None = None, questions_path: Path | None = None, latent: bool = True) -> dict:
+    """``bolt eval``: metrics to ``OUT/eval.json``, each generated answer to ``OUT/answers.jsonl``."""
+    if documents_path is None and questions_path is None:
+        raise BoltError("nothing to evaluate: give held-out documents (positional) and/or --questions FILE.")
+    stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "documents": str(documents_path), "questions": str(questions_path), "latent": latent, "eval": config}
+
+    def work(run) -> dict:
+        documents = load_eval_documents(documents_path, config.uniform_units) if documents_path else None
+        questions = read_questions(questions_path) if questions_path else None
+        results = evaluate_model(model_dir, documents, questions, config, latent=latent)
+        write_jsonl(output_dir / "answers.jsonl", results.pop("answers", []))
+        write_json(output_dir / "eval.json", results)
+        return results
+
+    inputs = {name: p for name, p in (("documents", documents_path), ("questions", questions_path)) if p}
+    return run_stage("eval", RunDir(output_dir), output_dir / "eval.json", stage_config, work, inputs=inputs, seed=config.seed)

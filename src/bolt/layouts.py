@@ -1,0 +1,120 @@
+"""How a document with latents becomes one training token sequence (METHOD.md, "Training text").
+
+Every piece is tokenised on its own (``encode``) and the pieces are joined as token ids,
+never as strings: training, the E-step and evaluation then see exactly the same ids for
+the same chunk, and a special token can never merge with its neighbours.
+
+Per-chunk forms (X = chunk text, Z = latent)::
+
+    joint           SoL PRIOR Z EoL X          one model as p(Z, X)
+    posterior       SoL EoL X SoL POST Z EoL   one model as q(Z | X)
+    prior-only      SoL Z EoL X                the reference's unmarked variants
+    posterior-only  X SoL Z EoL
+    raw             X
+
+A document is ``BOS form(chunk_1) ... form(chunk_N) EOS`` (BOS only if the tokenizer has
+one). ``random`` picks joint or posterior per chunk with probability 1/2; ``pure`` is the
+synthetic text alone (a document-level ``synthetic`` field, else the latents joined).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from bolt.errors import BoltError
+from bolt.records import Document
+from bolt.special_tokens import MarkerIds
+
+
+class Layout(str, Enum):
+    RANDOM = "random"
+    JOINT = "joint"
+    POSTERIOR = "posterior"
+    PRIOR_ONLY = "prior-only"
+    POSTERIOR_ONLY = "posterior-only"
+    PURE = "pure"
+    RAW = "raw"
+
+    @property
+    def needs_latents(self) -> bool:
+        return self is not Layout.RAW
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of a piece of text, with no special tokens added."""
+    return tokenizer.encode(text, add_special_tokens=False) if text else []
+
+
+@dataclass
+class TokenizedDocument:
+    """A document's chunk texts and latents as token ids, tokenised once and rendered many times."""
+
+    id: str
+    texts: list[list[int]]
+    latents: list[list[int]] | None
+    synthetic: list[int] | None = None
+
+    @property
+    def n_text_tokens(self) -> int:
+        return sum(len(ids) for ids in self.texts)
+
+
+def tokenize_document(tokenizer, document: Document, with_latents: bool) -> TokenizedDocument:
+    latents = None
+    if with_latents:
+        # The E-step stores the sampled ids when the latent text does not re-tokenise to them.
+        latents = [chunk.extra.get("latent_token_ids") or encode(tokenizer, chunk.latent or "") for chunk in document.chunks]
+    synthetic = document.meta.get("synthetic")
+    return TokenizedDocument(
+        id=document.id,
+        texts=[encode(tokenizer, chunk.text) for chunk in document.chunks],
+        latents=latents,
+        synthetic=encode(tokenizer, synthetic) if isinstance(synthetic, str) else None,
+    )
+
+
+def joint_form(x: list[int], z: list[int], m: MarkerIds) -> list[int]:
+    return [m.sol, m.prior, *z, m.eol, *x]
+
+
+def posterior_form(x: list[int], z: list[int], m: MarkerIds) -> list[int]:
+    return [m.sol, m.eol, *x, m.sol, m.post, *z, m.eol]
+
+
+_FORMS = {
+    Layout.JOINT: joint_form,
+    Layout.POSTERIOR: posterior_form,
+    Layout.PRIOR_ONLY: lambda x, z, m: [m.sol, *z, m.eol, *x],
+    Layout.POSTERIOR_ONLY: lambda x, z, m: [*x, m.sol, *z, m.eol],
+    Layout.RAW: lambda x, z, m: list(x),
+}
+
+
+def render(document: TokenizedDocument, layout: Layout, markers: MarkerIds, rng: np.random.Generator, raw_ratio: float = 0.0) -> list[int]:
+    """One training sequence for ``document``; coins come from ``rng`` (re-drawn every epoch)."""
+    if raw_ratio > 0 and rng.random() < raw_ratio:
+        layout = Layout.RAW
+    body: list[int] = []
+    if layout is Layout.PURE:
+        if document.synthetic is not None:
+            body = list(document.synthetic)
+        else:
+            body = [token for latent in _latents(document) for token in latent]
+    else:
+        latents = _latents(document) if layout.needs_latents else [[]] * len(document.texts)
+        for x, z in zip(document.texts, latents):
+            form = layout
+            if layout is Layout.RANDOM:
+                form = Layout.JOINT if rng.random() < 0.5 else Layout.POSTERIOR
+            body.extend(_FORMS[form](x, z, markers))
+    start = [markers.bos] if markers.bos is not None else []
+    return start + body + [markers.eos]
+
+
+def _latents(document: TokenizedDocument) -> list[list[int]]:
+    if document.latents is None:
+        raise BoltError(f"document {document.id!r} has no latents; this layout needs latent data.")
+    return document.latents

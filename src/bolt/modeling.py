@@ -1,0 +1,136 @@
+"""Loading Hugging Face causal LMs and tokenizers, and the built-in tiny presets.
+
+``--model`` is either a directory that ``AutoModelForCausalLM.from_pretrained`` reads,
+or (for ``bolt train``) the name of a preset: a small Llama-architecture config with a
+byte-level tokenizer built here, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from bolt.errors import BoltError
+
+PRESETS: dict[str, dict[str, int]] = {
+    # ~0.2M parameters: unit tests and the quick start.
+    "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4),
+    # ~3.4M parameters: CPU experiments in minutes.
+    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4),
+}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (used by ByteLevel)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, codes)))
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer: one token per byte (id = byte value), plus BOS, EOS, PAD.
+
+    Exactly reversible on any UTF-8 text, so it never hides a token-boundary bug.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_chars = _bytes_to_unicode()
+    vocab = {byte_chars[byte]: byte for byte in range(256)}
+    vocab.update({"<s>": 256, "</s>": 257, "<pad>": 258})
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def preset_model(name: str, seed: int = 0, max_positions: int = 4096):
+    """A randomly initialised Llama model and byte tokenizer for a named preset."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if name not in PRESETS:
+        raise BoltError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}, or pass an HF model directory.")
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        **PRESETS[name],
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config), tokenizer
+
+
+def _check_model_dir(path: Path) -> None:
+    if not path.exists():
+        raise BoltError(f"{path}: no such model directory. Pass an HF model directory (with config.json) or a preset ({', '.join(PRESETS)}).")
+    if not (path / "config.json").is_file():
+        raise BoltError(f"{path}: not a Hugging Face model directory (no config.json). Save models with `save_pretrained`.")
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    _check_model_dir(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise BoltError(f"{path}: cannot load a tokenizer ({exc}). The directory needs the tokenizer files saved by `save_pretrained`.") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, from_scratch: bool = False):
+    """Load a causal LM (or only its config, randomly initialised, when ``from_scratch``)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    _check_model_dir(path)
+    config = AutoConfig.from_pretrained(path)
+    try:
+        if from_scratch:
+            return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except ValueError as exc:
+        architectures = json.loads((path / "config.json").read_text()).get("architectures")
+        raise BoltError(
+            f"{path}: not a causal language model (architectures: {architectures}; {exc}). "
+            "bolt needs a model that AutoModelForCausalLM can load, e.g. Llama, Qwen, GPT-2."
+        ) from None
+    except OSError as exc:
+        raise BoltError(f"{path}: cannot load the weights ({exc}).") from None
+
+
+def load_model_and_tokenizer(spec: str | Path, seed: int = 0, from_scratch: bool = False, dtype: torch.dtype = torch.float32):
+    """``spec`` is a preset name or an HF model directory."""
+    if str(spec) in PRESETS and not Path(spec).exists():
+        return preset_model(str(spec), seed=seed)
+    torch.manual_seed(seed)
+    return load_model(spec, dtype=dtype, from_scratch=from_scratch), load_tokenizer(spec)
+
+
+def context_window(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 2048))
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """A hash of a model directory's config and weights: outputs made with other weights are never reused."""
+    from bolt.rundir import file_sha256
+
+    path = Path(path)
+    files = [path / "config.json", *sorted(path.glob("*.safetensors")), *sorted(path.glob("*.bin"))]
+    return hashlib.sha256("".join(file_sha256(f) for f in files if f.is_file()).encode()).hexdigest()[:16]

@@ -1,0 +1,288 @@
+"""File formats between stages, and safe reading and writing of them.
+
+Every format is documented in ``docs/FORMATS.md``. In short:
+
+- corpus (input):   JSONL / JSON array / Parquet, one document per row with ``text``
+                    and optional ``id`` and any other fields (kept as metadata).
+- ``bolt.chunks/1``: JSONL, one document per line:
+                    ``{"format", "id", "chunks": [{"text", "prefix"}, ...], "meta"}``.
+- ``bolt.latents/1``: the same, every chunk also carrying ``latent`` (and, from the
+                    E-step, its scores).
+
+Readers name the file and line of any problem; writers never leave a half-written
+file behind (``atomic_path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from bolt.errors import BoltError
+
+CHUNKS_FORMAT = "bolt.chunks/1"
+LATENTS_FORMAT = "bolt.latents/1"
+KNOWN_FORMATS = (CHUNKS_FORMAT, LATENTS_FORMAT)
+
+
+@dataclass
+class Chunk:
+    """One chunk X_n of a document, its context, and (optionally) its latent Z_n.
+
+    ``extra`` holds any further per-chunk fields (E-step scores, candidates) and is
+    written back unchanged.
+    """
+
+    text: str
+    prefix: str = ""
+    latent: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "prefix": self.prefix}
+        if self.latent is not None:
+            out["latent"] = self.latent
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Document:
+    """A chunked document: joining ``chunk.text`` in order gives back the original."""
+
+    id: str
+    chunks: list[Chunk]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "".join(chunk.text for chunk in self.chunks)
+
+    @property
+    def has_latents(self) -> bool:
+        return all(chunk.latent is not None for chunk in self.chunks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": LATENTS_FORMAT if self.has_latents else CHUNKS_FORMAT,
+            "id": self.id,
+            "chunks": [chunk.to_json() for chunk in self.chunks],
+            "meta": self.meta,
+        }
+
+
+@dataclass
+class CorpusDocument:
+    """One raw document of an input corpus."""
+
+    id: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise BoltError(f"{path}: no such file. Check the path (relative paths are from {Path.cwd()}).")
+    if path.is_dir():
+        raise BoltError(f"{path}: is a directory, expected a JSONL or Parquet file.")
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; clear errors otherwise."""
+    path = Path(path)
+    _require_file(path)
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BoltError(
+                    f"{path}:{line_number}: not valid UTF-8 (byte {exc.start}). "
+                    "Re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BoltError(
+                    f"{path}:{line_number}: malformed JSON ({exc.msg} at column {exc.colno}). "
+                    "Each line must be one complete JSON object."
+                ) from None
+            if not isinstance(value, dict):
+                raise BoltError(f"{path}:{line_number}: expected a JSON object, got {type(value).__name__}.")
+            yield line_number, value
+
+
+def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows of a corpus file with a human-readable location for error messages."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        _require_file(path)
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for a broken file
+            raise BoltError(f"{path}: cannot read as Parquet ({exc}).") from None
+        for row_number, row in enumerate(table.to_pylist()):
+            yield f"{path} row {row_number}", row
+    elif suffix == ".json":
+        _require_file(path)
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BoltError(f"{path}: not a UTF-8 JSON array of objects ({exc}). Use JSONL for large corpora.") from None
+        if not isinstance(rows, list):
+            raise BoltError(f"{path}: a .json corpus must be an array of objects; use .jsonl for one object per line.")
+        for row_number, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise BoltError(f"{path} item {row_number}: expected an object with a 'text' field.")
+            yield f"{path} item {row_number}", row
+    else:
+        for line_number, row in iter_jsonl(path):
+            yield f"{path}:{line_number}", row
+
+
+def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocument]:
+    """Read raw documents. Empty documents are skipped with a warning; ids must be unique."""
+    path = Path(path)
+    documents: list[CorpusDocument] = []
+    seen: dict[str, str] = {}
+    skipped = 0
+    for position, row in _iter_rows(path):
+        if text_field not in row:
+            raise BoltError(
+                f"{position}: no '{text_field}' field (fields: {sorted(row)}). "
+                f"Put each document's text under '{text_field}', or pass --text-field NAME."
+            )
+        text = row[text_field]
+        if not isinstance(text, str):
+            raise BoltError(f"{position}: '{text_field}' must be a string, got {type(text).__name__}.")
+        doc_id = str(row["id"]) if row.get("id") is not None else f"{path.stem}-{len(documents) + skipped}"
+        if not text.strip():
+            skipped += 1
+            continue
+        if doc_id in seen:
+            raise BoltError(f"{position}: duplicate id {doc_id!r} (first at {seen[doc_id]}). Ids must be unique.")
+        seen[doc_id] = position
+        meta = {key: value for key, value in row.items() if key not in (text_field, "id")}
+        documents.append(CorpusDocument(id=doc_id, text=text, meta=meta))
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} empty document(s).", stacklevel=2)
+    if not documents:
+        raise BoltError(f"{path}: no non-empty documents found.")
+    return documents
+
+
+def _parse_chunk(position: str, index: int, raw: Any) -> Chunk:
+    if not isinstance(raw, dict) or not isinstance(raw.get("text"), str):
+        raise BoltError(f"{position} chunk {index}: each chunk must be an object with a string 'text'.")
+    prefix = raw.get("prefix", "")
+    latent = raw.get("latent")
+    if not isinstance(prefix, str) or (latent is not None and not isinstance(latent, str)):
+        raise BoltError(f"{position} chunk {index}: 'prefix' and 'latent' must be strings.")
+    extra = {key: value for key, value in raw.items() if key not in ("text", "prefix", "latent")}
+    return Chunk(text=raw["text"], prefix=prefix, latent=latent, extra=extra)
+
+
+def read_documents(path: str | Path, require_latents: bool = False) -> list[Document]:
+    """Read a ``bolt.chunks/1`` or ``bolt.latents/1`` file."""
+    path = Path(path)
+    documents: list[Document] = []
+    seen: set[str] = set()
+    for line_number, row in iter_jsonl(path):
+        position = f"{path}:{line_number}"
+        fmt = row.get("format")
+        if fmt is not None and fmt not in KNOWN_FORMATS:
+            raise BoltError(f"{position}: unknown format {fmt!r}; this bolt reads {', '.join(KNOWN_FORMATS)}.")
+        if "chunks" not in row:
+            hint = " This looks like a raw corpus: run `bolt chunk` on it first." if "text" in row else ""
+            raise BoltError(f"{position}: no 'chunks' field.{hint}")
+        if not isinstance(row["chunks"], list) or not row["chunks"]:
+            raise BoltError(f"{position}: 'chunks' must be a non-empty list.")
+        doc_id = str(row.get("id", f"{path.stem}-{len(documents)}"))
+        if doc_id in seen:
+            raise BoltError(f"{position}: duplicate document id {doc_id!r}.")
+        seen.add(doc_id)
+        chunks = [_parse_chunk(position, index, raw) for index, raw in enumerate(row["chunks"])]
+        document = Document(id=doc_id, chunks=chunks, meta=row.get("meta") or {})
+        if require_latents and not document.has_latents:
+            missing = next(i for i, chunk in enumerate(chunks) if chunk.latent is None)
+            raise BoltError(
+                f"{position} chunk {missing}: no 'latent'. This stage needs latent data "
+                "(from `bolt synthesize` or `bolt estep`); use --layout raw to train on text alone."
+            )
+        documents.append(document)
+    if not documents:
+        raise BoltError(f"{path}: no documents found.")
+    return documents
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def write_jsonl(path: str | Path, rows: Any) -> None:
+    """Write dicts (or objects with ``to_json``) as JSONL, atomically."""
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row.to_json() if hasattr(row, "to_json") else row, ensure_ascii=False))
+            handle.write("\n")
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+class PartialDocuments:
+    """Documents finished by an interrupted stage, appended one line each as they complete.
+
+    Each line carries a key of the stage's config; lines from another config are ignored,
+    and a last line cut by a kill is dropped, so a rerun redoes only unfinished documents.
+    """
+
+    def __init__(self, path: Path, config_key: str):
+        self.path = path
+        self.config_key = config_key
+        self.done: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if row.get("config_key") == config_key:
+                    self.done[row["document"]["id"]] = row["document"]
+
+    def add(self, document: Document) -> None:
+        row = {"config_key": self.config_key, "document": document.to_json()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.done[document.id] = row["document"]
+
+
+def is_chunked_file(path: str | Path) -> bool:
+    """Whether ``path`` holds chunked documents (``bolt.chunks/1`` or ``bolt.latents/1``) rather than a raw corpus."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".json"):
+        return False
+    first = next(iter_jsonl(path), None)
+    return first is not None and "chunks" in first[1]

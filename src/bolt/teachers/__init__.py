@@ -1,0 +1,10 @@
+"""Teachers write latent thoughts for chunks (``bolt synthesize``).
+
+Every backend implements the small ``Teacher`` protocol of ``base``; ``make_teacher``
+builds one by name and imports its module only then, so no backend's heavy
+dependency loads unless it is used.
+"""
+
+from bolt.teachers.base import LatentRequest, Teacher, make_teacher
+
+__all__ = ["LatentRequest", "Teacher", "make_teacher"]
