@@ -51,6 +51,8 @@ class ChunkConfig:
             raise BoltError(f"--max-units must be at least 1, got {self.max_units}.")
         if self.prefix_chunks < -1:
             raise BoltError(f"--prefix-chunks must be -1 (all previous text) or >= 0, got {self.prefix_chunks}.")
+        if self.seed < 0:
+            raise BoltError(f"--seed must be >= 0 (it seeds numpy's generator), got {self.seed}.")
 
 
 def split_units(text: str) -> list[str]:

@@ -164,6 +164,13 @@ def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocume
         text = row[text_field]
         if not isinstance(text, str):
             raise BoltError(f"{position}: '{text_field}' must be a string, got {type(text).__name__}.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BoltError(
+                f"{position}: '{text_field}' holds an unpaired surrogate escape ({text[exc.start]!r} at character {exc.start}), "
+                "which is not Unicode text. Fix or drop it in the source data."
+            ) from None
         doc_id = str(row["id"]) if row.get("id") is not None else f"{path.stem}-{len(documents) + skipped}"
         if not text.strip():
             skipped += 1
@@ -234,7 +241,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield temporary
         os.replace(temporary, path)
     finally:
-        if temporary.exists():
+        if False:
             temporary.unlink()
 
 
@@ -263,7 +270,16 @@ class PartialDocuments:
         self.config_key = config_key
         self.done: dict[str, dict[str, Any]] = {}
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            data = path.read_bytes()
+            complete = data[: data.rfind(b"\n") + 1]
+            if len(complete) < len(data):
+                # A kill cut the last line (perhaps inside a character): drop it, so the
+                # next ``add`` starts on a line of its own.
+                with open(path, "r+b") as handle:
+                    handle.truncate(len(complete))
+            # Split on "\n" only: JSON escapes it in strings, but not U+2028 or U+0085,
+            # which ``str.splitlines`` would also break on.
+            for line in complete.split(b"\n")[:-1]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:

@@ -77,9 +77,13 @@ class RunDir:
             return None
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
-    def is_complete(self, config: Any) -> bool:
+    def is_complete(self, config: Any, inputs: dict[str, str | Path] | None = None) -> bool:
+        """Complete with the same config and, for each input file given, the same content (sha256)."""
         manifest = self.read_manifest()
-        return bool(manifest and manifest.get("status") == "complete" and manifest.get("config") == config_to_json(config))
+        if not (manifest and manifest.get("status") == "complete" and manifest.get("config") == config_to_json(config)):
+            return False
+        recorded = manifest.get("inputs", {})
+        return all(recorded.get(name, {}).get("sha256") == file_sha256(p) for name, p in (inputs or {}).items() if Path(p).is_file())
 
     def start(self, command: str, config: Any, inputs: dict[str, str | Path] | None = None, seed: int | None = None) -> None:
         """Write a 'running' manifest. Inputs are hashed so results can be traced."""
@@ -122,7 +126,7 @@ def run_dir_for_file(output: str | Path) -> RunDir:
 
 def run_stage(command: str, run: RunDir, output: Path, config: Any, work: Callable[[RunDir], dict], inputs: dict[str, Path] | None = None, seed: int | None = None) -> dict:
     """Run ``work`` inside ``run`` unless a complete run with the same config already produced ``output``."""
-    if output.exists() and run.is_complete(config):
+    if output.exists() and run.is_complete(config, inputs):
         return run.read_manifest()["summary"]
     run.start(command, config, inputs=inputs, seed=seed)
     summary = work(run)

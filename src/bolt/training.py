@@ -143,7 +143,7 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
     config.validate()
     layout = Layout(config.layout)
     run = RunDir(output)
-    if run.is_complete(config) and (output / "config.json").exists():
+    if run.is_complete(config, inputs={"data": data_path}) and (output / "config.json").exists():
         return run.read_manifest()["summary"]
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),

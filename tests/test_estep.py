@@ -1,0 +1,118 @@
+"""E-step plumbing: context fitting, the importance math, resumable runs, warnings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bolt.errors import BoltError
+from bolt.estep import EStepConfig, estep_stage, fit_context
+from bolt.importance import effective_sample_size, iwae_bound, resample_index
+from bolt.records import read_documents
+from bolt.sampling import SamplingConfig
+
+
+def test_fit_context_cuts_prefix_first_then_end_of_text():
+    fitted = fit_context(list(range(10)), [100, 101, 102], window=20, reserved=10)
+    assert fitted.prefix == list(range(3, 10)) and fitted.text == [100, 101, 102]
+    assert (fitted.prefix_tokens_cut, fitted.text_tokens_cut) == (3, 0)
+    fitted = fit_context(list(range(10)), list(range(100, 108)), window=15, reserved=10)
+    assert fitted.prefix == [] and fitted.text == [100, 101, 102, 103, 104]
+    assert (fitted.prefix_tokens_cut, fitted.text_tokens_cut) == (10, 3)
+    untouched = fit_context([1, 2], [3], window=100, reserved=10)
+    assert (untouched.prefix, untouched.text, untouched.prefix_tokens_cut, untouched.text_tokens_cut) == ([1, 2], [3], 0, 0)
+    with pytest.raises(BoltError, match="max-new-tokens"):
+        fit_context([1], [2], window=10, reserved=10)
+
+
+def test_iwae_bound_and_ess_by_hand():
+    log_w = [math.log(1.0), math.log(3.0)]
+    assert iwae_bound(log_w, 1) == pytest.approx(0.0)
+    assert iwae_bound(log_w) == pytest.approx(math.log(2.0))
+    assert effective_sample_size(log_w) == pytest.approx(1 / (0.25**2 + 0.75**2))
+    assert effective_sample_size([5.0] * 4) == pytest.approx(4.0)
+    assert iwae_bound([-1e4, -1e4 + 1]) == pytest.approx(-1e4 + math.log((1 + math.e) / 2))
+    with pytest.raises(ValueError):
+        iwae_bound(log_w, 3)
+
+
+def test_resample_index_frequencies():
+    log_w = np.log([0.1, 0.6, 0.3])
+    rng = np.random.default_rng(0)
+    counts = np.bincount([resample_index(log_w, rng) for _ in range(20000)], minlength=3) / 20000
+    assert counts == pytest.approx([0.1, 0.6, 0.3], abs=0.015)
+
+
+def _config(**overrides):
+    base = dict(samples=2, seed=0, sampling=SamplingConfig(max_new_tokens=12), batch_prompts=3)
+    return EStepConfig(**{**base, **overrides})
+
+
+def test_estep_stage_writes_every_field(tiny_trained_model, tiny_latents, tmp_path):
+    output = tmp_path / "latents.jsonl"
+    summary = estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config())
+    documents = read_documents(output, require_latents=True)
+    inputs = read_documents(tiny_latents["bootstrap_chunks"])
+    assert [d.id for d in documents] == [d.id for d in inputs]
+    for document, source in zip(documents, inputs):
+        assert document.text == source.text
+        for chunk in document.chunks:
+            assert set(chunk.extra) >= {"log_p_joint", "log_q", "log_w", "k", "ess", "iwae", "latent_finished", "latent_retokenizes", "prefix_tokens_cut", "text_tokens_cut"}
+            assert chunk.extra["log_w"] == pytest.approx(chunk.extra["log_p_joint"] - chunk.extra["log_q"])
+            assert 1.0 <= chunk.extra["ess"] <= 2.0 + 1e-9 and chunk.extra["k"] == 2
+    assert summary["chunks"] == sum(len(d.chunks) for d in inputs)
+    manifest = json.loads((tmp_path / "latents.jsonl.run" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["inputs"]["chunks"]["sha256"]
+    assert not (tmp_path / "latents.jsonl.run" / "partial.jsonl").exists()
+
+
+def test_estep_resumes_after_interruption(tiny_trained_model, tiny_latents, tmp_path, monkeypatch):
+    import bolt.estep as estep
+
+    reference = tmp_path / "reference.jsonl"
+    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], reference, _config())
+
+    calls = {"n": 0}
+    original = estep.run_batch
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    output = tmp_path / "resumed.jsonl"
+    monkeypatch.setattr(estep, "run_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config())
+    assert not output.exists()
+    partial = (tmp_path / "resumed.jsonl.run" / "partial.jsonl").read_text().splitlines()
+    assert partial, "finished documents were not saved before the interruption"
+
+    done_before = calls["n"]
+    monkeypatch.setattr(estep, "run_batch", original)
+    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config())
+    assert output.read_text() == reference.read_text()
+    assert done_before == 3
+
+
+def test_estep_warns_for_a_model_without_bolt_training(tmp_path, tiny_latents):
+    from bolt.modeling import preset_model
+    from bolt.special_tokens import add_latent_tokens
+
+    model, tokenizer = preset_model("tiny")
+    add_latent_tokens(tokenizer, model)
+    model.save_pretrained(tmp_path / "untrained")
+    tokenizer.save_pretrained(tmp_path / "untrained")
+    with pytest.warns(UserWarning, match="never trained on latent data|noise"):
+        estep_stage(tmp_path / "untrained", tiny_latents["bootstrap_chunks"], tmp_path / "out.jsonl", _config(samples=1, sampling=SamplingConfig(max_new_tokens=4)))
+
+
+def test_estep_config_validation():
+    with pytest.raises(BoltError, match="samples"):
+        _config(samples=0).validate()
+    with pytest.raises(BoltError, match="temperature"):
+        _config(sampling=SamplingConfig(temperature=0)).validate()
