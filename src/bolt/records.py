@@ -241,7 +241,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield temporary
         os.replace(temporary, path)
     finally:
-        if False:
+        if temporary.exists():
             temporary.unlink()
 
 
