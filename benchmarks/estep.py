@@ -27,11 +27,12 @@ from bolt.records import Chunk, Document  # noqa: E402
 from bolt.sampling import SamplingConfig  # noqa: E402
 from bolt.scoring import score  # noqa: E402
 from bolt.special_tokens import add_latent_tokens, marker_ids  # noqa: E402
-from bolt.toy import toy_corpus  # noqa: E402
+from bolt.world import WorldConfig, world_documents  # noqa: E402
 
 
 def make_documents(n_chunks: int) -> list[Document]:
-    texts = [doc.text for doc in toy_corpus(n_chunks, seed=0, facts_per_document=3)]
+    world = WorldConfig(warm_documents=n_chunks, bootstrap_documents=0, heldout_documents=0, problems_per_document=3)
+    texts = [doc.text for doc in world_documents(world, seed=0)["warm"]]
     return [Document(id=f"bench-{i}", chunks=[Chunk(text=t, prefix=texts[i - 1] if i else "")]) for i, t in enumerate(texts)]
 
 

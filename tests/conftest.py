@@ -11,23 +11,24 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_latents(tmp_path_factory):
-    """A small toy latent-data file (bolt.latents/1) written by the oracle teacher."""
+    """Embedded-world corpora chunked by `bolt chunk` (several sentences per chunk), with oracle latents."""
     from bolt.chunking import ChunkConfig, chunk_stage
     from bolt.synthesize import SynthesizeConfig, synthesize_stage
     from bolt.teachers import make_teacher
-    from bolt.toy import write_toy_data
+    from bolt.world import WorldConfig, write_world
 
-    directory = tmp_path_factory.mktemp("toy")
-    paths = write_toy_data(directory, seed=0, warm_documents=8, bootstrap_documents=4, heldout_documents=2, questions=6)
-    chunk_stage(paths["warm"], directory / "warm.chunks.jsonl", ChunkConfig(prefix_chunks=1))
-    chunk_stage(paths["bootstrap"], directory / "bootstrap.chunks.jsonl", ChunkConfig(prefix_chunks=3))
-    synthesize_stage(make_teacher("toy"), directory / "warm.chunks.jsonl", directory / "warm.latents.jsonl", SynthesizeConfig())
+    directory = tmp_path_factory.mktemp("world")
+    world = WorldConfig(warm_documents=8, bootstrap_documents=4, heldout_documents=2, questions=6)
+    paths = write_world(directory / "world", world, seed=0)
+    chunk_stage(paths["warm"], directory / "warm.chunks.jsonl", ChunkConfig(prefix_chunks=1, mean_units=4))
+    chunk_stage(paths["bootstrap"], directory / "bootstrap.chunks.jsonl", ChunkConfig(prefix_chunks=3, mean_units=4))
+    synthesize_stage(make_teacher("oracle"), directory / "warm.chunks.jsonl", directory / "warm.latents.jsonl", SynthesizeConfig())
     return {**paths, "warm_latents": directory / "warm.latents.jsonl", "bootstrap_chunks": directory / "bootstrap.chunks.jsonl"}
 
 
 @pytest.fixture(scope="session")
 def tiny_trained_model(tiny_latents, tmp_path_factory):
-    """The tiny preset trained for a few steps on toy latents: an HF directory with the markers."""
+    """The tiny preset trained for a few steps on world latents: an HF directory with the markers."""
     from bolt.training import TrainConfig, train
 
     output = tmp_path_factory.mktemp("model") / "warm"

@@ -111,6 +111,7 @@ SURFACE = {
             "--samples", "--max-latent-tokens", "--continue-from-previous", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate"}),
 }
 
 
@@ -283,7 +284,7 @@ def test_every_stage_end_to_end(tiny_latents, tmp_path, capsys):
     complete_manifest(tmp_path / "warm.chunks.jsonl.run", "chunk")
 
     latents = tmp_path / "warm.latents.jsonl"
-    summary = run_ok(capsys, ["synthesize", chunks, "-o", latents, "--teacher", "toy"])
+    summary = run_ok(capsys, ["synthesize", chunks, "-o", latents, "--teacher", "oracle"])
     rows = read_jsonl(latents)
     assert summary["chunks"] == sum(len(r["chunks"]) for r in rows) and summary["empty_latents"] == 0
     assert all(r["format"] == "bolt.latents/1" and all(c["latent"].strip() for c in r["chunks"]) for r in rows)
@@ -342,7 +343,7 @@ def test_every_stage_end_to_end(tiny_latents, tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*never reached")
-def test_em_on_the_toy_default_and_rerun_skips_everything(tmp_path, capsys, monkeypatch):
+def test_em_on_the_world_default_and_rerun_skips_everything(tmp_path, capsys, monkeypatch):
     output = tmp_path / "em"
     argv = ["em", "-o", str(output), "--iterations", "1", "-k", "2", "--max-latent-tokens", "16", "--epochs", "0.5", "--seq-len", "128"]
     assert main(argv) == 0

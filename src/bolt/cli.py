@@ -54,12 +54,12 @@ def _synthesize_parser(sub) -> None:
         "synthesize",
         help="have a teacher LM write a latent thought for every chunk",
         description="Write a latent for every chunk of a bolt.chunks/1 file. Teachers: 'hf' runs a Hugging Face causal LM from disk "
-        "(its chat template when it has one); 'toy' is the oracle of the embedded toy corpus. Interrupted runs resume.",
+        "(its chat template when it has one); 'oracle' is the true-latent teacher of the embedded world (`bolt demo`). Interrupted runs resume.",
         epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher hf --teacher-model ./SmolLM2-135M-Instruct",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output latents file (bolt.latents/1)")
-    p.add_argument("--teacher", default="hf", help="backend: hf or toy (default: hf)")
+    p.add_argument("--teacher", default="hf", help="backend: hf or oracle (default: hf)")
     p.add_argument("--teacher-model", help="model directory for --teacher hf")
     p.add_argument("--prompt-file", type=Path, help="JSON prompt template with version, system, user (default: built-in latent-v1)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="latent length budget (default: 256)")
@@ -211,8 +211,8 @@ def _em_parser(sub) -> None:
         "em",
         help="the BoLT loop: warm start, then E-step / M-step iterations, evaluating every model",
         description="Warm start on teacher latents, then --iterations rounds of E-step on the bootstrap corpus and M-step from the base model. "
-        "Without --warm-start/--bootstrap it runs on the embedded toy corpus (no download). Rerunning the same command resumes.",
-        epilog="example: bolt em -o runs/toy   |   bolt em --warm-start warm.latents.jsonl --bootstrap corpus.jsonl --model ./my-hf-model -o runs/bolt",
+        "Without --warm-start/--bootstrap it runs on the embedded arithmetic world (no download). Rerunning the same command resumes.",
+        epilog="example: bolt em -o runs/em   |   bolt em --warm-start warm.latents.jsonl --bootstrap corpus.jsonl --model ./my-hf-model -o runs/bolt",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
     p.add_argument("--warm-start", help="teacher latents for iteration 0 (bolt.latents/1)")
@@ -247,6 +247,39 @@ def _run_em(args) -> list:
     return rows
 
 
+def _demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="reproduce the paper's three claims in miniature on the embedded world (CPU, minutes)",
+        description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
+        "BoLT EM iterations and a K sweep, evaluates all of them, and writes results.json, results.md and plots to the run directory. "
+        "Default: about 20 minutes on 2 CPU cores; --quick about 3; --full is for a bigger machine. Rerunning resumes.",
+        epilog="example: bolt demo -o runs/demo --seeds 3",
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a small version (a few minutes)")
+    size.add_argument("--full", action="store_true", help="a longer version for a bigger machine")
+    p.add_argument("--seeds", type=int, default=1, help="repeat everything with N seeds (--seed, --seed+1, ...) and report mean ± std (default: 1)")
+    p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 4)")
+    p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
+    _add_seed(p)
+
+
+def _run_demo(args) -> dict:
+    from bolt.demo import DemoConfig, run_demo
+
+    config = DemoConfig.quick() if args.quick else DemoConfig.full() if args.full else DemoConfig()
+    config.seeds, config.first_seed = args.seeds, args.seed
+    if args.samples is not None:
+        config.samples = args.samples
+    if args.teacher_error_rate is not None:
+        config.world.teacher_error_rate = args.teacher_error_rate
+    results = run_demo(config, args.output)
+    print((args.output / "results.md").read_text(), end="")
+    return results
+
+
 COMMANDS = {
     "chunk": (_chunk_parser, _run_chunk),
     "synthesize": (_synthesize_parser, _run_synthesize),
@@ -254,6 +287,7 @@ COMMANDS = {
     "estep": (_estep_parser, _run_estep),
     "eval": (_eval_parser, _run_eval),
     "em": (_em_parser, _run_em),
+    "demo": (_demo_parser, _run_demo),
 }
 
 
@@ -283,6 +317,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
-    if args.command != "em":
+    if args.command not in ("em", "demo"):
         print(json.dumps(result, indent=2, default=str))
     return 0

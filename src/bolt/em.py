@@ -2,7 +2,7 @@
 
 Run directory layout (every stage resumable; a rerun skips what is complete)::
 
-    data/                      inputs prepared by the loop (toy data when none is given)
+    data/                      inputs prepared by the loop (the embedded world when none is given)
       bootstrap.chunks.jsonl   the bootstrap corpus chunked with --prefix-chunks context
     iter-0/model/              warm start: trained on teacher latents
     iter-0/eval/               its evaluation
@@ -28,16 +28,7 @@ from bolt.rundir import RunDir, config_to_json
 from bolt.sampling import SamplingConfig
 from bolt.synthesize import SynthesizeConfig, synthesize_stage
 from bolt.training import TrainConfig, train
-
-
-@dataclass
-class ToyDataConfig:
-    """Sizes of the embedded toy data used when no corpus is given."""
-
-    warm_documents: int = 24
-    bootstrap_documents: int = 48
-    heldout_documents: int = 4
-    questions: int = 40
+from bolt.world import WorldConfig
 
 
 @dataclass
@@ -45,7 +36,7 @@ class EMConfig:
     """The whole BoLT experiment."""
 
     warm_start: str | None = None
-    """Teacher latents (bolt.latents/1) for iteration 0. None: the embedded toy data."""
+    """Teacher latents (bolt.latents/1) for iteration 0. None: the embedded world (``world``)."""
     bootstrap: str | None = None
     """Corpus (raw or chunked) whose latents the model infers itself in iterations 1..N."""
     heldout: str | None = None
@@ -66,28 +57,34 @@ class EMConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(model="tiny", seq_len=256, batch_size=8, epochs=2.0, lr=3e-3, warmup_steps=10))
     """M-step settings; ``train.model`` is the base model (preset or HF directory)."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_latent_tokens=128, max_answer_tokens=64))
-    toy: ToyDataConfig = field(default_factory=ToyDataConfig)
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(warm_documents=24, bootstrap_documents=24, heldout_documents=4, questions=40))
+    """Sizes of the embedded world used when no corpus is given."""
 
     def validate(self) -> None:
         if self.iterations < 0 or self.samples < 1:
             raise BoltError("--iterations must be >= 0 and -k/--samples >= 1.")
         if (self.warm_start is None) != (self.bootstrap is None):
-            raise BoltError("give both --warm-start and --bootstrap, or neither (to run on the embedded toy data).")
+            raise BoltError("give both --warm-start and --bootstrap, or neither (to run on the embedded world).")
         self.train.validate()
         self.eval.validate()
 
 
-def _prepare_toy_data(config: EMConfig, data: Path) -> EMConfig:
-    from bolt.teachers import make_teacher
-    from bolt.toy import write_toy_data
+def _prepare_world(config: EMConfig, data: Path) -> EMConfig:
+    """World data and oracle latents for the warm start; answers are read as the world states them."""
+    from bolt.demo import ANSWER_PATTERN
+    from bolt.world import OracleTeacher, write_world
 
-    toy = config.toy
-    paths = write_toy_data(data, config.seed, toy.warm_documents, toy.bootstrap_documents, toy.heldout_documents, toy.questions)
-    warm_chunks = data / "warm.chunks.jsonl"
-    chunk_stage(paths["warm"], warm_chunks, ChunkConfig(prefix_chunks=1, seed=config.seed))
+    paths = write_world(data, config.world, config.seed)
     warm_latents = data / "warm.latents.jsonl"
-    synthesize_stage(make_teacher("toy"), warm_chunks, warm_latents, SynthesizeConfig())
-    return dataclasses.replace(config, warm_start=str(warm_latents), bootstrap=str(paths["bootstrap"]), heldout=str(paths["heldout"]), questions=str(paths["questions"]))
+    synthesize_stage(OracleTeacher(error_rate=config.world.teacher_error_rate, seed=config.seed), paths["warm_chunks"], warm_latents, SynthesizeConfig(batch_size=256))
+    return dataclasses.replace(
+        config,
+        warm_start=str(warm_latents),
+        bootstrap=str(paths["bootstrap_chunks"]),
+        heldout=str(paths["heldout_chunks"]),
+        questions=str(paths["questions"]),
+        eval=dataclasses.replace(config.eval, answer_pattern=ANSWER_PATTERN),
+    )
 
 
 def _evaluate(config: EMConfig, model: Path, output: Path, latent: bool = True) -> dict:
@@ -108,7 +105,7 @@ def run_em(config: EMConfig, output: Path) -> list[dict]:
     run = RunDir(output)
     run.start("em", config, seed=config.seed)
     if config.warm_start is None:
-        config = _prepare_toy_data(config, output / "data")
+        config = _prepare_world(config, output / "data")
     bootstrap = Path(config.bootstrap)
     if not is_chunked_file(bootstrap):
         chunked = output / "data" / "bootstrap.chunks.jsonl"

@@ -49,7 +49,7 @@ class EvalConfig:
     batch_prompts: int = 8
     seed: int = 0
     answer_pattern: str = r"-?\d+(?:\.\d+)?"
-    """Regex whose first match in the answer text is the extracted answer."""
+    """Regex whose first match in the answer text is the extracted answer (its first group, if it has one)."""
 
     def validate(self) -> None:
         if not self.iwae_samples or min(self.iwae_samples) < 1:
@@ -101,7 +101,9 @@ def first_match_extractor(pattern: str) -> Callable[[str], str | None]:
 
     def extract(text: str) -> str | None:
         found = compiled.search(text)
-        return found.group(0) if found else None
+        if not found:
+            return None
+        return found.group(1) if compiled.groups else found.group(0)
 
     return extract
 

@@ -18,7 +18,9 @@ from bolt.errors import BoltError
 PRESETS: dict[str, dict[str, int]] = {
     # ~0.2M parameters: unit tests and the quick start.
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4),
-    # ~3.4M parameters: CPU experiments in minutes.
+    # ~0.9M parameters: the embedded world's model (bolt demo).
+    "world": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
+    # ~3.3M parameters: CPU experiments in minutes.
     "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4),
 }
 

@@ -226,6 +226,7 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
         "tokens": total_steps * windows_per_step * config.seq_len,
         "tokens_per_epoch": tokens_per_epoch,
         "tokens_per_second": tokens_seen / max(time.monotonic() - started, 1e-9),
+        "seconds": time.monotonic() - started,
         "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
         "processes": world,
     }

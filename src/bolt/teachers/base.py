@@ -33,7 +33,7 @@ class Teacher(Protocol):
 
 BACKENDS = {
     "hf": "bolt.teachers.hf_local:HFTeacher",
-    "toy": "bolt.toy:ToyTeacher",
+    "oracle": "bolt.world:OracleTeacher",
 }
 
 

@@ -1,0 +1,242 @@
+"""The embedded world: terse arithmetic text whose reasoning is left out, with an oracle.
+
+A document is a run of problems; each problem is two sentences::
+
+    Let c = 3 + 8 - 5 * 2 (mod 10).   So c = 2.
+
+Expressions are evaluated left to right modulo ``modulus``. The text states the result
+and never the work. The oracle teacher writes the missing work as the latent of the
+answer sentence, given the question in its prefix::
+
+    3+8=1. 1-5=6. 6*2=2.
+
+and an empty latent for a question sentence (nothing is missing there). Every single
+step is one of a few hundred small facts seen many times, while the composed result of
+``steps`` operations is hard to learn from the raw text alone: the gap the paper's claims
+need. With ``error_rate`` > 0 the oracle is an imperfect teacher (one step goes wrong and
+the error propagates).
+
+Documents are chunked one sentence per chunk, so the latent of an answer sees its
+question in the prefix, as a few-shot prompt would show it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bolt.chunking import with_prefixes
+from bolt.errors import BoltError
+from bolt.records import Document, write_jsonl
+from bolt.teachers.base import LatentRequest
+
+_OPS = {"+": lambda a, b, m: (a + b) % m, "-": lambda a, b, m: (a - b) % m, "*": lambda a, b, m: (a * b) % m}
+_VARIABLES = "abcdefghkmnpqrstuvwxyz"
+_QUESTION = re.compile(r"Let (\w) = ([0-9+\-* ]+) \(mod (\d+)\)\.")
+_ANSWER = re.compile(r"So (\w) = (\d+)\.")
+_STEP = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)\.")
+
+
+@dataclass
+class WorldConfig:
+    """Difficulty and size of the embedded world."""
+
+    steps: int = 4
+    """Operations per problem (operands = steps + 1)."""
+    modulus: int = 10
+    operators: str = "+-*"
+    """Operators drawn uniformly per step."""
+    problems_per_document: int = 6
+    warm_documents: int = 60
+    """Warm-start split (raw text + oracle latents)."""
+    bootstrap_documents: int = 300
+    """Bootstrap split (raw text only; the model infers its latents)."""
+    heldout_documents: int = 20
+    """Held-out documents for NLL and ELBO/IWAE."""
+    questions: int = 200
+    """Held-out questions with exact answers."""
+    teacher_error_rate: float = 0.0
+    """Probability that the oracle botches one step of a derivation."""
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.modulus < 2 or not self.operators or set(self.operators) - set(_OPS):
+            raise BoltError(f"world: need steps >= 1, modulus >= 2 and operators from '+-*', got {self.steps}, {self.modulus}, {self.operators!r}.")
+        if not 0.0 <= self.teacher_error_rate <= 1.0:
+            raise BoltError(f"world: teacher error rate must be in [0, 1], got {self.teacher_error_rate}.")
+
+
+@dataclass(frozen=True)
+class Problem:
+    variable: str
+    operands: tuple[int, ...]
+    operators: tuple[str, ...]
+    modulus: int
+
+    @property
+    def answer(self) -> int:
+        return self.values()[-1]
+
+    def values(self) -> list[int]:
+        """The running value after each step (the first operand, then one per operator)."""
+        value, values = self.operands[0], [self.operands[0]]
+        for op, operand in zip(self.operators, self.operands[1:]):
+            value = _OPS[op](value, operand, self.modulus)
+            values.append(value)
+        return values
+
+    def question(self) -> str:
+        expression = " ".join(f"{op} {x}" for op, x in zip(self.operators, self.operands[1:]))
+        return f"Let {self.variable} = {self.operands[0]} {expression} (mod {self.modulus})."
+
+    def answer_sentence(self) -> str:
+        return f"So {self.variable} = {self.answer}."
+
+    def derivation(self, wrong_step: int | None = None, rng: np.random.Generator | None = None) -> str:
+        values = self.values()
+        steps = []
+        left = values[0]
+        for index, (op, operand) in enumerate(zip(self.operators, self.operands[1:])):
+            result = _OPS[op](left, operand, self.modulus)
+            if index == wrong_step:
+                result = (result + int(rng.integers(1, self.modulus))) % self.modulus
+            steps.append(f"{left}{op}{operand}={result}.")
+            left = result
+        return " ".join(steps)
+
+
+def random_problem(rng: np.random.Generator, config: WorldConfig) -> Problem:
+    operands = tuple(int(x) for x in rng.integers(0, config.modulus, size=config.steps + 1))
+    operators = tuple(config.operators[int(i)] for i in rng.integers(0, len(config.operators), size=config.steps))
+    return Problem(_VARIABLES[int(rng.integers(0, len(_VARIABLES)))], operands, operators, config.modulus)
+
+
+def parse_question(text: str) -> Problem | None:
+    found = _QUESTION.search(text)
+    if not found:
+        return None
+    tokens = found[2].split()
+    operands = tuple(int(x) for x in tokens[0::2])
+    return Problem(found[1], operands, tuple(tokens[1::2]), int(found[3]))
+
+
+def document_text(problems: list[Problem]) -> list[str]:
+    """Sentences of a document; a space opens each sentence after the first."""
+    sentences = [sentence for p in problems for sentence in (p.question(), p.answer_sentence())]
+    return sentences[:1] + [" " + sentence for sentence in sentences[1:]]
+
+
+def world_documents(config: WorldConfig, seed: int) -> dict[str, list[Document]]:
+    """Disjoint splits: no problem (operands and operators) appears in two splits or twice in a split."""
+    config.validate()
+    rng = np.random.default_rng([seed, 7])
+    seen: set[tuple] = set()
+    splits: dict[str, list[Document]] = {}
+    for name, count in (("warm", config.warm_documents), ("bootstrap", config.bootstrap_documents), ("heldout", config.heldout_documents)):
+        documents = []
+        for index in range(count):
+            problems = [_fresh_problem(rng, config, seen) for _ in range(config.problems_per_document)]
+            documents.append(Document(id=f"world-{seed}-{name}-{index}", chunks=with_prefixes(document_text(problems), 1)))
+        splits[name] = documents
+    return splits
+
+
+def _fresh_problem(rng: np.random.Generator, config: WorldConfig, seen: set[tuple]) -> Problem:
+    for _ in range(1000):
+        problem = random_problem(rng, config)
+        key = (problem.operands, problem.operators)
+        if key not in seen:
+            seen.add(key)
+            return problem
+    raise BoltError("world: ran out of distinct problems; raise steps or modulus, or ask for fewer documents.")
+
+
+def world_questions(config: WorldConfig, seed: int, exclude: list[Document]) -> list[dict[str, Any]]:
+    """Held-out questions, none of which appears in ``exclude``'s documents."""
+    seen = {(p.operands, p.operators) for d in exclude for c in d.chunks if (p := parse_question(c.text))}
+    rng = np.random.default_rng([seed, 11])
+    questions = []
+    for index in range(config.questions):
+        problem = _fresh_problem(rng, config, seen)
+        questions.append({"id": f"world-{seed}-q{index}", "prompt": problem.question(), "answer": str(problem.answer)})
+    return questions
+
+
+def _derivations(prefix: str, text: str, wrong: set[int] | None = None, rng: np.random.Generator | None = None) -> list[str]:
+    """The derivation of every answer sentence in ``text``, each from the last question before it."""
+    context = prefix + text
+    questions = list(_QUESTION.finditer(context))
+    derivations = []
+    for index, answer in enumerate(_ANSWER.finditer(text)):
+        position = len(prefix) + answer.start()
+        before = [q for q in questions if q.end() <= position]
+        problem = parse_question(before[-1].group(0)) if before else None
+        if problem is not None:
+            wrong_step = int(rng.integers(0, len(problem.operators))) if wrong and index in wrong else None
+            derivations.append(problem.derivation(wrong_step, rng))
+    return derivations
+
+
+def oracle_latent(prefix: str, text: str, error_rate: float = 0.0, rng: np.random.Generator | None = None) -> str:
+    """The true work behind a chunk: the derivation of each answer it states ("" if none)."""
+    answers = len(_ANSWER.findall(text))
+    wrong = {i for i in range(answers) if error_rate > 0 and rng is not None and rng.random() < error_rate}
+    return " ".join(_derivations(prefix, text, wrong, rng))
+
+
+def latent_is_correct(prefix: str, text: str, latent: str) -> bool | None:
+    """Whether a latent holds exactly the correct derivations of the chunk's answers; None for chunks without one."""
+    truth = oracle_latent(prefix, text)
+    return None if not truth else latent.strip() == truth
+
+
+class OracleTeacher:
+    """``--teacher oracle``: the world's true latents, optionally with errors."""
+
+    name = "oracle"
+    allows_empty_latents = True  # a question sentence leaves nothing out
+
+    def __init__(self, error_rate: float = 0.0, seed: int = 0, **_: Any):
+        self.error_rate = error_rate
+        self.seed = seed
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "template": "world-oracle-v1", "error_rate": self.error_rate, "seed": self.seed}
+
+    def write_latents(self, requests: list[LatentRequest]) -> list[str]:
+        latents = []
+        for request in requests:
+            rng = np.random.default_rng([self.seed, abs(hash_text(request.document_id)), request.chunk_index])
+            latents.append(oracle_latent(request.prefix, request.text, self.error_rate, rng))
+        return latents
+
+
+def hash_text(text: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def write_world(directory: Path, config: WorldConfig, seed: int) -> dict[str, Path]:
+    """The world's files.
+
+    - ``{warm,bootstrap,heldout}.jsonl``: raw corpora (``text``), for ``bolt chunk``;
+    - ``warm.chunks.jsonl`` (prefix: 1 chunk, for the teacher), ``bootstrap.chunks.jsonl``
+      (3 chunks, for the E-step) and ``heldout.chunks.jsonl`` (all previous text, for the
+      bounds): one sentence per chunk;
+    - ``questions.jsonl``: held-out ``prompt``/``answer`` pairs.
+    """
+    splits = world_documents(config, seed)
+    paths: dict[str, Path] = {}
+    for name, prefix_chunks in (("warm", 1), ("bootstrap", 3), ("heldout", -1)):
+        documents = splits[name]
+        paths[name] = directory / f"{name}.jsonl"
+        write_jsonl(paths[name], [{"id": d.id, "text": d.text} for d in documents])
+        paths[f"{name}_chunks"] = directory / f"{name}.chunks.jsonl"
+        write_jsonl(paths[f"{name}_chunks"], [Document(d.id, with_prefixes([c.text for c in d.chunks], prefix_chunks), d.meta) for d in documents])
+    paths["questions"] = directory / "questions.jsonl"
+    write_jsonl(paths["questions"], world_questions(config, seed, [d for docs in splits.values() for d in docs]))
+    return paths

@@ -1,0 +1,72 @@
+"""The embedded world: text, oracle latents, the judge, and disjoint splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bolt.errors import BoltError
+from bolt.records import read_documents
+from bolt.teachers import LatentRequest, make_teacher
+from bolt.world import Problem, WorldConfig, latent_is_correct, oracle_latent, parse_question, world_documents, world_questions, write_world
+
+
+def test_problem_evaluates_left_to_right_modulo():
+    problem = Problem("x", (7, 5, 3, 4), ("+", "*", "-"), 10)
+    assert problem.values() == [7, 2, 6, 2]
+    assert problem.question() == "Let x = 7 + 5 * 3 - 4 (mod 10)."
+    assert problem.answer_sentence() == "So x = 2."
+    assert problem.derivation() == "7+5=2. 2*3=6. 6-4=2."
+    assert parse_question(" " + problem.question()) == problem
+
+
+def test_oracle_writes_the_derivation_only_for_answers():
+    question, answer = "Let x = 7 + 5 * 3 - 4 (mod 10).", " So x = 2."
+    assert oracle_latent("", question) == ""
+    assert oracle_latent(question, answer) == "7+5=2. 2*3=6. 6-4=2."
+    assert latent_is_correct(question, answer, "7+5=2. 2*3=6. 6-4=2.") is True
+    assert latent_is_correct(question, answer, "7+5=2. 2*3=6. 6-4=3.") is False
+    assert latent_is_correct("", question, "") is None
+
+
+def test_documents_round_trip_and_chunk_one_sentence_each():
+    splits = world_documents(WorldConfig(warm_documents=3, bootstrap_documents=2, heldout_documents=1, problems_per_document=4), seed=5)
+    for document in splits["warm"]:
+        assert len(document.chunks) == 8
+        for index, chunk in enumerate(document.chunks):
+            assert chunk.prefix == (document.chunks[index - 1].text if index else "")
+            if index % 2:
+                problem = parse_question(chunk.prefix)
+                assert chunk.text == f" So {problem.variable} = {problem.answer}."
+
+
+def test_splits_and_questions_are_disjoint_and_deterministic(tmp_path):
+    config = WorldConfig(warm_documents=20, bootstrap_documents=20, heldout_documents=5, questions=100, steps=2, operators="+")
+    paths = write_world(tmp_path / "a", config, seed=1)
+    keys = {}
+    for name in ("warm", "bootstrap", "heldout"):
+        keys[name] = {(p.operands, p.operators) for d in read_documents(paths[f"{name}_chunks"]) for c in d.chunks if (p := parse_question(c.text))}
+    assert not keys["warm"] & keys["bootstrap"] and not keys["warm"] & keys["heldout"] and not keys["bootstrap"] & keys["heldout"]
+    questions = {(p.operands, p.operators) for q in world_questions(config, 1, [d for n in keys for d in read_documents(paths[f"{n}_chunks"])]) if (p := parse_question(q["prompt"]))}
+    assert len(questions) == 100 and not questions & (keys["warm"] | keys["bootstrap"] | keys["heldout"])
+    again = write_world(tmp_path / "b", config, seed=1)
+    assert paths["bootstrap_chunks"].read_text() == again["bootstrap_chunks"].read_text()
+    heldout = read_documents(paths["heldout_chunks"])[0]
+    assert heldout.chunks[-1].prefix == "".join(c.text for c in heldout.chunks[:-1])
+
+
+def test_imperfect_teacher_errs_at_its_rate():
+    splits = world_documents(WorldConfig(warm_documents=100, bootstrap_documents=0, heldout_documents=0), seed=0)
+    teacher = make_teacher("oracle", error_rate=0.3, seed=2)
+    requests = [LatentRequest(d.id, i, c.prefix, c.text) for d in splits["warm"] for i, c in enumerate(d.chunks) if i % 2]
+    verdicts = [latent_is_correct(r.prefix, r.text, z) for r, z in zip(requests, teacher.write_latents(requests))]
+    assert np.mean(verdicts) == pytest.approx(0.7, abs=0.05)
+
+
+def test_world_config_validation():
+    with pytest.raises(BoltError):
+        WorldConfig(operators="/").validate()
+    with pytest.raises(BoltError):
+        WorldConfig(teacher_error_rate=2).validate()
+    with pytest.raises(BoltError, match="distinct problems"):
+        world_documents(WorldConfig(steps=1, modulus=2, operators="+", warm_documents=10), seed=0)
