@@ -71,7 +71,7 @@ class DemoConfig:
     @classmethod
     def quick(cls) -> DemoConfig:
         world = WorldConfig(warm_documents=40, bootstrap_documents=60, heldout_documents=5, questions=100)
-        train = dataclasses.replace(cls().train, steps=300)
+        train = dataclasses.replace(cls().train, steps=150)
         return cls(world=world, train=train)
 
     @classmethod

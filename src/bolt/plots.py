@@ -27,6 +27,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, axis, title: str, path: Path, ylabel: str = "held-out accuracy") -> None:
+    axis.set_ylabel(ylabel)
+    axis.set_ylim(0, 1)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def accuracy_per_iteration(models: dict, path: Path) -> None:
     plt = _pyplot()
     iterations = sorted(int(name.split("_")[1]) for name in models if name.startswith("em_") and name.count("_") == 1)
@@ -39,13 +48,8 @@ def accuracy_per_iteration(models: dict, path: Path) -> None:
             mean, _ = _stats(models[name]["accuracy"])
             axis.axhline(mean, linestyle=style, color="grey", label=name)
     axis.set_xticks(range(len(names)), ["warm start"] + [f"EM {i}" for i in iterations])
-    axis.set_ylabel("held-out accuracy")
-    axis.set_ylim(0, 1)
     axis.legend(fontsize=8)
-    axis.set_title("Bootstrapping latent thoughts")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save(plt, figure, axis, "Bootstrapping latent thoughts", path)
 
 
 def accuracy_against_k(models: dict, ks: list[int], path: Path, default_k: int) -> None:
@@ -57,12 +61,7 @@ def accuracy_against_k(models: dict, ks: list[int], path: Path, default_k: int) 
     axis.errorbar([k for k, _ in present], means, yerr=stds, marker="o", capsize=3)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("Monte Carlo samples K in the E-step")
-    axis.set_ylabel("held-out accuracy of the next model")
-    axis.set_ylim(0, 1)
-    axis.set_title("E-step inference compute")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save(plt, figure, axis, "E-step inference compute", path, ylabel="held-out accuracy of the next model")
 
 
 def data_efficiency(models: dict, path: Path) -> None:
@@ -75,10 +74,5 @@ def data_efficiency(models: dict, path: Path) -> None:
         axis.errorbar([tokens], [mean], yerr=[std], marker=marker, capsize=3, linestyle="none", label=name)
     axis.set_xscale("log")
     axis.set_xlabel("raw tokens seen in training")
-    axis.set_ylabel("held-out accuracy")
-    axis.set_ylim(0, 1)
     axis.legend(fontsize=7)
-    axis.set_title("Data efficiency")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save(plt, figure, axis, "Data efficiency", path)
