@@ -2,7 +2,7 @@
 
 A document is a run of problems; each problem is two sentences::
 
-    Let c = 3+8-5*2 (mod 10). So c = 2.
+    Let c = 3 + 8 - 5 * 2 (mod 10).   So c = 2.
 
 Expressions are evaluated left to right modulo ``modulus``. The text states the result
 and never the work. The oracle teacher writes the missing work as the latent of the
@@ -36,7 +36,7 @@ from bolt.teachers.base import LatentRequest
 
 _OPS = {"+": lambda a, b, m: (a + b) % m, "-": lambda a, b, m: (a - b) % m, "*": lambda a, b, m: (a * b) % m}
 _VARIABLES = "abcdefghkmnpqrstuvwxyz"
-_QUESTION = re.compile(r"Let (\w) = ([0-9+\-*]+) \(mod (\d+)\)\.")
+_QUESTION = re.compile(r"Let (\w) = ([0-9+\-* ]+) \(mod (\d+)\)\.")
 _ANSWER = re.compile(r"So (\w) = (\d+)\.")
 _STEP = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)\.")
 
@@ -89,8 +89,8 @@ class Problem:
         return values
 
     def question(self) -> str:
-        expression = "".join(f"{op}{x}" for op, x in zip(self.operators, self.operands[1:]))
-        return f"Let {self.variable} = {self.operands[0]}{expression} (mod {self.modulus})."
+        expression = " ".join(f"{op} {x}" for op, x in zip(self.operators, self.operands[1:]))
+        return f"Let {self.variable} = {self.operands[0]} {expression} (mod {self.modulus})."
 
     def answer_sentence(self) -> str:
         return f"So {self.variable} = {self.answer}."
@@ -118,7 +118,7 @@ def parse_question(text: str) -> Problem | None:
     found = _QUESTION.search(text)
     if not found:
         return None
-    tokens = re.findall(r"\d+|[+\-*]", found[2])
+    tokens = found[2].split()
     operands = tuple(int(x) for x in tokens[0::2])
     return Problem(found[1], operands, tuple(tokens[1::2]), int(found[3]))
 
