@@ -43,8 +43,8 @@ ANSWER_PATTERN = r"= (\d+)\."
 class DemoConfig:
     """One demo run; ``quick()`` and ``full()`` give the smaller and larger presets."""
 
-    world: WorldConfig = field(default_factory=WorldConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="world", seq_len=256, batch_size=8, steps=1000, lr=3e-3, warmup_steps=50, precision="bf16", log_every=50))
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(warm_documents=100, bootstrap_documents=300, heldout_documents=20, questions=200))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="world", seq_len=256, batch_size=16, steps=1500, lr=3e-3, warmup_steps=50, precision="bf16", log_every=50))
     """Settings of every model; each model gets the same number of steps (same compute),
     except raw_token_matched, whose steps follow from its epochs."""
     iterations: int = 2
@@ -71,13 +71,13 @@ class DemoConfig:
     @classmethod
     def quick(cls) -> DemoConfig:
         world = WorldConfig(warm_documents=40, bootstrap_documents=60, heldout_documents=5, questions=100)
-        train = dataclasses.replace(cls().train, steps=150)
+        train = dataclasses.replace(cls().train, steps=150, batch_size=8)
         return cls(world=world, train=train)
 
     @classmethod
     def full(cls) -> DemoConfig:
-        world = WorldConfig(warm_documents=100, bootstrap_documents=400, heldout_documents=20, questions=400)
-        train = dataclasses.replace(cls().train, steps=3000, batch_size=16)
+        world = WorldConfig(warm_documents=100, bootstrap_documents=600, heldout_documents=20, questions=400)
+        train = dataclasses.replace(cls().train, steps=3000)
         return cls(world=world, train=train, iterations=3, sweep=[1, 4, 16])
 
 
