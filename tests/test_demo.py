@@ -43,3 +43,21 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| warm_start |" in table and "±" in table
     assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
+    config = DemoConfig(
+        world=WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=4, problems_per_document=3),
+        iterations=2,
+        samples=2,
+        sweep=[2],
+        max_latent_tokens=8,
+        continue_from_previous=True,
+    )
+    config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
+    config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
+    models = run_demo(config, tmp_path)["models"]
+    assert "em_1_k1" not in models
+    assert models["raw_flops_matched"]["train_tokens"] == [3 * models["em_2"]["train_tokens"][0]]
+    manifest = json.loads((tmp_path / "seed-0" / "models" / "em_2" / "manifest.json").read_text())
+    assert manifest["config"]["model"].endswith("em_1")

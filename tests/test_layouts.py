@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bolt.errors import BoltError
 from bolt.layouts import Layout, TokenizedDocument, encode, render, tokenize_document
-from bolt.modeling import byte_tokenizer, preset_model
+from bolt.modeling import preset_model
 from bolt.records import Chunk, Document
 from bolt.special_tokens import LATENT_TOKENS, MarkerIds, add_latent_tokens, marker_ids
 

@@ -112,7 +112,7 @@ def _train_parser(sub) -> None:
     _add_seed(p)
 
 
-def _train_config(args) -> "TrainConfig":  # noqa: F821 - imported lazily
+def _train_config(args):
     from bolt.training import TrainConfig
 
     return TrainConfig(
@@ -263,6 +263,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=1, help="repeat everything with N seeds (--seed, --seed+1, ...) and report mean ± std (default: 1)")
     p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 4)")
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
+    p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
     _add_seed(p)
 
 
@@ -273,6 +274,7 @@ def _run_demo(args) -> dict:
     config.seeds, config.first_seed = args.seeds, args.seed
     if args.samples is not None:
         config.samples = args.samples
+    config.continue_from_previous = args.continue_from_previous
     if args.teacher_error_rate is not None:
         config.world.teacher_error_rate = args.teacher_error_rate
     results = run_demo(config, args.output)

@@ -53,6 +53,9 @@ class DemoConfig:
     """K in the E-steps of the main EM chain."""
     sweep: list[int] = field(default_factory=lambda: [1, 4])
     """K values for iteration 1 in the inference-compute sweep."""
+    continue_from_previous: bool = False
+    """Start each M-step from the previous model (warm-started EM) instead of the base
+    initialisation (the paper); the FLOPs-matched baseline then gets the whole chain's steps."""
     max_latent_tokens: int = 48
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(iwae_samples=[1, 4], max_latent_tokens=48, max_answer_tokens=48, batch_prompts=64, answer_pattern=ANSWER_PATTERN))
     seeds: int = 1
@@ -110,8 +113,10 @@ class _Seed:
         synthesize_stage(teacher, self.data["warm_chunks"], self.warm_latents, SynthesizeConfig(batch_size=256))
         self.base = dataclasses.replace(config.train, seed=seed)
 
-    def model(self, name: str, data: Path, layout: str, latent_file: Path | None, steps: int | None = None) -> dict:
+    def model(self, name: str, data: Path, layout: str, latent_file: Path | None, steps: int | None = None, init: Path | None = None) -> dict:
         train_config = dataclasses.replace(self.base, layout=layout, steps=steps or self.base.steps)
+        if init is not None:
+            train_config = dataclasses.replace(train_config, model=str(init))
         model_dir = self.directory / "models" / name
         summary = train(train_config, data, model_dir)
         latent = layout != "raw"
@@ -138,9 +143,10 @@ class _Seed:
         estep_stage(self.directory / "models" / model, self.data["bootstrap_chunks"], output, config)
         return output
 
-    def m_step(self, name: str, latents: Path) -> dict:
+    def m_step(self, name: str, latents: Path, previous: str) -> dict:
         data = _concatenate([self.warm_latents, latents], self.directory / "latents" / f"{name}.train.jsonl")
-        return self.model(name, data, "random", latents)
+        init = self.directory / "models" / previous if self.config.continue_from_previous else None
+        return self.model(name, data, "random", latents, init=init)
 
     def run(self) -> dict[str, dict]:
         config = self.config
@@ -149,17 +155,19 @@ class _Seed:
         previous = "warm_start"
         for iteration in range(1, config.iterations + 1):
             name = f"em_{iteration}"
-            self.m_step(name, self.estep(name, previous, config.samples))
+            self.m_step(name, self.estep(name, previous, config.samples), previous)
             previous = name
         for k in config.sweep:
             if k != config.samples:
                 name = f"em_1_k{k}"
-                self.m_step(name, self.estep(name, "warm_start", k))
+                self.m_step(name, self.estep(name, "warm_start", k), "warm_start")
         raw_all = _concatenate([self.data["warm_chunks"], self.data["bootstrap_chunks"]], self.directory / "data" / "warm+bootstrap.chunks.jsonl")
         last = self.results[previous]
-        self.model("raw_flops_matched", raw_all, "raw", None, steps=self.base.steps)
+        # Continued M-steps accumulate the compute of the whole chain; restarted ones cost one model each.
+        chain_steps = self.base.steps * (config.iterations + 1 if config.continue_from_previous else 1)
+        self.model("raw_flops_matched", raw_all, "raw", None, steps=chain_steps)
         flops = self.results["raw_flops_matched"]
-        token_matched_steps = max(1, round(self.base.steps * last["epochs"] / flops["epochs"]))
+        token_matched_steps = max(1, round(chain_steps * last["epochs"] / flops["epochs"]))
         self.model("raw_token_matched", raw_all, "raw", None, steps=token_matched_steps)
         return self.results
 
