@@ -164,6 +164,8 @@ def test_rerun_with_another_config_or_changed_data_trains_again(tiny_latents, tm
 
     full = train(TrainConfig(**base, steps=3), data, output)
     assert full["steps"] == 3
+    logged = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3], "metrics of the earlier, different run must not stay in the file"
 
     # Same config, other data: the stored model was not trained on this file and must not be reused.
     rows = data.read_text().splitlines()

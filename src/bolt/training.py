@@ -185,6 +185,8 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         step = json.loads((checkpoint / "state.json").read_text())["step"]
+    elif accelerator.is_main_process:
+        run.metrics_path.unlink(missing_ok=True)  # a fresh start: no lines from an earlier, different run
     stream = window_stream(tokenized, config, markers)
     for _ in range(step * windows_per_step):
         next(stream)
