@@ -63,8 +63,6 @@ class TrainConfig:
     """Passes over the rendered data, converted to steps by rounding up."""
     lr: float = 1e-4
     """Peak learning rate of AdamW (the paper: 1e-4)."""
-    min_lr_ratio: float = 0.0
-    """Not used by the cosine schedule of transformers (decays to 0); kept 0 for clarity."""
     warmup_steps: int = 0
     """Linear warm-up steps before the cosine decay (the paper: 1000)."""
     weight_decay: float = 0.01
