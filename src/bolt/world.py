@@ -31,6 +31,7 @@ import numpy as np
 
 from bolt.chunking import with_prefixes
 from bolt.errors import BoltError
+from bolt.estep import chunk_seed
 from bolt.records import Document, write_jsonl
 from bolt.teachers.base import LatentRequest
 
@@ -209,15 +210,9 @@ class OracleTeacher:
     def write_latents(self, requests: list[LatentRequest]) -> list[str]:
         latents = []
         for request in requests:
-            rng = np.random.default_rng([self.seed, abs(hash_text(request.document_id)), request.chunk_index])
+            rng = np.random.default_rng(chunk_seed(self.seed, request.document_id, request.chunk_index))
             latents.append(oracle_latent(request.prefix, request.text, self.error_rate, rng))
         return latents
-
-
-def hash_text(text: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def write_world(directory: Path, config: WorldConfig, seed: int) -> dict[str, Path]:
