@@ -34,9 +34,7 @@ from bolt.rundir import RunDir, config_to_json
 from bolt.sampling import SamplingConfig
 from bolt.synthesize import SynthesizeConfig, synthesize_stage
 from bolt.training import TrainConfig, train
-from bolt.world import OracleTeacher, WorldConfig, latent_is_correct, write_world
-
-ANSWER_PATTERN = r"= (\d+)\."
+from bolt.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, latent_is_correct, write_world
 
 
 @dataclass

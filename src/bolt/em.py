@@ -71,8 +71,7 @@ class EMConfig:
 
 def _prepare_world(config: EMConfig, data: Path) -> EMConfig:
     """World data and oracle latents for the warm start; answers are read as the world states them."""
-    from bolt.demo import ANSWER_PATTERN
-    from bolt.world import OracleTeacher, write_world
+    from bolt.world import ANSWER_PATTERN, OracleTeacher, write_world
 
     paths = write_world(data, config.world, config.seed)
     warm_latents = data / "warm.latents.jsonl"

@@ -39,7 +39,8 @@ _OPS = {"+": lambda a, b, m: (a + b) % m, "-": lambda a, b, m: (a - b) % m, "*":
 _VARIABLES = "abcdefghkmnpqrstuvwxyz"
 _QUESTION = re.compile(r"Let (\w) = ([0-9+\-* ]+) \(mod (\d+)\)\.")
 _ANSWER = re.compile(r"So (\w) = (\d+)\.")
-_STEP = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)\.")
+ANSWER_PATTERN = r"= (\d+)\."
+"""Extracts the number an answer sentence states (``So c = 2.`` -> ``2``), for ``bolt eval --answer-pattern``."""
 
 
 @dataclass
