@@ -52,33 +52,75 @@ def _run_chunk(args) -> dict:
 def _synthesize_parser(sub) -> None:
     p = sub.add_parser(
         "synthesize",
-        help="have a teacher LM write a latent thought for every chunk",
-        description="Write a latent for every chunk of a bolt.chunks/1 file. Teachers: 'hf' runs a Hugging Face causal LM from disk "
-        "(its chat template when it has one); 'oracle' is the true-latent teacher of the embedded world (`bolt demo`). Interrupted runs resume.",
-        epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher hf --teacher-model ./SmolLM2-135M-Instruct",
+        help="have a teacher LM write a latent thought for every chunk (or rephrase every document)",
+        description="Write a latent for every chunk of a bolt.chunks/1 file (--method latent), or rephrase every whole document "
+        "(--method wrap: one of four styles per document; wrap-cot: paraphrase with step-by-step reasoning) into meta.synthetic. "
+        "Teachers: 'openai' (OpenAI, or any OpenAI-compatible server such as vLLM or SGLang with --base-url), 'anthropic', "
+        "'vllm' (offline on a local GPU), 'hf' (a Hugging Face model from disk, latents only), 'oracle' (the embedded world's true latents). "
+        "API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or --env-file and are never written anywhere. API answers are cached in "
+        "OUT.run/teacher-cache.sqlite (or --cache-dir): rerunning the same command, even after a kill, sends only what is unanswered, "
+        "and picks up batches already submitted. Use --dry-run first to see the request count, tokens and cost.",
+        epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher openai --teacher-model gpt-4o-mini --batch --dry-run",
     )
-    p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output latents file (bolt.latents/1)")
-    p.add_argument("--teacher", default="hf", help="backend: hf or oracle (default: hf)")
-    p.add_argument("--teacher-model", help="model directory for --teacher hf")
-    p.add_argument("--prompt-file", type=Path, help="JSON prompt template with version, system, user (default: built-in latent-v1)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="latent length budget (default: 256)")
+    p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1); wrap methods also take a raw corpus")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file (bolt.latents/1, or documents with meta.synthetic)")
+    p.add_argument("--teacher", default="hf", help="backend: openai, anthropic, vllm, hf or oracle (default: hf)")
+    p.add_argument("--teacher-model", help="model name (openai, anthropic, vllm) or model directory (hf)")
+    p.add_argument("--method", default="latent", help="latent (default), wrap or wrap-cot")
+    p.add_argument("--prompt-file", type=Path, help="JSON prompt template(s) replacing the built-in ones of --method (see `bolt.teachers.prompts`)")
+    p.add_argument("--max-new-tokens", type=int, help="answer length budget (default: 256 for latent, 2048 for wrap methods)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default), else sampling temperature")
-    p.add_argument("--batch-size", type=int, default=8, help="chunks per teacher call (default: 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="chunks per call of a local teacher, hf or oracle (default: 8)")
+    api = p.add_argument_group("API teachers (openai, anthropic)")
+    api.add_argument("--base-url", help="API endpoint, e.g. http://localhost:8000/v1 for a vLLM or SGLang server (default: the provider's)")
+    api.add_argument("--batch", action="store_true", help="use the provider's batch API: half price, results within 24 h; a rerun picks up submitted batches")
+    api.add_argument("--concurrency", type=int, default=8, help="online requests in flight at once (default: 8)")
+    api.add_argument("--dry-run", action="store_true", help="print the request count, estimated tokens and cost, and send nothing")
+    api.add_argument("--pricing", type=Path, help='JSON price table overriding the built-in one: {"MODEL": {"input": USD/1M, "output": USD/1M}}')
+    api.add_argument("--cache-dir", type=Path, help="directory of the answer cache, to share it between runs (default: OUT.run/)")
+    api.add_argument("--env-file", type=Path, help="a .env file holding OPENAI_API_KEY or ANTHROPIC_API_KEY (the environment wins)")
+    api.add_argument("--max-retries", type=int, default=8, help="retries of a request after 429, 5xx, timeouts or malformed JSON (default: 8)")
+    api.add_argument("--max-bad-replies", type=int, default=2, help="re-asks after an empty, truncated, refused or malformed reply (default: 2)")
+    api.add_argument("--backoff", type=float, default=1.0, help="seconds of the first retry wait, doubled per retry, with jitter; Retry-After wins (default: 1)")
+    api.add_argument("--request-timeout", type=float, default=120.0, help="seconds before an online request times out (default: 120)")
+    api.add_argument("--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)")
+    api.add_argument("--allow-failures", action="store_true", help="finish with the documents that got every answer when some requests got none")
     _add_seed(p)
 
 
-def _run_synthesize(args) -> dict:
-    from bolt.synthesize import SynthesizeConfig, synthesize_stage
+def _synthesize_teacher(args):
     from bolt.teachers import make_teacher
 
-    options = {}
+    max_new = args.max_new_tokens or (256 if args.method == "latent" else 2048)
     if args.teacher == "hf":
         if not args.teacher_model:
             raise BoltError("--teacher hf needs --teacher-model DIR (a Hugging Face model directory).")
-        options = dict(model=args.teacher_model, prompt_file=args.prompt_file, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    teacher = make_teacher(args.teacher, **options)
-    return synthesize_stage(teacher, args.input, args.output, SynthesizeConfig(batch_size=args.batch_size))
+        return make_teacher("hf", model=args.teacher_model, prompt_file=args.prompt_file, max_new_tokens=max_new, temperature=args.temperature, seed=args.seed)
+    if args.teacher in ("openai", "anthropic", "vllm"):
+        from bolt.teachers.api_teacher import ApiConfig
+        from bolt.teachers.chat import Sampling
+
+        if args.teacher == "anthropic" and args.temperature != 0.0:
+            raise BoltError("--teacher anthropic: the Messages API has no temperature setting; leave --temperature at its default.")
+        sampling = Sampling(max_tokens=max_new, temperature=args.temperature, seed=None if args.teacher == "anthropic" else args.seed)
+        if args.teacher == "vllm":
+            return make_teacher("vllm", model=args.teacher_model, sampling=sampling, seed=args.seed)
+        config = ApiConfig(
+            batch=args.batch, concurrency=args.concurrency, max_retries=args.max_retries, max_bad_replies=args.max_bad_replies, backoff_base=args.backoff,
+            timeout=args.request_timeout, poll_interval=args.poll_interval,
+        )
+        return make_teacher(args.teacher, model=args.teacher_model, sampling=sampling, config=config, base_url=args.base_url, env_file=args.env_file, pricing_file=args.pricing, seed=args.seed)
+    return make_teacher(args.teacher)
+
+
+def _run_synthesize(args) -> dict:
+    from bolt.synthesize import SynthesizeConfig, synthesize_estimate, synthesize_stage
+
+    teacher = _synthesize_teacher(args)
+    config = SynthesizeConfig(method=args.method, prompt_file=args.prompt_file, seed=args.seed, batch_size=args.batch_size, allow_failures=args.allow_failures)
+    if args.dry_run:
+        return synthesize_estimate(teacher, args.input, args.output, config, cache_dir=args.cache_dir)
+    return synthesize_stage(teacher, args.input, args.output, config, cache_dir=args.cache_dir)
 
 
 def _train_parser(sub) -> None:

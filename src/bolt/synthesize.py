@@ -1,34 +1,120 @@
-"""Stage 1b: a teacher writes a latent for every chunk (``bolt synthesize``).
+"""Stage 1b: a teacher writes a latent for every chunk, or rephrases every document (``bolt synthesize``).
 
-Reads ``bolt.chunks/1``, writes ``bolt.latents/1``. Finished documents are appended to
-``partial.jsonl`` in the run directory as they complete, so an interrupted run resumes
-without asking the teacher again for anything it already answered.
+Reads ``bolt.chunks/1`` and writes ``bolt.latents/1`` (``--method latent``), or, for the
+rephrasing baselines (``--method wrap`` / ``wrap-cot``), the same documents with a
+document-level ``meta.synthetic`` text that ``--layout pure`` trains on.
+
+Two kinds of teacher: local ones (``hf``, ``oracle``) write latents in groups of
+``batch_size``, and finished documents are appended to ``partial.jsonl`` so an
+interrupted run resumes; prompt teachers (the chat APIs, vLLM) answer rendered prompts,
+and API answers are kept in a SQLite cache (``teacher-cache.sqlite`` in the run
+directory, or ``--cache-dir``) so a rerun sends only what is still unanswered.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
-from bolt.records import Chunk, Document, PartialDocuments, read_documents, write_jsonl
+from bolt.records import Chunk, Document, PartialDocuments, read_corpus, read_documents, write_json, write_jsonl, is_chunked_file
 from bolt.rundir import RunDir, partial_key, run_dir_for_file, run_stage
 from bolt.teachers.base import LatentRequest, Teacher
+from bolt.teachers.prompts import METHODS, PromptTemplate, load_templates
+
+CACHE_NAME = "teacher-cache.sqlite"
 
 
 @dataclass
 class SynthesizeConfig:
-    """How chunks are sent to the teacher."""
+    """What the teacher writes and how chunks are sent to it."""
 
+    method: str = "latent"
+    """``latent`` (a thought per chunk), ``wrap`` (a rephrased document in one of four styles) or ``wrap-cot``."""
+    prompt_file: Path | None = None
+    """JSON templates replacing the built-in ones of ``method`` (prompt teachers)."""
+    seed: int = 0
+    """Draws each document's ``wrap`` style."""
     batch_size: int = 8
-    """Chunks per teacher call."""
+    """Chunks per call of a local teacher (hf, oracle)."""
+    allow_failures: bool = False
+    """Finish with the documents that got every answer, instead of failing when some request got none."""
 
     def validate(self) -> None:
         if self.batch_size < 1:
             raise BoltError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if self.method not in METHODS:
+            raise BoltError(f"unknown --method {self.method!r}; choose one of {', '.join(METHODS)}.")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one prompt's answer goes: a chunk's latent, or (``chunk`` None) a document's synthetic text."""
+
+    document: int
+    chunk: int | None
+    style: str
+
+
+def wrap_style(styles: list[str], seed: int, document_id: str) -> str:
+    digest = hashlib.sha256(f"{seed}\0{document_id}".encode("utf-8")).digest()
+    return sorted(styles)[int.from_bytes(digest[:8], "little") % len(styles)]
+
+
+def build_prompts(documents: list[Document], config: SynthesizeConfig, templates: dict[str, PromptTemplate]) -> tuple[list, list[Slot]]:
+    """A prompt per chunk (``latent``) or per document (``wrap``, ``wrap-cot``), and where each answer goes."""
+    from bolt.teachers.api_teacher import Prompt
+
+    prompts, slots = [], []
+    for d, document in enumerate(documents):
+        if config.method == "latent":
+            template = templates["default"] if "default" in templates else templates[sorted(templates)[0]]
+            for c, chunk in enumerate(document.chunks):
+                prompts.append(Prompt(template.messages(chunk.prefix, chunk.text), template.version))
+                slots.append(Slot(d, c, "default"))
+        else:
+            style = wrap_style(list(templates), config.seed, document.id)
+            prompts.append(Prompt(templates[style].messages("", document.text), templates[style].version))
+            slots.append(Slot(d, None, style))
+    return prompts, slots
+
+
+def assemble(documents: list[Document], slots: list[Slot], answers: list[str | None], config: SynthesizeConfig, templates: dict[str, PromptTemplate]) -> list[Document]:
+    """Documents whose every prompt got an answer, with the answers in place."""
+    latents: dict[int, dict[int, str]] = {}
+    synthetic: dict[int, tuple[str, str]] = {}
+    failed: set[int] = set()
+    for slot, answer in zip(slots, answers):
+        if answer is None:
+            failed.add(slot.document)
+        elif slot.chunk is None:
+            synthetic[slot.document] = (answer, slot.style)
+        else:
+            latents.setdefault(slot.document, {})[slot.chunk] = answer
+    done = []
+    for d, document in enumerate(documents):
+        if d in failed:
+            continue
+        if config.method == "latent":
+            chunks = [Chunk(text=c.text, prefix=c.prefix, latent=latents[d][i], extra=c.extra) for i, c in enumerate(document.chunks)]
+            done.append(Document(id=document.id, chunks=chunks, meta=document.meta))
+        else:
+            text, style = synthetic[d]
+            meta = {**document.meta, "synthetic": text, "synthetic_method": config.method, "synthetic_style": style, "synthetic_template": templates[style].version}
+            done.append(Document(id=document.id, chunks=document.chunks, meta=meta))
+    return done
+
+
+def read_inputs(input_path: Path, method: str) -> list[Document]:
+    """Chunked documents; the rephrasing methods also take a raw corpus (one chunk per document)."""
+    if method != "latent" and not is_chunked_file(input_path):
+        return [Document(id=d.id, chunks=[Chunk(text=d.text)], meta=d.meta) for d in read_corpus(input_path)]
+    return read_documents(input_path)
 
 
 def synthesize_documents(teacher: Teacher, documents: list[Document], config: SynthesizeConfig, partial: PartialDocuments) -> list[dict]:
@@ -59,10 +145,9 @@ def synthesize_documents(teacher: Teacher, documents: list[Document], config: Sy
     return [partial.done[document.id] for document in documents]
 
 
-def synthesize_stage(teacher: Teacher, input_path: Path, output_path: Path, config: SynthesizeConfig) -> dict:
-    """``bolt synthesize``: a latent for every chunk of ``input_path``, written to ``output_path``."""
-    config.validate()
-    stage_config = {"input": str(input_path), "teacher": teacher.describe(), "synthesize": config}
+def _local_work(teacher: Teacher, input_path: Path, output_path: Path, config: SynthesizeConfig, stage_config: dict):
+    if config.method != "latent":
+        raise BoltError(f"--teacher {teacher.name} writes latents only; --method {config.method} needs a prompt teacher (openai, anthropic, vllm).")
 
     def work(run: RunDir) -> dict:
         documents = read_documents(input_path)
@@ -77,4 +162,63 @@ def synthesize_stage(teacher: Teacher, input_path: Path, output_path: Path, conf
         partial.path.unlink(missing_ok=True)
         return {"documents": len(rows), "chunks": len(chunks), "empty_latents": empty}
 
+    return work
+
+
+def _prompt_work(teacher: Any, input_path: Path, output_path: Path, config: SynthesizeConfig, templates: dict[str, PromptTemplate], cache_dir: Path | None):
+    def work(run: RunDir) -> dict:
+        from bolt.teachers.cache import TeacherCache
+
+        documents = read_inputs(input_path, config.method)
+        prompts, slots = build_prompts(documents, config, templates)
+        cache = TeacherCache((cache_dir or run.path) / CACHE_NAME)
+        try:
+            answers, failures = teacher.complete(prompts, cache)
+        finally:
+            cache.close()
+        done = assemble(documents, slots, answers, config, templates)
+        spend = teacher.report()
+        write_json(run.path / "spend.json", spend)
+        summary = {"documents": len(done), "prompts": len(prompts), "failed_requests": len(failures), "failed_documents": len(documents) - len(done), "spend": spend}
+        write_jsonl(run.path / "failures.jsonl", [{"request_key": key, "reason": reason} for key, reason in sorted(failures.items())])
+        write_jsonl(output_path, done)
+        if failures and not config.allow_failures:
+            raise BoltError(
+                f"{len(failures)} request(s) got no usable answer ({sum(spend['this_run']['bad_replies'].values())} bad replies, "
+                f"{sum(spend['this_run']['errors'].values())} errors this run; reasons in {run.path / 'failures.jsonl'}). "
+                f"{output_path} holds the {len(done)} complete documents. Rerun the same command to retry only the failed requests, "
+                "or add --allow-failures to finish without them."
+            )
+        return summary
+
+    return work
+
+
+def synthesize_stage(teacher: Teacher, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None) -> dict:
+    """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``, written to ``output_path``."""
+    config.validate()
+    stage_config: dict[str, Any] = {"input": str(input_path), "teacher": teacher.describe(), "synthesize": config}
+    if hasattr(teacher, "complete"):
+        templates = load_templates(config.prompt_file, config.method)
+        stage_config["templates"] = sorted(template.version for template in templates.values())
+        work = _prompt_work(teacher, input_path, output_path, config, templates, cache_dir)
+    else:
+        work = _local_work(teacher, input_path, output_path, config, stage_config)
     return run_stage("synthesize", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path})
+
+
+def synthesize_estimate(teacher: Any, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None) -> dict:
+    """``--dry-run``: requests, estimated tokens and cost of a run, sending nothing."""
+    config.validate()
+    if not hasattr(teacher, "estimate"):
+        raise BoltError(f"--dry-run estimates API costs; --teacher {teacher.name} does not call an API.")
+    from bolt.teachers.cache import TeacherCache
+
+    templates = load_templates(config.prompt_file, config.method)
+    prompts, _ = build_prompts(read_inputs(input_path, config.method), config, templates)
+    cache_path = (cache_dir or run_dir_for_file(output_path).path) / CACHE_NAME
+    cache = TeacherCache(cache_path if cache_path.exists() else ":memory:")
+    try:
+        return teacher.estimate(prompts, cache)
+    finally:
+        cache.close()

@@ -19,7 +19,13 @@ class LatentRequest:
 
 
 class Teacher(Protocol):
-    """A backend that writes one latent per request, in order."""
+    """A backend that writes one latent per request, in order (local teachers: hf, oracle).
+
+    Prompt teachers (the chat APIs, vLLM) instead answer rendered chat prompts, which
+    lets them serve every ``--method``: they have ``complete(prompts, cache)`` returning
+    an answer (or ``None``) per prompt and the reasons of failures, and ``report()``
+    returning their token spend.
+    """
 
     name: str
 
@@ -32,7 +38,10 @@ class Teacher(Protocol):
 
 
 BACKENDS = {
+    "anthropic": "bolt.teachers.api_teacher:anthropic_teacher",
     "hf": "bolt.teachers.hf_local:HFTeacher",
+    "openai": "bolt.teachers.api_teacher:openai_teacher",
+    "vllm": "bolt.teachers.vllm_offline:VLLMTeacher",
     "oracle": "bolt.world:OracleTeacher",
 }
 

@@ -1,0 +1,297 @@
+"""Teachers behind a chat API (``--teacher openai`` / ``anthropic``): cache, retries, batches, spend.
+
+``ApiTeacher.complete`` answers a list of prompts. It first looks every rendered request
+up in the SQLite cache (``cache``), then asks for the rest either online, with at most
+``concurrency`` requests in flight, or through the provider's batch API. Transport
+errors (429, 5xx, timeouts, malformed JSON) are retried with backoff; replies that are
+empty, truncated, refused or malformed are asked again up to ``max_bad_replies`` times;
+what still has no answer is returned as ``None`` with the reason, never as a latent.
+
+The API key is read from the environment or a ``.env`` file and handed to the SDK
+only: it is in no config, manifest, cache row or log line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from bolt.errors import BoltError
+from bolt.teachers.cache import TeacherCache
+from bolt.teachers.chat import OK, ChatBackend, Reply, Sampling, Spend, backoff_seconds, request_key
+from bolt.teachers.pricing import Price, estimate_tokens
+
+KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+@dataclass
+class ApiConfig:
+    """How requests are sent to a chat API."""
+
+    batch: bool = False
+    """Use the provider's batch API (half price, answers within 24 h) instead of online requests."""
+    concurrency: int = 8
+    """Online requests in flight at once."""
+    max_retries: int = 8
+    """Retries of one request after transport errors (429, 5xx, timeouts, malformed JSON)."""
+    max_bad_replies: int = 2
+    """Re-asks of one request after an empty, truncated, refused or malformed reply."""
+    backoff_base: float = 1.0
+    """Seconds of the first backoff; doubles per retry, with full jitter."""
+    backoff_max: float = 60.0
+    """Longest wait between retries, Retry-After included."""
+    timeout: float = 120.0
+    """Seconds before one online request counts as timed out."""
+    poll_interval: float = 30.0
+    """Seconds between two looks at unfinished batches."""
+
+    def validate(self) -> None:
+        if self.concurrency < 1:
+            raise BoltError(f"--concurrency must be at least 1, got {self.concurrency}.")
+        if self.max_retries < 0 or self.max_bad_replies < 0:
+            raise BoltError("--max-retries and --max-bad-replies must be at least 0.")
+        if self.timeout <= 0 or self.poll_interval < 0 or self.backoff_base < 0:
+            raise BoltError("--request-timeout must be positive, and backoff and poll intervals not negative.")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Chat messages to answer, and the version of the template that wrote them."""
+
+    messages: list[dict[str, str]]
+    template_version: str
+
+
+def api_key(variable: str, env_file: str | Path | None) -> str | None:
+    """The key in environment variable ``variable``, else in ``env_file`` (never copied into ``os.environ``)."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    if env_file is None:
+        return None
+    path = Path(env_file)
+    if not path.is_file():
+        raise BoltError(f"{path}: no such .env file. Pass the file that sets {variable}=..., or export {variable}.")
+    from dotenv import dotenv_values
+
+    return dotenv_values(path).get(variable) or None
+
+
+def make_backend(family: str, model: str, base_url: str | None, env_file: str | Path | None, timeout: float) -> ChatBackend:
+    variable = KEY_VARIABLES[family]
+    key = api_key(variable, env_file)
+    if key is None:
+        if family == "openai" and base_url:
+            key = "none"  # local OpenAI-compatible servers (vLLM, SGLang) accept any key
+        else:
+            raise BoltError(f"--teacher {family} needs an API key: export {variable}=... or pass --env-file FILE with a {variable}= line.")
+    if family == "openai":
+        from bolt.teachers.openai_api import OpenAIBackend
+
+        return OpenAIBackend(model, key, base_url, timeout)
+    from bolt.teachers.anthropic_api import AnthropicBackend
+
+    return AnthropicBackend(model, key, base_url, timeout)
+
+
+class ApiTeacher:
+    """Answers prompts through one chat backend, with a cache, retries and spend tracking."""
+
+    def __init__(self, backend: ChatBackend, sampling: Sampling, config: ApiConfig, price: Price | None, base_url: str | None = None, seed: int = 0):
+        config.validate()
+        self.backend = backend
+        self.name = backend.family
+        self.sampling = sampling
+        self.config = config
+        self.price = price
+        self.base_url = base_url
+        self.rng = random.Random(seed)
+        self.spend = Spend()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.backend.model, "base_url": self.base_url, "sampling": self.sampling, "batch": self.config.batch}
+
+    def requests(self, prompts: list[Prompt]) -> list[tuple[str, dict[str, Any]]]:
+        """``(cache key, body)`` of every prompt."""
+        rendered = []
+        for prompt in prompts:
+            body = self.backend.render(prompt.messages, self.sampling)
+            rendered.append((request_key(self.backend.family, body, prompt.template_version), body))
+        return rendered
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
+        return None if self.price is None else round(self.price.cost(input_tokens, output_tokens, self.config.batch), 6)
+
+    def estimate(self, prompts: list[Prompt], cache: TeacherCache) -> dict[str, Any]:
+        """What a run would send, before anything is sent (``--dry-run``)."""
+        requests = dict(self.requests(prompts))
+        cached = cache.get_many(list(requests))
+        todo = [body for key, body in requests.items() if key not in cached]
+        input_tokens = sum(estimate_tokens(m["content"]) + 4 for body in todo for m in body["messages"] + [{"content": body.get("system", "")}])
+        output_tokens = self.sampling.max_tokens * len(todo)
+        return {
+            "backend": self.name, "model": self.backend.model, "batch": self.config.batch, "prompts": len(prompts), "unique_requests": len(requests),
+            "cached": len(cached), "requests_to_send": len(todo), "estimated_input_tokens": input_tokens, "max_output_tokens": output_tokens,
+            "estimated_cost_usd_at_most": self.cost(input_tokens, output_tokens),
+        }
+
+    def complete(self, prompts: list[Prompt], cache: TeacherCache) -> tuple[list[str | None], dict[str, str]]:
+        """An answer per prompt (``None`` where none could be had), and each failed key's reason."""
+        requests = self.requests(prompts)
+        keys = [key for key, _ in requests]
+        pending = {key: body for key, body in requests if key not in cache.get_many(keys)}
+        self.spend.cached = len(set(keys)) - len(pending)
+        progress = tqdm(total=len(set(keys)), initial=self.spend.cached, desc=f"synthesize ({self.name} {self.backend.model})", unit="req", disable=None)
+        try:
+            failures = self._batched(pending, cache, progress) if self.config.batch else self._online(pending, cache, progress)
+        finally:
+            progress.close()
+        answers = cache.get_many(keys)
+        used = [answers[key] for key in set(keys) if key in answers]
+        self.answers_tokens = (sum(row[1] for row in used), sum(row[2] for row in used))
+        return [answers[key][0] if key in answers else None for key in keys], failures
+
+    def report(self) -> dict[str, Any]:
+        """Spend of this run, and tokens and cost of every answer used (cached ones included)."""
+        this_run = self.spend.to_json()
+        this_run["cost_usd"] = self.cost(self.spend.input_tokens, self.spend.output_tokens)
+        answers_tokens = getattr(self, "answers_tokens", (0, 0))
+        return {
+            "backend": self.name, "model": self.backend.model, "batch": self.config.batch, "this_run": this_run,
+            "answers": {"input_tokens": answers_tokens[0], "output_tokens": answers_tokens[1], "cost_usd": self.cost(*answers_tokens)},
+        }
+
+    def _answered(self, key: str, reply: Reply, cache: TeacherCache, progress) -> None:
+        cache.put(key, reply.text, reply.input_tokens, reply.output_tokens, self.name, self.backend.model, self.config.batch)
+        progress.update(1)
+        progress.set_postfix(tokens=self.spend.input_tokens + self.spend.output_tokens, usd=self.cost(self.spend.input_tokens, self.spend.output_tokens))
+
+    # --- online --------------------------------------------------------------------
+
+    def _online(self, pending: dict[str, dict[str, Any]], cache: TeacherCache, progress) -> dict[str, str]:
+        failures: dict[str, str] = {}
+        pool = ThreadPoolExecutor(self.config.concurrency)
+        try:
+            futures = {pool.submit(self._ask, body): key for key, body in pending.items()}
+            for future in as_completed(futures):
+                reply, reason = future.result()
+                if reply is not None:
+                    self._answered(futures[future], reply, cache, progress)
+                else:
+                    failures[futures[future]] = reason
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return failures
+
+    def _ask(self, body: dict[str, Any]) -> tuple[Reply | None, str]:
+        """One request until a usable reply or the retry limits; other errors propagate."""
+        errors = bad = 0
+        while True:
+            try:
+                reply = self.backend.send(body)
+            except Exception as error:  # the backend says which SDK errors are transient
+                kind, retry_after = self.backend.transient(error)
+                if kind is None:
+                    raise BoltError(f"{self.name} API error that retrying cannot fix: {error}. Check --teacher-model, --base-url and the API key.") from None
+                self.spend.add_error(kind)
+                if errors >= self.config.max_retries:
+                    return None, f"{kind} after {errors + 1} attempts"
+                time.sleep(backoff_seconds(errors, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng))
+                errors += 1
+                continue
+            self.spend.add_reply(reply)
+            if reply.status == OK:
+                return reply, ""
+            if bad >= self.config.max_bad_replies:
+                return None, f"{reply.status} reply after {bad + 1} tries"
+            bad += 1
+
+    # --- batch ---------------------------------------------------------------------
+
+    def _batched(self, pending: dict[str, dict[str, Any]], cache: TeacherCache, progress) -> dict[str, str]:
+        """Pick up open batches (an earlier run's included), submit what no batch covers, poll, re-submit failures."""
+        tries: dict[str, int] = {}
+        failures: dict[str, str] = {}
+        limit = max(self.config.max_retries, self.config.max_bad_replies) + 1
+        while True:
+            open_batches = cache.open_batches(self.name)
+            covered = {key for keys in open_batches.values() for key in keys}
+            todo = [key for key in pending if key not in covered and key not in failures]
+            for part in self._split(todo, pending):
+                batch_id = self.backend.submit_batch([(key, pending[key]) for key in part])
+                cache.add_batch(batch_id, self.name, part)
+                open_batches[batch_id] = part
+            if not open_batches:
+                return failures
+            finished = [batch_id for batch_id in open_batches if self.backend.batch_finished(batch_id)]
+            for batch_id in finished:
+                for key, reason in self._collect(batch_id, open_batches[batch_id], pending, cache, progress).items():
+                    tries[key] = tries.get(key, 0) + 1
+                    if tries[key] >= limit:
+                        failures[key] = f"{reason} ({tries[key]} batch tries)"
+                cache.close_batch(batch_id)
+                answered = cache.get_many(list(pending))
+                pending = {key: body for key, body in pending.items() if key not in answered}
+            if not finished:
+                time.sleep(self.config.poll_interval)
+
+    def _collect(self, batch_id: str, keys: list[str], pending: dict[str, dict[str, Any]], cache: TeacherCache, progress) -> dict[str, str]:
+        """Store a finished batch's good answers; returns the reason of every key without one."""
+        results = self.backend.batch_results(batch_id)
+        missing: dict[str, str] = {}
+        for key in keys:
+            result = results.get(key, results.get("*", "missing from the batch results"))
+            if isinstance(result, Reply):
+                self.spend.add_reply(result)
+                if result.status == OK:
+                    self._answered(key, result, cache, progress)
+                    continue
+                result = f"{result.status} reply"
+            else:
+                self.spend.add_error("batch_item_failed")
+            if key in pending:
+                missing[key] = result
+        return missing
+
+    def _split(self, keys: list[str], bodies: dict[str, dict[str, Any]]) -> list[list[str]]:
+        """Batches within the provider's request-count and size limits."""
+        parts: list[list[str]] = []
+        size = 0
+        for key in keys:
+            line = len(json.dumps(bodies[key], ensure_ascii=False).encode("utf-8")) + 200
+            if line > self.backend.max_batch_bytes:
+                raise BoltError(f"one request is {line} bytes, over the batch limit of {self.backend.max_batch_bytes}; shorten the chunk or document.")
+            if not parts or len(parts[-1]) >= self.backend.max_batch_requests or size + line > self.backend.max_batch_bytes:
+                parts.append([])
+                size = 0
+            parts[-1].append(key)
+            size += line
+        return parts
+
+
+def api_teacher(family: str, model: str, sampling: Sampling, config: ApiConfig, base_url: str | None = None, env_file: str | Path | None = None,
+                pricing_file: str | Path | None = None, seed: int = 0) -> ApiTeacher:
+    from bolt.teachers.pricing import load_prices, price_for
+
+    if not model:
+        raise BoltError(f"--teacher {family} needs --teacher-model NAME (e.g. {'gpt-4o-mini' if family == 'openai' else 'claude-haiku-4-5'}).")
+    config.validate()
+    backend = make_backend(family, model, base_url, env_file, config.timeout)
+    return ApiTeacher(backend, sampling, config, price_for(model, load_prices(pricing_file)), base_url=base_url, seed=seed)
+
+
+def openai_teacher(**options: Any) -> ApiTeacher:
+    """``--teacher openai``: OpenAI, or any OpenAI-compatible server with ``base_url``."""
+    return api_teacher("openai", **options)
+
+
+def anthropic_teacher(**options: Any) -> ApiTeacher:
+    """``--teacher anthropic``."""
+    return api_teacher("anthropic", **options)

@@ -1,0 +1,68 @@
+"""The teacher cache: one SQLite file of answers keyed by a hash of the rendered request.
+
+The key covers everything that shapes an answer (backend family, model, full messages,
+sampling parameters, template version), so a rerun sends only what is not answered
+yet, and a changed template or parameter invalidates exactly the requests it changes.
+Answers are committed one by one as they arrive: a process killed at any moment loses
+at most the replies it had not received. Open provider batches are recorded too, so a
+rerun polls them instead of submitting their requests again.
+
+Several processes may share one cache: SQLite's write-ahead log lets readers and one
+writer work at once, writers wait for each other (``timeout``), and an answer is
+inserted only if its key is new.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY, text TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+    backend TEXT NOT NULL, model TEXT NOT NULL, batched INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY, backend TEXT NOT NULL, keys TEXT NOT NULL, open INTEGER NOT NULL, created REAL NOT NULL);
+"""
+
+
+class TeacherCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def get_many(self, keys: list[str]) -> dict[str, tuple[str, int, int]]:
+        """Cached answers among ``keys`` as ``{key: (text, input_tokens, output_tokens)}``."""
+        found = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 500):
+            part = unique[start : start + 500]
+            rows = self.connection.execute(
+                f"SELECT key, text, input_tokens, output_tokens FROM answers WHERE key IN ({','.join('?' * len(part))})", part
+            )
+            found.update({row[0]: row[1:] for row in rows})
+        return found
+
+    def put(self, key: str, text: str, input_tokens: int, output_tokens: int, backend: str, model: str, batched: bool) -> None:
+        self.connection.execute(
+            "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, text, input_tokens, output_tokens, backend, model, int(batched), time.time()),
+        )
+
+    def add_batch(self, batch_id: str, backend: str, keys: list[str]) -> None:
+        self.connection.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, 1, ?)", (batch_id, backend, json.dumps(keys), time.time()))
+
+    def open_batches(self, backend: str) -> dict[str, list[str]]:
+        rows = self.connection.execute("SELECT batch_id, keys FROM batches WHERE backend = ? AND open = 1 ORDER BY created", (backend,))
+        return {batch_id: json.loads(keys) for batch_id, keys in rows}
+
+    def close_batch(self, batch_id: str) -> None:
+        self.connection.execute("UPDATE batches SET open = 0 WHERE batch_id = ?", (batch_id,))

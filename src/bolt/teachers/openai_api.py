@@ -1,0 +1,111 @@
+"""OpenAI-compatible chat completions and the OpenAI Batch API, through the ``openai`` SDK.
+
+With ``--base-url`` the same backend talks to any compatible server (vLLM's or SGLang's
+``serve``, a proxy). The SDK's own retries are off: ``api_teacher`` retries with its
+own backoff, so every attempt is counted. Imported only when ``--teacher openai`` is used.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bolt.errors import BoltError
+from bolt.teachers.chat import Reply, Sampling, checked_reply, parse_retry_after
+
+CHAT_PATH = "/v1/chat/completions"
+TERMINAL_BATCH_STATES = ("completed", "failed", "expired", "cancelled")
+
+
+def _import_openai():
+    try:
+        import openai
+    except ImportError:
+        raise BoltError("--teacher openai needs the openai package: pip install 'bolt-latent[api]'.") from None
+    return openai
+
+
+def parse_completion(completion: Any) -> Reply:
+    """A ``Reply`` from a chat-completion object (a dict, as decoded JSON)."""
+    try:
+        choice = completion["choices"][0]
+        message = choice["message"]
+        usage = completion.get("usage") or {}
+        return checked_reply(
+            text=message.get("content"),
+            truncated=choice.get("finish_reason") == "length",
+            refused=bool(message.get("refusal")) or choice.get("finish_reason") == "content_filter",
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        return Reply(text="", status="malformed")
+
+
+class OpenAIBackend:
+    family = "openai"
+    max_batch_requests = 50_000
+    max_batch_bytes = 190 * 1024 * 1024  # the API's limit is 200 MB per input file
+
+    def __init__(self, model: str, api_key: str, base_url: str | None = None, timeout: float = 120.0):
+        openai = _import_openai()
+        self.model = model
+        self.openai = openai
+        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+
+    def render(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_completion_tokens": sampling.max_tokens, "temperature": sampling.temperature}
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        return body
+
+    def send(self, body: dict[str, Any]) -> Reply:
+        return parse_completion(self.client.chat.completions.create(**body).to_dict())
+
+    def transient(self, error: Exception) -> tuple[str | None, float | None]:
+        openai = self.openai
+        if isinstance(error, (openai.APIResponseValidationError, json.JSONDecodeError)):
+            return "malformed", None
+        if isinstance(error, openai.APITimeoutError):
+            return "timeout", None
+        if isinstance(error, openai.APIConnectionError):
+            return "connection", None
+        if isinstance(error, openai.APIStatusError) and (error.status_code in (408, 409, 429) or error.status_code >= 500):
+            kind = "rate_limited" if error.status_code == 429 else f"http_{error.status_code}"
+            return kind, parse_retry_after(error.response.headers)
+        return None, None
+
+    def submit_batch(self, items: list[tuple[str, dict[str, Any]]]) -> str:
+        lines = [json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_PATH, "body": body}, ensure_ascii=False) for custom_id, body in items]
+        upload = self.client.files.create(file=("bolt-batch.jsonl", ("\n".join(lines) + "\n").encode("utf-8")), purpose="batch")
+        batch = self.client.batches.create(completion_window="24h", endpoint=CHAT_PATH, input_file_id=upload.id)
+        return batch.id
+
+    def batch_finished(self, batch_id: str) -> bool:
+        return self.client.batches.retrieve(batch_id).status in TERMINAL_BATCH_STATES
+
+    def batch_results(self, batch_id: str) -> dict[str, Reply | str]:
+        batch = self.client.batches.retrieve(batch_id)
+        results: dict[str, Reply | str] = {}
+        for file_id in (batch.error_file_id, batch.output_file_id):  # output last: it wins if both name an id
+            if not file_id:
+                continue
+            for line in self.client.files.content(file_id).text.splitlines():
+                if line.strip():
+                    custom_id, result = _batch_line(line)
+                    if custom_id is not None:
+                        results[custom_id] = result
+        return results or {"*": f"batch {batch_id} ended '{batch.status}' without results"}
+
+
+def _batch_line(line: str) -> tuple[str | None, Reply | str]:
+    try:
+        row = json.loads(line)
+        custom_id = row["custom_id"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None, "unreadable result line"
+    response = row.get("response") or {}
+    if response.get("status_code") == 200:
+        return custom_id, parse_completion(response.get("body"))
+    error = row.get("error") or (response.get("body") or {}).get("error") or {}
+    return custom_id, f"{error.get('code', response.get('status_code', 'error'))}: {error.get('message', '')}".strip()
