@@ -44,6 +44,10 @@ class Faults:
     retry_after: str = "0"
     """Retry-After header sent with a 429 (seconds)."""
     retry_after_ms: str | None = None
+    fail_first: int = 0
+    """The first this many online requests fail with ``kinds[0]``, whatever ``rate`` says."""
+    delay: float = 0.0
+    """Seconds every online answer takes."""
     hang_seconds: float = 0.6
     """How long a ``timeout`` fault keeps the client waiting (longer than its timeout)."""
     batch_item_error_rate: float = 0.0
@@ -61,6 +65,7 @@ class ServerLog:
     answered: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     batches_created: int = 0
+    online_requests: int = 0
     api_keys: set = field(default_factory=set)
 
 
@@ -177,7 +182,10 @@ class FakeLLMServer:
         item = item_of(self.user_text(body))
         with self.lock:
             self.log.seen[item] += 1
-        kind = self.rng_kind()
+            self.log.online_requests += 1
+            forced = self.log.online_requests <= self.faults.fail_first
+        kind = self.faults.kinds[0] if forced else self.rng_kind()
+        time.sleep(self.faults.delay)
         if kind:
             with self.lock:
                 self.log.faults[kind] += 1

@@ -81,7 +81,11 @@ SURFACE = {
     "chunk": (["input"], HELP | SEED | {"-o", "--output", "--mean-units", "--max-units", "--uniform", "--prefix-chunks", "--text-field"}),
     "synthesize": (
         ["input"],
-        HELP | SEED | {"-o", "--output", "--teacher", "--teacher-model", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size"},
+        HELP | SEED | {
+            "-o", "--output", "--teacher", "--teacher-model", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
+            "--base-url", "--batch", "--concurrency", "--dry-run", "--pricing", "--cache-dir", "--env-file", "--max-retries", "--max-bad-replies",
+            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures",
+        },
     ),
     "train": (
         ["input"],
@@ -235,6 +239,16 @@ def test_synthesize_hf_teacher_needs_a_model(tiny_latents, tmp_path, capsys):
     code = main(["synthesize", str(tiny_latents["bootstrap_chunks"]), "-o", str(tmp_path / "l.jsonl"), "--teacher", "hf"])
     assert code == 2
     assert "--teacher-model" in capsys.readouterr().err
+
+
+def test_synthesize_local_teachers_write_latents_only(tiny_latents, tmp_path, capsys):
+    chunks, out = str(tiny_latents["bootstrap_chunks"]), str(tmp_path / "l.jsonl")
+    assert main(["synthesize", chunks, "-o", out, "--teacher", "oracle", "--method", "wrap"]) == 2
+    assert "--method wrap needs a prompt teacher" in capsys.readouterr().err
+    assert main(["synthesize", chunks, "-o", out, "--teacher", "oracle", "--dry-run"]) == 2
+    assert "does not call an API" in capsys.readouterr().err
+    assert main(["synthesize", chunks, "-o", out, "--teacher", "gemini"]) == 2
+    assert "available: anthropic, hf, openai, oracle, vllm" in capsys.readouterr().err
 
 
 def test_eval_with_nothing_to_evaluate(tiny_trained_model, tmp_path, capsys):

@@ -1,0 +1,405 @@
+"""API teachers against a local fake OpenAI/Anthropic server driven by the real SDKs.
+
+Every test starts its own server on 127.0.0.1 (``fake_llm_server``); nothing leaves the
+machine. Timeouts and backoffs are tiny so the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bolt.cli import main
+from bolt.errors import BoltError
+from bolt.records import Chunk, Document, write_jsonl
+from bolt.teachers.prompts import LATENT_V1, WRAP_COT_V1, WRAP_V1, load_templates
+
+pytest.importorskip("openai")
+pytest.importorskip("anthropic")
+
+from fake_llm_server import FakeLLMServer, Faults, answer_text, item_of  # noqa: E402
+
+FAST = ["--backoff", "0.001", "--request-timeout", "0.3", "--poll-interval", "0.01"]
+KEY = f"sk-test-{uuid.uuid4().hex}"
+KEY_VARIABLE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+def make_chunks(path: Path, documents: int = 6, chunks: int = 4) -> list[Document]:
+    docs = []
+    for d in range(documents):
+        texts = [f"Document {d} sentence {c}: {d * 7 + c} apples make {d * 7 + c + 1} minus one." for c in range(chunks)]
+        docs.append(Document(id=f"doc-{d}", chunks=[Chunk(text=t, prefix=texts[c - 1] if c else "") for c, t in enumerate(texts)], meta={"source": "test"}))
+    write_jsonl(path, docs)
+    return docs
+
+
+def expected_latent(chunk: Chunk) -> str:
+    return answer_text(item_of(LATENT_V1.messages(chunk.prefix, chunk.text)[1]["content"]))
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def api_args(family: str, server: FakeLLMServer, chunks: Path, output: Path, *extra) -> list[str]:
+    base = server.url + "/v1" if family == "openai" else server.url
+    return ["synthesize", str(chunks), "-o", str(output), "--teacher", family, "--teacher-model", "test-model", "--base-url", base, *FAST, *map(str, extra)]
+
+
+def run_json(capsys, argv: list[str]) -> dict:
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def files_containing(root: Path, secret: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def family(request, monkeypatch):
+    monkeypatch.setenv(KEY_VARIABLE[request.param], KEY)
+    return request.param
+
+
+def test_random_failures_every_chunk_answered_exactly_once(family, tmp_path, capsys):
+    documents = make_chunks(tmp_path / "chunks.jsonl")
+    with FakeLLMServer(Faults(rate=0.2, seed=3)) as server:
+        summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "4", "--max-bad-replies", "10"))
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert [row["id"] for row in rows] == [d.id for d in documents]
+    for row, document in zip(rows, documents):
+        assert row["format"] == "bolt.latents/1"
+        assert [c["latent"] for c in row["chunks"]] == [expected_latent(c) for c in document.chunks]
+    items = {item_of(LATENT_V1.messages(c.prefix, c.text)[1]["content"]) for d in documents for c in d.chunks}
+    assert set(server.log.answered) == items and set(server.log.answered.values()) == {1}
+    faults = server.log.faults
+    assert sum(faults.values()) > 0, "the seed must inject some faults for this test to mean anything"
+    this_run = summary["spend"]["this_run"]
+    assert this_run["errors"].get("rate_limited", 0) == faults["429"] and this_run["errors"].get("http_500", 0) == faults["500"]
+    assert this_run["errors"].get("malformed", 0) == faults["malformed"]
+    for kind in ("empty", "truncated", "refused"):
+        assert this_run["bad_replies"].get(kind, 0) == faults[kind]
+    spend = json.loads((tmp_path / "out.jsonl.run" / "spend.json").read_text())
+    assert spend == summary["spend"] and spend["answers"]["output_tokens"] > 0
+    assert any(KEY in key for key in server.log.api_keys if key), "the server should have seen the key"
+    assert files_containing(tmp_path, KEY) == []
+
+
+@pytest.mark.parametrize("expire", [0, 1])
+def test_batch_partial_failures_resubmit_only_failures(family, tmp_path, capsys, expire):
+    documents = make_chunks(tmp_path / "chunks.jsonl")
+    with FakeLLMServer(Faults(batch_item_error_rate=0.3, expire_first_batches=expire, polls_to_finish=2, seed=5)) as server:
+        summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--batch"))
+    rows = read_rows(tmp_path / "out.jsonl")
+    for row, document in zip(rows, documents):
+        assert [c["latent"] for c in row["chunks"]] == [expected_latent(c) for c in document.chunks]
+    n_chunks = sum(len(d.chunks) for d in documents)
+    assert len(server.log.answered) == n_chunks and set(server.log.answered.values()) == {1}
+    failed_in_batches = sum(server.log.seen.values()) - n_chunks
+    assert failed_in_batches > 0 and server.log.batches_created > 1
+    assert summary["spend"]["this_run"]["errors"]["batch_item_failed"] == failed_in_batches
+    assert files_containing(tmp_path, KEY) == []
+
+
+def test_batches_respect_the_request_limit(tmp_path, monkeypatch):
+    from bolt.teachers.api_teacher import ApiConfig, Prompt, api_teacher
+    from bolt.teachers.cache import TeacherCache
+    from bolt.teachers.chat import Sampling
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    prompts = [Prompt([{"role": "user", "content": f"question {i}"}], "t1") for i in range(10)]
+    with FakeLLMServer() as server:
+        teacher = api_teacher("openai", model="m", sampling=Sampling(32), config=ApiConfig(batch=True, poll_interval=0.0), base_url=server.url + "/v1")
+        teacher.backend.max_batch_requests = 3
+        answers, failures = teacher.complete(prompts, TeacherCache(tmp_path / "cache.sqlite"))
+    assert failures == {} and answers == [answer_text(item_of(f"question {i}")) for i in range(10)]
+    assert server.log.batches_created == 4  # ceil(10 / 3)
+    assert [len(items) for items in (record["items"] for record in server.batches.values())] == [3, 3, 3, 1]
+
+
+def test_retry_after_is_honoured(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    make_chunks(tmp_path / "chunks.jsonl", documents=1, chunks=1)
+    with FakeLLMServer(Faults(kinds=("429",), fail_first=2, retry_after="0", retry_after_ms="250")) as server:
+        start = time.monotonic()
+        summary = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--backoff", "0"))
+        elapsed = time.monotonic() - start
+    assert summary["spend"]["this_run"]["errors"] == {"rate_limited": 2}
+    assert elapsed >= 0.5, "two 429s with retry-after-ms 250 must wait at least 0.5 s"
+
+
+def test_backoff_grows_with_full_jitter():
+    from bolt.teachers.chat import backoff_seconds
+
+    rng = random.Random(0)
+    for attempt in range(6):
+        waits = [backoff_seconds(attempt, 0.1, 2.0, None, rng) for _ in range(200)]
+        bound = min(2.0, 0.1 * 2**attempt)
+        assert 0 <= min(waits) and max(waits) <= bound and max(waits) > 0.8 * bound
+    assert backoff_seconds(3, 0.1, 2.0, 0.7, rng) == 0.7 and backoff_seconds(3, 0.1, 2.0, 99.0, rng) == 2.0
+
+
+def test_bad_replies_are_counted_and_never_written(family, tmp_path, capsys):
+    make_chunks(tmp_path / "chunks.jsonl", documents=2, chunks=2)
+    argv_base = ["--max-bad-replies", "1", "--max-retries", "1"]
+    with FakeLLMServer(Faults(rate=1.0, kinds=("empty", "truncated", "refused", "malformed"), seed=1)) as server:
+        code = main(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", *argv_base))
+        err = capsys.readouterr().err
+        assert code == 2 and "4 request(s) got no usable answer" in err and "--allow-failures" in err
+        assert read_rows(tmp_path / "out.jsonl") == []
+        failures = read_rows(tmp_path / "out.jsonl.run" / "failures.jsonl")
+        assert len(failures) == 4 and all(f["reason"] for f in failures)
+        manifest = json.loads((tmp_path / "out.jsonl.run" / "manifest.json").read_text())
+        assert manifest["status"] == "running"
+        summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", *argv_base, "--allow-failures"))
+    assert summary["documents"] == 0 and summary["failed_documents"] == 2 and summary["failed_requests"] == 4
+    assert server.log.answered == {}
+
+
+def test_dry_run_estimates_and_sends_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    documents = make_chunks(tmp_path / "chunks.jsonl")
+    pricing = tmp_path / "prices.json"
+    pricing.write_text(json.dumps({"test-model": {"input": 2.0, "output": 8.0, "batch_discount": 0.25}}))
+    with FakeLLMServer() as server:
+        online = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--dry-run", "--pricing", pricing))
+        batch = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--dry-run", "--pricing", pricing, "--batch"))
+        unknown = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--dry-run"))
+        assert sum(server.log.seen.values()) == 0 and not (tmp_path / "out.jsonl").exists()
+        run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl"))
+        after = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--dry-run", "--pricing", pricing))
+    n_chunks = sum(len(d.chunks) for d in documents)
+    assert online["requests_to_send"] == n_chunks and online["cached"] == 0
+    chars = sum(len(m["content"]) for d in documents for c in d.chunks for m in LATENT_V1.messages(c.prefix, c.text))
+    assert chars / 6 < online["estimated_input_tokens"] < chars / 2
+    assert online["max_output_tokens"] == 256 * n_chunks
+    expected = (online["estimated_input_tokens"] * 2.0 + online["max_output_tokens"] * 8.0) / 1e6
+    assert online["estimated_cost_usd_at_most"] == pytest.approx(expected, rel=1e-4)
+    assert batch["estimated_cost_usd_at_most"] == pytest.approx(expected * 0.25, rel=1e-4)
+    assert unknown["estimated_cost_usd_at_most"] is None
+    assert after["cached"] == n_chunks and after["requests_to_send"] == 0 and after["estimated_cost_usd_at_most"] == 0
+
+
+def test_cache_key_follows_the_rendered_request(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    documents = make_chunks(tmp_path / "chunks.jsonl", documents=2, chunks=3)
+    cache = ["--cache-dir", tmp_path / "cache"]
+    template = tmp_path / "template.json"
+    template.write_text(json.dumps({"version": "mine-v2", "system": LATENT_V1.system, "user": "Context: {prefix}\nText: {text}\nThoughts?"}))
+    n = sum(len(d.chunks) for d in documents)
+    with FakeLLMServer() as server:
+        def sent_by(*extra) -> int:
+            before = sum(server.log.seen.values())
+            run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / f"out-{uuid.uuid4().hex}.jsonl", *cache, *extra))
+            return sum(server.log.seen.values()) - before
+
+        assert sent_by() == n
+        assert sent_by() == 0, "a rerun with the same request is answered from the cache"
+        assert sent_by("--prompt-file", template) == n
+        assert sent_by("--prompt-file", template) == 0
+        assert sent_by("--max-new-tokens", 300) == n
+        assert sent_by("--temperature", 0.5) == n
+        assert sent_by("--batch") == 0, "online and batch answers share the cache"
+
+
+_WRITER = """
+import sys
+from bolt.teachers.cache import TeacherCache
+cache = TeacherCache(sys.argv[1])
+for i in range(200):
+    cache.put(f"key-{i}", f"answer {i} from {sys.argv[2]}", 1, 2, "openai", "m", False)
+"""
+
+
+def test_cache_survives_concurrent_writers(tmp_path):
+    from bolt.teachers.cache import TeacherCache
+
+    path = tmp_path / "cache.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(n)], env=env, stderr=subprocess.PIPE) for n in range(3)]
+    for writer in writers:
+        assert writer.wait(timeout=60) == 0, writer.stderr.read().decode()
+    rows = TeacherCache(path).get_many([f"key-{i}" for i in range(200)])
+    assert len(rows) == 200
+    assert all(text.startswith(f"answer {key[4:]} from ") for key, (text, _, _) in rows.items())
+
+
+def test_wrap_methods_rephrase_whole_documents(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    corpus = tmp_path / "corpus.jsonl"
+    texts = [f"Paper {i}. It shows that {i} + {i} = {2 * i}. Hence the claim." for i in range(16)]
+    write_jsonl(corpus, [{"id": f"p{i}", "text": t} for i, t in enumerate(texts)])
+    with FakeLLMServer() as server:
+        run_json(capsys, api_args("anthropic", server, corpus, tmp_path / "wrap.jsonl", "--method", "wrap", "--seed", "1"))
+        run_json(capsys, api_args("anthropic", server, corpus, tmp_path / "cot.jsonl", "--method", "wrap-cot"))
+    wrap, cot = read_rows(tmp_path / "wrap.jsonl"), read_rows(tmp_path / "cot.jsonl")
+    styles = set()
+    for row, text in zip(wrap, texts):
+        style = row["meta"]["synthetic_style"]
+        styles.add(style)
+        assert row["meta"]["synthetic"] == answer_text(item_of(WRAP_V1[style].messages("", text)[1]["content"]))
+        assert row["meta"]["synthetic_template"] == f"wrap-v1/{style}" and row["meta"]["synthetic_method"] == "wrap"
+        assert "".join(c["text"] for c in row["chunks"]) == text and all("latent" not in c for c in row["chunks"])
+    assert styles == set(WRAP_V1), "16 documents should draw every one of the four styles"
+    for row, text in zip(cot, texts):
+        assert row["meta"]["synthetic"] == answer_text(item_of(WRAP_COT_V1.messages("", text)[1]["content"]))
+    from bolt.layouts import tokenize_document
+    from bolt.records import read_documents
+
+    class CharTokenizer:
+        def encode(self, text, add_special_tokens=False):
+            return [ord(ch) for ch in text]
+
+    document = read_documents(tmp_path / "wrap.jsonl")[0]
+    assert tokenize_document(CharTokenizer(), document, with_latents=False).synthetic == [ord(ch) for ch in wrap[0]["meta"]["synthetic"]]
+
+
+def test_prompt_files_override_and_are_checked(tmp_path):
+    styles = tmp_path / "styles.json"
+    styles.write_text(json.dumps({"version": "s1", "styles": {"pirate": {"system": "Arr.", "user": "Say it as a pirate: {text}"}}}))
+    templates = load_templates(styles, "wrap")
+    assert list(templates) == ["pirate"] and templates["pirate"].version == "s1/pirate"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"version": "x", "system": "s", "user": "uses {unknown}"}))
+    with pytest.raises(BoltError, match="not a prompt template"):
+        load_templates(broken, "latent")
+    with pytest.raises(BoltError, match="unknown --method"):
+        load_templates(None, "summarise")
+
+
+def test_key_from_env_file_only(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    make_chunks(tmp_path / "chunks.jsonl", documents=1, chunks=2)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / ".env").write_text(f"OPENAI_API_KEY={KEY}\n")
+    with FakeLLMServer() as server:
+        run_json(capsys, ["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--teacher", "openai", "--teacher-model", "m",
+                          "--base-url", server.url + "/v1", "--env-file", str(secrets / ".env"), *FAST])
+    assert f"Bearer {KEY}" in server.log.api_keys
+    assert "OPENAI_API_KEY" not in os.environ
+    assert files_containing(tmp_path, KEY) == [secrets / ".env"]
+
+
+def test_missing_key_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    make_chunks(tmp_path / "chunks.jsonl", documents=1, chunks=1)
+    code = main(["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--teacher", "anthropic", "--teacher-model", "m"])
+    assert code == 2 and "ANTHROPIC_API_KEY" in capsys.readouterr().err
+
+
+# --- kill and resume ---------------------------------------------------------------
+
+
+def cli_process(argv: list[str], key_variable: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), key_variable: KEY}
+    return subprocess.Popen([sys.executable, "-m", "bolt", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def cached_keys(run_dir: Path) -> set[str]:
+    with sqlite3.connect(run_dir / "teacher-cache.sqlite") as connection:
+        return {row[0] for row in connection.execute("SELECT key FROM answers")}
+
+
+def test_sigkill_online_then_rerun_matches_an_uninterrupted_run(family, tmp_path, capsys):
+    documents = make_chunks(tmp_path / "chunks.jsonl", documents=10, chunks=4)
+    n_chunks = sum(len(d.chunks) for d in documents)
+    with FakeLLMServer(Faults(rate=0.1, kinds=("500", "429"), seed=2)) as reference_server:
+        run_json(capsys, api_args(family, reference_server, tmp_path / "chunks.jsonl", tmp_path / "reference.jsonl"))
+    rng = random.Random()
+    with FakeLLMServer(Faults(rate=0.1, kinds=("500", "429"), delay=0.03, seed=4)) as server:
+        process = cli_process(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "2"), KEY_VARIABLE[family])
+        kill_after = rng.randint(1, n_chunks - 4)
+        deadline = time.monotonic() + 60
+        while len(server.log.answered) < kill_after and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (tmp_path / "out.jsonl").exists(), "the run should have been killed before it finished"
+        answered_before = dict(server.log.answered)
+        stored = cached_keys(tmp_path / "out.jsonl.run")
+        seen_before = dict(server.log.seen)
+        run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl"))
+    assert read_rows(tmp_path / "out.jsonl") == read_rows(tmp_path / "reference.jsonl")
+    assert 0 < len(stored) < n_chunks
+    resent = {item for item, count in server.log.seen.items() if count > seen_before.get(item, 0)}
+    assert len(resent) == n_chunks - len(stored), "the rerun asks exactly for what the cache did not hold"
+    assert all(count == 1 for item, count in server.log.answered.items() if item not in resent)
+    answered_twice = [item for item, count in server.log.answered.items() if count > 1]
+    assert all(answered_before.get(item) == 1 for item in answered_twice) and len(answered_twice) <= 2, "only requests in flight at the kill"
+    assert files_containing(tmp_path, KEY) == []
+
+
+def test_sigkill_during_batch_picks_up_the_submitted_batch(family, tmp_path, capsys):
+    documents = make_chunks(tmp_path / "chunks.jsonl", documents=5, chunks=4)
+    with FakeLLMServer(Faults(polls_to_finish=10**9)) as server:
+        process = cli_process(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--batch"), KEY_VARIABLE[family])
+        run_dir = tmp_path / "out.jsonl.run"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with sqlite3.connect(f"file:{run_dir / 'teacher-cache.sqlite'}?mode=ro", uri=True) as connection:
+                    if connection.execute("SELECT COUNT(*) FROM batches").fetchone()[0]:
+                        break
+            except sqlite3.OperationalError:  # not created yet
+                pass
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.0, 0.2))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert server.log.batches_created == 1 and server.log.answered == {}
+        server.faults.polls_to_finish = 0
+        run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--batch"))
+    assert server.log.batches_created == 1, "the rerun must poll the submitted batch, not submit again"
+    n_chunks = sum(len(d.chunks) for d in documents)
+    assert len(server.log.answered) == n_chunks and set(server.log.answered.values()) == {1}
+    for row, document in zip(read_rows(tmp_path / "out.jsonl"), documents):
+        assert [c["latent"] for c in row["chunks"]] == [expected_latent(c) for c in document.chunks]
+    assert files_containing(tmp_path, KEY) == []
+
+
+def test_vllm_offline_teacher_through_a_stand_in_module(tmp_path, capsys, monkeypatch):
+    """The vLLM backend against a stand-in ``vllm`` module with the documented ``LLM.chat`` shape (vLLM needs a GPU)."""
+    import types
+
+    calls = []
+    truncate = {"sentence 3": True}
+
+    class LLM:
+        def __init__(self, model, seed):
+            self.model = model
+
+        def chat(self, conversations, params):
+            calls.append(len(conversations))
+            outputs = []
+            for messages in conversations:
+                user = messages[-1]["content"]
+                finish = "length" if "sentence 3" in user and truncate["sentence 3"] else "stop"
+                sample = types.SimpleNamespace(text=answer_text(item_of(user)), finish_reason=finish, token_ids=[1, 2, 3])
+                outputs.append(types.SimpleNamespace(outputs=[sample], prompt_token_ids=[0] * 10))
+            return outputs
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **kw: kw))
+    documents = make_chunks(tmp_path / "chunks.jsonl", documents=3, chunks=4)
+    argv = ["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--teacher", "vllm", "--teacher-model", "m"]
+    assert main(argv) == 2 and "3 request(s) got no usable answer" in capsys.readouterr().err
+    summary = run_json(capsys, [*argv, "--allow-failures"])
+    assert calls == [12, 3], "the rerun asks only for the truncated ones"
+    assert summary["documents"] == 0 and summary["spend"]["this_run"]["bad_replies"] == {"truncated": 3}
+    truncate["sentence 3"] = False
+    run_json(capsys, argv)
+    assert calls == [12, 3, 3]
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert [c["latent"] for row in rows for c in row["chunks"]] == [expected_latent(c) for d in documents for c in d.chunks]
