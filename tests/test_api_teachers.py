@@ -296,8 +296,11 @@ def test_key_from_env_file_only(tmp_path, capsys, monkeypatch):
 def test_missing_key_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     make_chunks(tmp_path / "chunks.jsonl", documents=1, chunks=1)
-    code = main(["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--teacher", "anthropic", "--teacher-model", "m"])
+    argv = ["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--teacher", "anthropic", "--teacher-model", "claude-haiku-4-5"]
+    code = main(argv)
     assert code == 2 and "ANTHROPIC_API_KEY" in capsys.readouterr().err
+    estimate = run_json(capsys, [*argv, "--dry-run"])
+    assert estimate["requests_to_send"] == 1 and estimate["estimated_cost_usd_at_most"] > 0, "a dry run needs no key"
 
 
 # --- kill and resume ---------------------------------------------------------------

@@ -109,7 +109,10 @@ def _synthesize_teacher(args):
             batch=args.batch, concurrency=args.concurrency, max_retries=args.max_retries, max_bad_replies=args.max_bad_replies, backoff_base=args.backoff,
             timeout=args.request_timeout, poll_interval=args.poll_interval,
         )
-        return make_teacher(args.teacher, model=args.teacher_model, sampling=sampling, config=config, base_url=args.base_url, env_file=args.env_file, pricing_file=args.pricing, seed=args.seed)
+        return make_teacher(
+            args.teacher, model=args.teacher_model, sampling=sampling, config=config, base_url=args.base_url, env_file=args.env_file, pricing_file=args.pricing, seed=args.seed,
+            require_key=not args.dry_run,
+        )
     return make_teacher(args.teacher)
 
 

@@ -84,12 +84,12 @@ def api_key(variable: str, env_file: str | Path | None) -> str | None:
     return dotenv_values(path).get(variable) or None
 
 
-def make_backend(family: str, model: str, base_url: str | None, env_file: str | Path | None, timeout: float) -> ChatBackend:
+def make_backend(family: str, model: str, base_url: str | None, env_file: str | Path | None, timeout: float, require_key: bool = True) -> ChatBackend:
     variable = KEY_VARIABLES[family]
     key = api_key(variable, env_file)
     if key is None:
-        if family == "openai" and base_url:
-            key = "none"  # local OpenAI-compatible servers (vLLM, SGLang) accept any key
+        if (family == "openai" and base_url) or not require_key:
+            key = "none"  # local OpenAI-compatible servers (vLLM, SGLang) accept any key; a dry run sends nothing
         else:
             raise BoltError(f"--teacher {family} needs an API key: export {variable}=... or pass --env-file FILE with a {variable}= line.")
     if family == "openai":
@@ -277,13 +277,13 @@ class ApiTeacher:
 
 
 def api_teacher(family: str, model: str, sampling: Sampling, config: ApiConfig, base_url: str | None = None, env_file: str | Path | None = None,
-                pricing_file: str | Path | None = None, seed: int = 0) -> ApiTeacher:
+                pricing_file: str | Path | None = None, seed: int = 0, require_key: bool = True) -> ApiTeacher:
     from bolt.teachers.pricing import load_prices, price_for
 
     if not model:
         raise BoltError(f"--teacher {family} needs --teacher-model NAME (e.g. {'gpt-4o-mini' if family == 'openai' else 'claude-haiku-4-5'}).")
     config.validate()
-    backend = make_backend(family, model, base_url, env_file, config.timeout)
+    backend = make_backend(family, model, base_url, env_file, config.timeout, require_key)
     return ApiTeacher(backend, sampling, config, price_for(model, load_prices(pricing_file)), base_url=base_url, seed=seed)
 
 
