@@ -145,6 +145,9 @@ class FakeLLMServer:
             routes[(method, path)](handler, payload)
         elif method == "GET" and parts[:2] == ["v1", "files"] and parts[-1] == "content":
             self.send(handler, 200, None, raw=self.files[parts[2]])
+        elif method == "GET" and path == "/v1/batches":
+            views = [self.openai_batch_view(batch_id, advance=False) for batch_id in reversed(list(self.batches))]
+            self.send(handler, 200, {"object": "list", "data": views, "has_more": False})
         elif method == "GET" and parts[:2] == ["v1", "batches"]:
             self.send(handler, 200, self.openai_batch_view(parts[2]))
         elif method == "GET" and parts[:3] == ["v1", "messages", "batches"] and parts[-1] == "results":
@@ -271,6 +274,7 @@ class FakeLLMServer:
         lines = [json.loads(line) for line in self.files[request["input_file_id"]].decode().splitlines() if line.strip()]
         batch_id, record = self.new_batch([(line["custom_id"], line["body"]) for line in lines])
         record["input_file_id"] = request["input_file_id"]
+        record["metadata"] = request.get("metadata")
         self.send(handler, 200, self.openai_batch_view(batch_id, advance=False))
 
     def finish_openai(self, batch_id: str, record: dict) -> None:
@@ -294,7 +298,7 @@ class FakeLLMServer:
         return {
             "id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "completion_window": "24h", "created_at": 0,
             "input_file_id": record["input_file_id"], "status": record.get("status", "in_progress"),
-            "output_file_id": record.get("output_file_id"), "error_file_id": record.get("error_file_id"),
+            "output_file_id": record.get("output_file_id"), "error_file_id": record.get("error_file_id"), "metadata": record.get("metadata"),
         }
 
     def anthropic_batch_create(self, handler, payload: bytes) -> None:

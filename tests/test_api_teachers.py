@@ -354,7 +354,7 @@ def test_sigkill_during_batch_picks_up_the_submitted_batch(family, tmp_path, cap
         while time.monotonic() < deadline and process.poll() is None:
             try:
                 with sqlite3.connect(f"file:{run_dir / 'teacher-cache.sqlite'}?mode=ro", uri=True) as connection:
-                    if connection.execute("SELECT COUNT(*) FROM batches").fetchone()[0]:
+                    if connection.execute("SELECT COUNT(*) FROM batches WHERE batch_id IS NOT NULL").fetchone()[0]:
                         break
             except sqlite3.OperationalError:  # not created yet
                 pass
@@ -406,3 +406,25 @@ def test_vllm_offline_teacher_through_a_stand_in_module(tmp_path, capsys, monkey
     assert calls == [12, 3, 3]
     rows = read_rows(tmp_path / "out.jsonl")
     assert [c["latent"] for row in rows for c in row["chunks"]] == [expected_latent(c) for d in documents for c in d.chunks]
+
+
+@pytest.mark.parametrize("family_name", ["openai", "anthropic"])
+def test_batch_orphaned_by_a_kill_before_its_id_was_recorded(family_name, tmp_path, monkeypatch):
+    """The kill came after the provider accepted the batch and before bolt stored its id."""
+    from bolt.teachers.api_teacher import ApiConfig, Prompt, api_teacher
+    from bolt.teachers.cache import TeacherCache
+    from bolt.teachers.chat import Sampling
+
+    monkeypatch.setenv(KEY_VARIABLE[family_name], KEY)
+    prompts = [Prompt([{"role": "user", "content": f"question {i}"}], "t1") for i in range(5)]
+    with FakeLLMServer() as server:
+        base = server.url + "/v1" if family_name == "openai" else server.url
+        teacher = api_teacher(family_name, model="m", sampling=Sampling(32), config=ApiConfig(batch=True, poll_interval=0.0), base_url=base)
+        cache = TeacherCache(tmp_path / "cache.sqlite")
+        keys = [key for key, _ in teacher.requests(prompts)]
+        cache.begin_batch("orphan", teacher.name, keys)
+        teacher.backend.submit_batch(list(teacher.requests(prompts)), "orphan")
+        answers, failures = teacher.complete(prompts, cache)
+    assert failures == {} and answers == [answer_text(item_of(f"question {i}")) for i in range(5)]
+    # OpenAI batches carry our submission tag, so the orphan is found; Anthropic's cannot be, and are sent again.
+    assert server.log.batches_created == (1 if family_name == "openai" else 2)

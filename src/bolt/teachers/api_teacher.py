@@ -17,6 +17,7 @@ import json
 import os
 import random
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,26 +222,42 @@ class ApiTeacher:
         failures: dict[str, str] = {}
         limit = max(self.config.max_retries, self.config.max_bad_replies) + 1
         while True:
-            open_batches = cache.open_batches(self.name)
-            covered = {key for keys in open_batches.values() for key in keys}
+            open_batches = self._open_batches(cache)
+            covered = {key for _, keys in open_batches.values() for key in keys}
             todo = [key for key in pending if key not in covered and key not in failures]
             for part in self._split(todo, pending):
-                batch_id = self.backend.submit_batch([(key, pending[key]) for key in part])
-                cache.add_batch(batch_id, self.name, part)
-                open_batches[batch_id] = part
+                submission = uuid.uuid4().hex
+                cache.begin_batch(submission, self.name, part)
+                batch_id = self.backend.submit_batch([(key, pending[key]) for key in part], submission)
+                cache.set_batch_id(submission, batch_id)
+                open_batches[submission] = (batch_id, part)
             if not open_batches:
                 return failures
-            finished = [batch_id for batch_id in open_batches if self.backend.batch_finished(batch_id)]
-            for batch_id in finished:
-                for key, reason in self._collect(batch_id, open_batches[batch_id], pending, cache, progress).items():
+            finished = [submission for submission, (batch_id, _) in open_batches.items() if self.backend.batch_finished(batch_id)]
+            for submission in finished:
+                batch_id, keys = open_batches[submission]
+                for key, reason in self._collect(batch_id, keys, pending, cache, progress).items():
                     tries[key] = tries.get(key, 0) + 1
                     if tries[key] >= limit:
                         failures[key] = f"{reason} ({tries[key]} batch tries)"
-                cache.close_batch(batch_id)
+                cache.close_batch(submission)
                 answered = cache.get_many(list(pending))
                 pending = {key: body for key, body in pending.items() if key not in answered}
             if not finished:
                 time.sleep(self.config.poll_interval)
+
+    def _open_batches(self, cache: TeacherCache) -> dict[str, tuple[str, list[str]]]:
+        """Open submissions with their batch ids; one a kill left without an id is looked up, or dropped if the provider never got it."""
+        found = {}
+        for submission, (batch_id, keys) in cache.open_batches(self.name).items():
+            if batch_id is None:
+                batch_id = self.backend.find_batch(submission)
+                if batch_id is None:
+                    cache.close_batch(submission)
+                    continue
+                cache.set_batch_id(submission, batch_id)
+            found[submission] = (batch_id, keys)
+        return found
 
     def _collect(self, batch_id: str, keys: list[str], pending: dict[str, dict[str, Any]], cache: TeacherCache, progress) -> dict[str, str]:
         """Store a finished batch's good answers; returns the reason of every key without one."""

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS answers (
     key TEXT PRIMARY KEY, text TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
     backend TEXT NOT NULL, model TEXT NOT NULL, batched INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
-    batch_id TEXT PRIMARY KEY, backend TEXT NOT NULL, keys TEXT NOT NULL, open INTEGER NOT NULL, created REAL NOT NULL);
+    submission TEXT PRIMARY KEY, batch_id TEXT, backend TEXT NOT NULL, keys TEXT NOT NULL, open INTEGER NOT NULL, created REAL NOT NULL);
 """
 
 
@@ -57,12 +57,17 @@ class TeacherCache:
             (key, text, input_tokens, output_tokens, backend, model, int(batched), time.time()),
         )
 
-    def add_batch(self, batch_id: str, backend: str, keys: list[str]) -> None:
-        self.connection.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, 1, ?)", (batch_id, backend, json.dumps(keys), time.time()))
+    def begin_batch(self, submission: str, backend: str, keys: list[str]) -> None:
+        """Record a batch about to be submitted, before the provider knows it, so no kill can orphan it."""
+        self.connection.execute("INSERT INTO batches VALUES (?, NULL, ?, ?, 1, ?)", (submission, backend, json.dumps(keys), time.time()))
 
-    def open_batches(self, backend: str) -> dict[str, list[str]]:
-        rows = self.connection.execute("SELECT batch_id, keys FROM batches WHERE backend = ? AND open = 1 ORDER BY created", (backend,))
-        return {batch_id: json.loads(keys) for batch_id, keys in rows}
+    def set_batch_id(self, submission: str, batch_id: str) -> None:
+        self.connection.execute("UPDATE batches SET batch_id = ? WHERE submission = ?", (batch_id, submission))
 
-    def close_batch(self, batch_id: str) -> None:
-        self.connection.execute("UPDATE batches SET open = 0 WHERE batch_id = ?", (batch_id,))
+    def open_batches(self, backend: str) -> dict[str, tuple[str | None, list[str]]]:
+        """Open submissions: ``{submission: (provider batch id or None if not known yet, keys)}``."""
+        rows = self.connection.execute("SELECT submission, batch_id, keys FROM batches WHERE backend = ? AND open = 1 ORDER BY created", (backend,))
+        return {submission: (batch_id, json.loads(keys)) for submission, batch_id, keys in rows}
+
+    def close_batch(self, submission: str) -> None:
+        self.connection.execute("UPDATE batches SET open = 0 WHERE submission = ?", (submission,))

@@ -67,8 +67,12 @@ class ChatBackend(Protocol):
         """Whether ``error`` is worth retrying, and the server's Retry-After in seconds if it gave one."""
         ...
 
-    def submit_batch(self, items: list[tuple[str, dict[str, Any]]]) -> str:
-        """Submit ``(custom_id, body)`` pairs as one provider batch; returns its id."""
+    def submit_batch(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
+        """Submit ``(custom_id, body)`` pairs as one provider batch tagged ``submission``; returns its id."""
+        ...
+
+    def find_batch(self, submission: str) -> str | None:
+        """The id of the batch tagged ``submission``, if the provider has it (a kill came before its id was recorded)."""
         ...
 
     def batch_finished(self, batch_id: str) -> bool:

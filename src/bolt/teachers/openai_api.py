@@ -75,11 +75,19 @@ class OpenAIBackend:
             return kind, parse_retry_after(error.response.headers)
         return None, None
 
-    def submit_batch(self, items: list[tuple[str, dict[str, Any]]]) -> str:
+    def submit_batch(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
         lines = [json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_PATH, "body": body}, ensure_ascii=False) for custom_id, body in items]
         upload = self.client.files.create(file=("bolt-batch.jsonl", ("\n".join(lines) + "\n").encode("utf-8")), purpose="batch")
-        batch = self.client.batches.create(completion_window="24h", endpoint=CHAT_PATH, input_file_id=upload.id)
+        batch = self.client.batches.create(completion_window="24h", endpoint=CHAT_PATH, input_file_id=upload.id, metadata={"bolt_submission": submission})
         return batch.id
+
+    def find_batch(self, submission: str) -> str | None:
+        for scanned, batch in enumerate(self.client.batches.list(limit=100)):
+            if (batch.metadata or {}).get("bolt_submission") == submission:
+                return batch.id
+            if scanned >= 2000:  # newest first: an orphan from a killed run is among the latest
+                break
+        return None
 
     def batch_finished(self, batch_id: str) -> bool:
         return self.client.batches.retrieve(batch_id).status in TERMINAL_BATCH_STATES
