@@ -60,6 +60,7 @@ def run_json(capsys, argv: list[str]) -> dict:
     code = main(argv)
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    assert KEY not in captured.out + captured.err
     return json.loads(captured.out)
 
 
@@ -212,6 +213,10 @@ def test_cache_key_follows_the_rendered_request(tmp_path, capsys, monkeypatch):
         assert sent_by("--max-new-tokens", 300) == n
         assert sent_by("--temperature", 0.5) == n
         assert sent_by("--batch") == 0, "online and batch answers share the cache"
+        changed = make_chunks(tmp_path / "chunks.jsonl", documents=2, chunks=3)
+        changed[1].chunks[2].text = "A new last sentence."
+        write_jsonl(tmp_path / "chunks.jsonl", changed)
+        assert sent_by() == 1, "only the changed chunk is asked again"
 
 
 _WRITER = """
@@ -275,6 +280,11 @@ def test_prompt_files_override_and_are_checked(tmp_path):
     broken.write_text(json.dumps({"version": "x", "system": "s", "user": "uses {unknown}"}))
     with pytest.raises(BoltError, match="not a prompt template"):
         load_templates(broken, "latent")
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"version": "2", "styles": {"a": {"system": "s", "user": "{text}"}, "b": {"system": "s", "user": "{text}"}}}))
+    assert set(load_templates(two, "wrap")) == {"a", "b"}
+    with pytest.raises(BoltError, match="takes one template"):
+        load_templates(two, "latent")
     with pytest.raises(BoltError, match="unknown --method"):
         load_templates(None, "summarise")
 

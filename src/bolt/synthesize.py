@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
-from bolt.records import Chunk, Document, PartialDocuments, read_corpus, read_documents, write_json, write_jsonl, is_chunked_file
+from bolt.records import Chunk, Document, PartialDocuments, is_chunked_file, read_corpus, read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, partial_key, run_dir_for_file, run_stage
 from bolt.teachers.base import LatentRequest, Teacher
 from bolt.teachers.prompts import METHODS, PromptTemplate, load_templates
@@ -73,7 +73,7 @@ def build_prompts(documents: list[Document], config: SynthesizeConfig, templates
     prompts, slots = [], []
     for d, document in enumerate(documents):
         if config.method == "latent":
-            template = templates["default"] if "default" in templates else templates[sorted(templates)[0]]
+            template = next(iter(templates.values()))
             for c, chunk in enumerate(document.chunks):
                 prompts.append(Prompt(template.messages(chunk.prefix, chunk.text), template.version))
                 slots.append(Slot(d, c, "default"))

@@ -135,7 +135,8 @@ class ApiTeacher:
         requests = dict(self.requests(prompts))
         cached = cache.get_many(list(requests))
         todo = [body for key, body in requests.items() if key not in cached]
-        input_tokens = sum(estimate_tokens(m["content"]) + 4 for body in todo for m in body["messages"] + [{"content": body.get("system", "")}])
+        texts = [m["content"] for body in todo for m in body["messages"]] + [body["system"] for body in todo if "system" in body]
+        input_tokens = sum(estimate_tokens(text) + 4 for text in texts)  # + 4: each message's role and delimiters
         output_tokens = self.sampling.max_tokens * len(todo)
         return {
             "backend": self.name, "model": self.backend.model, "batch": self.config.batch, "prompts": len(prompts), "unique_requests": len(requests),
@@ -299,7 +300,6 @@ def api_teacher(family: str, model: str, sampling: Sampling, config: ApiConfig, 
 
     if not model:
         raise BoltError(f"--teacher {family} needs --teacher-model NAME (e.g. {'gpt-4o-mini' if family == 'openai' else 'claude-haiku-4-5'}).")
-    config.validate()
     backend = make_backend(family, model, base_url, env_file, config.timeout, require_key)
     return ApiTeacher(backend, sampling, config, price_for(model, load_prices(pricing_file)), base_url=base_url, seed=seed)
 

@@ -112,6 +112,8 @@ def load_templates(path: str | Path | None, method: str = "latent") -> dict[str,
         if "styles" in raw:
             if not isinstance(raw["styles"], dict) or not raw["styles"]:
                 raise KeyError("'styles' must be a non-empty object")
+            if method != "wrap" and len(raw["styles"]) != 1:
+                raise KeyError(f"--method {method} takes one template, not several 'styles'")
             return {str(style): _parse_template(f"{version}/{style}", value, f"style {style!r}") for style, value in raw["styles"].items()}
         return {"default": _parse_template(version, raw, "the template")}
     except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
@@ -122,8 +124,5 @@ def load_templates(path: str | Path | None, method: str = "latent") -> dict[str,
 
 
 def load_template(path: str | Path | None) -> PromptTemplate:
-    """The single ``latent`` template (local teachers)."""
-    templates = load_templates(path, "latent")
-    if len(templates) != 1:
-        raise BoltError(f"{path}: a latent template file holds one template ('system' and 'user'), not 'styles'.")
-    return next(iter(templates.values()))
+    """The one ``latent`` template (local teachers)."""
+    return next(iter(load_templates(path, "latent").values()))
