@@ -179,7 +179,7 @@ def test_dry_run_estimates_and_sends_nothing(tmp_path, capsys, monkeypatch):
         batch = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--dry-run", "--pricing", pricing, "--batch"))
         unknown = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--dry-run"))
         assert sum(server.log.seen.values()) == 0 and not (tmp_path / "out.jsonl").exists()
-        run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl"))
+        spent = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--pricing", pricing))["spend"]
         after = run_json(capsys, api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--dry-run", "--pricing", pricing))
     n_chunks = sum(len(d.chunks) for d in documents)
     assert online["requests_to_send"] == n_chunks and online["cached"] == 0
@@ -191,6 +191,12 @@ def test_dry_run_estimates_and_sends_nothing(tmp_path, capsys, monkeypatch):
     assert batch["estimated_cost_usd_at_most"] == pytest.approx(expected * 0.25, rel=1e-4)
     assert unknown["estimated_cost_usd_at_most"] is None
     assert after["cached"] == n_chunks and after["requests_to_send"] == 0 and after["estimated_cost_usd_at_most"] == 0
+    users = [LATENT_V1.messages(c.prefix, c.text)[1]["content"] for d in documents for c in d.chunks]
+    input_tokens = sum(len(u) // 4 for u in users)  # the fake server's usage figures
+    output_tokens = sum(len(answer_text(item_of(u))) // 4 for u in users)
+    assert spent["answers"] == {"count": n_chunks, "input_tokens": input_tokens, "output_tokens": output_tokens,
+                                "cost_usd": pytest.approx((input_tokens * 2.0 + output_tokens * 8.0) / 1e6)}
+    assert spent["this_run"]["cost_usd"] == pytest.approx(spent["answers"]["cost_usd"])
 
 
 def test_cache_key_follows_the_rendered_request(tmp_path, capsys, monkeypatch):
@@ -238,7 +244,7 @@ def test_cache_survives_concurrent_writers(tmp_path):
         assert writer.wait(timeout=60) == 0, writer.stderr.read().decode()
     rows = TeacherCache(path).get_many([f"key-{i}" for i in range(200)])
     assert len(rows) == 200
-    assert all(text.startswith(f"answer {key[4:]} from ") for key, (text, _, _) in rows.items())
+    assert all(text.startswith(f"answer {key[4:]} from ") for key, (text, *_) in rows.items())
 
 
 def test_wrap_methods_rephrase_whole_documents(tmp_path, capsys, monkeypatch):
@@ -322,8 +328,12 @@ def cli_process(argv: list[str], key_variable: str) -> subprocess.Popen:
 
 
 def cached_keys(run_dir: Path) -> set[str]:
-    with sqlite3.connect(run_dir / "teacher-cache.sqlite") as connection:
-        return {row[0] for row in connection.execute("SELECT key FROM answers")}
+    """Keys answered in a run directory's cache (empty while the cache is not created yet)."""
+    try:
+        with sqlite3.connect(f"file:{run_dir / 'teacher-cache.sqlite'}?mode=ro", uri=True) as connection:
+            return {row[0] for row in connection.execute("SELECT key FROM answers")}
+    except sqlite3.OperationalError:
+        return set()
 
 
 def test_sigkill_online_then_rerun_matches_an_uninterrupted_run(family, tmp_path, capsys):
@@ -336,10 +346,10 @@ def test_sigkill_online_then_rerun_matches_an_uninterrupted_run(family, tmp_path
         process = cli_process(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "2"), KEY_VARIABLE[family])
         kill_after = rng.randint(1, n_chunks - 4)
         deadline = time.monotonic() + 60
-        while len(server.log.answered) < kill_after and process.poll() is None and time.monotonic() < deadline:
+        while len(cached_keys(tmp_path / "out.jsonl.run")) < kill_after and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        assert process.wait() == -signal.SIGKILL, process.stderr.read().decode()
         assert not (tmp_path / "out.jsonl").exists(), "the run should have been killed before it finished"
         answered_before = dict(server.log.answered)
         stored = cached_keys(tmp_path / "out.jsonl.run")

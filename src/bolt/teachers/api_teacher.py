@@ -115,6 +115,8 @@ class ApiTeacher:
         self.base_url = base_url
         self.rng = random.Random(seed)
         self.spend = Spend()
+        self.answers_used: list[tuple[str, int, int, int]] = []
+        """Cache rows of the answers the last ``complete`` returned."""
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.backend.model, "base_url": self.base_url, "sampling": self.sampling, "batch": self.config.batch}
@@ -148,7 +150,8 @@ class ApiTeacher:
         """An answer per prompt (``None`` where none could be had), and each failed key's reason."""
         requests = self.requests(prompts)
         keys = [key for key, _ in requests]
-        pending = {key: body for key, body in requests if key not in cache.get_many(keys)}
+        cached = cache.get_many(keys)
+        pending = {key: body for key, body in requests if key not in cached}
         self.spend.cached = len(set(keys)) - len(pending)
         progress = tqdm(total=len(set(keys)), initial=self.spend.cached, desc=f"synthesize ({self.name} {self.backend.model})", unit="req", disable=None)
         try:
@@ -156,18 +159,18 @@ class ApiTeacher:
         finally:
             progress.close()
         answers = cache.get_many(keys)
-        used = [answers[key] for key in set(keys) if key in answers]
-        self.answers_tokens = (sum(row[1] for row in used), sum(row[2] for row in used))
+        self.answers_used = [answers[key] for key in set(keys) if key in answers]
         return [answers[key][0] if key in answers else None for key in keys], failures
 
     def report(self) -> dict[str, Any]:
         """Spend of this run, and tokens and cost of every answer used (cached ones included)."""
         this_run = self.spend.to_json()
         this_run["cost_usd"] = self.cost(self.spend.input_tokens, self.spend.output_tokens)
-        answers_tokens = getattr(self, "answers_tokens", (0, 0))
+        used = self.answers_used
+        answers_cost = None if self.price is None else round(sum(self.price.cost(row[1], row[2], bool(row[3])) for row in used), 6)
         return {
             "backend": self.name, "model": self.backend.model, "batch": self.config.batch, "this_run": this_run,
-            "answers": {"input_tokens": answers_tokens[0], "output_tokens": answers_tokens[1], "cost_usd": self.cost(*answers_tokens)},
+            "answers": {"count": len(used), "input_tokens": sum(row[1] for row in used), "output_tokens": sum(row[2] for row in used), "cost_usd": answers_cost},
         }
 
     def _answered(self, key: str, reply: Reply, cache: TeacherCache, progress) -> None:

@@ -39,14 +39,14 @@ class TeacherCache:
     def close(self) -> None:
         self.connection.close()
 
-    def get_many(self, keys: list[str]) -> dict[str, tuple[str, int, int]]:
-        """Cached answers among ``keys`` as ``{key: (text, input_tokens, output_tokens)}``."""
+    def get_many(self, keys: list[str]) -> dict[str, tuple[str, int, int, int]]:
+        """Cached answers among ``keys`` as ``{key: (text, input_tokens, output_tokens, batched)}``."""
         found = {}
         unique = sorted(set(keys))
         for start in range(0, len(unique), 500):
             part = unique[start : start + 500]
             rows = self.connection.execute(
-                f"SELECT key, text, input_tokens, output_tokens FROM answers WHERE key IN ({','.join('?' * len(part))})", part
+                f"SELECT key, text, input_tokens, output_tokens, batched FROM answers WHERE key IN ({','.join('?' * len(part))})", part
             )
             found.update({row[0]: row[1:] for row in rows})
         return found
