@@ -54,6 +54,8 @@ class Faults:
     """Share of batch items answered with an error."""
     expire_first_batches: int = 0
     """This many batches expire with only their first half processed."""
+    reject_batches: bool = False
+    """OpenAI batches fail validation as a whole."""
     polls_to_finish: int = 1
     """Batch status reads before a batch is done."""
     seed: int = 0
@@ -260,6 +262,8 @@ class FakeLLMServer:
     def advance(self, batch_id: str, family: str) -> dict:
         record = self.batches[batch_id]
         record["polls"] += 1
+        if family == "openai" and self.faults.reject_batches:
+            record.update(done=True, status="failed", errors={"object": "list", "data": [{"code": "model_not_found", "message": "no such model"}]})
         if not record["done"] and record["polls"] >= self.faults.polls_to_finish:
             record["done"] = True
             record["outcomes"] = self.run_batch(record, family)
@@ -299,6 +303,7 @@ class FakeLLMServer:
             "id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "completion_window": "24h", "created_at": 0,
             "input_file_id": record["input_file_id"], "status": record.get("status", "in_progress"),
             "output_file_id": record.get("output_file_id"), "error_file_id": record.get("error_file_id"), "metadata": record.get("metadata"),
+            "errors": record.get("errors"),
         }
 
     def anthropic_batch_create(self, handler, payload: bytes) -> None:

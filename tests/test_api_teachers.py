@@ -448,3 +448,16 @@ def test_batch_orphaned_by_a_kill_before_its_id_was_recorded(family_name, tmp_pa
     assert failures == {} and answers == [answer_text(item_of(f"question {i}")) for i in range(5)]
     # OpenAI batches carry our submission tag, so the orphan is found; Anthropic's cannot be, and are sent again.
     assert server.log.batches_created == (1 if family_name == "openai" else 2)
+
+
+def test_a_rejected_batch_is_reported_not_resubmitted(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    make_chunks(tmp_path / "chunks.jsonl", documents=2, chunks=2)
+    with FakeLLMServer(Faults(reject_batches=True)) as server:
+        argv = api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--batch")
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "rejected batch" in err and "model_not_found: no such model" in err
+        assert server.log.batches_created == 1
+        assert main(argv) == 2, "the rerun submits anew (the rejected batch is closed) and is rejected again"
+        assert server.log.batches_created == 2

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
 from bolt.teachers.cache import TeacherCache
-from bolt.teachers.chat import OK, ChatBackend, Reply, Sampling, Spend, backoff_seconds, request_key
+from bolt.teachers.chat import OK, BatchRejected, ChatBackend, Reply, Sampling, Spend, backoff_seconds, request_key
 from bolt.teachers.pricing import Price, estimate_tokens
 
 KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -265,7 +265,11 @@ class ApiTeacher:
 
     def _collect(self, batch_id: str, keys: list[str], pending: dict[str, dict[str, Any]], cache: TeacherCache, progress) -> dict[str, str]:
         """Store a finished batch's good answers; returns the reason of every key without one."""
-        results = self.backend.batch_results(batch_id)
+        try:
+            results = self.backend.batch_results(batch_id)
+        except BatchRejected:
+            cache.close_batch_id(batch_id)  # a rerun must not poll it again
+            raise
         missing: dict[str, str] = {}
         for key in keys:
             result = results.get(key, results.get("*", "missing from the batch results"))

@@ -71,3 +71,6 @@ class TeacherCache:
 
     def close_batch(self, submission: str) -> None:
         self.connection.execute("UPDATE batches SET open = 0 WHERE submission = ?", (submission,))
+
+    def close_batch_id(self, batch_id: str) -> None:
+        self.connection.execute("UPDATE batches SET open = 0 WHERE batch_id = ?", (batch_id,))

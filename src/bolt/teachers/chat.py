@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bolt.errors import BoltError
+
 OK = "ok"
 PROBLEMS = ("empty", "truncated", "refused", "malformed")
 
@@ -35,6 +37,10 @@ def checked_reply(text: str | None, truncated: bool, refused: bool, input_tokens
     """The status of a reply from its text and the provider's stop reason."""
     status = "refused" if refused else "truncated" if truncated else "empty" if not (text or "").strip() else OK
     return Reply(text=(text or "").strip(), status=status, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+class BatchRejected(BoltError):
+    """The provider refused a whole batch (failed validation): re-submitting it would fail again."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,8 @@ class ChatBackend(Protocol):
         ...
 
     def batch_results(self, batch_id: str) -> dict[str, Reply | str]:
-        """Each custom_id's ``Reply``, or a string saying why it has none (error, expired, cancelled)."""
+        """Each custom_id's ``Reply``, or a string saying why it has none (error, expired, cancelled);
+        raises ``BatchRejected`` if the provider refused the whole batch."""
         ...
 
 

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from bolt.errors import BoltError
-from bolt.teachers.chat import Reply, Sampling, checked_reply, parse_retry_after
+from bolt.teachers.chat import BatchRejected, Reply, Sampling, checked_reply, parse_retry_after
 
 CHAT_PATH = "/v1/chat/completions"
 TERMINAL_BATCH_STATES = ("completed", "failed", "expired", "cancelled")
@@ -94,6 +94,9 @@ class OpenAIBackend:
 
     def batch_results(self, batch_id: str) -> dict[str, Reply | str]:
         batch = self.client.batches.retrieve(batch_id)
+        if batch.status == "failed":
+            messages = "; ".join(f"{error.code}: {error.message}" for error in (batch.errors.data or [])) if batch.errors else "no reason given"
+            raise BatchRejected(f"OpenAI rejected batch {batch_id} ({messages}). Check --teacher-model and the request parameters.")
         results: dict[str, Reply | str] = {}
         for file_id in (batch.error_file_id, batch.output_file_id):  # output last: it wins if both name an id
             if not file_id:
