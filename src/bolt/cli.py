@@ -87,7 +87,8 @@ def _train_parser(sub) -> None:
         help="train a causal LM on thought-augmented text (the M-step)",
         description="Continued pretraining of an HF causal LM (or a preset from scratch) on latent data, with the four latent marker tokens added. "
         "Saves a Hugging Face model directory at --output; rerunning the same command resumes from its last checkpoint. "
-        "Multi-process: `torchrun --nproc_per_node N -m bolt train ...` or `accelerate launch -m bolt train ...`.",
+        "Multi-process: `torchrun --nproc_per_node N -m bolt train ...` or `accelerate launch -m bolt train ...` (DDP; FSDP and bf16 through "
+        "accelerate's config or flags, see configs/accelerate/); one optimiser step sees --batch-size x --grad-accum x processes windows.",
         epilog="example: bolt train latents.jsonl --model tiny -o runs/warm --epochs 2",
     )
     p.add_argument("input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus")
@@ -107,8 +108,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default: 0)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default: 1.0)")
-    p.add_argument("--precision", default="no", help="mixed precision: no (default), bf16, fp16")
+    p.add_argument("--precision", default="no", help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16")
     p.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps (default: only the final model)")
+    p.add_argument("--log-every", type=int, default=10, help="append a metrics.jsonl line every N steps (default: 10)")
     _add_seed(p)
 
 
@@ -119,7 +121,7 @@ def _train_config(args):
         model=args.model, from_scratch=args.from_scratch, layout=args.layout, raw_ratio=args.raw_ratio, seq_len=args.seq_len,
         batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, tokens=args.tokens, epochs=args.epochs, lr=args.lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, clip=args.clip, precision=args.precision, seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
     )
 
 
@@ -319,6 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
-    if args.command not in ("em", "demo"):
+    if args.command not in ("em", "demo") and os.environ.get("RANK", "0") == "0":  # one summary under torchrun
         print(json.dumps(result, indent=2, default=str))
     return 0
