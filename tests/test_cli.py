@@ -95,7 +95,7 @@ SURFACE = {
         ["input"],
         HELP | SEED | {
             "-o", "--output", "--model", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
-            "--keep-candidates",
+            "--keep-candidates", "--backend", "--executor", "--workers", "--gpus-per-worker",
         },
     ),
     "eval": (

@@ -145,7 +145,7 @@ def _estep_parser(sub) -> None:
         description="For every chunk: K posterior samples from the model, joint scores log p(Z,X), log weights log p - log q, and one latent "
         "resampled with probability softmax(log w). Writes bolt.latents/1 with the chosen latent's scores, the ESS and the IWAE bound. "
         "log q is under the distribution actually sampled from, so --temperature/--top-p/--top-k keep the weights correct.",
-        epilog="example: bolt estep chunks.jsonl --model runs/warm -k 4 -o latents-iter1.jsonl",
+        epilog="example: bolt estep chunks.jsonl --model runs/warm -k 4 -o latents-iter1.jsonl   |   on Ray: ... --executor ray --workers 8 --gpus-per-worker 1 --backend vllm",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1), ideally chunked with --prefix-chunks 3")
     p.add_argument("-o", "--output", type=Path, required=True, help="output latents file")
@@ -154,6 +154,10 @@ def _estep_parser(sub) -> None:
     _add_sampling(p, 1024)
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
+    p.add_argument("--backend", default="hf", help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
+    p.add_argument("--executor", default="local", help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a cluster)")
+    p.add_argument("--workers", type=int, default=1, help="shards of the input, run at once on Ray (default: 1); the output does not depend on it")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (default: 0; 1 on a GPU cluster)")
     _add_seed(p)
 
 
@@ -165,9 +169,13 @@ def _sampling_config(args):
 
 def _run_estep(args) -> dict:
     from bolt.estep import EStepConfig, estep_stage
+    from bolt.executors import ExecutorConfig
 
-    config = EStepConfig(samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates)
-    return estep_stage(args.model, args.input, args.output, config)
+    config = EStepConfig(
+        samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend
+    )
+    executor = ExecutorConfig(kind=args.executor, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+    return estep_stage(args.model, args.input, args.output, config, executor=executor)
 
 
 def _eval_parser(sub) -> None:
