@@ -67,16 +67,20 @@ class VLLMBackend:
     """A vLLM engine holding the model at ``model_dir`` (one per GPU worker)."""
 
     def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32, max_batch_tokens: int = 16384, **engine_args):
+        from transformers import AutoConfig
+
         vllm = _import_vllm()
         self._vllm = vllm
+        self.context_window = int(getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", 2048))
         try:
-            self.llm = vllm.LLM(model=str(model_dir), dtype=_DTYPES.get(dtype, "auto"), logprobs_mode="processed_logprobs", seed=0, **engine_args)
+            self.llm = vllm.LLM(
+                model=str(model_dir), dtype=_DTYPES.get(dtype, "auto"), max_model_len=self.context_window, logprobs_mode="processed_logprobs", seed=0, **engine_args
+            )
         except TypeError as exc:
             if "logprobs_mode" in str(exc):
                 raise BoltError(f"vLLM {vllm.__version__} has no logprobs_mode setting, so its log q would ignore temperature and top-p: use vLLM >= 0.10.2.") from None
             raise
         self.max_batch_tokens = max_batch_tokens
-        self.context_window = int(self.llm.llm_engine.model_config.max_model_len)
 
     def _prompt(self, token_ids: list[int]):
         from vllm.inputs import TokensPrompt
