@@ -34,9 +34,15 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
     return load_file(directory / "model.safetensors")
 
 
-def torchrun_train(data: Path, output: Path, *flags: str) -> subprocess.CompletedProcess:
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+# On CPU, `accelerate launch --cpu` starts one process; --multi_gpu starts two, which run on the CPU with gloo.
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+
+
+def torchrun_train(data: Path, output: Path, *flags: str, launcher: list[str] = TORCHRUN) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "bolt", "train", str(data), "-o", str(output), *flags]
+    command = [*launcher, "-m", "bolt", "train", str(data), "-o", str(output), *flags]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -106,3 +112,15 @@ def test_checkpoint_of_one_process_resumes_in_two(tiny_latents, tmp_path, monkey
         assert got[step] == pytest.approx(expected[step], rel=1e-4), step
     assert_same_weights(reference, resumed)
     assert not (resumed / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_two_processes_like_torchrun(tiny_latents, tmp_path):
+    data = tiny_latents["warm_latents"]
+    train(TrainConfig(**COMMON, batch_size=4, steps=3), data, tmp_path / "single")
+    torchrun_train(data, tmp_path / "accelerate", "--batch-size", "2", "--steps", "3", *FLAGS, launcher=ACCELERATE)
+    one, two = metrics(tmp_path / "single"), metrics(tmp_path / "accelerate")
+    assert sorted(two) == [1, 2, 3]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-4), step
+    assert json.loads((tmp_path / "accelerate" / "manifest.json").read_text())["summary"]["processes"] == 2
