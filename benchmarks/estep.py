@@ -9,6 +9,9 @@ log q taken from the returned scores, and every joint sequence scored on its own
 Prints chunks/s and sampled tokens/s of both and the ratio. Both sides sample the same
 distribution with the same stop rule (EoL or --max-new-tokens); a random-init model rarely
 emits EoL, so nearly every latent runs to the budget on both sides.
+
+With ``--backend vllm`` (GPU, vLLM installed) the same chunks also go through the vLLM
+backend, whose rate is printed as a ratio to bolt's HF backend in the same run.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def main() -> None:
     parser.add_argument("-k", "--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-prompts", type=int, default=8)
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="vllm: also time the vLLM backend against the HF one")
+    parser.add_argument("--skip-naive", action="store_true", help="leave out the (slow) per-sample generate baseline")
     args = parser.parse_args()
 
     model, tokenizer = preset_model(args.preset)
@@ -75,15 +80,37 @@ def main() -> None:
         ours_tokens += sum(r["sampled_tokens"] for r in run_batch(model, tokenizer, jobs[i : i + config.batch_prompts], m, config))
     ours = time.perf_counter() - start
 
-    start = time.perf_counter()
-    baseline_tokens = naive(model, tokenizer, m, jobs, args.samples, args.max_new_tokens)
-    baseline = time.perf_counter() - start
-
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"model: preset {args.preset} ({params:.1f}M params), {len(jobs)} chunks, K={args.samples}, {args.max_new_tokens} latent tokens, threads={torch.get_num_threads()}")
     print(f"bolt   (batched, shared prefill): {len(jobs) / ours:8.2f} chunks/s  ({ours_tokens / ours:8.0f} sampled tok/s, {ours_tokens} tokens)")
-    print(f"naive  (generate per sample)    : {len(jobs) / baseline:8.2f} chunks/s  ({baseline_tokens / baseline:8.0f} sampled tok/s, {baseline_tokens} tokens)")
-    print(f"speed-up: {baseline / ours:.2f}x")
+    if not args.skip_naive:
+        start = time.perf_counter()
+        baseline_tokens = naive(model, tokenizer, m, jobs, args.samples, args.max_new_tokens)
+        baseline = time.perf_counter() - start
+        print(f"naive  (generate per sample)    : {len(jobs) / baseline:8.2f} chunks/s  ({baseline_tokens / baseline:8.0f} sampled tok/s, {baseline_tokens} tokens)")
+        print(f"speed-up: {baseline / ours:.2f}x")
+    if args.backend == "vllm":
+        vllm_seconds, vllm_tokens = time_vllm(model, tokenizer, m, jobs, config)
+        print(f"vLLM backend                    : {len(jobs) / vllm_seconds:8.2f} chunks/s  ({vllm_tokens / vllm_seconds:8.0f} sampled tok/s, {vllm_tokens} tokens)")
+        print(f"vLLM / bolt HF: {ours / vllm_seconds:.2f}x")
+
+
+def time_vllm(model, tokenizer, m, jobs, config: EStepConfig) -> tuple[float, int]:
+    """The same chunks through the vLLM backend (the model saved to a temporary HF directory)."""
+    import tempfile
+
+    from bolt.vllm_backend import VLLMBackend
+
+    with tempfile.TemporaryDirectory() as directory:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        backend = VLLMBackend(directory, dtype=torch.float32)
+        run_batch(backend, tokenizer, jobs[:2], m, config)  # warm-up
+        start = time.perf_counter()
+        tokens = 0
+        for i in range(0, len(jobs), config.batch_prompts):
+            tokens += sum(r["sampled_tokens"] for r in run_batch(backend, tokenizer, jobs[i : i + config.batch_prompts], m, config))
+        return time.perf_counter() - start, tokens
 
 
 if __name__ == "__main__":

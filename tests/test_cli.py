@@ -92,13 +92,14 @@ SURFACE = {
         HELP | SEED | {
             "-o", "--output", "--model", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
             "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
+            "--log-every",
         },
     ),
     "estep": (
         ["input"],
         HELP | SEED | {
             "-o", "--output", "--model", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
-            "--keep-candidates",
+            "--keep-candidates", "--backend", "--executor", "--workers", "--gpus-per-worker",
         },
     ),
     "eval": (

@@ -132,7 +132,8 @@ def _train_parser(sub) -> None:
         help="train a causal LM on thought-augmented text (the M-step)",
         description="Continued pretraining of an HF causal LM (or a preset from scratch) on latent data, with the four latent marker tokens added. "
         "Saves a Hugging Face model directory at --output; rerunning the same command resumes from its last checkpoint. "
-        "Multi-process: `torchrun --nproc_per_node N -m bolt train ...` or `accelerate launch -m bolt train ...`.",
+        "Multi-process: `torchrun --nproc_per_node N -m bolt train ...` or `accelerate launch -m bolt train ...` (DDP; FSDP and bf16 through "
+        "accelerate's config or flags, see configs/accelerate/); one optimiser step sees --batch-size x --grad-accum x processes windows.",
         epilog="example: bolt train latents.jsonl --model tiny -o runs/warm --epochs 2",
     )
     p.add_argument("input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus")
@@ -152,8 +153,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default: 0)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default: 1.0)")
-    p.add_argument("--precision", default="no", help="mixed precision: no (default), bf16, fp16")
+    p.add_argument("--precision", default="no", help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16")
     p.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps (default: only the final model)")
+    p.add_argument("--log-every", type=int, default=10, help="append a metrics.jsonl line every N steps (default: 10)")
     _add_seed(p)
 
 
@@ -164,7 +166,7 @@ def _train_config(args):
         model=args.model, from_scratch=args.from_scratch, layout=args.layout, raw_ratio=args.raw_ratio, seq_len=args.seq_len,
         batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, tokens=args.tokens, epochs=args.epochs, lr=args.lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, clip=args.clip, precision=args.precision, seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
     )
 
 
@@ -188,7 +190,7 @@ def _estep_parser(sub) -> None:
         description="For every chunk: K posterior samples from the model, joint scores log p(Z,X), log weights log p - log q, and one latent "
         "resampled with probability softmax(log w). Writes bolt.latents/1 with the chosen latent's scores, the ESS and the IWAE bound. "
         "log q is under the distribution actually sampled from, so --temperature/--top-p/--top-k keep the weights correct.",
-        epilog="example: bolt estep chunks.jsonl --model runs/warm -k 4 -o latents-iter1.jsonl",
+        epilog="example: bolt estep chunks.jsonl --model runs/warm -k 4 -o latents-iter1.jsonl   |   on Ray: ... --executor ray --workers 8 --gpus-per-worker 1 --backend vllm",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1), ideally chunked with --prefix-chunks 3")
     p.add_argument("-o", "--output", type=Path, required=True, help="output latents file")
@@ -197,6 +199,10 @@ def _estep_parser(sub) -> None:
     _add_sampling(p, 1024)
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
+    p.add_argument("--backend", default="hf", help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
+    p.add_argument("--executor", default="local", help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a cluster)")
+    p.add_argument("--workers", type=int, default=1, help="shards of the input, run at once on Ray (default: 1); the output does not depend on it")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (default: 0; 1 on a GPU cluster)")
     _add_seed(p)
 
 
@@ -208,9 +214,13 @@ def _sampling_config(args):
 
 def _run_estep(args) -> dict:
     from bolt.estep import EStepConfig, estep_stage
+    from bolt.executors import ExecutorConfig
 
-    config = EStepConfig(samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates)
-    return estep_stage(args.model, args.input, args.output, config)
+    config = EStepConfig(
+        samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend
+    )
+    executor = ExecutorConfig(kind=args.executor, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+    return estep_stage(args.model, args.input, args.output, config, executor=executor)
 
 
 def _eval_parser(sub) -> None:
@@ -364,6 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
-    if args.command not in ("em", "demo"):
+    if args.command not in ("em", "demo") and os.environ.get("RANK", "0") == "0":  # one summary under torchrun
         print(json.dumps(result, indent=2, default=str))
     return 0

@@ -12,6 +12,11 @@ Sequences longer than the context window lose prefix tokens first (oldest first)
 the end of X, identically for all K samples; the record says how many were cut.
 Randomness is per chunk (seeded by seed, document id and chunk index), so results do not
 depend on batching, sharding or resumption.
+
+Sampling and scoring go through a ``LatentBackend`` (bolt.estep_backends: HF or vLLM).
+Documents are split into shards run by an executor (bolt.executors: in this process or
+on Ray); each shard appends finished documents to its own partial file, and the output
+is those files merged in input order.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from tqdm.auto import tqdm
 from bolt.errors import BoltError
 from bolt.importance import effective_sample_size, iwae_bound, log_importance_weights, resample_index
 from bolt.layouts import encode
-from bolt.modeling import load_model, load_tokenizer, model_fingerprint
+from bolt.estep_backends import BACKENDS, HFBackend, LatentBackend, make_backend
+from bolt.executors import ExecutorConfig, run_shards, split_shards
+from bolt.modeling import load_tokenizer, model_fingerprint
 from bolt.records import Document, PartialDocuments, read_documents, write_jsonl
 from bolt.rundir import partial_key, run_dir_for_file, run_stage
-from bolt.sampling import SamplingConfig, sample_continuations
-from bolt.scoring import score
+from bolt.sampling import SamplingConfig
 from bolt.special_tokens import MarkerIds, marker_ids
 
 
@@ -56,6 +62,8 @@ class EStepConfig:
     """Longest sequence the model may see; default: the model's max_position_embeddings."""
     keep_candidates: bool = False
     """Also store all K candidates with their scores in each chunk record."""
+    backend: str = "hf"
+    """Engine that samples and scores: hf (transformers, the reference) or vllm (GPU, optional extra)."""
 
     def validate(self) -> None:
         if self.samples < 1:
@@ -63,6 +71,8 @@ class EStepConfig:
         if self.batch_prompts < 1:
             raise BoltError(f"--batch-prompts must be at least 1, got {self.batch_prompts}.")
         self.sampling.validate()
+        if self.backend not in BACKENDS:
+            raise BoltError(f"unknown --backend {self.backend!r}; choose from {', '.join(BACKENDS)}.")
 
 
 @dataclass
@@ -127,20 +137,31 @@ def chunk_jobs(documents: list[Document], tokenizer, config: EStepConfig, window
             yield ChunkJob(document_index, chunk_index, context, chunk_seed(config.seed, document.id, chunk_index))
 
 
+def as_backend(model_or_backend, tokenizer, config: EStepConfig) -> LatentBackend:
+    """A backend as is; a bare transformers model wrapped in the HF backend."""
+    if isinstance(model_or_backend, LatentBackend):
+        return model_or_backend
+    return HFBackend(model_or_backend, tokenizer.pad_token_id, config.max_batch_tokens)
+
+
 def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: EStepConfig) -> list[dict[str, Any]]:
-    """Sample, score, weight and resample for a batch of chunks; one result dict per job."""
+    """Sample, score, weight and resample for a batch of chunks; one result dict per job.
+
+    ``model`` is a ``LatentBackend`` or a transformers model (run through the HF backend).
+    """
+    backend = as_backend(model, tokenizer, config)
     k = config.samples
     seeds = [job.seeds.spawn(k + 1) for job in jobs]
     rngs = [np.random.default_rng(child) for children in seeds for child in children[:k]]
     prompts = [posterior_prompt(job.context, m) for job in jobs]
-    samples = sample_continuations(model, prompts, k, {m.eol}, config.sampling, rngs, pad_id=tokenizer.pad_token_id)
+    samples = backend.sample_latents(prompts, k, {m.eol}, config.sampling, rngs)
     sequences, starts = [], []
     for job, job_samples in zip(jobs, samples):
         for sample in job_samples:
             sequence, start = joint_sequence(job.context, latent_body(sample.token_ids, m), m)
             sequences.append(sequence)
             starts.append(start)
-    joint = score(model, sequences, starts, config.max_batch_tokens, pad_id=tokenizer.pad_token_id)
+    joint = backend.score_sequences(sequences, starts)
     results = []
     for index, (job, job_samples) in enumerate(zip(jobs, samples)):
         log_p = joint[index * k : (index + 1) * k]
@@ -176,18 +197,18 @@ def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: ESte
 
 def run_estep(model, tokenizer, m: MarkerIds, documents: list[Document], config: EStepConfig, partial_path: Path, config_key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run the E-step over ``documents``, resuming from ``partial_path``; return output rows and summary."""
-    window = config.context_window or int(getattr(model.config, "max_position_embeddings", 2048))
+    backend = as_backend(model, tokenizer, config)
+    window = config.context_window or backend.context_window
     partial = PartialDocuments(partial_path, config_key)
     todo = [i for i, document in enumerate(documents) if document.id not in partial.done]
     results: dict[int, list[Any]] = {i: [None] * len(documents[i].chunks) for i in todo}
     jobs = list(chunk_jobs([documents[i] for i in todo], tokenizer, config, window))
     for job in jobs:
         job.document_index = todo[job.document_index]
-    model.eval()
     progress = tqdm(total=sum(len(documents[i].chunks) for i in todo), desc="E-step", unit="chunk", disable=None)
     for start in range(0, len(jobs), config.batch_prompts):
         batch = jobs[start : start + config.batch_prompts]
-        for job, result in zip(batch, run_batch(model, tokenizer, batch, m, config)):
+        for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
             results[job.document_index][job.chunk_index] = result
             if all(r is not None for r in results[job.document_index]):
                 partial.add(_with_latents(documents[job.document_index], results.pop(job.document_index)))
@@ -220,25 +241,57 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def estep_stage(model_dir: Path, input_path: Path, output_path: Path, config: EStepConfig, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+def estep_shard(model_dir: Path, documents: list[Document], config: EStepConfig, dtype: torch.dtype, partial_path: Path, config_key: str) -> dict[str, int]:
+    """One shard, in whatever process runs it: load the backend, run, append to ``partial_path``.
+
+    Returns how many of its documents this call computed (the rest were in the partial file).
+    """
+    tokenizer = load_tokenizer(model_dir)
+    already = PartialDocuments(partial_path, config_key).done
+    todo = [document for document in documents if document.id not in already]
+    if todo:
+        backend = make_backend(config.backend, model_dir, tokenizer, dtype, config.max_batch_tokens)
+        run_estep(backend, tokenizer, marker_ids(tokenizer), todo, config, partial_path, config_key)
+    return {"documents": len(documents), "computed": len(todo)}
+
+
+def finished_documents(run_path: Path, config_key: str) -> dict[str, dict[str, Any]]:
+    """Every document in the run's partial files (``partial.jsonl`` and one per shard)."""
+    done: dict[str, dict[str, Any]] = {}
+    for path in sorted(run_path.glob("partial*.jsonl")):
+        done.update(PartialDocuments(path, config_key).done)
+    return done
+
+
+def estep_stage(
+    model_dir: Path, input_path: Path, output_path: Path, config: EStepConfig, dtype: torch.dtype = torch.float32, executor: ExecutorConfig | None = None
+) -> dict[str, float]:
     """``bolt estep``: read chunks, resample latents with the model at ``model_dir``, write ``output_path``.
 
-    Finished documents go to ``OUT.run/partial.jsonl`` as they complete; a rerun with the
-    same model, input and config continues from there.
+    The unfinished documents are split into ``executor.workers`` shards; finished documents
+    go to ``OUT.run/partial.jsonl`` (one worker) or ``OUT.run/partial-<shard>.jsonl`` as they
+    complete, and a rerun with the same model, input and config (any number of workers)
+    continues from there. The output does not depend on the executor or the worker count.
     """
     config.validate()
+    executor = executor or ExecutorConfig()
+    executor.validate()
     stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "input": str(input_path), "estep": config}
 
     def work(run) -> dict[str, float]:
         warning = latent_model_warning(Path(model_dir))
         if warning:
             warnings.warn(warning, stacklevel=3)
-        tokenizer = load_tokenizer(model_dir)
-        markers = marker_ids(tokenizer)
-        model = load_model(model_dir, dtype=dtype)
+        marker_ids(load_tokenizer(model_dir))  # a model without the markers fails here, before any worker starts
         documents = read_documents(input_path)
         key = partial_key(stage_config, input_path)
-        rows, summary = run_estep(model, tokenizer, markers, documents, config, run.path / "partial.jsonl", key)
+        done = finished_documents(run.path, key)
+        shards = split_shards([d for d in documents if d.id not in done], executor.workers)
+        names = ["partial.jsonl"] if len(shards) == 1 else [f"partial-{i:04d}.jsonl" for i in range(len(shards))]
+        run_shards(estep_shard, [(model_dir, shard, config, dtype, run.path / name, key) for shard, name in zip(shards, names)], executor, desc="E-step shards")
+        done = finished_documents(run.path, key)
+        rows = [done[document.id] for document in documents]
+        summary = summarize(rows)
         if summary["unfinished_latent_share"] > 0.5:
             warnings.warn(
                 f"{summary['unfinished_latent_share']:.0%} of chosen latents never reached <|END_OF_LATENT|> within "
@@ -247,7 +300,8 @@ def estep_stage(model_dir: Path, input_path: Path, output_path: Path, config: ES
                 stacklevel=3,
             )
         write_jsonl(output_path, rows)
-        (run.path / "partial.jsonl").unlink(missing_ok=True)
+        for path in run.path.glob("partial*.jsonl"):
+            path.unlink()
         return summary
 
     return run_stage("estep", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path}, seed=config.seed)

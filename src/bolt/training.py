@@ -6,6 +6,11 @@ next-token cross-entropy on every token. The optimiser is AdamW with a cosine sc
 and warm-up, gradients are clipped, and the loop runs under ``accelerate`` so the same
 code serves one CPU, several GPUs (DDP/FSDP via ``accelerate launch``/``torchrun``).
 
+Several processes: every process renders the same window stream and takes every
+``world``-th window of each micro-batch, so one optimiser step always sees the same
+``batch_size x grad_accum x processes`` windows, whatever way they are split; rank 0
+alone writes the manifest, metrics and the final model (gathered from FSDP shards).
+
 The window stream is a pure function of (data, config, seed): a checkpoint stores how
 many windows were consumed, and resuming replays the stream up to that point, so a
 resumed run sees exactly the batches an uninterrupted one would.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 import warnings
@@ -69,7 +75,8 @@ class TrainConfig:
     clip: float = 1.0
     """Gradient-norm clipping threshold."""
     precision: str = "no"
-    """Mixed precision: no, bf16 or fp16 (bf16 trains 1.6-2.2x faster on CPUs with AVX-512 BF16)."""
+    """Mixed precision: no, bf16 or fp16 (bf16 trains 1.6-2.2x faster on CPUs with AVX-512 BF16).
+    "no" leaves the choice to the launcher (``accelerate launch --mixed_precision bf16``)."""
     seed: int = 0
     checkpoint_every: int = 0
     """Save a resumable checkpoint every N steps (0: only at the end of training)."""
@@ -141,6 +148,16 @@ def _latest_checkpoint(output: Path, identity: dict) -> Path | None:
     return complete[-1]
 
 
+def resume_identity(config: TrainConfig, data_path: Path, windows_per_step: int) -> dict:
+    """What a checkpoint must match to be resumed.
+
+    The per-process batch and accumulation are left out and the global batch kept, so a
+    run checkpointed by 2 processes x batch 2 resumes in 1 process x batch 4 (and back).
+    """
+    fields = {k: v for k, v in config_to_json(config).items() if k not in ("batch_size", "grad_accum")}
+    return {"config": fields, "windows_per_step": windows_per_step, "data_sha256": file_sha256(data_path)}
+
+
 def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
     """Train and save an HF model directory at ``output``; resumes from its checkpoints."""
     from accelerate import Accelerator
@@ -151,11 +168,14 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
     run = RunDir(output)
     if run.is_complete(config, inputs={"data": data_path}) and (output / "config.json").exists():
         return run.read_manifest()["summary"]
+    # DDP/FSDP and their settings come from the launcher (torchrun, accelerate launch/config).
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=config.precision,
+        mixed_precision=None if config.precision == "no" else config.precision,
         gradient_accumulation_steps=config.grad_accum,
     )
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and accelerator.distributed_type.value != "FSDP":
+        warnings.warn(f"FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} (FSDP needs GPUs): training without sharding.", stacklevel=2)
     documents = load_training_documents(data_path, layout)
     model, tokenizer = load_model_and_tokenizer(config.model, seed=config.seed, from_scratch=config.from_scratch)
     add_latent_tokens(tokenizer, model)
@@ -171,14 +191,18 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
     windows_per_step = config.batch_size * config.grad_accum * world
     total_steps = plan_steps(config, tokens_per_epoch, windows_per_step)
 
+    parameters = sum(p.numel() for p in model.parameters())  # before FSDP shards them
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays outside ``prepare``: accelerate would step it once per process per
+    # step, but ``total_steps`` already counts global optimiser steps.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     if accelerator.is_main_process:
         run.start("train", config, inputs={"data": data_path}, seed=config.seed)
 
     step = 0
-    identity = {"config": config_to_json(config), "data_sha256": file_sha256(data_path)}
+    identity = resume_identity(config, data_path, windows_per_step)
     checkpoint = _latest_checkpoint(output, identity)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
@@ -204,9 +228,9 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), config.clip)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad()
             losses.append(loss.detach())
+        scheduler.step()
         step += 1
         tokens_seen += windows_per_step * config.seq_len
         last_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
@@ -227,12 +251,15 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
         "tokens_per_epoch": tokens_per_epoch,
         "tokens_per_second": tokens_seen / max(time.monotonic() - started, 1e-9),
         "seconds": time.monotonic() - started,
-        "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
+        "parameters": parameters,
         "processes": world,
+        "distributed": accelerator.distributed_type.value,
+        "mixed_precision": accelerator.mixed_precision,
     }
+    state_dict = accelerator.get_state_dict(model)  # every rank takes part: FSDP gathers the full weights
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(output, state_dict=accelerator.get_state_dict(model), safe_serialization=True)
+        unwrapped.save_pretrained(output, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(output)
         shutil.rmtree(output / "checkpoints", ignore_errors=True)
         run.finish(**summary)

@@ -1,0 +1,148 @@
+"""Sharded E-steps (local and on Ray) write exactly what one process writes with the same seeds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import bolt.estep as estep
+from bolt.errors import BoltError
+from bolt.estep import EStepConfig, estep_stage
+from bolt.executors import ExecutorConfig, split_shards
+from bolt.records import read_documents
+from bolt.sampling import SamplingConfig
+
+
+def _config() -> EStepConfig:
+    return EStepConfig(samples=2, seed=3, sampling=SamplingConfig(max_new_tokens=10), batch_prompts=3)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_trained_model, tiny_latents, tmp_path_factory):
+    """One process, one shard: the output every sharded run must reproduce byte for byte."""
+    output = tmp_path_factory.mktemp("reference") / "latents.jsonl"
+    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config())
+    return output
+
+
+@given(st.lists(st.integers(), max_size=40), st.integers(min_value=1, max_value=9))
+def test_split_shards_is_a_balanced_ordered_partition(items, shards):
+    runs = split_shards(items, shards)
+    assert [x for run in runs for x in run] == items
+    assert len(runs) <= shards and all(runs)
+    if runs:
+        assert max(map(len, runs)) - min(map(len, runs)) <= 1
+    assert split_shards(items, shards) == runs
+
+
+def test_executor_config_names_the_bad_flag():
+    with pytest.raises(BoltError, match="--executor"):
+        ExecutorConfig(kind="slurm").validate()
+    with pytest.raises(BoltError, match="--workers"):
+        ExecutorConfig(workers=0).validate()
+    with pytest.raises(BoltError, match="--backend"):
+        EStepConfig(backend="tgi").validate()
+
+
+def test_local_shards_merge_to_the_single_process_output(tiny_trained_model, tiny_latents, reference, tmp_path):
+    output = tmp_path / "latents.jsonl"
+    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=3))
+    assert output.read_bytes() == reference.read_bytes()
+    assert not list((tmp_path / "latents.jsonl.run").glob("partial*.jsonl"))
+
+
+def test_interrupted_sharded_run_resumes_with_another_worker_count(tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch):
+    documents = read_documents(tiny_latents["bootstrap_chunks"])
+    original = estep.estep_shard
+    calls = []
+
+    def second_shard_dies(*args):
+        calls.append(len(args[1]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    output = tmp_path / "latents.jsonl"
+    monkeypatch.setattr(estep, "estep_shard", second_shard_dies)
+    with pytest.raises(KeyboardInterrupt):
+        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=2))
+    first_shard = calls[0]
+    assert (tmp_path / "latents.jsonl.run" / "partial-0000.jsonl").read_text().count("\n") == first_shard
+
+    results = []
+
+    def recording(*args):
+        results.append(original(*args))
+        return results[-1]
+
+    monkeypatch.setattr(estep, "estep_shard", recording)
+    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=3))
+    assert output.read_bytes() == reference.read_bytes()
+    assert sum(r["computed"] for r in results) == len(documents) - first_shard  # the first shard's documents were not redone
+
+
+# --- Ray ------------------------------------------------------------------------------
+
+
+def crash_once(marker, *shard_args):
+    """A shard whose first attempt kills its worker process in its second batch (module level: Ray imports it)."""
+    import os
+
+    import bolt.estep as module
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        real_batch, batches = module.run_batch, []
+
+        def dying_batch(*args, **kwargs):
+            batches.append(1)
+            if len(batches) == 2:
+                os._exit(1)
+            return real_batch(*args, **kwargs)
+
+        module.run_batch = dying_batch
+    return module.estep_shard(*shard_args)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    import os
+    from pathlib import Path
+
+    import bolt
+
+    paths = [str(Path(bolt.__file__).resolve().parents[1]), str(Path(__file__).parent)]
+    env = {"PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(local_ray, tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch):
+    output = tmp_path / "ray.jsonl"
+    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(kind="ray", workers=2))
+    assert output.read_bytes() == reference.read_bytes()
+
+    # A worker that dies mid-shard: Ray restarts the task, which keeps what its partial file holds.
+    from test_estep_sharding import crash_once as importable_crash_once
+
+    marker = tmp_path / "crashed-once"
+    results = []
+    real_run_shards = estep.run_shards
+
+    def shards_with_a_crash(function, shard_args, config, desc):
+        results.append(real_run_shards(importable_crash_once, [(str(marker), *shard_args[0])], config, desc)[0])
+        results.extend(real_run_shards(function, shard_args[1:], config, desc))
+        return results
+
+    monkeypatch.setattr(estep, "run_shards", shards_with_a_crash)
+    output = tmp_path / "crash.jsonl"
+    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(kind="ray", workers=2))
+    assert marker.exists(), "the first attempt did not run"
+    assert output.read_bytes() == reference.read_bytes()
+    first = results[0]
+    # The first batch (a whole document) was saved before the crash; the retry computed only the rest.
+    assert 0 < first["computed"] < first["documents"], first
