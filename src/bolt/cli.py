@@ -171,14 +171,28 @@ def _run_estep(args) -> dict:
 def _eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="held-out NLL, ELBO/IWAE bounds and latent-space answer accuracy",
-        description="Raw-text NLL per token and per character; ELBO/IWAE NLL bounds per token (uniform chunking, all previous text as prefix); "
-        "with --questions, greedy answers with reasoning in latent space (prompt ends with SoL PRIOR, stop at the next SoL, answer read after EoL).",
-        epilog="example: bolt eval heldout.jsonl --model runs/warm --questions questions.jsonl -o runs/warm-eval",
+        help="benchmarks through lm-evaluation-harness, held-out NLL, ELBO/IWAE bounds and latent-space answer accuracy",
+        description="With --tasks: bolt's benchmark tasks (GSM8K, MATH, MMLU-STEM and the embedded world, each also as a *_latent variant "
+        "that reasons inside SoL PRIOR ... EoL) through lm-evaluation-harness's HF backend (needs the 'eval' extra); results in OUT/tasks.json. "
+        "With held-out documents: raw-text NLL per token and per character and ELBO/IWAE NLL bounds per token (uniform chunking, all previous "
+        "text as prefix). With --questions: greedy answers with reasoning in latent space (prompt ends with SoL PRIOR, stop at the next SoL, "
+        "answer read after EoL) in OUT/eval.json.",
+        epilog="example: bolt eval --model runs/warm --tasks gsm8k_cot,gsm8k_cot_latent --data-dir data/ --limit 100 -o runs/warm-eval   |   "
+        "bolt eval heldout.jsonl --model runs/warm --questions questions.jsonl -o runs/warm-eval",
     )
     p.add_argument("input", type=Path, nargs="?", help="held-out documents: raw corpus (chunked uniformly) or chunks file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (eval.json, answers.jsonl)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (tasks.json; eval.json, answers.jsonl)")
     p.add_argument("--model", type=Path, required=True, help="model directory")
+    tasks = p.add_argument_group("benchmark tasks (lm-evaluation-harness)")
+    tasks.add_argument("--tasks", help="comma-separated: gsm8k_cot, math_cot, mmlu_stem_cot, world, each also with a _latent suffix")
+    tasks.add_argument("--data-dir", type=Path, help="local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (default: the HF hub)")
+    tasks.add_argument("--limit", type=int, help="questions per task (default: all)")
+    tasks.add_argument("--samples", type=int, default=1, help="answers per question; above 1 they are sampled and maj@k/pass@k reported (default: 1, greedy)")
+    tasks.add_argument("--temperature", type=float, default=0.6, help="sampling temperature with --samples > 1 (default: 0.6)")
+    tasks.add_argument("--top-p", type=float, default=0.9, help="nucleus truncation with --samples > 1 (default: 0.9)")
+    tasks.add_argument("--max-gen-tokens", type=int, help="generation budget per answer (default: each task's own)")
+    tasks.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default: 8)")
+    tasks.add_argument("--math-timeout", type=float, default=5.0, help="seconds math-verify may spend grading one answer (default: 5)")
     p.add_argument("--questions", type=Path, help="JSONL of {prompt, answer} for accuracy")
     p.add_argument("--direct", action="store_true", help="answer without latents and skip the bounds (raw-data baselines)")
     p.add_argument("--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)")
@@ -196,14 +210,30 @@ def _parse_ints(text: str, flag: str) -> list[int]:
         raise BoltError(f"{flag} takes comma-separated integers, got {text!r}.") from None
 
 
+def _run_benchmarks(args) -> dict:
+    try:
+        from bolt.benchmarks.harness import TaskRunConfig, run_tasks
+    except ImportError as exc:
+        raise BoltError(f"--tasks needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
+    config = TaskRunConfig(
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], data_dir=args.data_dir, limit=args.limit, samples=args.samples,
+        temperature=args.temperature, top_p=args.top_p, max_gen_tokens=args.max_gen_tokens, batch_size=args.batch_size,
+        math_timeout=args.math_timeout, seed=args.seed,
+    )
+    return run_tasks(args.model, args.output, config)
+
+
 def _run_eval(args) -> dict:
     from bolt.evaluation import EvalConfig, eval_stage
 
+    results = {"tasks": _run_benchmarks(args)} if args.tasks else {}
+    if args.tasks and args.input is None and args.questions is None:
+        return results
     config = EvalConfig(
         iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
         max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern,
     )
-    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct)
+    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct) | results
 
 
 def _em_parser(sub) -> None:
