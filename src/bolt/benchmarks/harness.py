@@ -47,16 +47,23 @@ class BoltHFLM(HFLM):
         return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
 
     def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
+        """The harness's encoding, with BOS inserted before each prompt's first token (after the left padding)."""
         bos = self.tokenizer.bos_token_id
-        add_bos = bos is not None and self.add_bos_token
+        add_bos = bos is not None and self.add_bos_token and padding_side == "left"
         if add_bos and left_truncate_len:
             left_truncate_len -= 1
         ids, mask = super().tok_batch_encode(strings, padding_side=padding_side, left_truncate_len=left_truncate_len, truncation=truncation)
-        first_real = ids.gather(1, mask.argmax(dim=1, keepdim=True)).squeeze(1)  # (B,) first token after left padding
-        if not add_bos or bool((first_real == bos).all()):
+        lengths = mask.sum(dim=1).tolist()
+        if not add_bos or all(ids[row, -length] == bos for row, length in enumerate(lengths) if length):
             return ids, mask
-        column = torch.ones((ids.shape[0], 1), dtype=ids.dtype, device=ids.device)
-        return torch.cat([column * bos, ids], dim=1), torch.cat([column.to(mask.dtype), mask], dim=1)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else bos
+        new_ids = torch.full((ids.shape[0], ids.shape[1] + 1), pad, dtype=ids.dtype, device=ids.device)  # (B, T+1)
+        new_mask = torch.zeros_like(new_ids, dtype=mask.dtype)
+        for row, length in enumerate(lengths):
+            new_ids[row, -length - 1] = bos
+            new_ids[row, new_ids.shape[1] - length :] = ids[row, ids.shape[1] - length :]
+            new_mask[row, -length - 1 :] = 1
+        return new_ids, new_mask
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         banned = generation_kwargs.pop("bolt_banned_tokens", None)
