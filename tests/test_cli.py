@@ -113,6 +113,7 @@ SURFACE = {
         },
     ),
     "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous"}),
+    "report": (["runs"], HELP | {"-o", "--output"}),
 }
 
 
@@ -269,6 +270,12 @@ def test_eval_tasks_end_to_end(tiny_trained_model, tmp_path, capsys, monkeypatch
         assert entry["questions"] == 1 and {"exact_match", "exact_match_flexible", "maj_at_k", "pass_at_k"} <= set(entry)
     assert len(read_jsonl(output / "tasks" / "gsm8k_cot_latent.samples.jsonl")) == 1
     complete_manifest(output / "tasks", "eval --tasks")
+
+    report = tmp_path / "report"
+    assert main(["report", str(output), "-o", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (report / "report.md").read_text() and "gsm8k_cot_latent/exact_match" in printed
+    assert (report / "tasks.png").is_file()
 
 
 # --- end to end ---------------------------------------------------------------------

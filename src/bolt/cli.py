@@ -312,6 +312,27 @@ def _run_demo(args) -> dict:
     return results
 
 
+def _report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="collect metrics from runs into Markdown/JSON tables and PNG plots",
+        description="Reads results.json of `bolt demo` / `bolt em` and tasks.json / eval.json of `bolt eval` from each run directory, pools runs "
+        "of the same model (seeds), and writes report.md and report.json (mean ± std over seeds) and plots: accuracy and likelihood per EM "
+        "iteration with the raw-data baselines, accuracy against raw tokens, training tokens and K, and benchmark accuracy per task.",
+        epilog="example: bolt report runs/demo-seed0 runs/demo-seed1 runs/warm-eval -o runs/report",
+    )
+    p.add_argument("runs", type=Path, nargs="+", help="run directories")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (report.md, report.json, *.png)")
+
+
+def _run_report(args) -> dict:
+    from bolt.report import report
+
+    result = report(args.runs, args.output)
+    print((args.output / "report.md").read_text(), end="")
+    return result
+
+
 COMMANDS = {
     "chunk": (_chunk_parser, _run_chunk),
     "synthesize": (_synthesize_parser, _run_synthesize),
@@ -320,6 +341,7 @@ COMMANDS = {
     "eval": (_eval_parser, _run_eval),
     "em": (_em_parser, _run_em),
     "demo": (_demo_parser, _run_demo),
+    "report": (_report_parser, _run_report),
 }
 
 
@@ -349,6 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
-    if args.command not in ("em", "demo"):
+    if args.command not in ("em", "demo", "report"):
         print(json.dumps(result, indent=2, default=str))
     return 0
