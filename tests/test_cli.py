@@ -113,6 +113,13 @@ SURFACE = {
         },
     ),
     "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous"}),
+    "finetune-eval": (
+        [],
+        HELP | SEED | {
+            "-o", "--output", "--model", "--task", "--data-dir", "--seeds", "--epochs", "--lr", "--batch-size", "--max-train-examples", "--samples",
+            "--temperature", "--top-p", "--limit", "--max-gen-tokens",
+        },
+    ),
     "report": (["runs"], HELP | {"-o", "--output"}),
 }
 

@@ -98,6 +98,8 @@ def math_answer(text: str) -> str | None:
 def _verify_in_worker(connection) -> None:
     from math_verify import parse, verify
 
+    verify(parse("$1$", parsing_timeout=None), parse("$1$", parsing_timeout=None), timeout_seconds=None)  # warm-up: lazy imports and grammar
+    connection.send("ready")
     while True:
         gold, answer = connection.recv()
         try:
@@ -126,6 +128,10 @@ class MathVerifier:
         self._connection, child = context.Pipe()
         self._process = context.Process(target=_verify_in_worker, args=(child,), daemon=True)
         self._process.start()
+        # The timeout is for the check, not for starting the helper: wait until it is ready.
+        if not self._connection.poll(300) or self._connection.recv() != "ready":
+            self.close()
+            raise RuntimeError("the math-verify helper process did not start")
 
     def equivalent(self, gold: str, answer: str | None) -> bool | None:
         """True/False, or None when the check ran past the timeout (grade it wrong)."""

@@ -94,6 +94,8 @@ class TaskRunConfig:
     max_gen_tokens: int | None = None
     """Generation budget per answer; None: each task's own (128-512)."""
     batch_size: int = 8
+    num_fewshot: int | None = None
+    """Few-shot exemplars per prompt; None: each task's own (8 for GSM8K, 4 for MATH and MMLU, 0 for the world)."""
     math_timeout: float = 5.0
     """Seconds math-verify may spend on one answer before it is graded wrong."""
     seed: int = 0
@@ -152,7 +154,7 @@ def run_task(lm, task: str, config: TaskRunConfig, cache: Path) -> tuple[dict, l
     loaded.set_config(key="repeats", value=config.samples)
     seed = config.seed
     results = simple_evaluate(
-        model=lm, tasks=[loaded], task_manager=manager, limit=config.limit, gen_kwargs=_gen_kwargs(config), log_samples=True,
+        model=lm, tasks=[loaded], task_manager=manager, limit=config.limit, gen_kwargs=_gen_kwargs(config), num_fewshot=config.num_fewshot, log_samples=True,
         use_cache=str(cache), random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
     )
     entry = _metrics(results["results"][task]) | {

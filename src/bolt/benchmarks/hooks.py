@@ -130,7 +130,9 @@ def _prompt(question: str, latent: bool) -> str:
 
 
 def _target(reasoning: str, answer_sentence: str, latent: bool) -> str:
-    return f" {reasoning}{EOL} {answer_sentence}" if latent else f" {reasoning} {answer_sentence}"
+    if latent:
+        return f" {reasoning}{EOL} {answer_sentence}"
+    return f" {reasoning} {answer_sentence}" if reasoning else f" {answer_sentence}"
 
 
 def gsm8k_text(doc: dict, latent: bool = False) -> str:
@@ -171,7 +173,14 @@ def world_text(doc: dict, latent: bool = False) -> str:
 
 
 def world_target(doc: dict, latent: bool = False) -> str:
-    return str(doc["answer"])
+    """The answer sentence, after the oracle's derivation in latent space for the latent variant."""
+    from bolt.world import parse_question
+
+    problem = parse_question(doc["prompt"])
+    if problem is None:
+        raise BoltError(f"world question {doc.get('id', '?')}: {doc['prompt']!r} is not a 'Let x = ... (mod m).' question.")
+    sentence = f" So {problem.variable} = {doc['answer']}."
+    return f"{problem.derivation()}{EOL}{sentence}" if latent else sentence
 
 
 # --- grading ------------------------------------------------------------------------
@@ -246,4 +255,5 @@ mmlu_text_latent = partial(mmlu_text, latent=True)
 mmlu_target_latent = partial(mmlu_target, latent=True)
 mmlu_results_latent = partial(mmlu_results, latent=True)
 world_text_latent = partial(world_text, latent=True)
+world_target_latent = partial(world_target, latent=True)
 world_results_latent = partial(world_results, latent=True)
