@@ -342,7 +342,7 @@ def _run_finetune_eval(args) -> dict:
     from bolt.finetune import FinetuneConfig, finetune_eval
 
     try:
-        import bolt.benchmarks.harness  # noqa: F401
+        import bolt.benchmarks.harness  # noqa: F401  (lm-eval and math-verify present?)
     except ImportError as exc:
         raise BoltError(f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
     config = FinetuneConfig(
