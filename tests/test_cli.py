@@ -102,7 +102,7 @@ SURFACE = {
         HELP | SEED | {
             "-o", "--output", "--model", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
             "--max-answer-tokens", "--answer-pattern", "--tasks", "--data-dir", "--limit", "--samples", "--temperature", "--top-p",
-            "--max-gen-tokens", "--batch-size", "--math-timeout",
+            "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts",
         },
     ),
     "em": (

@@ -49,6 +49,7 @@ GOLDEN = [
     ("mmlu", MMLU_DOC, False, " The answer is (C).", {"exact_match": 0, "exact_match_flexible": 0}),
     ("mmlu", MMLU_DOC, True, f" not (C){EOL} The answer is (B).", {"exact_match": 1, "exact_match_flexible": 1}),
     ("mmlu", MMLU_DOC, True, " The answer is (B).", {"exact_match": 0, "exact_match_flexible": 0}),
+    ("mmlu", MMLU_DOC | {"answer": "B"}, False, " The answer is (B).", {"exact_match": 1, "exact_match_flexible": 1}),
     # The embedded world: the number an answer sentence states.
     ("world", WORLD_DOC, False, " So c = 1. Let", {"exact_match": 1}),
     ("world", WORLD_DOC, False, " So c = 11.", {"exact_match": 0}),

@@ -200,6 +200,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--max-latent-tokens", type=int, default=256, help="latent budget per sample in the bounds (default: 256)")
     p.add_argument("--max-answer-tokens", type=int, default=128, help="generation budget per question (default: 128)")
     p.add_argument("--answer-pattern", default=r"-?\d+(?:\.\d+)?", help="regex; its first match after EoL is the answer (default: a number)")
+    p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together for the bounds, questions answered together (default: 8)")
     _add_seed(p)
 
 
@@ -231,7 +232,7 @@ def _run_eval(args) -> dict:
         return results
     config = EvalConfig(
         iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
-        max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern,
+        max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern, batch_prompts=args.batch_prompts,
     )
     return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct) | results
 

@@ -47,11 +47,14 @@ class EvalConfig:
     max_answer_tokens: int = 128
     """Generation budget per question (latent and answer together)."""
     batch_prompts: int = 8
+    """Chunks sampled together in the bounds (B chunks -> B*K rows), and questions answered together."""
     seed: int = 0
     answer_pattern: str = r"-?\d+(?:\.\d+)?"
     """Regex whose first match in the answer text is the extracted answer (its first group, if it has one)."""
 
     def validate(self) -> None:
+        if self.batch_prompts < 1:
+            raise BoltError(f"--batch-prompts must be at least 1, got {self.batch_prompts}.")
         if not self.iwae_samples or min(self.iwae_samples) < 1:
             raise BoltError(f"--iwae-samples must be positive integers, got {self.iwae_samples}.")
         try:

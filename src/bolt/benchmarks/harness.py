@@ -104,8 +104,8 @@ class TaskRunConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or unknown:
             raise BoltError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; --tasks takes a comma-separated list of: {', '.join(TASKS)}.")
-        if self.samples < 1 or (self.limit is not None and self.limit < 1) or self.batch_size < 1:
-            raise BoltError(f"--samples, --limit and --batch-size must be at least 1, got {self.samples}, {self.limit}, {self.batch_size}.")
+        if self.samples < 1 or self.batch_size < 1 or any(v is not None and v < 1 for v in (self.limit, self.max_gen_tokens)):
+            raise BoltError(f"--samples, --limit, --batch-size and --max-gen-tokens must be at least 1, got {self.samples}, {self.limit}, {self.batch_size}, {self.max_gen_tokens}.")
         if self.samples > 1 and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise BoltError(f"sampling several answers needs --temperature > 0 and 0 < --top-p <= 1, got {self.temperature}, {self.top_p}.")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():

@@ -164,8 +164,19 @@ def mmlu_text(doc: dict, latent: bool = False) -> str:
     return _prompt(f"Question: {doc['question']}\n{options}\nAnswer:", latent)
 
 
+def mmlu_gold(doc: dict) -> str:
+    """The correct letter; ``answer`` is an index (the hub's format) or already a letter."""
+    answer = doc["answer"]
+    if isinstance(answer, str) and answer.strip().upper() in ("A", "B", "C", "D"):
+        return answer.strip().upper()
+    try:
+        return "ABCD"[int(answer)]
+    except (ValueError, IndexError):
+        raise BoltError(f"an MMLU row's 'answer' must be 0-3 or A-D, got {answer!r} (question {doc['question'][:60]!r}).") from None
+
+
 def mmlu_target(doc: dict, latent: bool = False) -> str:
-    return _target(doc.get("reasoning", ""), f"The answer is ({'ABCD'[int(doc['answer'])]}).", latent)
+    return _target(doc.get("reasoning", ""), f"The answer is ({mmlu_gold(doc)}).", latent)
 
 
 def world_text(doc: dict, latent: bool = False) -> str:
@@ -220,7 +231,7 @@ def math_results(doc: dict, results: list[str], latent: bool = False) -> dict[st
 
 
 def mmlu_results(doc: dict, results: list[str], latent: bool = False) -> dict[str, float]:
-    gold = "ABCD"[int(doc["answer"])]
+    gold = mmlu_gold(doc)
     extractors = {"exact_match": mmlu_letter, "exact_match_flexible": partial(mmlu_letter, strict=False)}
     return grade_samples(results, latent, extractors, lambda answer: answer == gold, vote="exact_match_flexible")
 
