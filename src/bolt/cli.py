@@ -8,6 +8,7 @@ directory, ``--model`` an HF model directory (or a preset for ``train``), ``-k``
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -343,7 +344,7 @@ def _run_finetune_eval(args) -> dict:
     from bolt.finetune import FinetuneConfig, finetune_eval
 
     try:
-        import bolt.benchmarks.harness  # noqa: F401  (lm-eval and math-verify present?)
+        importlib.import_module("bolt.benchmarks.harness")  # are lm-eval and math-verify installed?
     except ImportError as exc:
         raise BoltError(f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
     config = FinetuneConfig(
