@@ -46,6 +46,7 @@ def test_report_pools_seeds_and_draws_every_plot(tmp_path):
         assert table[name]["accuracy"]["n"] == 2
     assert "train_seconds" not in table["em_1"]  # non-numbers are left out
     assert table["warm-eval"]["gsm8k_cot/exact_match"]["mean"] == 0.25 and "gsm8k_cot/exact_match_stderr" not in table["warm-eval"]
+    assert "gsm8k_cot/questions" not in table["warm-eval"]
     assert table["warm-eval"]["accuracy"]["n"] == 1
 
     assert result["plots"] == sorted(["per_iteration.png", "accuracy_vs_raw_tokens.png", "accuracy_vs_train_tokens.png", "accuracy_vs_k.png", "tasks.png"])

@@ -27,6 +27,8 @@ from bolt.rundir import RunDir
 
 Models = dict[str, dict[str, list[float]]]
 BASELINES = ("raw_warm", "raw_token_matched", "raw_flops_matched")
+TASK_COUNTS = ("questions", "samples_per_question")
+"""Entries of tasks.json that describe a task run rather than measure the model."""
 ORDER = ["raw_warm", "warm_start", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched"]
 
 
@@ -59,7 +61,7 @@ def collect(run_dirs: list[Path]) -> tuple[Models, dict]:
             found = True
         if (run / "tasks.json").is_file():
             tasks = json.loads((run / "tasks.json").read_text(encoding="utf-8"))
-            _add(models, run.name, {f"{task}/{metric}": value for task, entry in tasks.items() for metric, value in entry.items() if not metric.endswith("_stderr")})
+            _add(models, run.name, {f"{task}/{metric}": value for task, entry in tasks.items() for metric, value in entry.items() if not metric.endswith("_stderr") and metric not in TASK_COUNTS})
             found = True
         if (run / "eval.json").is_file():
             _add(models, run.name, json.loads((run / "eval.json").read_text(encoding="utf-8")))
