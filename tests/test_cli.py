@@ -106,7 +106,8 @@ SURFACE = {
         ["input"],
         HELP | SEED | {
             "-o", "--output", "--model", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
-            "--max-answer-tokens", "--answer-pattern",
+            "--max-answer-tokens", "--answer-pattern", "--tasks", "--data-dir", "--limit", "--samples", "--temperature", "--top-p",
+            "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts",
         },
     ),
     "em": (
@@ -117,6 +118,14 @@ SURFACE = {
         },
     ),
     "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous"}),
+    "finetune-eval": (
+        [],
+        HELP | SEED | {
+            "-o", "--output", "--model", "--task", "--data-dir", "--seeds", "--epochs", "--lr", "--batch-size", "--max-train-examples", "--samples",
+            "--temperature", "--top-p", "--limit", "--max-gen-tokens",
+        },
+    ),
+    "report": (["runs"], HELP | {"-o", "--output"}),
 }
 
 
@@ -255,6 +264,40 @@ def test_synthesize_local_teachers_write_latents_only(tiny_latents, tmp_path, ca
 def test_eval_with_nothing_to_evaluate(tiny_trained_model, tmp_path, capsys):
     assert main(["eval", "--model", str(tiny_trained_model), "-o", str(tmp_path / "e")]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_eval_unknown_task_is_a_one_line_error(tiny_trained_model, tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    assert main(["eval", "--model", str(tiny_trained_model), "--tasks", "gsm8k,world", "-o", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bolt eval: error: unknown task(s) gsm8k;") and "gsm8k_cot_latent" in err and err.count("\n") == 1
+
+
+def test_eval_tasks_end_to_end(tiny_trained_model, tmp_path, capsys, monkeypatch):
+    """`bolt eval --tasks` on a tiny GSM8K-format file written here, offline."""
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = tmp_path / "data" / "gsm8k"
+    data.mkdir(parents=True)
+    rows = [{"question": "Ada has 3 pens and buys 4 more. How many pens?", "answer": "3 + 4 = 7.\n#### 7"}, {"question": "What is 5 times 6?", "answer": "5 * 6 = 30.\n#### 30"}]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    output = tmp_path / "eval"
+    results = run_ok(capsys, [
+        "eval", "--model", tiny_trained_model, "--tasks", "gsm8k_cot,gsm8k_cot_latent", "--data-dir", tmp_path / "data", "--limit", "1",
+        "--max-gen-tokens", "4", "-o", output,
+    ])
+    stored = json.loads((output / "tasks.json").read_text())
+    assert results == {"tasks": stored} and set(stored) == {"gsm8k_cot", "gsm8k_cot_latent"}
+    for entry in stored.values():
+        assert entry["questions"] == 1 and {"exact_match", "exact_match_flexible", "maj_at_k", "pass_at_k"} <= set(entry)
+    assert len(read_jsonl(output / "tasks" / "gsm8k_cot_latent.samples.jsonl")) == 1
+    complete_manifest(output / "tasks", "eval --tasks")
+
+    report = tmp_path / "report"
+    assert main(["report", str(output), "-o", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (report / "report.md").read_text() and "gsm8k_cot_latent/exact_match" in printed
+    assert (report / "tasks.png").is_file()
 
 
 # --- end to end ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ directory, ``--model`` an HF model directory (or a preset for ``train``), ``-k``
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -226,14 +227,28 @@ def _run_estep(args) -> dict:
 def _eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="held-out NLL, ELBO/IWAE bounds and latent-space answer accuracy",
-        description="Raw-text NLL per token and per character; ELBO/IWAE NLL bounds per token (uniform chunking, all previous text as prefix); "
-        "with --questions, greedy answers with reasoning in latent space (prompt ends with SoL PRIOR, stop at the next SoL, answer read after EoL).",
-        epilog="example: bolt eval heldout.jsonl --model runs/warm --questions questions.jsonl -o runs/warm-eval",
+        help="benchmarks through lm-evaluation-harness, held-out NLL, ELBO/IWAE bounds and latent-space answer accuracy",
+        description="With --tasks: bolt's benchmark tasks (GSM8K, MATH, MMLU-STEM and the embedded world, each also as a *_latent variant "
+        "that reasons inside SoL PRIOR ... EoL) through lm-evaluation-harness's HF backend (needs the 'eval' extra); results in OUT/tasks.json. "
+        "With held-out documents: raw-text NLL per token and per character and ELBO/IWAE NLL bounds per token (uniform chunking, all previous "
+        "text as prefix). With --questions: greedy answers with reasoning in latent space (prompt ends with SoL PRIOR, stop at the next SoL, "
+        "answer read after EoL) in OUT/eval.json.",
+        epilog="example: bolt eval --model runs/warm --tasks gsm8k_cot,gsm8k_cot_latent --data-dir data/ --limit 100 -o runs/warm-eval   |   "
+        "bolt eval heldout.jsonl --model runs/warm --questions questions.jsonl -o runs/warm-eval",
     )
     p.add_argument("input", type=Path, nargs="?", help="held-out documents: raw corpus (chunked uniformly) or chunks file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (eval.json, answers.jsonl)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (tasks.json; eval.json, answers.jsonl)")
     p.add_argument("--model", type=Path, required=True, help="model directory")
+    tasks = p.add_argument_group("benchmark tasks (lm-evaluation-harness)")
+    tasks.add_argument("--tasks", help="comma-separated: gsm8k_cot, math_cot, mmlu_stem_cot, world, each also with a _latent suffix")
+    tasks.add_argument("--data-dir", type=Path, help="local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (default: the HF hub)")
+    tasks.add_argument("--limit", type=int, help="questions per task (default: all)")
+    tasks.add_argument("--samples", type=int, default=1, help="answers per question; above 1 they are sampled and maj@k/pass@k reported (default: 1, greedy)")
+    tasks.add_argument("--temperature", type=float, default=0.6, help="sampling temperature with --samples > 1 (default: 0.6)")
+    tasks.add_argument("--top-p", type=float, default=0.9, help="nucleus truncation with --samples > 1 (default: 0.9)")
+    tasks.add_argument("--max-gen-tokens", type=int, help="generation budget per answer (default: each task's own)")
+    tasks.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default: 8)")
+    tasks.add_argument("--math-timeout", type=float, default=5.0, help="seconds math-verify may spend grading one answer (default: 5)")
     p.add_argument("--questions", type=Path, help="JSONL of {prompt, answer} for accuracy")
     p.add_argument("--direct", action="store_true", help="answer without latents and skip the bounds (raw-data baselines)")
     p.add_argument("--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)")
@@ -241,6 +256,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--max-latent-tokens", type=int, default=256, help="latent budget per sample in the bounds (default: 256)")
     p.add_argument("--max-answer-tokens", type=int, default=128, help="generation budget per question (default: 128)")
     p.add_argument("--answer-pattern", default=r"-?\d+(?:\.\d+)?", help="regex; its first match after EoL is the answer (default: a number)")
+    p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together for the bounds, questions answered together (default: 8)")
     _add_seed(p)
 
 
@@ -251,14 +267,30 @@ def _parse_ints(text: str, flag: str) -> list[int]:
         raise BoltError(f"{flag} takes comma-separated integers, got {text!r}.") from None
 
 
+def _run_benchmarks(args) -> dict:
+    try:
+        from bolt.benchmarks.harness import TaskRunConfig, run_tasks
+    except ImportError as exc:
+        raise BoltError(f"--tasks needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
+    config = TaskRunConfig(
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], data_dir=args.data_dir, limit=args.limit, samples=args.samples,
+        temperature=args.temperature, top_p=args.top_p, max_gen_tokens=args.max_gen_tokens, batch_size=args.batch_size,
+        math_timeout=args.math_timeout, seed=args.seed,
+    )
+    return run_tasks(args.model, args.output, config)
+
+
 def _run_eval(args) -> dict:
     from bolt.evaluation import EvalConfig, eval_stage
 
+    results = {"tasks": _run_benchmarks(args)} if args.tasks else {}
+    if args.tasks and args.input is None and args.questions is None:
+        return results
     config = EvalConfig(
         iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
-        max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern,
+        max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern, batch_prompts=args.batch_prompts,
     )
-    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct)
+    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct) | results
 
 
 def _em_parser(sub) -> None:
@@ -337,6 +369,68 @@ def _run_demo(args) -> dict:
     return results
 
 
+def _finetune_eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "finetune-eval",
+        help="fine-tune on a task's training split, then evaluate with sampled answers over several seeds",
+        description="For each seed: supervised fine-tuning on DIR/<dataset>/train.jsonl with the loss only on the answer (a *_latent task puts "
+        "the reasoning inside SoL PRIOR ... EoL), then the task zero-shot through lm-evaluation-harness with several sampled answers per "
+        "question (temperature 0.6, top-p 0.9). Writes finetune_eval.json: accuracy, maj@k and pass@k as mean ± standard error over seeds.",
+        epilog="example: bolt finetune-eval --model runs/warm --task gsm8k_cot_latent --data-dir data/ --seeds 3 -o runs/warm-ft",
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (finetune_eval.json, seed-N/model, seed-N/eval)")
+    p.add_argument("--model", type=Path, required=True, help="model directory to fine-tune")
+    p.add_argument("--task", default="gsm8k_cot", help="a task of `bolt eval --tasks` (default: gsm8k_cot)")
+    p.add_argument("--data-dir", type=Path, required=True, help="DIR/<dataset>/{train,test}.jsonl")
+    p.add_argument("--seeds", type=int, default=3, help="repetitions with seeds --seed, --seed+1, ... (default: 3)")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default: 1)")
+    p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default: 1e-5)")
+    p.add_argument("--batch-size", type=int, default=8, help="training examples per step (default: 8)")
+    p.add_argument("--max-train-examples", type=int, help="fine-tune on the first N training examples only")
+    p.add_argument("--samples", type=int, default=4, help="sampled answers per test question (default: 4)")
+    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (default: 0.6)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus truncation (default: 0.9)")
+    p.add_argument("--limit", type=int, help="test questions (default: all)")
+    p.add_argument("--max-gen-tokens", type=int, help="generation budget per answer (default: the task's own)")
+    _add_seed(p)
+
+
+def _run_finetune_eval(args) -> dict:
+    from bolt.finetune import FinetuneConfig, finetune_eval
+
+    try:
+        importlib.import_module("bolt.benchmarks.harness")  # are lm-eval and math-verify installed?
+    except ImportError as exc:
+        raise BoltError(f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
+    config = FinetuneConfig(
+        task=args.task, data_dir=args.data_dir, seeds=args.seeds, first_seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        max_train_examples=args.max_train_examples, samples=args.samples, temperature=args.temperature, top_p=args.top_p, limit=args.limit,
+        max_gen_tokens=args.max_gen_tokens,
+    )
+    return finetune_eval(args.model, args.output, config)
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="collect metrics from runs into Markdown/JSON tables and PNG plots",
+        description="Reads results.json of `bolt demo` / `bolt em` and tasks.json / eval.json of `bolt eval` from each run directory, pools runs "
+        "of the same model (seeds), and writes report.md and report.json (mean ± std over seeds) and plots: accuracy and likelihood per EM "
+        "iteration with the raw-data baselines, accuracy against raw tokens, training tokens and K, and benchmark accuracy per task.",
+        epilog="example: bolt report runs/demo-seed0 runs/demo-seed1 runs/warm-eval -o runs/report",
+    )
+    p.add_argument("runs", type=Path, nargs="+", help="run directories")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (report.md, report.json, *.png)")
+
+
+def _run_report(args) -> dict:
+    from bolt.report import report
+
+    result = report(args.runs, args.output)
+    print((args.output / "report.md").read_text(), end="")
+    return result
+
+
 COMMANDS = {
     "chunk": (_chunk_parser, _run_chunk),
     "synthesize": (_synthesize_parser, _run_synthesize),
@@ -345,6 +439,8 @@ COMMANDS = {
     "eval": (_eval_parser, _run_eval),
     "em": (_em_parser, _run_em),
     "demo": (_demo_parser, _run_demo),
+    "finetune-eval": (_finetune_eval_parser, _run_finetune_eval),
+    "report": (_report_parser, _run_report),
 }
 
 
@@ -374,6 +470,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
-    if args.command not in ("em", "demo") and os.environ.get("RANK", "0") == "0":  # one summary under torchrun
+    if args.command not in ("em", "demo", "report") and os.environ.get("RANK", "0") == "0":  # one summary under torchrun
         print(json.dumps(result, indent=2, default=str))
     return 0

@@ -27,8 +27,8 @@ from bolt.estep import EStepConfig, chunk_jobs, run_batch
 from bolt.importance import iwae_bound
 from bolt.layouts import encode
 from bolt.modeling import load_model, load_tokenizer, model_fingerprint
-from bolt.records import Document, is_chunked_file, iter_jsonl, read_corpus, read_documents, write_json, write_jsonl
-from bolt.rundir import RunDir, run_stage
+from bolt.records import Document, PartialDocuments, is_chunked_file, iter_jsonl, read_corpus, read_documents, write_json, write_jsonl
+from bolt.rundir import RunDir, partial_key, run_stage
 from bolt.sampling import SamplingConfig, sample_continuations
 from bolt.scoring import score
 from bolt.special_tokens import MarkerIds, marker_ids
@@ -47,11 +47,14 @@ class EvalConfig:
     max_answer_tokens: int = 128
     """Generation budget per question (latent and answer together)."""
     batch_prompts: int = 8
+    """Chunks sampled together in the bounds (B chunks -> B*K rows), and questions answered together."""
     seed: int = 0
     answer_pattern: str = r"-?\d+(?:\.\d+)?"
     """Regex whose first match in the answer text is the extracted answer (its first group, if it has one)."""
 
     def validate(self) -> None:
+        if self.batch_prompts < 1:
+            raise BoltError(f"--batch-prompts must be at least 1, got {self.batch_prompts}.")
         if not self.iwae_samples or min(self.iwae_samples) < 1:
             raise BoltError(f"--iwae-samples must be positive integers, got {self.iwae_samples}.")
         try:
@@ -60,39 +63,71 @@ class EvalConfig:
             raise BoltError(f"--answer-pattern is not a valid regex: {exc}.") from None
 
 
-def nll(model, tokenizer, documents: list[Document], m: MarkerIds, max_batch_tokens: int = 16384) -> dict[str, float]:
+def nll(model, tokenizer, documents: list[Document], m: MarkerIds, max_batch_tokens: int = 16384, documents_per_step: int = 64) -> dict[str, float]:
     """Raw-text NLL per token and per character (nats)."""
     window = int(getattr(model.config, "max_position_embeddings", 2048))
-    sequences, chars = [], 0
-    for document in documents:
-        ids = [token for chunk in document.chunks for token in encode(tokenizer, chunk.text)]
-        start = [m.bos] if m.bos is not None else [m.eos]
-        # Long documents are scored in windows that each restart from BOS.
-        step = window - 1
-        sequences.extend(start + ids[i : i + step] for i in range(0, len(ids), step))
-        chars += len(document.text)
-    log_probs = score(model, sequences, [1] * len(sequences), max_batch_tokens, pad_id=tokenizer.pad_token_id)
-    tokens = sum(len(seq) - 1 for seq in sequences)
-    total = -sum(log_probs)
+    total, tokens, chars = 0.0, 0, 0
+    for begin in tqdm(range(0, len(documents), documents_per_step), desc="NLL", unit="batch", disable=None):
+        sequences = []
+        for document in documents[begin : begin + documents_per_step]:
+            ids = [token for chunk in document.chunks for token in encode(tokenizer, chunk.text)]
+            start = [m.bos] if m.bos is not None else [m.eos]
+            # Long documents are scored in windows that each restart from BOS.
+            step = window - 1
+            sequences.extend(start + ids[i : i + step] for i in range(0, len(ids), step))
+            chars += len(document.text)
+        total -= sum(score(model, sequences, [1] * len(sequences), max_batch_tokens, pad_id=tokenizer.pad_token_id))
+        tokens += sum(len(seq) - 1 for seq in sequences)
     return {"nll_per_token": total / tokens, "nll_per_char": total / chars, "tokens": tokens, "chars": chars}
 
 
-def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds, config: EvalConfig) -> dict[str, float]:
-    """IWAE NLL upper bounds per token for each n in ``config.iwae_samples``."""
+@dataclass
+class _DocumentBounds:
+    """One finished document of the bounds: per chunk, the K log weights and the chunk's tokens."""
+
+    id: str
+    log_w: list[list[float]]
+    tokens: int
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "log_w": self.log_w, "tokens": self.tokens}
+
+
+def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds, config: EvalConfig, partial_path: Path | None = None, config_key: str = "") -> dict[str, float]:
+    """IWAE NLL upper bounds per token for each n in ``config.iwae_samples``.
+
+    Each chunk goes through the E-step's own ``run_batch`` (K = max(n) samples, seeded per
+    chunk, so results do not depend on batching or resumption). With ``partial_path``,
+    finished documents are appended there and a rerun continues after them.
+    """
     k = max(config.iwae_samples)
     estep = EStepConfig(samples=k, seed=config.seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=config.batch_prompts, keep_candidates=True)
     window = int(getattr(model.config, "max_position_embeddings", 2048))
-    jobs = list(chunk_jobs(documents, tokenizer, estep, window))
-    totals = {n: 0.0 for n in config.iwae_samples}
-    tokens = 0
+    partial = PartialDocuments(partial_path, config_key) if partial_path else None
+    done = partial.done if partial else {}
+    todo = [i for i, document in enumerate(documents) if document.id not in done]
+    jobs = list(chunk_jobs([documents[i] for i in todo], tokenizer, estep, window))
+    for job in jobs:
+        job.document_index = todo[job.document_index]
+    pending: dict[int, list] = {i: [None] * len(documents[i].chunks) for i in todo}
     model.eval()
-    for start in tqdm(range(0, len(jobs), estep.batch_prompts), desc="IWAE bounds", unit="batch", disable=None):
+    progress = tqdm(total=len(jobs), desc="IWAE bounds", unit="chunk", disable=None)
+    for start in range(0, len(jobs), estep.batch_prompts):
         batch = jobs[start : start + estep.batch_prompts]
         for job, result in zip(batch, run_batch(model, tokenizer, batch, m, estep)):
-            log_w = [candidate["log_w"] for candidate in result["candidates"]]
-            for n in config.iwae_samples:
-                totals[n] += iwae_bound(log_w, n)
-            tokens += len(job.context.text)
+            chunks = pending[job.document_index]
+            chunks[job.chunk_index] = ([candidate["log_w"] for candidate in result["candidates"]], len(job.context.text))
+            if all(chunk is not None for chunk in chunks):
+                finished = _DocumentBounds(documents[job.document_index].id, [w for w, _ in chunks], sum(t for _, t in chunks))
+                if partial:
+                    partial.add(finished)
+                else:
+                    done[finished.id] = finished.to_json()
+        progress.update(len(batch))
+    progress.close()
+    records = [done[document.id] for document in documents]
+    tokens = sum(record["tokens"] for record in records)
+    totals = {n: sum(iwae_bound(log_w, n) for record in records for log_w in record["log_w"]) for n in config.iwae_samples}
     return {f"iwae{n}_nll_per_token": -totals[n] / tokens for n in config.iwae_samples} | {"bound_tokens": tokens}
 
 
@@ -136,8 +171,8 @@ def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, conf
 
 
 
-def evaluate_model(model_dir: Path, documents: list[Document] | None, questions: list[dict] | None, config: EvalConfig, latent: bool = True) -> dict:
-    """Every metric that applies: NLL (and bounds, for latent models) on documents, accuracy on questions."""
+def evaluate_model(model_dir: Path, documents: list[Document] | None, questions: list[dict] | None, config: EvalConfig, latent: bool = True, partial_path: Path | None = None, config_key: str = "") -> dict:
+    """Every metric that applies: NLL (and bounds, for latent models, resumable through ``partial_path``) on documents, accuracy on questions."""
     config.validate()
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir).eval()
@@ -146,7 +181,7 @@ def evaluate_model(model_dir: Path, documents: list[Document] | None, questions:
     if documents:
         results.update(nll(model, tokenizer, documents, m))
         if latent:
-            results.update(likelihood_bounds(model, tokenizer, documents, m, config))
+            results.update(likelihood_bounds(model, tokenizer, documents, m, config, partial_path, config_key))
     if questions:
         answered = answer_questions(model, tokenizer, questions, m, config, latent=latent)
         results["accuracy"] = answered["accuracy"]
@@ -183,9 +218,11 @@ def eval_stage(model_dir: Path, output_dir: Path, config: EvalConfig, documents_
     def work(run) -> dict:
         documents = load_eval_documents(documents_path, config.uniform_units) if documents_path else None
         questions = read_questions(questions_path) if questions_path else None
-        results = evaluate_model(model_dir, documents, questions, config, latent=latent)
+        key = partial_key(stage_config, documents_path) if documents_path else ""
+        results = evaluate_model(model_dir, documents, questions, config, latent=latent, partial_path=output_dir / "bounds.partial.jsonl", config_key=key)
         write_jsonl(output_dir / "answers.jsonl", results.pop("answers", []))
         write_json(output_dir / "eval.json", results)
+        (output_dir / "bounds.partial.jsonl").unlink(missing_ok=True)
         return results
 
     inputs = {name: p for name, p in (("documents", documents_path), ("questions", questions_path)) if p}

@@ -1,0 +1,81 @@
+"""`bolt finetune-eval`: answer-only SFT, then sampled evaluation over seeds (tiny model, tiny local data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
+
+from bolt.finetune import FinetuneConfig, finetune_eval, supervised_batches, training_pairs  # noqa: E402
+from bolt.special_tokens import EOL, PRIOR, SOL  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world_data(tmp_path_factory):
+    from bolt.world import WorldConfig, world_questions
+
+    root = tmp_path_factory.mktemp("ft-data")
+    questions = world_questions(WorldConfig(questions=10), seed=5, exclude=[])
+    (root / "world").mkdir()
+    for name, rows in (("train", questions[:8]), ("test", questions[8:])):
+        (root / "world" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_training_pairs_use_the_task_format(world_data):
+    (prompt, target), *_ = training_pairs("world_latent", world_data, limit=1)
+    assert prompt.endswith(SOL + PRIOR) and prompt.startswith("Let ")
+    derivation, answer = target.split(EOL)
+    assert derivation.count("=") == 4 and answer.startswith(" So ")
+    (plain_prompt, plain_target), = training_pairs("world", world_data, limit=1)
+    assert plain_prompt + SOL + PRIOR == prompt and plain_target == answer
+
+
+def test_loss_is_only_on_the_answer_and_eos(tiny_trained_model):
+    from bolt.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_trained_model)
+    pairs = [("Q: 1+1?", " 2."), ("Q: long question?", f" 1+1=2{EOL} 2.")]
+    (ids, labels, mask), = supervised_batches(tokenizer, pairs, batch_size=2, rng=np.random.default_rng(0))
+    for row in range(2):
+        length = int(mask[row].sum())
+        kept = [int(t) for t in labels[row] if t != -100]
+        target = [t for t in ids[row, :length].tolist()][-len(kept):]
+        assert kept == target and kept[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(kept[:-1]) in (" 2.", f" 1+1=2{EOL} 2.")
+        assert int(ids[row, 0]) == tokenizer.bos_token_id
+
+
+def test_finetune_eval_over_seeds_and_rerun(tiny_trained_model, world_data, tmp_path, monkeypatch):
+    import bolt.finetune as finetune
+
+    config = FinetuneConfig(task="world_latent", data_dir=world_data, seeds=2, epochs=3, lr=3e-3, batch_size=2, samples=2, limit=2, max_gen_tokens=8)
+    result = finetune_eval(tiny_trained_model, tmp_path, config)
+    per_seed = [json.loads((tmp_path / f"seed-{s}" / "eval" / "tasks.json").read_text())["world_latent"] for s in (0, 1)]
+    for name in ("exact_match", "maj_at_k", "pass_at_k"):
+        values = [m[name] for m in per_seed]
+        assert result[name]["values"] == values
+        assert result[name]["mean"] == pytest.approx(np.mean(values))
+        assert result[name]["stderr"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(2))
+    assert result["questions"] == 2 and result["samples_per_question"] == 2
+    for seed in (0, 1):
+        summary = json.loads((tmp_path / f"seed-{seed}" / "model" / "finetune.json").read_text())
+        assert summary["steps"] == 12 and summary["last_loss"] < summary["first_loss"]
+        (row, *_) = [json.loads(line) for line in (tmp_path / f"seed-{seed}" / "eval" / "tasks" / "world_latent.samples.jsonl").read_text().splitlines()]
+        prompt, gen_kwargs = row["arguments"][0]
+        assert EOL not in prompt  # zero-shot after fine-tuning
+        assert gen_kwargs["do_sample"] and gen_kwargs["temperature"] == 0.6 and gen_kwargs["top_p"] == 0.9
+    assert json.loads((tmp_path / "finetune_eval.json").read_text()) == result
+
+    monkeypatch.setattr(finetune, "finetune", lambda *a, **k: pytest.fail("a finished seed was fine-tuned again"))
+    assert finetune_eval(tiny_trained_model, tmp_path, config) == result
+
+
+def test_finetune_eval_needs_local_data(tiny_trained_model, tmp_path):
+    from bolt.errors import BoltError
+
+    with pytest.raises(BoltError, match="--data-dir"):
+        finetune_eval(tiny_trained_model, tmp_path, FinetuneConfig(task="world"))
