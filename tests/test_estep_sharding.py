@@ -105,6 +105,26 @@ def crash_once(marker, *shard_args):
     return module.estep_shard(*shard_args)
 
 
+def _same_up_to_float_rounding(a, b) -> bool:
+    """Equal, except that floats may differ in their last bits: Ray's workers run PyTorch on
+    one thread, and reductions on another thread count round differently. Token ids,
+    texts and chosen latents must still match exactly."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_up_to_float_rounding(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same_up_to_float_rounding(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _same_output(path, reference) -> bool:
+    import json
+
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return _same_up_to_float_rounding(rows, [json.loads(line) for line in reference.read_text().splitlines()])
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
@@ -124,7 +144,7 @@ def local_ray():
 def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(local_ray, tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch):
     output = tmp_path / "ray.jsonl"
     estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(kind="ray", workers=2))
-    assert output.read_bytes() == reference.read_bytes()
+    assert _same_output(output, reference)
 
     # A worker that dies mid-shard: Ray restarts the task, which keeps what its partial file holds.
     from test_estep_sharding import crash_once as importable_crash_once
@@ -142,7 +162,7 @@ def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(loc
     output = tmp_path / "crash.jsonl"
     estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(kind="ray", workers=2))
     assert marker.exists(), "the first attempt did not run"
-    assert output.read_bytes() == reference.read_bytes()
+    assert _same_output(output, reference)
     first = results[0]
     # The first batch (a whole document) was saved before the crash; the retry computed only the rest.
     assert 0 < first["computed"] < first["documents"], first

@@ -14,7 +14,9 @@ For every seed, in ``OUT/seed-N/``:
    and the oracle's verdict on the latents each latent model was trained on.
 
 ``results.json`` (``models`` -> name -> per-seed lists), ``results.md`` and three PNG plots
-go to ``OUT``. Every stage is resumable; rerunning the command continues.
+go to ``OUT``. The trainings and E-steps form a graph (``demo_jobs``) that runs on
+``workers`` processes side by side (``bolt.jobgraph``). Every stage is resumable;
+rerunning the command continues.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
 from bolt.estep import EStepConfig, estep_stage
 from bolt.evaluation import EvalConfig, eval_stage
+from bolt.jobgraph import Job, run_graph
 from bolt.records import read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, config_to_json
 from bolt.sampling import SamplingConfig
@@ -59,6 +63,8 @@ class DemoConfig:
     seeds: int = 1
     """Repetitions with seeds first_seed, first_seed + 1, ...; tables report mean ± std."""
     first_seed: int = 0
+    workers: int = 2
+    """Trainings and E-steps run side by side, each in its own process (1: all in this one)."""
 
     def validate(self) -> None:
         self.world.validate()
@@ -66,6 +72,8 @@ class DemoConfig:
         self.eval.validate()
         if self.iterations < 1:
             raise BoltError("--iterations must be at least 1 for the demo.")
+        if self.workers < 1:
+            raise BoltError(f"--workers must be at least 1, got {self.workers}.")
         if self.samples not in self.sweep:
             self.sweep = sorted(set(self.sweep) | {self.samples})
 
@@ -99,75 +107,103 @@ def _concatenate(paths: list[Path], output: Path) -> Path:
     return output
 
 
-class _Seed:
-    """Trains and evaluates every model of one seed."""
+def _seed_directory(output: Path, seed: int) -> Path:
+    return output / f"seed-{seed}"
 
-    def __init__(self, config: DemoConfig, seed: int, directory: Path):
-        self.config, self.seed, self.directory = config, seed, directory
-        self.results: dict[str, dict] = {}
-        self.data = write_world(directory / "data", config.world, seed)
-        self.warm_latents = directory / "data" / "warm.latents.jsonl"
-        teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
-        synthesize_stage(teacher, self.data["warm_chunks"], self.warm_latents, SynthesizeConfig(batch_size=256))
-        self.base = dataclasses.replace(config.train, seed=seed)
 
-    def model(self, name: str, data: Path, layout: str, latent_file: Path | None, steps: int | None = None, init: Path | None = None) -> dict:
-        train_config = dataclasses.replace(self.base, layout=layout, steps=steps or self.base.steps)
-        if init is not None:
-            train_config = dataclasses.replace(train_config, model=str(init))
-        model_dir = self.directory / "models" / name
-        summary = train(train_config, data, model_dir)
-        latent = layout != "raw"
-        evaluation = eval_stage(model_dir, self.directory / "eval" / name, self.config.eval, documents_path=self.data["heldout_chunks"], questions_path=self.data["questions"], latent=latent)
-        epochs = summary["tokens"] / summary["tokens_per_epoch"]
-        entry = {
-            "accuracy": evaluation["accuracy"],
-            "nll_per_token": evaluation["nll_per_token"],
-            "train_tokens": summary["tokens"],
-            "raw_tokens_seen": epochs * _raw_text_tokens(data),
-            "epochs": epochs,
-            "train_seconds": summary.get("seconds"),
-        }
-        if latent:
-            n = max(self.config.eval.iwae_samples)
-            entry["iwae_per_token"] = evaluation[f"iwae{n}_nll_per_token"]
-            entry["latent_correct_share"] = _latent_correct_share(latent_file)
-        self.results[name] = entry
-        return entry
+def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, Path]:
+    """The world's files and the oracle's warm-start latents (seconds)."""
+    data = write_world(directory / "data", config.world, seed)
+    data["warm_latents"] = directory / "data" / "warm.latents.jsonl"
+    teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
+    synthesize_stage(teacher, data["warm_chunks"], data["warm_latents"], SynthesizeConfig(batch_size=256))
+    data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl")
+    return data
 
-    def estep(self, name: str, model: str, k: int) -> Path:
-        output = self.directory / "latents" / f"{name}.jsonl"
-        config = EStepConfig(samples=k, seed=self.seed, sampling=SamplingConfig(max_new_tokens=self.config.max_latent_tokens), batch_prompts=64)
-        estep_stage(self.directory / "models" / model, self.data["bootstrap_chunks"], output, config)
-        return output
 
-    def m_step(self, name: str, latents: Path, previous: str) -> dict:
-        data = _concatenate([self.warm_latents, latents], self.directory / "latents" / f"{name}.train.jsonl")
-        init = self.directory / "models" / previous if self.config.continue_from_previous else None
-        return self.model(name, data, "random", latents, init=init)
+def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, train_path: Path, layout: str, steps: int, latent_file: Path | None = None, init: Path | None = None) -> dict:
+    train_config = dataclasses.replace(config.train, seed=seed, layout=layout, steps=steps)
+    if init is not None:
+        train_config = dataclasses.replace(train_config, model=str(init))
+    model_dir = directory / "models" / name
+    summary = train(train_config, train_path, model_dir)
+    latent = layout != "raw"
+    evaluation = eval_stage(model_dir, directory / "eval" / name, config.eval, documents_path=data["heldout_chunks"], questions_path=data["questions"], latent=latent)
+    epochs = summary["tokens"] / summary["tokens_per_epoch"]
+    entry = {
+        "accuracy": evaluation["accuracy"],
+        "nll_per_token": evaluation["nll_per_token"],
+        "train_tokens": summary["tokens"],
+        "raw_tokens_seen": epochs * _raw_text_tokens(train_path),
+        "epochs": epochs,
+        "train_seconds": summary.get("seconds"),
+    }
+    if latent:
+        n = max(config.eval.iwae_samples)
+        entry["iwae_per_token"] = evaluation[f"iwae{n}_nll_per_token"]
+        entry["latent_correct_share"] = _latent_correct_share(latent_file)
+    return entry
 
-    def run(self) -> dict[str, dict]:
-        config = self.config
-        self.model("warm_start", self.warm_latents, "random", self.warm_latents)
-        self.model("raw_warm", self.data["warm_chunks"], "raw", None)
-        previous = "warm_start"
-        for iteration in range(1, config.iterations + 1):
-            name = f"em_{iteration}"
-            self.m_step(name, self.estep(name, previous, config.samples), previous)
-            previous = name
-        for k in config.sweep:
-            if k != config.samples:
-                name = f"em_1_k{k}"
-                self.m_step(name, self.estep(name, "warm_start", k), "warm_start")
-        raw_all = _concatenate([self.data["warm_chunks"], self.data["bootstrap_chunks"]], self.directory / "data" / "warm+bootstrap.chunks.jsonl")
-        last = self.results[previous]
-        # Continued M-steps accumulate the compute of the whole chain; restarted ones cost one model each.
-        chain_steps = self.base.steps * (config.iterations + 1 if config.continue_from_previous else 1)
-        self.model("raw_flops_matched", raw_all, "raw", None, steps=chain_steps)
-        flops = self.results["raw_flops_matched"]
-        token_matched_steps = max(1, round(chain_steps * last["epochs"] / flops["epochs"]))
-        self.model("raw_token_matched", raw_all, "raw", None, steps=token_matched_steps)
-        return self.results
+
+def _chain_steps(config: DemoConfig) -> int:
+    """Steps of the FLOPs-matched baseline: continued M-steps accumulate the whole chain's
+    compute; restarted ones cost one model each."""
+    return config.train.steps * (config.iterations + 1 if config.continue_from_previous else 1)
+
+
+# The jobs of the graph, at module level so that spawned workers can run them. The last
+# argument of each is ``done``: the results of the jobs it waits for.
+
+
+def _job_warm_start(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    return _train_and_evaluate(config, seed, directory, data, "warm_start", data["warm_latents"], "random", config.train.steps, data["warm_latents"])
+
+
+def _job_raw(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, done: dict) -> dict:
+    """raw_warm (warm-start split, the warm start's compute) or raw_flops_matched (both splits, the EM chain's compute)."""
+    if name == "raw_warm":
+        return _train_and_evaluate(config, seed, directory, data, name, data["warm_chunks"], "raw", config.train.steps)
+    return _train_and_evaluate(config, seed, directory, data, name, data["raw_all"], "raw", _chain_steps(config))
+
+
+def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], last_job: str, flops_job: str, done: dict) -> dict:
+    """Raw text of both splits for as many epochs as the last EM model saw of its data."""
+    steps = max(1, round(_chain_steps(config) * done[last_job]["epochs"] / done[flops_job]["epochs"]))
+    return _train_and_evaluate(config, seed, directory, data, "raw_token_matched", data["raw_all"], "raw", steps)
+
+
+def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, model: str, k: int, done: dict) -> str:
+    output = directory / "latents" / f"{name}.jsonl"
+    estep = EStepConfig(samples=k, seed=seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=64)
+    estep_stage(directory / "models" / model, data["bootstrap_chunks"], output, estep)
+    return str(output)
+
+
+def _job_m_step(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, estep_job: str, previous: str, done: dict) -> dict:
+    latents = Path(done[estep_job])
+    train_path = _concatenate([data["warm_latents"], latents], directory / "latents" / f"{name}.train.jsonl")
+    init = directory / "models" / previous if config.continue_from_previous else None
+    return _train_and_evaluate(config, seed, directory, data, name, train_path, "random", config.train.steps, latents, init)
+
+
+def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
+    """Every seed's trainings and E-steps as a graph: the EM chain and the K sweep wait for
+    the warm start, each M-step for its E-step, the token-matched baseline for the last
+    EM model; the other raw baselines wait for nothing."""
+    jobs: dict[str, Job] = {}
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
+        tag = f"seed-{seed}/"
+        common = (config, seed, _seed_directory(output, seed), _prepare_seed(config, seed, _seed_directory(output, seed)))
+        jobs[tag + "warm_start"] = Job(_job_warm_start, common)
+        jobs[tag + "raw_warm"] = Job(_job_raw, common + ("raw_warm",))
+        chain = ["warm_start"] + [f"em_{i}" for i in range(1, config.iterations + 1)]
+        sweep = [(f"em_1_k{k}", "warm_start", k) for k in config.sweep if k != config.samples]
+        for name, previous, k in [(name, previous, config.samples) for previous, name in zip(chain, chain[1:])] + sweep:
+            jobs[tag + f"estep/{name}"] = Job(_job_estep, common + (name, previous, k), after=(tag + previous,))
+            jobs[tag + name] = Job(_job_m_step, common + (name, tag + f"estep/{name}", previous), after=(tag + f"estep/{name}",))
+        jobs[tag + "raw_flops_matched"] = Job(_job_raw, common + ("raw_flops_matched",))
+        jobs[tag + "raw_token_matched"] = Job(_job_raw_token_matched, common + (tag + chain[-1], tag + "raw_flops_matched"), after=(tag + chain[-1], tag + "raw_flops_matched"))
+    return jobs
 
 
 def run_demo(config: DemoConfig, output: Path) -> dict:
@@ -175,13 +211,21 @@ def run_demo(config: DemoConfig, output: Path) -> dict:
     run = RunDir(output)
     run.start("demo", config, seed=config.first_seed)
     started = time.monotonic()
-    seeds = range(config.first_seed, config.first_seed + config.seeds)
-    per_seed = [_Seed(config, seed, output / f"seed-{seed}").run() for seed in seeds]
+    jobs = demo_jobs(config, output)
+    progress = tqdm(total=len(jobs), desc="demo jobs", unit="job", disable=None)
+
+    def report(name: str, result, seconds: float) -> None:
+        progress.update(1)
+        if isinstance(result, dict):
+            progress.write(f"{name}: accuracy {result['accuracy']:.3f} ({seconds / 60:.1f} min)")
+
+    done = run_graph(jobs, workers=config.workers, report=report)
+    progress.close()
     models: dict[str, dict[str, list]] = {}
-    for results in per_seed:
-        for name, entry in results.items():
-            for key, value in entry.items():
-                models.setdefault(name, {}).setdefault(key, []).append(value)
+    for name, result in done.items():
+        if isinstance(result, dict):  # a trained model (E-steps return their output path)
+            for key, value in result.items():
+                models.setdefault(name.split("/", 1)[1], {}).setdefault(key, []).append(value)
     results = {"models": models, "seeds": config.seeds, "seconds": time.monotonic() - started, "config": config_to_json(config)}
     write_json(output / "results.json", results)
     (output / "results.md").write_text(results_table(models), encoding="utf-8")
