@@ -5,7 +5,8 @@ messages and message batches. Answers are a pure function of the user message, s
 runs are comparable. Faults are drawn per request from a seeded generator:
 
 - online: ``429`` (with Retry-After), ``500``, ``timeout`` (no reply before the client's
-  timeout), ``malformed`` (broken JSON), ``empty``, ``truncated``, ``refused``;
+  timeout), ``malformed`` (broken JSON), ``empty``, ``truncated``, ``refused``; and, only
+  when named in ``kinds``, ``400`` (this request refused) and ``401`` (a bad key);
 - batches: per-item errors, and whole batches that expire with only part processed.
 
 ``answered[item]`` counts good answers the server handed out per item (an item is the
@@ -48,7 +49,7 @@ class Faults:
     """The first this many online requests fail with ``kinds[0]``, whatever ``rate`` says."""
     delay: float = 0.0
     """Seconds every online answer takes."""
-    hang_seconds: float = 0.6
+    hang_seconds: float = 1.5
     """How long a ``timeout`` fault keeps the client waiting (longer than its timeout)."""
     batch_item_error_rate: float = 0.0
     """Share of batch items answered with an error."""
@@ -199,6 +200,10 @@ class FakeLLMServer:
             self.send(handler, 429, {"error": {"type": "rate_limit_error", "message": "slow down"}}, headers)
         elif kind == "500":
             self.send(handler, 500, {"error": {"type": "api_error", "message": "boom"}})
+        elif kind == "400":
+            self.send(handler, 400, {"error": {"type": "invalid_request_error", "message": "prompt is too long"}})
+        elif kind == "401":
+            self.send(handler, 401, {"error": {"type": "authentication_error", "message": "invalid x-api-key"}})
         elif kind == "timeout":
             time.sleep(self.faults.hang_seconds)
             handler.close_connection = True

@@ -29,7 +29,9 @@ pytest.importorskip("anthropic")
 
 from fake_llm_server import FakeLLMServer, Faults, answer_text, item_of  # noqa: E402
 
-FAST = ["--backoff", "0.001", "--request-timeout", "0.3", "--poll-interval", "0.01"]
+# The request timeout leaves room for a loaded machine: a good answer that arrives after it
+# would be counted twice by the server. The fake server's `timeout` fault hangs longer.
+FAST = ["--backoff", "0.001", "--request-timeout", "1.0", "--poll-interval", "0.01"]
 KEY = f"sk-test-{uuid.uuid4().hex}"
 KEY_VARIABLE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
@@ -167,6 +169,38 @@ def test_bad_replies_are_counted_and_never_written(family, tmp_path, capsys):
         summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", *argv_base, "--allow-failures"))
     assert summary["documents"] == 0 and summary["failed_documents"] == 2 and summary["failed_requests"] == 4
     assert server.log.answered == {}
+
+
+def test_a_refused_request_fails_alone_and_is_not_retried(family, tmp_path, capsys):
+    """HTTP 400 (say, a chunk over the context length) fails that request only; the run goes on."""
+    documents = make_chunks(tmp_path / "chunks.jsonl", documents=3, chunks=2)
+    with FakeLLMServer(Faults(kinds=("400",), fail_first=1)) as server:
+        code = main(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "1"))
+        assert code == 2 and "1 request(s) got no usable answer" in capsys.readouterr().err
+    (failure,) = read_rows(tmp_path / "out.jsonl.run" / "failures.jsonl")
+    assert failure["reason"].startswith("rejected") and "prompt is too long" in failure["reason"]
+    assert sum(server.log.seen.values()) == sum(len(d.chunks) for d in documents), "the refused request is not sent again"
+    assert len(read_rows(tmp_path / "out.jsonl")) == len(documents) - 1
+
+
+def test_every_request_refused_stops_the_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    documents = make_chunks(tmp_path / "chunks.jsonl", documents=10, chunks=2)
+    with FakeLLMServer(Faults(rate=1.0, kinds=("400",))) as server:
+        code = main(api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "1"))
+    assert code == 2 and "were all refused" in capsys.readouterr().err
+    assert sum(server.log.seen.values()) < sum(len(d.chunks) for d in documents)
+
+
+def test_a_fatal_error_keeps_the_answers_already_in_flight(family, tmp_path, capsys):
+    """A bad key stops the run, but the answers of the requests already sent are cached, not lost."""
+    make_chunks(tmp_path / "chunks.jsonl", documents=4, chunks=2)
+    with FakeLLMServer(Faults(kinds=("401",), fail_first=1, delay=0.3)) as server:
+        code = main(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "4"))
+        err = capsys.readouterr().err
+    assert code == 2 and "retrying cannot fix" in err and KEY not in err
+    assert len(server.log.answered) >= 1, "the other requests in flight were answered"
+    assert len(cached_keys(tmp_path / "out.jsonl.run")) == len(server.log.answered)
 
 
 def test_dry_run_estimates_and_sends_nothing(tmp_path, capsys, monkeypatch):

@@ -6,11 +6,10 @@ attempt is counted. Imported only when ``--teacher anthropic`` is used.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from bolt.errors import BoltError
-from bolt.teachers.chat import Reply, Sampling, checked_reply, parse_retry_after
+from bolt.teachers.chat import Reply, Sampling, checked_reply, sdk_error_kind
 
 
 def _import_anthropic():
@@ -60,17 +59,7 @@ class AnthropicBackend:
         return parse_message(self.client.messages.create(**body).to_dict())
 
     def transient(self, error: Exception) -> tuple[str | None, float | None]:
-        anthropic = self.anthropic
-        if isinstance(error, (anthropic.APIResponseValidationError, json.JSONDecodeError)):
-            return "malformed", None
-        if isinstance(error, anthropic.APITimeoutError):
-            return "timeout", None
-        if isinstance(error, anthropic.APIConnectionError):
-            return "connection", None
-        if isinstance(error, anthropic.APIStatusError) and (error.status_code in (408, 409, 429) or error.status_code >= 500):
-            kind = "rate_limited" if error.status_code == 429 else f"http_{error.status_code}"
-            return kind, parse_retry_after(error.response.headers)
-        return None, None
+        return sdk_error_kind(self.anthropic, error)
 
     def submit_batch(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
         batch = self.client.messages.batches.create(requests=[{"custom_id": custom_id, "params": body} for custom_id, body in items])

@@ -3,8 +3,10 @@
 ``ApiTeacher.complete`` answers a list of prompts. It first looks every rendered request
 up in the SQLite cache (``cache``), then asks for the rest either online, with at most
 ``concurrency`` requests in flight, or through the provider's batch API. Transport
-errors (429, 5xx, timeouts, malformed JSON) are retried with backoff; replies that are
-empty, truncated, refused or malformed are asked again up to ``max_bad_replies`` times;
+errors (429, 5xx, timeouts, malformed JSON) are retried with backoff; a request the
+provider refuses (HTTP 400/413/422, e.g. over the context length) is not retried and the
+others go on; replies that are empty, truncated, refused or malformed are asked again up
+to ``max_bad_replies`` times;
 what still has no answer is returned as ``None`` with the reason, never as a latent.
 
 The API key is read from the environment or a ``.env`` file and handed to the SDK
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
 from bolt.teachers.cache import TeacherCache
-from bolt.teachers.chat import OK, BatchRejected, ChatBackend, Reply, Sampling, Spend, backoff_seconds, request_key
+from bolt.teachers.chat import OK, REJECTED, BatchRejected, ChatBackend, Reply, Sampling, Spend, backoff_seconds, request_key
 from bolt.teachers.pricing import Price, estimate_tokens
 
 KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -182,18 +184,41 @@ class ApiTeacher:
 
     def _online(self, pending: dict[str, dict[str, Any]], cache: TeacherCache, progress) -> dict[str, str]:
         failures: dict[str, str] = {}
+        fatal: Exception | None = None
         pool = ThreadPoolExecutor(self.config.concurrency)
         try:
             futures = {pool.submit(self._ask, body): key for key, body in pending.items()}
             for future in as_completed(futures):
-                reply, reason = future.result()
+                if future.cancelled():
+                    continue
+                try:
+                    reply, reason = future.result()
+                except Exception as error:
+                    # Send nothing more, but store what the requests already in flight bring back: it is paid for.
+                    fatal = fatal or error
+                    for other in futures:
+                        other.cancel()
+                    continue
                 if reply is not None:
                     self._answered(futures[future], reply, cache, progress)
-                else:
-                    failures[futures[future]] = reason
+                    continue
+                failures[futures[future]] = reason
+                if fatal is None and self._all_rejected():
+                    fatal = BoltError(
+                        f"the first {self.spend.errors[REJECTED]} requests were all refused by the {self.name} API ({reason}), so the "
+                        "request itself is wrong rather than one input: check --teacher-model, --base-url, --max-new-tokens and --temperature."
+                    )
+                    for other in futures:
+                        other.cancel()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        if fatal is not None:
+            raise fatal
         return failures
+
+    def _all_rejected(self) -> bool:
+        """Whether more than two rounds of requests were refused and none was ever answered (this run or, per the cache, before)."""
+        return self.spend.requests == 0 and self.spend.cached == 0 and self.spend.errors[REJECTED] > 2 * self.config.concurrency
 
     def _ask(self, body: dict[str, Any]) -> tuple[Reply | None, str]:
         """One request until a usable reply or the retry limits; other errors propagate."""
@@ -206,6 +231,8 @@ class ApiTeacher:
                 if kind is None:
                     raise BoltError(f"{self.name} API error that retrying cannot fix: {error}. Check --teacher-model, --base-url and the API key.") from None
                 self.spend.add_error(kind)
+                if kind == REJECTED:
+                    return None, f"{kind}: {error}"
                 if errors >= self.config.max_retries:
                     return None, f"{kind} after {errors + 1} attempts"
                 time.sleep(backoff_seconds(errors, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng))

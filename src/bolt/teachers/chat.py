@@ -69,8 +69,10 @@ class ChatBackend(Protocol):
         """One online request; raises the SDK's exception on a transport or HTTP error."""
         ...
 
-    def transient(self, error: Exception) -> tuple[bool, float | None]:
-        """Whether ``error`` is worth retrying, and the server's Retry-After in seconds if it gave one."""
+    def transient(self, error: Exception) -> tuple[str | None, float | None]:
+        """What kind of failure ``error`` is (``None``: one no retry can fix, such as a bad key), and
+        the server's Retry-After in seconds if it gave one. ``REJECTED`` means the provider refused
+        this one request (too long, invalid for its input): it is not retried, the others go on."""
         ...
 
     def submit_batch(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
@@ -88,6 +90,27 @@ class ChatBackend(Protocol):
         """Each custom_id's ``Reply``, or a string saying why it has none (error, expired, cancelled);
         raises ``BatchRejected`` if the provider refused the whole batch."""
         ...
+
+
+REJECTED = "rejected"
+"""Failure kind of one request the provider refused (HTTP 400, 413, 422)."""
+
+
+def sdk_error_kind(sdk: Any, error: Exception) -> tuple[str | None, float | None]:
+    """``ChatBackend.transient`` for the ``openai`` and ``anthropic`` SDKs, whose exception classes share names."""
+    if isinstance(error, (sdk.APIResponseValidationError, json.JSONDecodeError)):
+        return "malformed", None
+    if isinstance(error, sdk.APITimeoutError):
+        return "timeout", None
+    if isinstance(error, sdk.APIConnectionError):
+        return "connection", None
+    if isinstance(error, sdk.APIStatusError):
+        if error.status_code in (408, 409, 429) or error.status_code >= 500:
+            kind = "rate_limited" if error.status_code == 429 else f"http_{error.status_code}"
+            return kind, parse_retry_after(error.response.headers)
+        if error.status_code in (400, 413, 422):
+            return REJECTED, None
+    return None, None
 
 
 def request_key(family: str, body: dict[str, Any], template_version: str) -> str:

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from bolt.errors import BoltError
-from bolt.teachers.chat import BatchRejected, Reply, Sampling, checked_reply, parse_retry_after
+from bolt.teachers.chat import BatchRejected, Reply, Sampling, checked_reply, sdk_error_kind
 
 CHAT_PATH = "/v1/chat/completions"
 TERMINAL_BATCH_STATES = ("completed", "failed", "expired", "cancelled")
@@ -63,17 +63,7 @@ class OpenAIBackend:
         return parse_completion(self.client.chat.completions.create(**body).to_dict())
 
     def transient(self, error: Exception) -> tuple[str | None, float | None]:
-        openai = self.openai
-        if isinstance(error, (openai.APIResponseValidationError, json.JSONDecodeError)):
-            return "malformed", None
-        if isinstance(error, openai.APITimeoutError):
-            return "timeout", None
-        if isinstance(error, openai.APIConnectionError):
-            return "connection", None
-        if isinstance(error, openai.APIStatusError) and (error.status_code in (408, 409, 429) or error.status_code >= 500):
-            kind = "rate_limited" if error.status_code == 429 else f"http_{error.status_code}"
-            return kind, parse_retry_after(error.response.headers)
-        return None, None
+        return sdk_error_kind(self.openai, error)
 
     def submit_batch(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
         lines = [json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_PATH, "body": body}, ensure_ascii=False) for custom_id, body in items]
