@@ -94,9 +94,10 @@ def test_extraction_helpers():
 
 def test_math_verify_runs_past_its_timeout_and_is_graded_wrong():
     """(x+1)^2000 against its expansion keeps sympy busy for many seconds: our timeout stops it."""
+    assert math_equivalent("1", "$1$", timeout=60.0) is True  # the helper's start-up is not part of what is timed
     started = time.monotonic()
     assert math_equivalent("x^{2000}+1", "$(x+1)^{2000}$", timeout=1.0) is None
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 5
     assert math_equivalent("\\frac{1}{2}", "$0.5$", timeout=5.0) is True  # the helper process was restarted
     doc = {"problem": "p", "solution": "$\\boxed{x^{2000}+1}$"}
     import os
