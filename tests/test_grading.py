@@ -11,6 +11,7 @@ pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' ex
 pytest.importorskip("math_verify")
 
 from bolt.benchmarks import hooks  # noqa: E402
+from bolt.errors import BoltError  # noqa: E402
 from bolt.grading import after_latent, last_boxed, math_answer, math_equivalent  # noqa: E402
 from bolt.special_tokens import EOL, SOL  # noqa: E402
 
@@ -90,6 +91,10 @@ def test_extraction_helpers():
     assert last_boxed("\\boxed{1} then \\boxed{\\frac{a}{b}} end") == "\\frac{a}{b}" and last_boxed("\\boxed{open") is None
     assert math_answer("Work.\nThe final answer is $x+1$.") == "$x+1$"
     assert hooks.math_gold({"problem": "p", "answer": "7", "solution": "\\boxed{8}"}) == "7"
+    assert [hooks.mmlu_gold({"question": "q", "answer": a}) for a in (0, "3", " c")] == ["A", "D", "C"]
+    for bad in (-1, 4, "E", None):
+        with pytest.raises(BoltError, match="must be 0-3 or A-D"):
+            hooks.mmlu_gold({"question": "q", "answer": bad})
 
 
 def test_math_verify_runs_past_its_timeout_and_is_graded_wrong():

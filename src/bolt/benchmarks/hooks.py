@@ -170,9 +170,12 @@ def mmlu_gold(doc: dict) -> str:
     if isinstance(answer, str) and answer.strip().upper() in ("A", "B", "C", "D"):
         return answer.strip().upper()
     try:
-        return "ABCD"[int(answer)]
-    except (ValueError, IndexError):
-        raise BoltError(f"an MMLU row's 'answer' must be 0-3 or A-D, got {answer!r} (question {doc['question'][:60]!r}).") from None
+        index = int(answer)
+    except (TypeError, ValueError):
+        index = -1
+    if not 0 <= index <= 3:  # -1 would silently index "D"
+        raise BoltError(f"an MMLU row's 'answer' must be 0-3 or A-D, got {answer!r} (question {doc['question'][:60]!r}).")
+    return "ABCD"[index]
 
 
 def mmlu_target(doc: dict, latent: bool = False) -> str:
