@@ -7,7 +7,8 @@ runs are comparable. Faults are drawn per request from a seeded generator:
 - online: ``429`` (with Retry-After), ``500``, ``timeout`` (no reply before the client's
   timeout), ``malformed`` (broken JSON), ``empty``, ``truncated``, ``refused``; and, only
   when named in ``kinds``, ``400`` (this request refused) and ``401`` (a bad key);
-- batches: per-item errors, and whole batches that expire with only part processed.
+- batches: per-item errors, whole batches that expire with only part processed, and 503s
+  from the batch endpoints themselves.
 
 ``answered[item]`` counts good answers the server handed out per item (an item is the
 hash of its user message), ``seen[item]`` every request for it.
@@ -59,6 +60,8 @@ class Faults:
     """OpenAI batches fail validation as a whole."""
     polls_to_finish: int = 1
     """Batch status reads before a batch is done."""
+    failing_batch_calls: int = 0
+    """The first this many batch API calls (files, batches: create, list, status, results) answer 503."""
     seed: int = 0
 
 
@@ -69,6 +72,7 @@ class ServerLog:
     faults: Counter = field(default_factory=Counter)
     batches_created: int = 0
     online_requests: int = 0
+    batch_calls: int = 0
     api_keys: set = field(default_factory=set)
 
 
@@ -136,6 +140,13 @@ class FakeLLMServer:
         path = handler.path.split("?")[0]
         length = int(handler.headers.get("Content-Length") or 0)
         payload = handler.rfile.read(length) if length else b""
+        if path not in ("/v1/chat/completions", "/v1/messages"):
+            with self.lock:
+                self.log.batch_calls += 1
+                failing = self.log.batch_calls <= self.faults.failing_batch_calls
+            if failing:
+                self.send(handler, 503, {"error": {"type": "overloaded_error", "message": "try again later"}}, {"Retry-After": "0"})
+                return
         routes = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/messages"): self.message,

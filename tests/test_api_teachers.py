@@ -132,6 +132,17 @@ def test_batches_respect_the_request_limit(tmp_path, monkeypatch):
     assert [len(items) for items in (record["items"] for record in server.batches.values())] == [3, 3, 3, 1]
 
 
+def test_batch_endpoints_failing_for_a_while_are_retried_without_a_second_batch(family, tmp_path, capsys):
+    """503s from upload, create, lookup or polling are retried; a submission that may have gone through is looked up, not sent twice."""
+    documents = make_chunks(tmp_path / "chunks.jsonl", documents=2, chunks=2)
+    with FakeLLMServer(Faults(failing_batch_calls=3, polls_to_finish=2)) as server:
+        summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--batch"))
+    assert server.log.batches_created == 1
+    assert summary["spend"]["this_run"]["errors"] == {"http_503": 3}
+    for row, document in zip(read_rows(tmp_path / "out.jsonl"), documents):
+        assert [c["latent"] for c in row["chunks"]] == [expected_latent(c) for c in document.chunks]
+
+
 def test_retry_after_is_honoured(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     make_chunks(tmp_path / "chunks.jsonl", documents=1, chunks=1)

@@ -259,12 +259,12 @@ class ApiTeacher:
             for part in self._split(todo, pending):
                 submission = uuid.uuid4().hex
                 cache.begin_batch(submission, self.name, part)
-                batch_id = self.backend.submit_batch([(key, pending[key]) for key in part], submission)
+                batch_id = self._submit([(key, pending[key]) for key in part], submission)
                 cache.set_batch_id(submission, batch_id)
                 open_batches[submission] = (batch_id, part)
             if not open_batches:
                 return failures
-            finished = [submission for submission, (batch_id, _) in open_batches.items() if self.backend.batch_finished(batch_id)]
+            finished = [submission for submission, (batch_id, _) in open_batches.items() if self._call("polling a batch", self.backend.batch_finished, batch_id)]
             for submission in finished:
                 batch_id, keys = open_batches[submission]
                 for key, reason in self._collect(batch_id, keys, pending, cache, progress).items():
@@ -282,7 +282,7 @@ class ApiTeacher:
         found = {}
         for submission, (batch_id, keys) in cache.open_batches(self.name).items():
             if batch_id is None:
-                batch_id = self.backend.find_batch(submission)
+                batch_id = self._call("looking up a batch", self.backend.find_batch, submission)
                 if batch_id is None:
                     cache.close_batch(submission)
                     continue
@@ -293,7 +293,7 @@ class ApiTeacher:
     def _collect(self, batch_id: str, keys: list[str], pending: dict[str, dict[str, Any]], cache: TeacherCache, progress) -> dict[str, str]:
         """Store a finished batch's good answers; returns the reason of every key without one."""
         try:
-            results = self.backend.batch_results(batch_id)
+            results = self._call("downloading batch results", self.backend.batch_results, batch_id)
         except BatchRejected:
             cache.close_batch_id(batch_id)  # a rerun must not poll it again
             raise
@@ -311,6 +311,40 @@ class ApiTeacher:
             if key in pending:
                 missing[key] = result
         return missing
+
+    def _call(self, what: str, function, *args):
+        """A batch API call, retried with backoff after transient errors like an online request."""
+        attempt = 0
+        while True:
+            try:
+                return function(*args)
+            except BoltError:
+                raise
+            except Exception as error:
+                kind, retry_after = self.backend.transient(error)
+                if kind is None or kind == REJECTED or attempt >= self.config.max_retries:
+                    raise BoltError(
+                        f"{self.name} batch API: {what} failed: {error}. Batches already submitted are recorded in the cache: "
+                        "rerun the same command to pick them up (check --base-url and the API key if this persists)."
+                    ) from None
+                self.spend.add_error(kind)
+                time.sleep(backoff_seconds(attempt, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng))
+                attempt += 1
+
+    def _submit(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
+        """Submit one batch; before sending it again after an error, look for it: the provider may have accepted it."""
+        tried = False
+
+        def submit() -> str:
+            nonlocal tried
+            if tried:
+                found = self.backend.find_batch(submission)
+                if found is not None:
+                    return found
+            tried = True
+            return self.backend.submit_batch(items, submission)
+
+        return self._call("submitting a batch", submit)
 
     def _split(self, keys: list[str], bodies: dict[str, dict[str, Any]]) -> list[list[str]]:
         """Batches within the provider's request-count and size limits."""
