@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Tests run offline: Hugging Face libraries must never try the hub (on a machine without
+# network that is a hang until a DNS or connect timeout, not a quick error). Set before
+# any test module imports transformers or datasets, which read these once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 
