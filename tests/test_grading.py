@@ -132,3 +132,14 @@ def test_math_grading_works_outside_the_main_thread():
     thread.join()
     assert "thread" in results["their_timeout"]
     assert results["ours"] == 1
+
+
+def test_math_grading_without_math_verify_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from bolt.grading import MathVerifier
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "math_verify" else real_find_spec(name, *args))
+    with pytest.raises(BoltError, match=r"bolt-latent\[eval\]"):
+        MathVerifier().equivalent("1", "$1$")

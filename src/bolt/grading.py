@@ -16,12 +16,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import re
 import threading
 from collections import Counter
 from typing import Callable, Sequence
 
+from bolt.errors import BoltError
 from bolt.special_tokens import EOL, SOL
 
 GSM8K_STRICT = r"The answer is (\-?[0-9\.\,]+)."
@@ -123,6 +125,8 @@ class MathVerifier:
         self._process = None
 
     def _start(self) -> None:
+        if importlib.util.find_spec("math_verify") is None:  # the helper would die on import, with no message here
+            raise BoltError("grading MATH answers needs math-verify: pip install 'bolt-latent[eval]' (it pins math-verify==0.9.0).")
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["math_verify"])
         self._connection, child = context.Pipe()
