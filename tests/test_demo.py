@@ -58,6 +58,8 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
     models = run_demo(config, tmp_path)["models"]
     assert "em_1_k1" not in models
-    assert models["raw_flops_matched"]["train_tokens"] == [3 * models["em_2"]["train_tokens"][0]]
+    # warm start (2 steps) + 2 M-steps of 4 steps each (data budget: twice the warm start's documents)
+    assert models["em_2"]["train_tokens"] == [2 * models["warm_start"]["train_tokens"][0]]
+    assert models["raw_flops_matched"]["train_tokens"] == [models["warm_start"]["train_tokens"][0] + 2 * models["em_2"]["train_tokens"][0]]
     manifest = json.loads((tmp_path / "seed-0" / "models" / "em_2" / "manifest.json").read_text())
     assert manifest["config"]["model"].endswith("em_1")

@@ -16,16 +16,16 @@ def test_problem_evaluates_left_to_right_modulo():
     assert problem.values() == [7, 2, 6, 2]
     assert problem.question() == "Let x = 7 + 5 * 3 - 4 (mod 10)."
     assert problem.answer_sentence() == "So x = 2."
-    assert problem.derivation() == "7+5=2. 2*3=6. 6-4=2."
+    assert problem.derivation() == "7+5=2*3=6-4=2."
     assert parse_question(" " + problem.question()) == problem
 
 
 def test_oracle_writes_the_derivation_only_for_answers():
     question, answer = "Let x = 7 + 5 * 3 - 4 (mod 10).", " So x = 2."
     assert oracle_latent("", question) == ""
-    assert oracle_latent(question, answer) == "7+5=2. 2*3=6. 6-4=2."
-    assert latent_is_correct(question, answer, "7+5=2. 2*3=6. 6-4=2.") is True
-    assert latent_is_correct(question, answer, "7+5=2. 2*3=6. 6-4=3.") is False
+    assert oracle_latent(question, answer) == "7+5=2*3=6-4=2."
+    assert latent_is_correct(question, answer, "7+5=2*3=6-4=2.") is True
+    assert latent_is_correct(question, answer, "7+5=2*3=6-4=3.") is False
     assert latent_is_correct("", question, "") is None
 
 

@@ -55,6 +55,10 @@ class DemoConfig:
     """K in the E-steps of the main EM chain."""
     sweep: list[int] = field(default_factory=lambda: [1, 4])
     """K values for iteration 1 in the inference-compute sweep."""
+    m_step_budget: str = "data"
+    """``data``: an M-step trains for as many epochs of its (warm-start + bootstrap) data as
+    the warm start did of its own, like the paper's ~2 epochs per M-step; ``steps``: the
+    warm start's number of steps."""
     continue_from_previous: bool = False
     """Start each M-step from the previous model (warm-started EM) instead of the base
     initialisation (the paper); the FLOPs-matched baseline then gets the whole chain's steps."""
@@ -72,6 +76,8 @@ class DemoConfig:
         self.eval.validate()
         if self.iterations < 1:
             raise BoltError("--iterations must be at least 1 for the demo.")
+        if self.m_step_budget not in ("data", "steps"):
+            raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
         if self.workers < 1:
             raise BoltError(f"--workers must be at least 1, got {self.workers}.")
         if self.samples not in self.sweep:
@@ -145,10 +151,22 @@ def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: di
     return entry
 
 
+def m_step_steps(config: DemoConfig) -> int:
+    """Steps of one M-step: the warm start's, or (``m_step_budget="data"``, the paper's rule)
+    that many times the ratio of their documents, so that an M-step sees its data for as
+    many epochs as the warm start saw its own."""
+    if config.m_step_budget == "steps":
+        return config.train.steps
+    world = config.world
+    return round(config.train.steps * (world.warm_documents + world.bootstrap_documents) / world.warm_documents)
+
+
 def _chain_steps(config: DemoConfig) -> int:
     """Steps of the FLOPs-matched baseline: continued M-steps accumulate the whole chain's
-    compute; restarted ones cost one model each."""
-    return config.train.steps * (config.iterations + 1 if config.continue_from_previous else 1)
+    compute; restarted ones cost one M-step each."""
+    if config.continue_from_previous:
+        return config.train.steps + config.iterations * m_step_steps(config)
+    return m_step_steps(config)
 
 
 # The jobs of the graph, at module level so that spawned workers can run them. The last
@@ -183,7 +201,7 @@ def _job_m_step(config: DemoConfig, seed: int, directory: Path, data: dict[str, 
     latents = Path(done[estep_job])
     train_path = _concatenate([data["warm_latents"], latents], directory / "latents" / f"{name}.train.jsonl")
     init = directory / "models" / previous if config.continue_from_previous else None
-    return _train_and_evaluate(config, seed, directory, data, name, train_path, "random", config.train.steps, latents, init)
+    return _train_and_evaluate(config, seed, directory, data, name, train_path, "random", m_step_steps(config), latents, init)
 
 
 def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:

@@ -6,15 +6,21 @@ A document is a run of problems; each problem is two sentences::
 
 Expressions are evaluated left to right modulo ``modulus``. The text states the result
 and never the work. The oracle teacher writes the missing work as the latent of the
-answer sentence, given the question in its prefix::
+answer sentence, given the question in its prefix, as one chain of running results::
 
-    3+8=1. 1-5=6. 6*2=2.
+    3+8=1-5=6*2=2.
 
 and an empty latent for a question sentence (nothing is missing there). Every single
 step is one of a few hundred small facts seen many times, while the composed result of
 ``steps`` operations is hard to learn from the raw text alone: the gap the paper's claims
 need. With ``error_rate`` > 0 the oracle is an imperfect teacher (one step goes wrong and
 the error propagates).
+
+Why a chain: a step of the chain takes 4 characters (``-5=6``), as a step of the spaced
+question does (`` - 5``), so the operator and operand a step needs sit at a constant
+distance back in the question, and the arithmetic reads the three characters just before
+``=``. A from-scratch 0.9M model learns that layout in far fewer steps than the earlier
+``3+8=1. 1-5=6.`` sentences, whose operators it copied at chance after 600 steps.
 
 Documents are chunked one sentence per chunk, so the latent of an answer sees its
 question in the prefix, as a few-shot prompt would show it.
@@ -98,16 +104,15 @@ class Problem:
         return f"So {self.variable} = {self.answer}."
 
     def derivation(self, wrong_step: int | None = None, rng: np.random.Generator | None = None) -> str:
-        values = self.values()
-        steps = []
-        left = values[0]
+        """The chain ``7+5=2*3=6-4=2.``; with ``wrong_step``, that step's result is off (and the error carries on)."""
+        left = self.operands[0]
+        chain = [str(left)]
         for index, (op, operand) in enumerate(zip(self.operators, self.operands[1:])):
-            result = _OPS[op](left, operand, self.modulus)
+            left = _OPS[op](left, operand, self.modulus)
             if index == wrong_step:
-                result = (result + int(rng.integers(1, self.modulus))) % self.modulus
-            steps.append(f"{left}{op}{operand}={result}.")
-            left = result
-        return " ".join(steps)
+                left = (left + int(rng.integers(1, self.modulus))) % self.modulus
+            chain.append(f"{op}{operand}={left}")
+        return "".join(chain) + "."
 
 
 def random_problem(rng: np.random.Generator, config: WorldConfig) -> Problem:
