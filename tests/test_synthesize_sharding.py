@@ -102,6 +102,16 @@ def test_the_cli_shards_the_oracle_teacher(chunks, tmp_path, capsys):
     assert output.read_bytes() == oracle_reference.read_bytes()
 
 
+def test_hf_teacher_shards_merge_to_the_single_process_output(tiny_trained_model, chunks, tmp_path):
+    """Sampling (temperature 1) is seeded per chunk, so shards with other batch sizes write the same latents."""
+    spec = TeacherSpec("hf", {"model": str(tiny_trained_model), "max_new_tokens": 8, "temperature": 1.0, "seed": 4})
+    synthesize_stage(spec, chunks, tmp_path / "one.jsonl", SynthesizeConfig(batch_size=8))
+    synthesize_stage(spec, chunks, tmp_path / "three.jsonl", SynthesizeConfig(batch_size=5), executor=ExecutorConfig(workers=3))
+    assert (tmp_path / "three.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+    latents = [c.latent for row in read_documents(tmp_path / "one.jsonl") for c in row.chunks]
+    assert len(set(latents)) > 1, "the tiny model must write varied latents for this test to mean anything"
+
+
 # --- API teachers against the fake server ------------------------------------------------
 
 pytest.importorskip("openai")
@@ -207,21 +217,6 @@ def crash_once(marker, *shard_args):
 
         OracleTeacher.write_latents = dying_write
     return synthesize.synthesize_shard(*shard_args)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    import os
-    from pathlib import Path
-
-    import bolt
-
-    paths = [str(Path(bolt.__file__).resolve().parents[1]), str(Path(__file__).parent)]
-    env = {"PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.slow

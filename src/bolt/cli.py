@@ -60,7 +60,8 @@ def _synthesize_parser(sub) -> None:
         "'vllm' (offline on a local GPU), 'hf' (a Hugging Face model from disk, latents only), 'oracle' (the embedded world's true latents). "
         "API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or --env-file and are never written anywhere. API answers are cached in "
         "OUT.run/teacher-cache.sqlite (or --cache-dir): rerunning the same command, even after a kill, sends only what is unanswered, "
-        "and picks up batches already submitted. Use --dry-run first to see the request count, tokens and cost.",
+        "and picks up batches already submitted. Use --dry-run first to see the request count, tokens and cost. "
+        "--workers N (with --executor ray: on a Ray cluster) splits the input into shards, each with its own teacher; the output is that of one process.",
         epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher openai --teacher-model gpt-4o-mini --batch --dry-run",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1); wrap methods also take a raw corpus")
