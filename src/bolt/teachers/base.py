@@ -23,8 +23,9 @@ class Teacher(Protocol):
 
     Prompt teachers (the chat APIs, vLLM) instead answer rendered chat prompts, which
     lets them serve every ``--method``: they have ``complete(prompts, cache)`` returning
-    an answer (or ``None``) per prompt and the reasons of failures, and ``report()``
-    returning their token spend.
+    an answer (or ``None``) per prompt and the reasons of failures, a ``spend``
+    (``chat.Spend``) counting what they sent, and ``report(spend)`` describing a spend
+    (theirs, or the sum of a sharded run's shards).
     """
 
     name: str
