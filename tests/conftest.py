@@ -39,3 +39,18 @@ def tiny_trained_model(tiny_latents, tmp_path_factory):
     output = tmp_path_factory.mktemp("model") / "warm"
     train(TrainConfig(model="tiny", seq_len=128, batch_size=4, steps=6, lr=3e-3), tiny_latents["warm_latents"], output)
     return output
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs for one test module; its workers import bolt and the test modules from this checkout."""
+    ray = pytest.importorskip("ray")
+    from pathlib import Path
+
+    import bolt
+
+    paths = [str(Path(bolt.__file__).resolve().parents[1]), str(Path(__file__).parent)]
+    env = {"PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()

@@ -84,7 +84,7 @@ SURFACE = {
         HELP | SEED | {
             "-o", "--output", "--teacher", "--teacher-model", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
             "--base-url", "--batch", "--concurrency", "--dry-run", "--pricing", "--cache-dir", "--env-file", "--max-retries", "--max-bad-replies",
-            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures",
+            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--executor", "--workers", "--gpus-per-worker",
         },
     ),
     "train": (

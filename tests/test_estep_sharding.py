@@ -125,21 +125,6 @@ def _same_output(path, reference) -> bool:
     return _same_up_to_float_rounding(rows, [json.loads(line) for line in reference.read_text().splitlines()])
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    import os
-    from pathlib import Path
-
-    import bolt
-
-    paths = [str(Path(bolt.__file__).resolve().parents[1]), str(Path(__file__).parent)]
-    env = {"PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(local_ray, tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch):
     output = tmp_path / "ray.jsonl"

@@ -60,7 +60,8 @@ def _synthesize_parser(sub) -> None:
         "'vllm' (offline on a local GPU), 'hf' (a Hugging Face model from disk, latents only), 'oracle' (the embedded world's true latents). "
         "API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or --env-file and are never written anywhere. API answers are cached in "
         "OUT.run/teacher-cache.sqlite (or --cache-dir): rerunning the same command, even after a kill, sends only what is unanswered, "
-        "and picks up batches already submitted. Use --dry-run first to see the request count, tokens and cost.",
+        "and picks up batches already submitted. Use --dry-run first to see the request count, tokens and cost. "
+        "--workers N (with --executor ray: on a Ray cluster) splits the input into shards, each with its own teacher; the output is that of one process.",
         epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher openai --teacher-model gpt-4o-mini --batch --dry-run",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1); wrap methods also take a raw corpus")
@@ -86,17 +87,19 @@ def _synthesize_parser(sub) -> None:
     api.add_argument("--request-timeout", type=float, default=120.0, help="seconds before an online request times out (default: 120)")
     api.add_argument("--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)")
     api.add_argument("--allow-failures", action="store_true", help="finish with the documents that got every answer when some requests got none")
+    _add_executor(p, "each worker builds its own teacher; API workers share the answer cache")
     _add_seed(p)
 
 
 def _synthesize_teacher(args):
-    from bolt.teachers import make_teacher
+    """The teacher's spec: its name and options, which each worker builds a teacher from (no key among them)."""
+    from bolt.teachers import TeacherSpec
 
     max_new = args.max_new_tokens or (256 if args.method == "latent" else 2048)
     if args.teacher == "hf":
         if not args.teacher_model:
             raise BoltError("--teacher hf needs --teacher-model DIR (a Hugging Face model directory).")
-        return make_teacher("hf", model=args.teacher_model, prompt_file=args.prompt_file, max_new_tokens=max_new, temperature=args.temperature, seed=args.seed)
+        return TeacherSpec("hf", {"model": args.teacher_model, "prompt_file": args.prompt_file, "max_new_tokens": max_new, "temperature": args.temperature, "seed": args.seed})
     if args.teacher in ("openai", "anthropic", "vllm"):
         from bolt.teachers.api_teacher import ApiConfig
         from bolt.teachers.chat import Sampling
@@ -105,26 +108,24 @@ def _synthesize_teacher(args):
             raise BoltError("--teacher anthropic: the Messages API has no temperature setting; leave --temperature at its default.")
         sampling = Sampling(max_tokens=max_new, temperature=args.temperature, seed=None if args.teacher == "anthropic" else args.seed)
         if args.teacher == "vllm":
-            return make_teacher("vllm", model=args.teacher_model, sampling=sampling, seed=args.seed)
+            return TeacherSpec("vllm", {"model": args.teacher_model, "sampling": sampling, "seed": args.seed})
         config = ApiConfig(
             batch=args.batch, concurrency=args.concurrency, max_retries=args.max_retries, max_bad_replies=args.max_bad_replies, backoff_base=args.backoff,
             timeout=args.request_timeout, poll_interval=args.poll_interval,
         )
-        return make_teacher(
-            args.teacher, model=args.teacher_model, sampling=sampling, config=config, base_url=args.base_url, env_file=args.env_file, pricing_file=args.pricing, seed=args.seed,
-            require_key=not args.dry_run,
-        )
-    return make_teacher(args.teacher)
+        options = {"model": args.teacher_model, "sampling": sampling, "config": config, "base_url": args.base_url, "env_file": args.env_file, "pricing_file": args.pricing, "seed": args.seed}
+        return TeacherSpec(args.teacher, {**options, "require_key": not args.dry_run})
+    return TeacherSpec(args.teacher)
 
 
 def _run_synthesize(args) -> dict:
     from bolt.synthesize import SynthesizeConfig, synthesize_estimate, synthesize_stage
 
-    teacher = _synthesize_teacher(args)
+    spec = _synthesize_teacher(args)
     config = SynthesizeConfig(method=args.method, prompt_file=args.prompt_file, seed=args.seed, batch_size=args.batch_size, allow_failures=args.allow_failures)
     if args.dry_run:
-        return synthesize_estimate(teacher, args.input, args.output, config, cache_dir=args.cache_dir)
-    return synthesize_stage(teacher, args.input, args.output, config, cache_dir=args.cache_dir)
+        return synthesize_estimate(spec.build(), args.input, args.output, config, cache_dir=args.cache_dir)
+    return synthesize_stage(spec, args.input, args.output, config, cache_dir=args.cache_dir, executor=_executor_config(args))
 
 
 def _train_parser(sub) -> None:
@@ -201,10 +202,21 @@ def _estep_parser(sub) -> None:
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
     p.add_argument("--backend", default="hf", help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
-    p.add_argument("--executor", default="local", help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a cluster)")
-    p.add_argument("--workers", type=int, default=1, help="shards of the input, run at once on Ray (default: 1); the output does not depend on it")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (default: 0; 1 on a GPU cluster)")
+    _add_executor(p, "each worker loads the model")
     _add_seed(p)
+
+
+def _add_executor(parser: argparse.ArgumentParser, what_workers_do: str) -> None:
+    group = parser.add_argument_group(f"sharding ({what_workers_do})")
+    group.add_argument("--executor", default="local", help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a cluster)")
+    group.add_argument("--workers", type=int, default=1, help="shards of the input, run at once on Ray (default: 1); the output does not depend on it")
+    group.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (default: 0; 1 on a GPU cluster)")
+
+
+def _executor_config(args):
+    from bolt.executors import ExecutorConfig
+
+    return ExecutorConfig(kind=args.executor, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
 
 
 def _sampling_config(args):
@@ -215,13 +227,11 @@ def _sampling_config(args):
 
 def _run_estep(args) -> dict:
     from bolt.estep import EStepConfig, estep_stage
-    from bolt.executors import ExecutorConfig
 
     config = EStepConfig(
         samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend
     )
-    executor = ExecutorConfig(kind=args.executor, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
-    return estep_stage(args.model, args.input, args.output, config, executor=executor)
+    return estep_stage(args.model, args.input, args.output, config, executor=_executor_config(args))
 
 
 def _eval_parser(sub) -> None:

@@ -38,7 +38,7 @@ from bolt.layouts import encode
 from bolt.estep_backends import BACKENDS, HFBackend, LatentBackend, make_backend
 from bolt.executors import ExecutorConfig, run_shards, split_shards
 from bolt.modeling import load_tokenizer, model_fingerprint
-from bolt.records import Document, PartialDocuments, read_documents, write_jsonl
+from bolt.records import Document, PartialDocuments, finished_documents, read_documents, shard_partial_paths, write_jsonl
 from bolt.rundir import partial_key, run_dir_for_file, run_stage
 from bolt.sampling import SamplingConfig
 from bolt.special_tokens import MarkerIds, marker_ids
@@ -255,14 +255,6 @@ def estep_shard(model_dir: Path, documents: list[Document], config: EStepConfig,
     return {"documents": len(documents), "computed": len(todo)}
 
 
-def finished_documents(run_path: Path, config_key: str) -> dict[str, dict[str, Any]]:
-    """Every document in the run's partial files (``partial.jsonl`` and one per shard)."""
-    done: dict[str, dict[str, Any]] = {}
-    for path in sorted(run_path.glob("partial*.jsonl")):
-        done.update(PartialDocuments(path, config_key).done)
-    return done
-
-
 def estep_stage(
     model_dir: Path, input_path: Path, output_path: Path, config: EStepConfig, dtype: torch.dtype = torch.float32, executor: ExecutorConfig | None = None
 ) -> dict[str, float]:
@@ -287,8 +279,8 @@ def estep_stage(
         key = partial_key(stage_config, input_path)
         done = finished_documents(run.path, key)
         shards = split_shards([d for d in documents if d.id not in done], executor.workers)
-        names = ["partial.jsonl"] if len(shards) == 1 else [f"partial-{i:04d}.jsonl" for i in range(len(shards))]
-        run_shards(estep_shard, [(model_dir, shard, config, dtype, run.path / name, key) for shard, name in zip(shards, names)], executor, desc="E-step shards")
+        paths = shard_partial_paths(run.path, len(shards))
+        run_shards(estep_shard, [(model_dir, shard, config, dtype, path, key) for shard, path in zip(shards, paths)], executor, desc="E-step shards")
         done = finished_documents(run.path, key)
         rows = [done[document.id] for document in documents]
         summary = summarize(rows)

@@ -295,6 +295,21 @@ class PartialDocuments:
         self.done[document.id] = row["document"]
 
 
+def shard_partial_paths(directory: Path, shards: int) -> list[Path]:
+    """The partial file of each shard of a sharded stage: ``partial.jsonl`` alone, else ``partial-<shard>.jsonl``."""
+    if shards == 1:
+        return [directory / "partial.jsonl"]
+    return [directory / f"partial-{index:04d}.jsonl" for index in range(shards)]
+
+
+def finished_documents(directory: Path, config_key: str) -> dict[str, dict[str, Any]]:
+    """Every document of config ``config_key`` in the partial files of ``directory``, whatever worker count wrote them."""
+    done: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob("partial*.jsonl")):
+        done.update(PartialDocuments(path, config_key).done)
+    return done
+
+
 def is_chunked_file(path: str | Path) -> bool:
     """Whether ``path`` holds chunked documents (``bolt.chunks/1`` or ``bolt.latents/1``) rather than a raw corpus."""
     path = Path(path)

@@ -5,10 +5,14 @@ rephrasing baselines (``--method wrap`` / ``wrap-cot``), the same documents with
 document-level ``meta.synthetic`` text that ``--layout pure`` trains on.
 
 Two kinds of teacher: local ones (``hf``, ``oracle``) write latents in groups of
-``batch_size``, and finished documents are appended to ``partial.jsonl`` so an
-interrupted run resumes; prompt teachers (the chat APIs, vLLM) answer rendered prompts,
-and API answers are kept in a SQLite cache (``teacher-cache.sqlite`` in the run
-directory, or ``--cache-dir``) so a rerun sends only what is still unanswered.
+``batch_size``; prompt teachers (the chat APIs, vLLM) answer rendered prompts, and their
+answers are kept in a SQLite cache (``teacher-cache.sqlite`` in the run directory, or
+``--cache-dir``) so a rerun sends only what is still unanswered.
+
+Documents are split into shards run by an executor (bolt.executors: in this process or
+on Ray), each with its own teacher built from a ``TeacherSpec``; finished documents go
+to one partial file per shard, so an interrupted run resumes with any worker count, and
+the output is those files merged in input order.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
-from bolt.records import Chunk, Document, PartialDocuments, is_chunked_file, read_corpus, read_documents, write_json, write_jsonl
+from bolt.executors import ExecutorConfig, run_shards, split_shards
+from bolt.records import (
+    Chunk, Document, PartialDocuments, finished_documents, is_chunked_file, read_corpus, read_documents, shard_partial_paths, write_json, write_jsonl,
+)
 from bolt.rundir import RunDir, partial_key, run_dir_for_file, run_stage
-from bolt.teachers.base import LatentRequest, Teacher
+from bolt.teachers.base import LatentRequest, Teacher, TeacherSpec
 from bolt.teachers.prompts import METHODS, PromptTemplate, load_templates
 
 CACHE_NAME = "teacher-cache.sqlite"
@@ -145,65 +152,116 @@ def synthesize_documents(teacher: Teacher, documents: list[Document], config: Sy
     return [partial.done[document.id] for document in documents]
 
 
-def _local_work(teacher: Teacher, input_path: Path, output_path: Path, config: SynthesizeConfig, stage_config: dict):
-    if config.method != "latent":
-        raise BoltError(f"--teacher {teacher.name} writes latents only; --method {config.method} needs a prompt teacher (openai, anthropic, vllm).")
+def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document], config: SynthesizeConfig, templates: dict[str, PromptTemplate] | None,
+                     partial_path: Path, config_key: str, cache_path: Path) -> dict[str, Any]:
+    """One shard, in whatever process runs it: build its own teacher from ``source`` (a spec) and
+    append the documents it finishes to ``partial_path``.
 
-    def work(run: RunDir) -> dict:
-        documents = read_documents(input_path)
-        key = partial_key(stage_config, input_path)
-        partial = PartialDocuments(run.path / "partial.jsonl", key)
-        rows = synthesize_documents(teacher, documents, config, partial)
-        chunks = [chunk for row in rows for chunk in row["chunks"]]
-        empty = sum(not chunk["latent"].strip() for chunk in chunks)
-        if empty and not getattr(teacher, "allows_empty_latents", False):
-            warnings.warn(f"the teacher returned {empty} empty latent(s) of {len(chunks)}; check the teacher model and prompt.", stacklevel=3)
-        write_jsonl(output_path, rows)
-        partial.path.unlink(missing_ok=True)
-        return {"documents": len(rows), "chunks": len(chunks), "empty_latents": empty}
+    A local teacher appends each document as its last chunk is written; a prompt teacher
+    commits each answer to the shared cache at ``cache_path`` as it arrives and appends the
+    shard's complete documents at the end. Either way a worker that dies loses only the
+    items in flight. Returns counts, and a prompt teacher's failures and spend.
+    """
+    teacher = source.build() if isinstance(source, TeacherSpec) else source
+    partial = PartialDocuments(partial_path, config_key)
+    todo = [document for document in documents if document.id not in partial.done]
+    result: dict[str, Any] = {"documents": len(documents), "computed": len(todo)}
+    if templates is None:
+        synthesize_documents(teacher, todo, config, partial)
+        return result
+    from bolt.teachers.cache import TeacherCache
 
-    return work
+    prompts, slots = build_prompts(todo, config, templates)
+    cache = TeacherCache(cache_path)
+    try:
+        answers, failures = teacher.complete(prompts, cache)
+    finally:
+        cache.close()
+    for document in assemble(todo, slots, answers, config, templates):
+        partial.add(document)
+    return {**result, "failures": failures, "spend": teacher.spend.to_json()}
 
 
-def _prompt_work(teacher: Any, input_path: Path, output_path: Path, config: SynthesizeConfig, templates: dict[str, PromptTemplate], cache_dir: Path | None):
-    def work(run: RunDir) -> dict:
-        from bolt.teachers.cache import TeacherCache
+def _finish_local(teacher: Teacher, rows: list[dict], output_path: Path) -> dict:
+    chunks = [chunk for row in rows for chunk in row["chunks"]]
+    empty = sum(not chunk["latent"].strip() for chunk in chunks)
+    if empty and not getattr(teacher, "allows_empty_latents", False):
+        warnings.warn(f"the teacher returned {empty} empty latent(s) of {len(chunks)}; check the teacher model and prompt.", stacklevel=4)
+    write_jsonl(output_path, rows)
+    return {"documents": len(rows), "chunks": len(chunks), "empty_latents": empty}
 
-        documents = read_inputs(input_path, config.method)
-        prompts, slots = build_prompts(documents, config, templates)
-        cache = TeacherCache((cache_dir or run.path) / CACHE_NAME)
+
+def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], results: list[dict], run: RunDir, output_path: Path,
+                    config: SynthesizeConfig, templates: dict[str, PromptTemplate], cache_path: Path) -> dict:
+    """Merge the shards' failures and spend (spend.json: their sum, and every answer used, counted once), write the output."""
+    from bolt.teachers.cache import TeacherCache
+    from bolt.teachers.chat import Spend
+
+    failures = {key: reason for result in results for key, reason in result["failures"].items()}
+    prompts, _ = build_prompts(documents, config, templates)
+    if hasattr(teacher, "use_answers"):
+        cache = TeacherCache(cache_path)
         try:
-            answers, failures = teacher.complete(prompts, cache)
+            teacher.use_answers([key for key, _ in teacher.requests(prompts)], cache)
         finally:
             cache.close()
-        done = assemble(documents, slots, answers, config, templates)
-        spend = teacher.report()
-        write_json(run.path / "spend.json", spend)
-        summary = {"documents": len(done), "prompts": len(prompts), "failed_requests": len(failures), "failed_documents": len(documents) - len(done), "spend": spend}
-        write_jsonl(run.path / "failures.jsonl", [{"request_key": key, "reason": reason} for key, reason in sorted(failures.items())])
-        write_jsonl(output_path, done)
-        if failures and not config.allow_failures:
-            raise BoltError(
-                f"{len(failures)} request(s) got no usable answer ({sum(spend['this_run']['bad_replies'].values())} bad replies, "
-                f"{sum(spend['this_run']['errors'].values())} errors this run; reasons in {run.path / 'failures.jsonl'}). "
-                f"{output_path} holds the {len(done)} complete documents. Rerun the same command to retry only the failed requests, "
-                "or add --allow-failures to finish without them."
-            )
-        return summary
-
-    return work
+    spend = teacher.report(Spend.total([result["spend"] for result in results]))
+    write_json(run.path / "spend.json", spend)
+    write_jsonl(run.path / "failures.jsonl", [{"request_key": key, "reason": reason} for key, reason in sorted(failures.items())])
+    write_jsonl(output_path, rows)
+    if failures and not config.allow_failures:
+        raise BoltError(
+            f"{len(failures)} request(s) got no usable answer ({sum(spend['this_run']['bad_replies'].values())} bad replies, "
+            f"{sum(spend['this_run']['errors'].values())} errors this run; reasons in {run.path / 'failures.jsonl'}). "
+            f"{output_path} holds the {len(rows)} complete documents. Rerun the same command to retry only the failed requests, "
+            "or add --allow-failures to finish without them."
+        )
+    return {"documents": len(rows), "prompts": len(prompts), "failed_requests": len(failures), "failed_documents": len(documents) - len(rows), "spend": spend}
 
 
-def synthesize_stage(teacher: Teacher, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None) -> dict:
-    """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``, written to ``output_path``."""
+def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None,
+                     executor: ExecutorConfig | None = None) -> dict:
+    """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``, written to ``output_path``.
+
+    The unfinished documents are split into ``executor.workers`` contiguous shards, each run
+    by its own teacher built from the spec ``teacher`` (a live teacher object runs only as
+    one local shard). Shards append finished documents to ``OUT.run/partial.jsonl`` (one
+    worker) or ``OUT.run/partial-<shard>.jsonl``; API answers go to one SQLite cache that all
+    workers share. A rerun with the same input and config, any number of workers, continues
+    from there, and the output does not depend on the executor or the worker count.
+    """
     config.validate()
-    stage_config: dict[str, Any] = {"input": str(input_path), "teacher": teacher.describe(), "synthesize": config}
-    if hasattr(teacher, "complete"):
+    executor = executor or ExecutorConfig()
+    executor.validate()
+    live = teacher.build() if isinstance(teacher, TeacherSpec) else teacher  # here it only describes the teacher, renders keys and prices answers
+    if not isinstance(teacher, TeacherSpec) and (executor.kind != "local" or executor.workers > 1):
+        raise BoltError("--workers above 1 or --executor ray builds a teacher in every worker: pass a TeacherSpec(name, options), not a teacher object.")
+    stage_config: dict[str, Any] = {"input": str(input_path), "teacher": live.describe(), "synthesize": config}
+    templates = None
+    if hasattr(live, "complete"):
         templates = load_templates(config.prompt_file, config.method)
         stage_config["templates"] = sorted(template.version for template in templates.values())
-        work = _prompt_work(teacher, input_path, output_path, config, templates, cache_dir)
-    else:
-        work = _local_work(teacher, input_path, output_path, config, stage_config)
+    elif config.method != "latent":
+        raise BoltError(f"--teacher {live.name} writes latents only; --method {config.method} needs a prompt teacher (openai, anthropic, vllm).")
+
+    def work(run: RunDir) -> dict:
+        documents = read_inputs(input_path, config.method)
+        key = partial_key(stage_config, input_path)
+        cache_path = (cache_dir or run.path) / CACHE_NAME
+        done = finished_documents(run.path, key)
+        shards = split_shards([document for document in documents if document.id not in done], executor.workers)
+        shard_args = [(teacher, shard, config, templates, path, key, cache_path) for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))]
+        results = run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
+        done = finished_documents(run.path, key)
+        rows = [done[document.id] for document in documents if document.id in done]
+        if templates is None:
+            summary = _finish_local(live, rows, output_path)
+        else:
+            summary = _finish_prompts(live, documents, rows, results, run, output_path, config, templates, cache_path)
+        for path in run.path.glob("partial*.jsonl"):
+            path.unlink()
+        return summary
+
     return run_stage("synthesize", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path})
 
 

@@ -160,14 +160,21 @@ class ApiTeacher:
             failures = self._batched(pending, cache, progress) if self.config.batch else self._online(pending, cache, progress)
         finally:
             progress.close()
-        answers = cache.get_many(keys)
-        self.answers_used = [answers[key] for key in set(keys) if key in answers]
+        answers = self.use_answers(keys, cache)
         return [answers[key][0] if key in answers else None for key in keys], failures
 
-    def report(self) -> dict[str, Any]:
-        """Spend of this run, and tokens and cost of every answer used (cached ones included)."""
-        this_run = self.spend.to_json()
-        this_run["cost_usd"] = self.cost(self.spend.input_tokens, self.spend.output_tokens)
+    def use_answers(self, keys: list[str], cache: TeacherCache) -> dict[str, tuple[str, int, int, int]]:
+        """The cached answers of ``keys``, which ``report`` then counts as the answers used."""
+        answers = cache.get_many(keys)
+        self.answers_used = [answers[key] for key in set(keys) if key in answers]
+        return answers
+
+    def report(self, spend: Spend | None = None) -> dict[str, Any]:
+        """Spend of this run (``spend``: the shards' spend, summed, instead of this instance's),
+        and tokens and cost of every answer used (cached ones included)."""
+        spend = spend or self.spend
+        this_run = spend.to_json()
+        this_run["cost_usd"] = self.cost(spend.input_tokens, spend.output_tokens)
         used = self.answers_used
         answers_cost = None if self.price is None else round(sum(self.price.cost(row[1], row[2], bool(row[3])) for row in used), 6)
         return {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bolt.errors import BoltError
@@ -23,8 +23,9 @@ class Teacher(Protocol):
 
     Prompt teachers (the chat APIs, vLLM) instead answer rendered chat prompts, which
     lets them serve every ``--method``: they have ``complete(prompts, cache)`` returning
-    an answer (or ``None``) per prompt and the reasons of failures, and ``report()``
-    returning their token spend.
+    an answer (or ``None``) per prompt and the reasons of failures, a ``spend``
+    (``chat.Spend``) counting what they sent, and ``report(spend)`` describing a spend
+    (theirs, or the sum of a sharded run's shards).
     """
 
     name: str
@@ -44,6 +45,28 @@ BACKENDS = {
     "vllm": "bolt.teachers.vllm_offline:VLLMTeacher",
     "oracle": "bolt.world:OracleTeacher",
 }
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """How to build a teacher: its backend name and constructor options, never a live client.
+
+    Sharded runs send this to every worker, which builds its own teacher there
+    (``build``): SDK clients, models and API keys never cross a process boundary. An API
+    teacher reads its key inside the worker, from the environment or the ``env_file``
+    option, so the options must hold no key.
+    """
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        secret = [key for key in self.options if "key" in key.lower() and key != "require_key"]
+        if secret:
+            raise BoltError(f"a teacher spec travels to workers and must hold no API key (got option {secret[0]!r}); set the key in the environment or an --env-file.")
+
+    def build(self) -> Teacher:
+        return make_teacher(self.name, **self.options)
 
 
 def make_teacher(name: str, **options: Any) -> Teacher:

@@ -170,3 +170,16 @@ class Spend:
             "requests": self.requests, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "cached_answers": self.cached,
             "bad_replies": dict(self.problems), "errors": dict(self.errors),
         }
+
+    @classmethod
+    def total(cls, parts: list[dict[str, Any]]) -> Spend:
+        """The sum of several ``to_json`` records (the shards of one run)."""
+        spend = cls()
+        for part in parts:
+            spend.requests += part["requests"]
+            spend.input_tokens += part["input_tokens"]
+            spend.output_tokens += part["output_tokens"]
+            spend.cached += part["cached_answers"]
+            spend.problems.update(part["bad_replies"])
+            spend.errors.update(part["errors"])
+        return spend

@@ -22,17 +22,24 @@ class VLLMTeacher:
     """Prompts generated between two cache commits."""
 
     def __init__(self, model: str, sampling: Sampling, seed: int = 0, **_: Any):
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise BoltError("--teacher vllm needs vLLM (GPU machines): pip install vllm. Or serve the model and use --teacher openai --base-url URL.") from None
         if not model:
             raise BoltError("--teacher vllm needs --teacher-model (a Hugging Face model directory or hub name).")
         self.model = model
         self.sampling = sampling
-        self.llm = LLM(model=model, seed=seed)
-        self.params = SamplingParams(temperature=sampling.temperature, max_tokens=sampling.max_tokens, seed=sampling.seed)
+        self.seed = seed
+        self._engine = None
         self.spend = Spend()
+
+    def engine(self):
+        """vLLM's engine and sampling parameters, started on first use: a sharded run's driver only describes the teacher."""
+        if self._engine is None:
+            try:
+                from vllm import LLM, SamplingParams
+            except ImportError:
+                raise BoltError("--teacher vllm needs vLLM (GPU machines): pip install vllm. Or serve the model and use --teacher openai --base-url URL.") from None
+            params = SamplingParams(temperature=self.sampling.temperature, max_tokens=self.sampling.max_tokens, seed=self.sampling.seed)
+            self._engine = (LLM(model=self.model, seed=self.seed), params)
+        return self._engine
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model, "sampling": self.sampling}
@@ -42,9 +49,11 @@ class VLLMTeacher:
         by_key = dict(zip(keys, prompts))
         pending = [key for key in by_key if key not in cache.get_many(list(by_key))]
         failures: dict[str, str] = {}
+        self.spend.cached = len(by_key) - len(pending)
         for start in range(0, len(pending), self.group):
             part = pending[start : start + self.group]
-            outputs = self.llm.chat([by_key[key].messages for key in part], self.params)
+            llm, params = self.engine()
+            outputs = llm.chat([by_key[key].messages for key in part], params)
             for key, output in zip(part, outputs):
                 reply = self._reply(output)
                 self.spend.add_reply(reply)
@@ -60,5 +69,6 @@ class VLLMTeacher:
         sample = output.outputs[0]
         return checked_reply(sample.text, sample.finish_reason == "length", False, len(output.prompt_token_ids or []), len(sample.token_ids))
 
-    def report(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.model, "batch": False, "this_run": self.spend.to_json()}
+    def report(self, spend: Spend | None = None) -> dict[str, Any]:
+        """Spend of this run (``spend``: the shards' spend, summed, instead of this instance's)."""
+        return {"backend": self.name, "model": self.model, "batch": False, "this_run": (spend or self.spend).to_json()}
