@@ -388,7 +388,9 @@ def test_sigkill_online_then_rerun_matches_an_uninterrupted_run(family, tmp_path
         run_json(capsys, api_args(family, reference_server, tmp_path / "chunks.jsonl", tmp_path / "reference.jsonl"))
     rng = random.Random()
     with FakeLLMServer(Faults(rate=0.1, kinds=("500", "429"), delay=0.03, seed=4)) as server:
-        process = cli_process(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "2"), KEY_VARIABLE[family])
+        # No timeout faults here: a long request timeout keeps a slow, loaded machine from
+        # retrying a good answer (which the server would count as answered twice).
+        process = cli_process(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "2", "--request-timeout", "30"), KEY_VARIABLE[family])
         kill_after = rng.randint(1, n_chunks - 4)
         deadline = time.monotonic() + 60
         while len(cached_keys(tmp_path / "out.jsonl.run")) < kill_after and process.poll() is None and time.monotonic() < deadline:
@@ -399,7 +401,7 @@ def test_sigkill_online_then_rerun_matches_an_uninterrupted_run(family, tmp_path
         answered_before = dict(server.log.answered)
         stored = cached_keys(tmp_path / "out.jsonl.run")
         seen_before = dict(server.log.seen)
-        run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl"))
+        run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--request-timeout", "30"))
     assert read_rows(tmp_path / "out.jsonl") == read_rows(tmp_path / "reference.jsonl")
     assert 0 < len(stored) < n_chunks
     resent = {item for item, count in server.log.seen.items() if count > seen_before.get(item, 0)}
