@@ -350,7 +350,7 @@ def _demo_parser(sub) -> None:
         help="reproduce the paper's three claims in miniature on the embedded world (CPU, minutes)",
         description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
         "BoLT EM iterations and a K sweep, evaluates all of them, and writes results.json, results.md and plots to the run directory. "
-        "Default: about 20 minutes on 2 CPU cores; --quick about 3; --full is for a bigger machine. Rerunning resumes.",
+        "Default: about 25 minutes per seed on 2 CPU cores; --quick a few minutes; --full is for a bigger machine. Rerunning resumes.",
         epilog="example: bolt demo -o runs/demo --seeds 3",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
