@@ -49,3 +49,15 @@ def test_unknown_or_circular_dependencies_are_refused():
         run_graph({"a": Job(_square, (1,), after=("missing",))})
     with pytest.raises(BoltError, match="unknown or circular"):
         run_graph({"a": Job(_square, (1,), after=("b",)), "b": Job(_square, (1,), after=("a",))})
+
+
+def test_the_job_that_starts_the_longest_chain_goes_first():
+    jobs = {
+        "baseline": Job(_square, (1,)),
+        "root": Job(_square, (2,)),
+        "middle": Job(_square, (3,), after=("root",)),
+        "end": Job(_square, (4,), after=("middle",)),
+    }
+    finished = []
+    run_graph(jobs, workers=1, report=lambda name, result, seconds: finished.append(name))
+    assert finished[:2] == ["root", "middle"]

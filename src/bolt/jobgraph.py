@@ -58,9 +58,29 @@ def _order(jobs: dict[str, Job]) -> list[str]:
     return ordered
 
 
+def _depths(jobs: dict[str, Job]) -> dict[str, int]:
+    """Length of the longest chain of jobs that starts at each job (1 for a job nothing waits on)."""
+    depths: dict[str, int] = {}
+
+    def depth(name: str) -> int:
+        if name not in depths:
+            depths[name] = 1 + max((depth(other) for other, job in jobs.items() if name in job.after), default=0)
+        return depths[name]
+
+    for name in jobs:
+        depth(name)
+    return depths
+
+
 def run_graph(jobs: dict[str, Job], workers: int = 1, threads: int | None = None, report: Callable[[str, Any, float], None] | None = None) -> dict[str, Any]:
-    """Run every job after its dependencies; return name -> result."""
-    order = _order(jobs)
+    """Run every job after its dependencies; return name -> result.
+
+    Among the jobs that are ready, the one that starts the longest chain goes first (the
+    critical path), so that e.g. one seed's EM chain is not kept waiting behind every
+    seed's baselines."""
+    order = _order(jobs)  # refuses unknown or circular dependencies first
+    depths = _depths(jobs)
+    order.sort(key=lambda name: -depths[name])
     results: dict[str, Any] = {}
     started: dict[str, float] = {}
 
