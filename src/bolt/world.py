@@ -19,8 +19,11 @@ the error propagates).
 Why a chain: a step of the chain takes 4 characters (``-5=6``), as a step of the spaced
 question does (`` - 5``), so the operator and operand a step needs sit at a constant
 distance back in the question, and the arithmetic reads the three characters just before
-``=``. A from-scratch 0.9M model learns that layout in far fewer steps than the earlier
-``3+8=1. 1-5=6.`` sentences, whose operators it copied at chance after 600 steps.
+``=``. It is also the shortest latent tried, and the answer after it repeats the chain's
+last number far more often (91% vs 30-60% for the other layouts tried, 100 documents,
+600 steps). It did not make operators easier to copy at that size: the operator of a step
+was still right only at chance (about a third), as with the earlier ``3+8=1. 1-5=6.``
+sentences; with 25 documents (more epochs) the chain's operators were 99.8% right.
 
 Documents are chunked one sentence per chunk, so the latent of an answer sees its
 question in the prefix, as a few-shot prompt would show it.
