@@ -180,11 +180,14 @@ def _job_warm_start(config: DemoConfig, seed: int, directory: Path, data: dict[s
     return _train_and_evaluate(config, seed, directory, data, "warm_start", data["warm_latents"], "random", config.train.steps, data["warm_latents"])
 
 
-def _job_raw(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, done: dict) -> dict:
-    """raw_warm (warm-start split, the warm start's compute) or raw_flops_matched (both splits, the EM chain's compute)."""
-    if name == "raw_warm":
-        return _train_and_evaluate(config, seed, directory, data, name, data["warm_chunks"], "raw", config.train.steps)
-    return _train_and_evaluate(config, seed, directory, data, name, data["raw_all"], "raw", _chain_steps(config))
+def _job_raw_warm(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """Raw text of the warm-start split with the warm start's compute."""
+    return _train_and_evaluate(config, seed, directory, data, "raw_warm", data["warm_chunks"], "raw", config.train.steps)
+
+
+def _job_raw_flops_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """Raw text of both splits with the EM chain's compute."""
+    return _train_and_evaluate(config, seed, directory, data, "raw_flops_matched", data["raw_all"], "raw", _chain_steps(config))
 
 
 def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], last_job: str, flops_job: str, done: dict) -> dict:
@@ -214,15 +217,18 @@ def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
     jobs: dict[str, Job] = {}
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         tag = f"seed-{seed}/"
-        common = (config, seed, _seed_directory(output, seed), _prepare_seed(config, seed, _seed_directory(output, seed)))
+        directory = _seed_directory(output, seed)
+        common = (config, seed, directory, _prepare_seed(config, seed, directory))
         jobs[tag + "warm_start"] = Job(_job_warm_start, common)
-        jobs[tag + "raw_warm"] = Job(_job_raw, common + ("raw_warm",))
+        jobs[tag + "raw_warm"] = Job(_job_raw_warm, common)
         chain = ["warm_start"] + [f"em_{i}" for i in range(1, config.iterations + 1)]
-        sweep = [(f"em_1_k{k}", "warm_start", k) for k in config.sweep if k != config.samples]
-        for name, previous, k in [(name, previous, config.samples) for previous, name in zip(chain, chain[1:])] + sweep:
+        # (model, the model whose E-step it trains on, K): the EM chain, then the K sweep of iteration 1
+        m_steps = [(name, previous, config.samples) for previous, name in zip(chain, chain[1:])]
+        m_steps += [(f"em_1_k{k}", "warm_start", k) for k in config.sweep if k != config.samples]
+        for name, previous, k in m_steps:
             jobs[tag + f"estep/{name}"] = Job(_job_estep, common + (name, previous, k), after=(tag + previous,))
             jobs[tag + name] = Job(_job_m_step, common + (name, tag + f"estep/{name}", previous), after=(tag + f"estep/{name}",))
-        jobs[tag + "raw_flops_matched"] = Job(_job_raw, common + ("raw_flops_matched",))
+        jobs[tag + "raw_flops_matched"] = Job(_job_raw_flops_matched, common)
         jobs[tag + "raw_token_matched"] = Job(_job_raw_token_matched, common + (tag + chain[-1], tag + "raw_flops_matched"), after=(tag + chain[-1], tag + "raw_flops_matched"))
     return jobs
 
