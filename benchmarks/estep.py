@@ -5,6 +5,8 @@ chunk is drawn on its own with ``model.generate`` (no batching, no shared prefil
 log q taken from the returned scores, and every joint sequence scored on its own.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/estep.py [--preset small] [--chunks 32] [-k 4]
+    python benchmarks/estep.py --hidden 1024 --layers 24 --heads 16 --chunks 64 --batch-prompts 16 \
+        --max-new-tokens 256 --naive-chunks 4                                       # one GPU, ~400M params
 
 Prints chunks/s and sampled tokens/s of both and the ratio. Both sides sample the same
 distribution with the same stop rule (EoL or --max-new-tokens); a random-init model rarely
@@ -25,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from bolt.estep import EStepConfig, chunk_jobs, joint_sequence, latent_body, posterior_prompt, run_batch  # noqa: E402
-from bolt.modeling import preset_model  # noqa: E402
+from bolt.modeling import load_model_and_tokenizer, resolve_device, resolve_dtype  # noqa: E402
 from bolt.records import Chunk, Document  # noqa: E402
 from bolt.sampling import SamplingConfig  # noqa: E402
 from bolt.scoring import score  # noqa: E402
@@ -43,7 +45,7 @@ def naive(model, tokenizer, m, jobs, k: int, max_new: int) -> int:
     """Returns the number of sampled tokens."""
     sampled_tokens, log_qs = 0, []
     for job in jobs:
-        prompt = torch.tensor([posterior_prompt(job.context, m)])
+        prompt = torch.tensor([posterior_prompt(job.context, m)], device=model.device)
         for _ in range(k):
             out = model.generate(prompt, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=max_new,
                                  eos_token_id=m.eol, pad_token_id=tokenizer.pad_token_id, output_scores=True, return_dict_in_generate=True)
@@ -55,9 +57,36 @@ def naive(model, tokenizer, m, jobs, k: int, max_new: int) -> int:
     return sampled_tokens
 
 
+def load_model(args):
+    """The preset or HF directory of ``--preset``, or a Llama of the ``--hidden``/``--layers``/``--heads`` shape built from a config."""
+    if args.hidden:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from bolt.modeling import byte_tokenizer
+
+        tokenizer = byte_tokenizer()
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+            num_key_value_heads=args.heads, max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        )
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    else:
+        model, tokenizer = load_model_and_tokenizer(args.preset)
+    add_latent_tokens(tokenizer, model)
+    return model, tokenizer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--preset", default="small", help="a bolt preset or an HF model directory (ignored with --hidden)")
+    parser.add_argument("--hidden", type=int, help="build a Llama of this width from a config instead (with --layers, --heads)")
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--heads", type=int, default=16)
+    parser.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu, cuda")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--naive-chunks", type=int, help="chunks the naive baseline runs (default: all; its rate is per chunk)")
     parser.add_argument("--chunks", type=int, default=32)
     parser.add_argument("-k", "--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -66,9 +95,9 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true", help="leave out the (slow) per-sample generate baseline")
     args = parser.parse_args()
 
-    model, tokenizer = preset_model(args.preset)
-    add_latent_tokens(tokenizer, model)
-    model.eval()
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    model, tokenizer = load_model(args)
+    model = model.to(device=device, dtype=dtype).eval()
     m = marker_ids(tokenizer)
     config = EStepConfig(samples=args.samples, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens), batch_prompts=args.batch_prompts)
     jobs = list(chunk_jobs(make_documents(args.chunks), tokenizer, config, window=4096))
@@ -81,14 +110,17 @@ def main() -> None:
     ours = time.perf_counter() - start
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"model: preset {args.preset} ({params:.1f}M params), {len(jobs)} chunks, K={args.samples}, {args.max_new_tokens} latent tokens, threads={torch.get_num_threads()}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    shape = f"Llama {args.hidden}x{args.layers}" if args.hidden else f"preset {args.preset}"
+    print(f"device: {where}, {args.dtype}; model: {shape} ({params:.1f}M params), {len(jobs)} chunks, K={args.samples}, {args.max_new_tokens} latent tokens")
     print(f"bolt   (batched, shared prefill): {len(jobs) / ours:8.2f} chunks/s  ({ours_tokens / ours:8.0f} sampled tok/s, {ours_tokens} tokens)")
     if not args.skip_naive:
+        naive_jobs = jobs[: args.naive_chunks] if args.naive_chunks else jobs
         start = time.perf_counter()
-        baseline_tokens = naive(model, tokenizer, m, jobs, args.samples, args.max_new_tokens)
+        baseline_tokens = naive(model, tokenizer, m, naive_jobs, args.samples, args.max_new_tokens)
         baseline = time.perf_counter() - start
-        print(f"naive  (generate per sample)    : {len(jobs) / baseline:8.2f} chunks/s  ({baseline_tokens / baseline:8.0f} sampled tok/s, {baseline_tokens} tokens)")
-        print(f"speed-up: {baseline / ours:.2f}x")
+        print(f"naive  (generate per sample)    : {len(naive_jobs) / baseline:8.2f} chunks/s  ({baseline_tokens / baseline:8.0f} sampled tok/s, {baseline_tokens} tokens)")
+        print(f"speed-up: {(len(jobs) / ours) / (len(naive_jobs) / baseline):.2f}x (chunks/s)")
     if args.backend == "vllm":
         vllm_seconds, vllm_tokens = time_vllm(model, tokenizer, m, jobs, config)
         print(f"vLLM backend                    : {len(jobs) / vllm_seconds:8.2f} chunks/s  ({vllm_tokens / vllm_seconds:8.0f} sampled tok/s, {vllm_tokens} tokens)")
@@ -104,7 +136,7 @@ def time_vllm(model, tokenizer, m, jobs, config: EStepConfig) -> tuple[float, in
     with tempfile.TemporaryDirectory() as directory:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
-        backend = VLLMBackend(directory, dtype=torch.float32)
+        backend = VLLMBackend(directory, dtype=model.dtype)
         run_batch(backend, tokenizer, jobs[:2], m, config)  # warm-up
         start = time.perf_counter()
         tokens = 0

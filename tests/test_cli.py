@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bolt import __version__
 from bolt.cli import COMMANDS, build_parser, main
@@ -99,7 +100,7 @@ SURFACE = {
         ["input"],
         HELP | SEED | {
             "-o", "--output", "--model", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
-            "--keep-candidates", "--backend", "--executor", "--workers", "--gpus-per-worker",
+            "--keep-candidates", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker",
         },
     ),
     "eval": (
@@ -107,7 +108,7 @@ SURFACE = {
         HELP | SEED | {
             "-o", "--output", "--model", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
             "--max-answer-tokens", "--answer-pattern", "--tasks", "--data-dir", "--limit", "--samples", "--temperature", "--top-p",
-            "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts",
+            "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts", "--device",
         },
     ),
     "em": (
@@ -227,6 +228,32 @@ def test_estep_on_a_raw_corpus_says_chunk_first(tiny_latents, tiny_trained_model
     assert code == 2
     assert "bolt chunk" in capsys.readouterr().err
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--device", "tpu"], "unknown --device 'tpu'"), (["--dtype", "fp8"], "unknown --dtype 'fp8'")]
+    + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "torch sees no CUDA GPU")]),
+)
+def test_estep_bad_device_or_dtype_is_refused_before_any_work(flags, message, tiny_latents, tiny_trained_model, tmp_path, capsys):
+    output = tmp_path / "latents.jsonl"
+    code = main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "-o", str(output), *flags])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not output.exists() and not output.with_name(output.name + ".run").exists()
+
+
+def test_estep_on_cpu_equals_auto_on_a_machine_without_gpu(tiny_latents, tiny_trained_model, tmp_path):
+    """``--device auto`` is the CPU when torch sees no GPU, and ``--device cpu`` gives the same latents as the default."""
+    if torch.cuda.is_available():
+        pytest.skip("auto is the GPU here")
+    outputs = []
+    for name, flags in (("auto", []), ("cpu", ["--device", "cpu"])):
+        output = tmp_path / f"{name}.jsonl"
+        argv = ["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "6", "-o", str(output)]
+        assert main([*argv, *flags]) == 0
+        outputs.append(output.read_text())
+    assert outputs[0] == outputs[1]
 
 
 def test_train_with_two_budgets_is_an_argparse_error(tmp_path, capsys):

@@ -202,8 +202,14 @@ def _estep_parser(sub) -> None:
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
     p.add_argument("--backend", default="hf", help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
+    _add_device(p)
+    p.add_argument("--dtype", default="float32", help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser log-probs)")
     _add_executor(p, "each worker loads the model")
     _add_seed(p)
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="where the model runs: auto (default: the first GPU torch sees, else the CPU), cpu, cuda or cuda:N")
 
 
 def _add_executor(parser: argparse.ArgumentParser, what_workers_do: str) -> None:
@@ -231,7 +237,11 @@ def _run_estep(args) -> dict:
     config = EStepConfig(
         samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend
     )
-    return estep_stage(args.model, args.input, args.output, config, executor=_executor_config(args))
+    from bolt.modeling import resolve_device, resolve_dtype
+
+    dtype = resolve_dtype(args.dtype)
+    resolve_device(args.device)  # a wrong --device fails here, not in every worker
+    return estep_stage(args.model, args.input, args.output, config, dtype=dtype, executor=_executor_config(args), device=args.device)
 
 
 def _eval_parser(sub) -> None:
@@ -261,6 +271,7 @@ def _eval_parser(sub) -> None:
     tasks.add_argument("--math-timeout", type=float, default=5.0, help="seconds math-verify may spend grading one answer (default: 5)")
     p.add_argument("--questions", type=Path, help="JSONL of {prompt, answer} for accuracy")
     p.add_argument("--direct", action="store_true", help="answer without latents and skip the bounds (raw-data baselines)")
+    _add_device(p)
     p.add_argument("--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)")
     p.add_argument("--uniform-units", type=int, default=8, help="sentences per chunk for the bounds (default: 8)")
     p.add_argument("--max-latent-tokens", type=int, default=256, help="latent budget per sample in the bounds (default: 256)")
@@ -300,7 +311,11 @@ def _run_eval(args) -> dict:
         iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
         max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern, batch_prompts=args.batch_prompts,
     )
-    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct) | results
+    from bolt.modeling import resolve_device
+
+    resolve_device(args.device)
+    evaluated = eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device)
+    return evaluated | results
 
 
 def _em_parser(sub) -> None:

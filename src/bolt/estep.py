@@ -241,7 +241,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def estep_shard(model_dir: Path, documents: list[Document], config: EStepConfig, dtype: torch.dtype, partial_path: Path, config_key: str) -> dict[str, int]:
+def estep_shard(
+    model_dir: Path, documents: list[Document], config: EStepConfig, dtype: torch.dtype, partial_path: Path, config_key: str, device: str = "auto"
+) -> dict[str, int]:
     """One shard, in whatever process runs it: load the backend, run, append to ``partial_path``.
 
     Returns how many of its documents this call computed (the rest were in the partial file).
@@ -250,13 +252,19 @@ def estep_shard(model_dir: Path, documents: list[Document], config: EStepConfig,
     already = PartialDocuments(partial_path, config_key).done
     todo = [document for document in documents if document.id not in already]
     if todo:
-        backend = make_backend(config.backend, model_dir, tokenizer, dtype, config.max_batch_tokens)
+        backend = make_backend(config.backend, model_dir, tokenizer, dtype, config.max_batch_tokens, device)
         run_estep(backend, tokenizer, marker_ids(tokenizer), todo, config, partial_path, config_key)
     return {"documents": len(documents), "computed": len(todo)}
 
 
 def estep_stage(
-    model_dir: Path, input_path: Path, output_path: Path, config: EStepConfig, dtype: torch.dtype = torch.float32, executor: ExecutorConfig | None = None
+    model_dir: Path,
+    input_path: Path,
+    output_path: Path,
+    config: EStepConfig,
+    dtype: torch.dtype = torch.float32,
+    executor: ExecutorConfig | None = None,
+    device: str = "auto",
 ) -> dict[str, float]:
     """``bolt estep``: read chunks, resample latents with the model at ``model_dir``, write ``output_path``.
 
@@ -264,6 +272,8 @@ def estep_stage(
     go to ``OUT.run/partial.jsonl`` (one worker) or ``OUT.run/partial-<shard>.jsonl`` as they
     complete, and a rerun with the same model, input and config (any number of workers)
     continues from there. The output does not depend on the executor or the worker count.
+    ``device`` and ``dtype`` place the HF engine (``auto``: a GPU when there is one); they are
+    not part of the resume key, so a run started on one device can be finished on another.
     """
     config.validate()
     executor = executor or ExecutorConfig()
@@ -280,7 +290,7 @@ def estep_stage(
         done = finished_documents(run.path, key)
         shards = split_shards([d for d in documents if d.id not in done], executor.workers)
         paths = shard_partial_paths(run.path, len(shards))
-        run_shards(estep_shard, [(model_dir, shard, config, dtype, path, key) for shard, path in zip(shards, paths)], executor, desc="E-step shards")
+        run_shards(estep_shard, [(model_dir, shard, config, dtype, path, key, device) for shard, path in zip(shards, paths)], executor, desc="E-step shards")
         done = finished_documents(run.path, key)
         rows = [done[document.id] for document in documents]
         summary = summarize(rows)

@@ -56,12 +56,14 @@ class HFBackend:
         return score(self.model, sequences, starts, self.max_batch_tokens, pad_id=self.pad_id)
 
 
-def make_backend(name: str, model_dir: str | Path, tokenizer, dtype: torch.dtype = torch.float32, max_batch_tokens: int = 16384) -> LatentBackend:
-    """Load the model at ``model_dir`` into the engine called ``name``."""
+def make_backend(
+    name: str, model_dir: str | Path, tokenizer, dtype: torch.dtype = torch.float32, max_batch_tokens: int = 16384, device: str = "auto"
+) -> LatentBackend:
+    """Load the model at ``model_dir`` into the engine called ``name`` (``device``: the HF engine's, see ``modeling.resolve_device``)."""
     if name == "hf":
         from bolt.modeling import load_model
 
-        return HFBackend(load_model(model_dir, dtype=dtype), tokenizer.pad_token_id, max_batch_tokens)
+        return HFBackend(load_model(model_dir, dtype=dtype, device=device), tokenizer.pad_token_id, max_batch_tokens)
     if name == "vllm":
         from bolt.vllm_backend import VLLMBackend
 

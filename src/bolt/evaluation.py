@@ -171,11 +171,20 @@ def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, conf
 
 
 
-def evaluate_model(model_dir: Path, documents: list[Document] | None, questions: list[dict] | None, config: EvalConfig, latent: bool = True, partial_path: Path | None = None, config_key: str = "") -> dict:
+def evaluate_model(
+    model_dir: Path,
+    documents: list[Document] | None,
+    questions: list[dict] | None,
+    config: EvalConfig,
+    latent: bool = True,
+    partial_path: Path | None = None,
+    config_key: str = "",
+    device: str = "auto",
+) -> dict:
     """Every metric that applies: NLL (and bounds, for latent models, resumable through ``partial_path``) on documents, accuracy on questions."""
     config.validate()
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir).eval()
+    model = load_model(model_dir, device=device).eval()
     m = marker_ids(tokenizer)
     results: dict = {"model": str(model_dir)}
     if documents:
@@ -209,7 +218,9 @@ def load_eval_documents(path: Path, uniform_units: int) -> list[Document]:
     return [chunk_document(document, config) for document in read_corpus(path)]
 
 
-def eval_stage(model_dir: Path, output_dir: Path, config: EvalConfig, documents_path: Path | None = None, questions_path: Path | None = None, latent: bool = True) -> dict:
+def eval_stage(
+    model_dir: Path, output_dir: Path, config: EvalConfig, documents_path: Path | None = None, questions_path: Path | None = None, latent: bool = True, device: str = "auto"
+) -> dict:
     """``bolt eval``: metrics to ``OUT/eval.json``, each generated answer to ``OUT/answers.jsonl``."""
     if documents_path is None and questions_path is None:
         raise BoltError("nothing to evaluate: give held-out documents (positional) and/or --questions FILE.")
@@ -219,7 +230,7 @@ def eval_stage(model_dir: Path, output_dir: Path, config: EvalConfig, documents_
         documents = load_eval_documents(documents_path, config.uniform_units) if documents_path else None
         questions = read_questions(questions_path) if questions_path else None
         key = partial_key(stage_config, documents_path) if documents_path else ""
-        results = evaluate_model(model_dir, documents, questions, config, latent=latent, partial_path=output_dir / "bounds.partial.jsonl", config_key=key)
+        results = evaluate_model(model_dir, documents, questions, config, latent=latent, partial_path=output_dir / "bounds.partial.jsonl", config_key=key, device=device)
         write_jsonl(output_dir / "answers.jsonl", results.pop("answers", []))
         write_json(output_dir / "eval.json", results)
         (output_dir / "bounds.partial.jsonl").unlink(missing_ok=True)

@@ -96,17 +96,44 @@ def load_tokenizer(path: str | Path):
     return tokenizer
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, from_scratch: bool = False):
-    """Load a causal LM (or only its config, randomly initialised, when ``from_scratch``)."""
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the first GPU when torch sees one, else the CPU; ``cpu``; ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise BoltError(f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
+        return torch.device(name)
+    raise BoltError(f"unknown --device {name!r}; choose auto, cpu, cuda or cuda:N.")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """Weights' dtype for inference by name: float32 (default everywhere), bfloat16, float16."""
+    if name not in DTYPES:
+        raise BoltError(f"unknown --dtype {name!r}; choose from {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, from_scratch: bool = False, device: str | torch.device | None = None):
+    """Load a causal LM (or only its config, randomly initialised, when ``from_scratch``), on ``device`` if given (see ``resolve_device``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
     _check_model_dir(path)
+    target = resolve_device(device) if isinstance(device, str) else device
     config = AutoConfig.from_pretrained(path)
     try:
         if from_scratch:
-            return AutoModelForCausalLM.from_config(config, dtype=dtype)
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return model.to(target) if target is not None else model
     except ValueError as exc:
         architectures = json.loads((path / "config.json").read_text()).get("architectures")
         raise BoltError(

@@ -84,7 +84,7 @@ def _draw(log_probs: torch.Tensor, rngs: list[np.random.Generator], greedy: bool
     if greedy:
         return log_probs.argmax(dim=-1)
     cdf = torch.cumsum(log_probs.double().exp(), dim=-1)  # (N, V)
-    uniforms = torch.tensor([rng.random() for rng in rngs], dtype=torch.float64).unsqueeze(1) * cdf[:, -1:]
+    uniforms = torch.tensor([rng.random() for rng in rngs], dtype=torch.float64, device=cdf.device).unsqueeze(1) * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, uniforms).squeeze(1)
     return tokens.clamp_(max=log_probs.shape[-1] - 1)
 

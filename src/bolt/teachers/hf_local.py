@@ -35,7 +35,7 @@ class HFTeacher:
     def model(self):
         """The model, loaded on first use: a sharded run's driver only describes the teacher."""
         if self._model is None:
-            self._model = load_model(self.model_path, dtype=self.dtype).eval()
+            self._model = load_model(self.model_path, dtype=self.dtype, device="auto").eval()  # a GPU when torch sees one
         return self._model
 
     def stop_ids(self) -> set[int]:
