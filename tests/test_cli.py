@@ -100,7 +100,7 @@ SURFACE = {
         ["input"],
         HELP | SEED | {
             "-o", "--output", "--model", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
-            "--keep-candidates", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker",
+            "--keep-candidates", "--proposal", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker",
         },
     ),
     "eval": (

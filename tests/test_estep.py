@@ -116,3 +116,5 @@ def test_estep_config_validation():
         _config(samples=0).validate()
     with pytest.raises(BoltError, match="temperature"):
         _config(sampling=SamplingConfig(temperature=0)).validate()
+    with pytest.raises(BoltError, match="unknown --proposal 'likelihood'"):
+        _config(proposal="likelihood").validate()

@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
-from bolt.estep import ChunkContext, EStepConfig, chunk_jobs, joint_sequence, posterior_prompt, run_batch
+from bolt.estep import ChunkContext, EStepConfig, chunk_jobs, joint_sequence, posterior_prompt, prior_prompt, run_batch
 from bolt.importance import logsumexp
 from bolt.records import Chunk, Document
 from bolt.sampling import SamplingConfig
@@ -39,12 +39,17 @@ def golden():
     table = {(z, done): (q, p) for (z, done), q, p in zip(space, log_q, log_p)}
     log_px = logsumexp(log_p)
     posterior = {key: np.exp(p - log_px) for key, (_, p) in table.items()}
-    return dict(tokenizer=tokenizer, model=model, m=m, table=table, log_px=log_px, posterior=posterior)
+    prompt = prior_prompt(context, m)
+    log_prior = score(model, [prompt + list(z) + ([m.eol] if done else []) for z, done in space], [len(prompt)] * len(space))
+    prior = dict(zip(space, log_prior))
+    return dict(tokenizer=tokenizer, model=model, m=m, table=table, log_px=log_px, posterior=posterior, prior=prior)
 
 
-def _run(golden, k: int, repeats: int, seed: int = 0, keep_candidates: bool = False):
+def _run(golden, k: int, repeats: int, seed: int = 0, keep_candidates: bool = False, proposal: str = "posterior"):
     documents = [Document(id=f"doc-{i}", chunks=[Chunk(text=TEXT, prefix=PREFIX)]) for i in range(repeats)]
-    config = EStepConfig(samples=k, seed=seed, sampling=SamplingConfig(max_new_tokens=MAX_LATENT), batch_prompts=max(1, 2048 // k), keep_candidates=keep_candidates)
+    config = EStepConfig(
+        samples=k, seed=seed, sampling=SamplingConfig(max_new_tokens=MAX_LATENT), batch_prompts=max(1, 2048 // k), keep_candidates=keep_candidates, proposal=proposal
+    )
     jobs = list(chunk_jobs(documents, golden["tokenizer"], config, window=64))
     results = []
     for start in range(0, len(jobs), config.batch_prompts):
@@ -75,6 +80,18 @@ def test_recorded_log_q_and_log_p_are_exact(golden):
     assert checked == 120
 
 
+def test_prior_proposal_records_exact_prior_log_q(golden):
+    assert logsumexp(list(golden["prior"].values())) == pytest.approx(0.0, abs=1e-5)
+    checked = 0
+    for result in _run(golden, k=4, repeats=30, keep_candidates=True, proposal="prior"):
+        for candidate in result["candidates"]:
+            key = _key(golden, candidate["latent"], candidate["finished"])
+            assert candidate["log_q"] == pytest.approx(golden["prior"][key], abs=1e-4)
+            assert candidate["log_p_joint"] == pytest.approx(golden["table"][key][1], abs=1e-4)
+            checked += 1
+    assert checked == 120
+
+
 def test_joint_score_counts_the_sol_token(golden):
     m = golden["m"]
     context = ChunkContext(prefix=[3], text=[4])
@@ -97,17 +114,19 @@ def test_iwae_is_below_exact_log_px_and_tightens_with_k(golden):
     assert gaps[64] < 0.3
 
 
-def test_resampling_matches_exact_posterior(golden):
-    """With K = 64, resampled latents follow p(Z | X); the proposal q alone is far from it."""
+@pytest.mark.parametrize("proposal", ["posterior", "prior"])
+def test_resampling_matches_exact_posterior(golden, proposal):
+    """With K = 64, resampled latents follow p(Z | X) whichever proposal drew them; the proposal alone is far from it."""
     repeats = 800
     counts: dict = {}
-    for result in _run(golden, k=64, repeats=repeats, seed=1):
+    for result in _run(golden, k=64, repeats=repeats, seed=1, proposal=proposal):
         key = _key(golden, result["latent"], result["latent_finished"])
         counts[key] = counts.get(key, 0) + 1
     posterior = golden["posterior"]
     chosen_tv = 0.5 * sum(abs(counts.get(key, 0) / repeats - p) for key, p in posterior.items())
-    proposal_tv = 0.5 * sum(abs(np.exp(golden["table"][key][0]) - p) for key, p in posterior.items())
-    assert proposal_tv > 0.6
+    log_q = golden["table"] if proposal == "posterior" else {key: (q, None) for key, q in golden["prior"].items()}
+    proposal_tv = 0.5 * sum(abs(np.exp(log_q[key][0]) - p) for key, p in posterior.items())
+    assert proposal_tv > 0.45  # posterior-mode q: 0.6 or more; the prior: about 0.5
     assert chosen_tv < 0.2
 
 

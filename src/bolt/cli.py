@@ -201,6 +201,7 @@ def _estep_parser(sub) -> None:
     _add_sampling(p, 1024)
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
+    p.add_argument("--proposal", default="posterior", help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's p(Z|prefix); weights become p(X|Z))")
     p.add_argument("--backend", default="hf", help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
     _add_device(p)
     p.add_argument("--dtype", default="float32", help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser log-probs)")
@@ -235,7 +236,8 @@ def _run_estep(args) -> dict:
     from bolt.estep import EStepConfig, estep_stage
 
     config = EStepConfig(
-        samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend
+        samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend,
+        proposal=args.proposal,
     )
     from bolt.modeling import resolve_device, resolve_dtype
 

@@ -44,6 +44,9 @@ from bolt.sampling import SamplingConfig
 from bolt.special_tokens import MarkerIds, marker_ids
 
 
+PROPOSALS = ("posterior", "prior")
+
+
 @dataclass
 class EStepConfig:
     """Settings of one E-step."""
@@ -64,6 +67,11 @@ class EStepConfig:
     """Also store all K candidates with their scores in each chunk record."""
     backend: str = "hf"
     """Engine that samples and scores: hf (transformers, the reference) or vllm (GPU, optional extra)."""
+    proposal: str = "posterior"
+    """Where the K candidates come from: ``posterior`` (the paper: the model as q(Z | X), prompt
+    ``... SoL EoL X SoL POST``) or ``prior`` (the model's own prior p(Z | prefix), prompt
+    ``... SoL PRIOR``, so the weight reduces to p(X | Z, prefix) at temperature 1). Both are
+    proposals of the same importance sampler; weights and bounds stay exact either way."""
 
     def validate(self) -> None:
         if self.samples < 1:
@@ -73,6 +81,8 @@ class EStepConfig:
         self.sampling.validate()
         if self.backend not in BACKENDS:
             raise BoltError(f"unknown --backend {self.backend!r}; choose from {', '.join(BACKENDS)}.")
+        if self.proposal not in PROPOSALS:
+            raise BoltError(f"unknown --proposal {self.proposal!r}; choose from {', '.join(PROPOSALS)}.")
 
 
 @dataclass
@@ -108,6 +118,12 @@ def chunk_seed(seed: int, document_id: str, chunk_index: int) -> np.random.SeedS
 def posterior_prompt(context: ChunkContext, m: MarkerIds) -> list[int]:
     start = [m.bos] if m.bos is not None else []
     return start + context.prefix + [m.sol, m.eol] + context.text + [m.sol, m.post]
+
+
+def prior_prompt(context: ChunkContext, m: MarkerIds) -> list[int]:
+    """The joint form up to the latent: the model's prior over Z given the prefix."""
+    start = [m.bos] if m.bos is not None else []
+    return start + context.prefix + [m.sol, m.prior]
 
 
 def joint_sequence(context: ChunkContext, latent: list[int], m: MarkerIds) -> tuple[list[int], int]:
@@ -153,7 +169,8 @@ def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: ESte
     k = config.samples
     seeds = [job.seeds.spawn(k + 1) for job in jobs]
     rngs = [np.random.default_rng(child) for children in seeds for child in children[:k]]
-    prompts = [posterior_prompt(job.context, m) for job in jobs]
+    make_prompt = prior_prompt if config.proposal == "prior" else posterior_prompt
+    prompts = [make_prompt(job.context, m) for job in jobs]
     samples = backend.sample_latents(prompts, k, {m.eol}, config.sampling, rngs)
     sequences, starts = [], []
     for job, job_samples in zip(jobs, samples):
