@@ -146,10 +146,12 @@ def sample_continuations(
     for _ in range(config.max_new_tokens):
         log_probs = processed_log_probs(logits, config)
         drawn = _draw(log_probs, [rngs[row] for row in active] if rngs else [], config.greedy)
+        # One device-to-host copy per list: indexing a CUDA tensor row by row would sync per row.
         drawn_log_probs = log_probs.gather(1, drawn.unsqueeze(1)).squeeze(1).tolist()
         is_stop = torch.isin(drawn, stop).tolist()
+        drawn_ids = drawn.tolist()
         for batch_row, row in enumerate(active):
-            tokens[row].append(int(drawn[batch_row]))
+            tokens[row].append(drawn_ids[batch_row])
             log_prob[row] += drawn_log_probs[batch_row]
             finished[row] = is_stop[batch_row]
         keep = [i for i, stopped in enumerate(is_stop) if not stopped]
