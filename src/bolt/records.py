@@ -127,11 +127,16 @@ def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
         _require_file(path)
         try:
-            table = pq.read_table(path)
+            batches = pq.ParquetFile(path).iter_batches(batch_size=4096)  # streamed: a large file is never held whole
+            row_number = 0
+            for batch in batches:
+                for row in batch.to_pylist():
+                    yield f"{path} row {row_number}", row
+                    row_number += 1
+        except BoltError:
+            raise
         except Exception as exc:  # pyarrow raises several types for a broken file
             raise BoltError(f"{path}: cannot read as Parquet ({exc}).") from None
-        for row_number, row in enumerate(table.to_pylist()):
-            yield f"{path} row {row_number}", row
     elif suffix == ".json":
         _require_file(path)
         try:
@@ -151,8 +156,13 @@ def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocument]:
     """Read raw documents. Empty documents are skipped with a warning; ids must be unique."""
+    return list(iter_corpus(path, text_field))
+
+
+def iter_corpus(path: str | Path, text_field: str = "text") -> Iterator[CorpusDocument]:
+    """``read_corpus`` one document at a time (the same checks, in the same order)."""
     path = Path(path)
-    documents: list[CorpusDocument] = []
+    count = 0
     seen: dict[str, str] = {}
     skipped = 0
     for position, row in _iter_rows(path):
@@ -171,7 +181,7 @@ def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocume
                 f"{position}: '{text_field}' holds an unpaired surrogate escape ({text[exc.start]!r} at character {exc.start}), "
                 "which is not Unicode text. Fix or drop it in the source data."
             ) from None
-        doc_id = str(row["id"]) if row.get("id") is not None else f"{path.stem}-{len(documents) + skipped}"
+        doc_id = str(row["id"]) if row.get("id") is not None else f"{path.stem}-{count + skipped}"
         if not text.strip():
             skipped += 1
             continue
@@ -179,12 +189,12 @@ def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocume
             raise BoltError(f"{position}: duplicate id {doc_id!r} (first at {seen[doc_id]}). Ids must be unique.")
         seen[doc_id] = position
         meta = {key: value for key, value in row.items() if key not in (text_field, "id")}
-        documents.append(CorpusDocument(id=doc_id, text=text, meta=meta))
+        count += 1
+        yield CorpusDocument(id=doc_id, text=text, meta=meta)
     if skipped:
-        warnings.warn(f"{path}: skipped {skipped} empty document(s).", stacklevel=2)
-    if not documents:
+        warnings.warn(f"{path}: skipped {skipped} empty document(s).", stacklevel=3)
+    if not count:
         raise BoltError(f"{path}: no non-empty documents found.")
-    return documents
 
 
 def _parse_chunk(position: str, index: int, raw: Any) -> Chunk:
@@ -200,8 +210,13 @@ def _parse_chunk(position: str, index: int, raw: Any) -> Chunk:
 
 def read_documents(path: str | Path, require_latents: bool = False) -> list[Document]:
     """Read a ``bolt.chunks/1`` or ``bolt.latents/1`` file."""
+    return list(iter_documents(path, require_latents))
+
+
+def iter_documents(path: str | Path, require_latents: bool = False) -> Iterator[Document]:
+    """``read_documents`` one document at a time (the same checks, in the same order); only the ids seen are kept."""
     path = Path(path)
-    documents: list[Document] = []
+    count = 0
     seen: set[str] = set()
     for line_number, row in iter_jsonl(path):
         position = f"{path}:{line_number}"
@@ -213,7 +228,7 @@ def read_documents(path: str | Path, require_latents: bool = False) -> list[Docu
             raise BoltError(f"{position}: no 'chunks' field.{hint}")
         if not isinstance(row["chunks"], list) or not row["chunks"]:
             raise BoltError(f"{position}: 'chunks' must be a non-empty list.")
-        doc_id = str(row.get("id", f"{path.stem}-{len(documents)}"))
+        doc_id = str(row.get("id", f"{path.stem}-{count}"))
         if doc_id in seen:
             raise BoltError(f"{position}: duplicate document id {doc_id!r}.")
         seen.add(doc_id)
@@ -225,10 +240,10 @@ def read_documents(path: str | Path, require_latents: bool = False) -> list[Docu
                 f"{position} chunk {missing}: no 'latent'. This stage needs latent data "
                 "(from `bolt synthesize` or `bolt estep`); use --layout raw to train on text alone."
             )
-        documents.append(document)
-    if not documents:
+        count += 1
+        yield document
+    if not count:
         raise BoltError(f"{path}: no documents found.")
-    return documents
 
 
 @contextlib.contextmanager
