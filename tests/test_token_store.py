@@ -98,9 +98,10 @@ def store_of(path: Path, tokenizer, directory: Path, **kwargs) -> TokenStore:
 # --- what the store holds -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tokenizer_name", ["byte", "bpe"])
-def test_store_gives_back_tokenize_document_for_every_document(rich_latents, bpe_tokenizer, tmp_path, tokenizer_name):
+@pytest.mark.parametrize(("tokenizer_name", "block"), [("byte", 1024), ("bpe", 3)])
+def test_store_gives_back_tokenize_document_for_every_document(rich_latents, bpe_tokenizer, tmp_path, monkeypatch, tokenizer_name, block):
     tokenizer = bpe_tokenizer if tokenizer_name == "bpe" else marked(byte_tokenizer())
+    monkeypatch.setattr(token_store, "_BLOCK", block)  # 3: the documents are written in several blocks
     documents = read_documents(rich_latents)
     store = store_of(rich_latents, tokenizer, tmp_path / "store")
     assert len(store) == len(documents) == 8

@@ -218,10 +218,11 @@ def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, r
     temporary.mkdir()
     try:
         builder = _Builder(temporary, source, tokenizer)
-        documents = tqdm(source_documents(source, require_latents), total=_expected_documents(source), desc="tokenize", unit="doc", disable=None)
-        for block in iter(lambda: list(itertools.islice(documents, _BLOCK)), []):
-            builder.add(block)
-        documents.close()
+        documents = source_documents(source, require_latents)
+        with tqdm(total=_expected_documents(source), desc="tokenize", unit="doc", disable=None) as progress:
+            for block in iter(lambda: list(itertools.islice(documents, _BLOCK)), []):
+                builder.add(block)
+                progress.update(len(block))
         header = {
             "format": FORMAT,
             "source": {"path": str(source), "sha256": key.source_sha256, "kind": "chunks" if is_chunked_file(source) else "corpus"},
