@@ -3,17 +3,21 @@ mapping a token store, on the embedded world's documents with oracle latents (bo
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/token_store.py --documents 50000 200000
 
-For each corpus size, three paths run, each in a fresh Python process so that its peak
-resident memory (``getrusage``'s ``ru_maxrss``) is its own:
+For each corpus size, the paths run one after the other, each in a fresh Python process so
+that its peak resident memory (``VmHWM`` of /proc/self/status: ``ru_maxrss`` would count
+the parent's memory, which Linux carries over fork and exec) is its own:
 
-    memory  read every document, ``tokenize_document`` each, count an epoch by rendering every
-            document, take the first --windows windows (what every process of `bolt train` did)
-    build   stream the file into a token store
-    open    map the store, count an epoch from its offsets, take the first --windows windows
-            (what every process does now, the builder included, after the build)
+    memory    read every document, ``tokenize_document`` each, count an epoch by rendering every
+              document, take the first --windows windows (what every process of `bolt train` did)
+    build     stream the file into a token store in this one process
+    build-N   the same with N tokenising worker processes (--workers; the reading stays in the
+              main process; its RSS is the main process's, each worker's is given apart)
+    open      map the store, count an epoch from its offsets, take the first --windows windows
+              (what every process does now, the builder included, after the build)
 
 Each line gives seconds and peak RSS, and the RSS above a process that has only imported
-the same modules (``baseline``); ratios are against ``memory`` in the same run.
+the same modules (``baseline``); ratios are against ``memory`` in the same run. The windows
+and the epoch size of ``memory`` and ``open`` are checked to be equal.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,7 +65,16 @@ def tokenizer():
     return marked
 
 
-def child(path: Path, store: Path, mode: str, windows: int, config: TrainConfig) -> dict:
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since its exec (Linux); ``ru_maxrss`` elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def child(path: Path, store: Path, mode: str, windows: int, config: TrainConfig, workers: int) -> dict:
     tok = tokenizer()
     markers = marker_ids(tok)
     layout = Layout(config.layout)
@@ -72,23 +86,24 @@ def child(path: Path, store: Path, mode: str, windows: int, config: TrainConfig)
         result["tokens_per_epoch"] = sum(len(render(d, layout, markers, np.random.default_rng([config.seed, 0, i]), config.raw_ratio)) for i, d in enumerate(tokenized))
         stream = window_stream(tokenized, config, markers)
         result["checksum"] = sum(sum(next(stream)) for _ in range(windows))
-    elif mode == "build":
-        opened = open_token_store(path, tok, store, StoreKey.of(path, tok), require_latents=True)
+    elif mode.startswith("build"):
+        opened = open_token_store(path, tok, store, StoreKey.of(path, tok), require_latents=True, workers=workers if mode != "build" else 1)
         result["tokens"] = opened.header["tokens"]
+        result["worker_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # an upper bound (see above)
     elif mode == "open":
         opened = open_token_store(path, tok, store, StoreKey.of(path, tok), build=False, require_latents=True)
         result["tokens_per_epoch"] = opened.tokens_per_epoch(layout, markers, config.seed, config.raw_ratio)
         stream = window_stream(opened.documents(opened.with_latents(layout)), config, markers)
         result["checksum"] = sum(sum(next(stream)) for _ in range(windows))
     result["seconds"] = time.perf_counter() - started
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    result["peak_rss_mib"] = peak_rss_mib()
     return result
 
 
 def run_child(args, path: Path, store: Path, mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TQDM_DISABLE": "1"}
     command = [sys.executable, __file__, "--child", mode, "--data", str(path), "--store", str(store), "--windows", str(args.windows),
-               "--seq-len", str(args.seq_len), "--layout", args.layout]
+               "--seq-len", str(args.seq_len), "--layout", args.layout, "--workers", str(args.workers)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -99,13 +114,14 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=1000, help="windows taken after opening (default: 1000)")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--layout", default="random")
-    parser.add_argument("--child", choices=["baseline", "memory", "build", "open"], help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="tokenising processes of build-N (default: one per CPU)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = TrainConfig(layout=args.layout, seq_len=args.seq_len, seed=0)
     if args.child:
-        print(json.dumps(child(args.data, args.store, args.child, args.windows, config)))
+        print(json.dumps(child(args.data, args.store, args.child, args.windows, config, args.workers)))
         return
 
     print(f"{os.cpu_count()} CPUs; layout {args.layout}, seq_len {args.seq_len}, first {args.windows} windows; byte-level tokenizer (uint16 store)")
@@ -114,18 +130,24 @@ def main() -> None:
             path = Path(tmp) / f"world-{documents}.latents.jsonl"
             size = write_corpus(path, documents)
             store = Path(tmp) / f"store-{documents}"
-            results = {mode: run_child(args, path, store, mode) for mode in ("baseline", "memory", "build", "open")}
+            modes = ["baseline", "memory", "build", f"build-{args.workers}", "open"]
+            results = {}
+            for mode in modes:
+                if mode.startswith("build"):
+                    shutil.rmtree(store, ignore_errors=True)  # each build starts from nothing
+                results[mode] = run_child(args, path, store, mode)
             baseline, memory, opened = results["baseline"], results["memory"], results["open"]
             assert memory["tokens_per_epoch"] == opened["tokens_per_epoch"] and memory["checksum"] == opened["checksum"], ("the paths disagree", results)
             store_bytes = sum(p.stat().st_size for p in store.iterdir())
             print(f"\n{documents} documents: {size / 2**20:.0f} MiB of JSONL, {results['build']['tokens']:,} tokens stored ({store_bytes / 2**20:.0f} MiB), "
                   f"{memory['tokens_per_epoch']:,} tokens per epoch; imports alone: {baseline['peak_rss_mib']:.0f} MiB")
-            for mode in ("memory", "build", "open"):
+            for mode in modes[1:]:
                 row = results[mode]
                 above = row["peak_rss_mib"] - baseline["peak_rss_mib"]
                 ratio = "" if mode == "memory" else (f"  time x{row['seconds'] / memory['seconds']:.3f}, "
                                                      f"RSS above imports x{above / (memory['peak_rss_mib'] - baseline['peak_rss_mib']):.3f}")
-                print(f"  {mode:6s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mib']:8.0f} MiB ({above:+8.0f} above imports){ratio}")
+                workers = f"; each worker <= {row['worker_peak_rss_mib']:.0f} MiB" if mode.startswith("build-") else ""
+                print(f"  {mode:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mib']:8.0f} MiB ({above:+8.0f} above imports){ratio}{workers}")
 
 
 if __name__ == "__main__":

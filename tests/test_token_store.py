@@ -98,12 +98,13 @@ def store_of(path: Path, tokenizer, directory: Path, **kwargs) -> TokenStore:
 # --- what the store holds -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("tokenizer_name", "block"), [("byte", 1024), ("bpe", 3)])
-def test_store_gives_back_tokenize_document_for_every_document(rich_latents, bpe_tokenizer, tmp_path, monkeypatch, tokenizer_name, block):
+@pytest.mark.parametrize(("tokenizer_name", "block", "workers"), [("byte", 1024, 1), ("bpe", 3, 1), ("bpe", 2, 2)])
+def test_store_gives_back_tokenize_document_for_every_document(rich_latents, bpe_tokenizer, tmp_path, monkeypatch, tokenizer_name, block, workers):
     tokenizer = bpe_tokenizer if tokenizer_name == "bpe" else marked(byte_tokenizer())
-    monkeypatch.setattr(token_store, "_BLOCK", block)  # 3: the documents are written in several blocks
+    monkeypatch.setattr(token_store, "_BLOCK", block)  # the documents are written in several blocks (by 2 worker processes)
     documents = read_documents(rich_latents)
-    store = store_of(rich_latents, tokenizer, tmp_path / "store")
+    store = store_of(rich_latents, tokenizer, tmp_path / "store", workers=workers)
+    assert store.header["workers"] == workers
     assert len(store) == len(documents) == 8
     for with_latents in (True, False):
         for index, document in enumerate(documents):
@@ -288,10 +289,10 @@ def test_store_is_reused_for_the_same_bytes_and_tokenizer_and_rebuilt_otherwise(
 
 
 def test_an_interrupted_build_leaves_no_store(rich_latents, tmp_path, monkeypatch):
-    def failing_add(self, documents):
+    def failing_write(self, block):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(token_store._Builder, "add", failing_add)
+    monkeypatch.setattr(token_store._Writer, "write", failing_write)
     with pytest.raises(KeyboardInterrupt):
         store_of(rich_latents, marked(byte_tokenizer()), tmp_path / "store")
     assert list(tmp_path.iterdir()) == []
@@ -323,6 +324,28 @@ def test_bad_lines_raise_the_readers_errors(tiny_latents, tmp_path):
     with pytest.raises(BoltError) as got:
         store_of(data, marked(byte_tokenizer()), tmp_path / "store")
     assert str(got.value) == str(expected.value) and f"{data}:4" in str(got.value)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("problem", ["duplicate id", "malformed line"])
+def test_worker_processes_raise_the_readers_errors_in_file_order(tiny_latents, tmp_path, monkeypatch, problem):
+    lines = tiny_latents["warm_latents"].read_text().splitlines()
+    if problem == "duplicate id":  # checked by the main process, across blocks
+        bad = json.loads(lines[6])
+        bad["id"] = json.loads(lines[1])["id"]
+        lines[6] = json.dumps(bad)
+    else:  # found by a worker; the next block's duplicate must not be reported instead
+        lines[4] = lines[4][:-5]
+        lines[7] = lines[0]
+    data = tmp_path / "bad.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BoltError) as expected:
+        read_documents(data, require_latents=True)
+    monkeypatch.setattr(token_store, "_BLOCK", 2)
+    with pytest.raises(BoltError) as got:
+        store_of(data, marked(byte_tokenizer()), tmp_path / "store", workers=2, require_latents=True)
+    assert str(got.value) == str(expected.value)
+    assert f"{data}:{7 if problem == 'duplicate id' else 5}" in str(got.value)
     assert not (tmp_path / "store").exists()
 
 

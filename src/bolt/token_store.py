@@ -27,11 +27,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,7 +45,17 @@ from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
 from bolt.layouts import Layout, TokenizedDocument, encode, rendered_length, tokenize_document
-from bolt.records import Chunk, Document, is_chunked_file, iter_corpus, iter_documents
+from bolt.records import (
+    Chunk,
+    Document,
+    check_new_document_id,
+    document_from_row,
+    is_blank_line,
+    is_chunked_file,
+    iter_corpus,
+    iter_documents,
+    parse_jsonl_line,
+)
 from bolt.rundir import file_sha256
 from bolt.special_tokens import MarkerIds
 
@@ -138,96 +150,219 @@ def _expected_documents(path: Path) -> int | None:
         return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b""))
 
 
-class _Builder:
-    """Streams documents into the arrays of one store directory; holds one block of documents at a time."""
+@dataclass
+class _Block:
+    """Documents tokenised together; spans count from the block's first token, -1 kept for "none"."""
 
-    def __init__(self, directory: Path, source: Path, tokenizer):
-        self.source = source
-        self.tokenizer = tokenizer
-        self.dtype = np.dtype("<u2") if len(tokenizer) <= 1 << 16 else np.dtype("<u4")
-        shapes = {"chunk_text": (2,), "chunk_latent": (2,), "document_synthetic": (2,)}
-        dtypes = {"tokens": self.dtype.str, "document_ids": "<u1"}
-        self.writers = {name: _ArrayWriter(directory / f"{name}.npy", dtypes.get(name, "<i8"), shapes.get(name, ())) for name in _ARRAYS}
-        self.writers["document_chunks"].append(np.zeros(1))
-        self.writers["document_id_offsets"].append(np.zeros(1))
-        self.counts = dict(documents=0, chunks=0, tokens=0, id_bytes=0, chunks_without_latent=0, documents_with_synthetic=0, documents_with_synthetic_field=0)
+    tokens: np.ndarray
+    chunk_text: np.ndarray
+    chunk_latent: np.ndarray
+    document_synthetic: np.ndarray
+    chunks_per_document: np.ndarray
+    document_ids: bytes
+    id_lengths: np.ndarray
+    counts: dict[str, int]
 
-    def add(self, documents: list[Document]) -> None:
-        pieces: list[list[int]] = []
-        spans: dict[str, list] = {"chunk_text": [], "chunk_latent": [], "document_synthetic": [], "document_chunks": [], "document_id_offsets": []}
-        ids: list[bytes] = []
-        position, counts = self.counts["tokens"], self.counts
-        for document in documents:
-            tokenized = tokenize_document(self.tokenizer, document, with_latents=True)
-            for chunk, text, latent in zip(document.chunks, tokenized.texts, tokenized.latents):
-                spans["chunk_text"].append((position, position + len(text)))
-                position += len(text)
-                if chunk.latent is None and not latent:
-                    spans["chunk_latent"].append((-1, -1))
-                else:
-                    spans["chunk_latent"].append((position, position + len(latent)))
-                    position += len(latent)
-                pieces += [text, latent]
-                counts["chunks_without_latent"] += chunk.latent is None
-            if tokenized.synthetic is None:
-                spans["document_synthetic"].append((-1, -1))
+
+def _tokenize_block(tokenizer, dtype: np.dtype, source: Path, documents: list[Document]) -> _Block:
+    """``tokenize_document`` of each document (latents and synthetic included), packed into flat arrays."""
+    pieces: list[list[int]] = []
+    text_spans, latent_spans, synthetic_spans = [], [], []
+    position = 0
+    counts = dict(documents=len(documents), chunks_without_latent=0, documents_with_synthetic=0, documents_with_synthetic_field=0)
+    for document in documents:
+        tokenized = tokenize_document(tokenizer, document, with_latents=True)
+        for chunk, text, latent in zip(document.chunks, tokenized.texts, tokenized.latents):
+            text_spans.append((position, position + len(text)))
+            position += len(text)
+            if chunk.latent is None and not latent:
+                latent_spans.append((-1, -1))
             else:
-                spans["document_synthetic"].append((position, position + len(tokenized.synthetic)))
-                position += len(tokenized.synthetic)
-                pieces.append(tokenized.synthetic)
-                counts["documents_with_synthetic"] += 1
-            counts["documents_with_synthetic_field"] += "synthetic" in document.meta
-            counts["chunks"] += len(document.chunks)
-            spans["document_chunks"].append(counts["chunks"])
-            ids.append(document.id.encode("utf-8"))
-            counts["id_bytes"] += len(ids[-1])
-            spans["document_id_offsets"].append(counts["id_bytes"])
-        self.writers["tokens"].append(self._token_array(pieces, position - counts["tokens"], documents))
-        for name, values in spans.items():
-            self.writers[name].append(np.array(values, dtype=np.int64))
-        self.writers["document_ids"].append(np.frombuffer(b"".join(ids), dtype=np.uint8))
-        counts["tokens"] = position
-        counts["documents"] += len(documents)
+                latent_spans.append((position, position + len(latent)))
+                position += len(latent)
+            pieces += [text, latent]
+            counts["chunks_without_latent"] += chunk.latent is None
+        if tokenized.synthetic is None:
+            synthetic_spans.append((-1, -1))
+        else:
+            synthetic_spans.append((position, position + len(tokenized.synthetic)))
+            position += len(tokenized.synthetic)
+            pieces.append(tokenized.synthetic)
+            counts["documents_with_synthetic"] += 1
+        counts["documents_with_synthetic_field"] += "synthetic" in document.meta
+    ids = [document.id.encode("utf-8") for document in documents]
+    return _Block(
+        tokens=_token_array(pieces, position, dtype, source, documents, len(tokenizer)),
+        chunk_text=np.array(text_spans, dtype=np.int64).reshape(-1, 2),
+        chunk_latent=np.array(latent_spans, dtype=np.int64).reshape(-1, 2),
+        document_synthetic=np.array(synthetic_spans, dtype=np.int64).reshape(-1, 2),
+        chunks_per_document=np.array([len(document.chunks) for document in documents], dtype=np.int64),
+        document_ids=b"".join(ids),
+        id_lengths=np.array([len(i) for i in ids], dtype=np.int64),
+        counts=counts,
+    )
 
-    def _token_array(self, pieces: list[list[int]], count: int, documents: list[Document]) -> np.ndarray:
-        try:
-            tokens = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=count)
-        except (TypeError, ValueError, OverflowError):
-            tokens = None
-        limit = np.iinfo(self.dtype).max
-        if tokens is None or (tokens.size and (tokens.min() < 0 or tokens.max() > limit)):
-            raise BoltError(
-                f"{self.source}: a 'latent_token_ids' list among documents {documents[0].id!r}..{documents[-1].id!r} holds something other "
-                f"than token ids in [0, {limit}] of this tokenizer ({len(self.tokenizer)} ids). Use the latents of an E-step run with this model's tokenizer."
-            )
-        return tokens
+
+def _token_array(pieces: list[list[int]], count: int, dtype: np.dtype, source: Path, documents: list[Document], vocabulary: int) -> np.ndarray:
+    try:
+        tokens = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=count)
+    except (TypeError, ValueError, OverflowError):
+        tokens = None
+    limit = np.iinfo(dtype).max
+    if tokens is None or (tokens.size and (tokens.min() < 0 or tokens.max() > limit)):
+        raise BoltError(
+            f"{source}: a 'latent_token_ids' list among documents {documents[0].id!r}..{documents[-1].id!r} holds something other "
+            f"than token ids in [0, {limit}] of this tokenizer ({vocabulary} ids). Use the latents of an E-step run with this model's tokenizer."
+        )
+    return tokens.astype(dtype)
+
+
+_WORKER: tuple = ()
+
+
+def _start_worker(tokenizer, dtype: np.dtype, source: Path, require_latents: bool) -> None:
+    global _WORKER
+    _WORKER = (tokenizer, dtype, source, require_latents)
+
+
+def _tokenize_lines(lines: list[tuple[int, bytes]], first_ordinal: int) -> tuple[_Block, list[tuple[int, str]], BoltError | None]:
+    """In a worker: read non-blank lines as the reader does (its checks, but for repeated ids) and tokenise them.
+
+    Returns the block of the documents before the first bad line, their line numbers and
+    ids (for the repeated-id check, done in order by the main process) and that line's error.
+    """
+    tokenizer, dtype, source, require_latents = _WORKER
+    documents, positions, error = [], [], None
+    try:
+        for ordinal, (line_number, raw) in enumerate(lines, start=first_ordinal):
+            document = document_from_row(source, line_number, parse_jsonl_line(source, line_number, raw), ordinal, require_latents)
+            documents.append(document)
+            positions.append((line_number, document.id))
+    except BoltError as exc:
+        error = exc
+    return _tokenize_block(tokenizer, dtype, source, documents), positions, error
+
+
+def _line_blocks(source: Path) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
+    """Blocks of ``_BLOCK`` non-blank ``(line number, line)``, each with the number of documents before it."""
+    block: list[tuple[int, bytes]] = []
+    before = 0
+    with open(source, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if is_blank_line(raw):
+                continue
+            block.append((line_number, raw))
+            if len(block) == _BLOCK:
+                yield block, before
+                before += len(block)
+                block = []
+    if block:
+        yield block, before
+
+
+def _tokenized_blocks(source: Path, require_latents: bool, tokenizer, dtype: np.dtype, workers: int) -> Iterator[_Block]:
+    """The source's documents in tokenised blocks of ``_BLOCK``, in order.
+
+    One process: the reader, then ``_tokenize_block``. Several (chunked/latent JSONL only):
+    this process cuts the file into blocks of lines, ``workers`` processes read and tokenise
+    them, at most ``2 x workers`` blocks in flight; repeated ids are checked here, in order.
+    """
+    if workers <= 1 or not is_chunked_file(source):
+        documents = source_documents(source, require_latents)
+        for block in iter(lambda: list(itertools.islice(documents, _BLOCK)), []):
+            yield _tokenize_block(tokenizer, dtype, source, block)
+        return
+    seen: set[str] = set()
+
+    def checked(result) -> _Block:
+        block, positions, error = result.get()
+        for line_number, doc_id in positions:
+            check_new_document_id(seen, f"{source}:{line_number}", doc_id)
+        if error is not None:
+            raise error
+        return block
+
+    # spawn, not fork: the caller may hold torch's threads and a process group.
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(tokenizer, dtype, source, require_latents)) as pool:
+        pending: deque = deque()
+        for lines, before in _line_blocks(source):
+            pending.append(pool.apply_async(_tokenize_lines, (lines, before)))
+            if len(pending) > 2 * workers:
+                yield checked(pending.popleft())
+        while pending:
+            yield checked(pending.popleft())
+    if not seen:
+        for _ in iter_documents(source):  # a file without documents: the reader's error
+            pass
+
+
+class _Writer:
+    """Appends blocks to the arrays of one store directory, moving their spans to absolute positions."""
+
+    def __init__(self, directory: Path, dtype: np.dtype):
+        self.dtype = dtype
+        shapes = {"chunk_text": (2,), "chunk_latent": (2,), "document_synthetic": (2,)}
+        dtypes = {"tokens": dtype.str, "document_ids": "<u1"}
+        self.arrays = {name: _ArrayWriter(directory / f"{name}.npy", dtypes.get(name, "<i8"), shapes.get(name, ())) for name in _ARRAYS}
+        self.arrays["document_chunks"].append(np.zeros(1))
+        self.arrays["document_id_offsets"].append(np.zeros(1))
+        self.counts = dict(documents=0, chunks=0, tokens=0, chunks_without_latent=0, documents_with_synthetic=0, documents_with_synthetic_field=0)
+        self.id_bytes = 0
+
+    def write(self, block: _Block) -> None:
+        for name in ("chunk_text", "chunk_latent", "document_synthetic"):
+            spans = getattr(block, name)
+            self.arrays[name].append(np.where(spans >= 0, spans + self.counts["tokens"], -1))
+        self.arrays["tokens"].append(block.tokens)
+        self.arrays["document_chunks"].append(self.counts["chunks"] + np.cumsum(block.chunks_per_document))
+        self.arrays["document_ids"].append(np.frombuffer(block.document_ids, dtype=np.uint8))
+        self.arrays["document_id_offsets"].append(self.id_bytes + np.cumsum(block.id_lengths))
+        self.id_bytes += len(block.document_ids)
+        self.counts["tokens"] += len(block.tokens)
+        self.counts["chunks"] += len(block.chunk_text)
+        for key, value in block.counts.items():
+            self.counts[key] += value
 
     def finish(self) -> dict:
-        for writer in self.writers.values():
-            writer.close()
-        counts = {key: value for key, value in self.counts.items() if key != "id_bytes"}
-        return {**counts, "dtype": self.dtype.name}
+        for array in self.arrays.values():
+            array.close()
+        return {**self.counts, "dtype": self.dtype.name}
 
 
-def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, require_latents: bool = False) -> TokenStore:
-    """Tokenise ``source`` into a store at ``directory`` (replacing a stale one), streaming: one block of documents in memory."""
+def default_workers(source: Path) -> int:
+    """Processes that tokenise a build: one for a file under 64 MiB (starting them costs seconds), else one per CPU (at most 32)."""
+    if source.stat().st_size < 64 << 20:
+        return 1
+    return min(32, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, require_latents: bool = False, workers: int | None = None) -> TokenStore:
+    """Tokenise ``source`` into a store at ``directory``, streaming: a few blocks of documents in memory at a time.
+
+    ``workers``: processes that read and tokenise a chunked/latent file (default:
+    ``default_workers``; a plain corpus is read in this process). They are spawned, so a
+    script that calls this (or ``bolt.training.train``) needs the usual
+    ``if __name__ == "__main__":`` guard.
+    """
     source, directory = Path(source), Path(directory)
+    workers = default_workers(source) if workers is None else workers
+    dtype = np.dtype("<u2") if len(tokenizer) <= 1 << 16 else np.dtype("<u4")
     directory.parent.mkdir(parents=True, exist_ok=True)
     temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     try:
-        builder = _Builder(temporary, source, tokenizer)
-        documents = source_documents(source, require_latents)
+        writer = _Writer(temporary, dtype)
         with tqdm(total=_expected_documents(source), desc="tokenize", unit="doc", disable=None) as progress:
-            for block in iter(lambda: list(itertools.islice(documents, _BLOCK)), []):
-                builder.add(block)
-                progress.update(len(block))
+            for block in _tokenized_blocks(source, require_latents, tokenizer, dtype, workers):
+                writer.write(block)
+                progress.update(len(block.chunks_per_document))
         header = {
             "format": FORMAT,
             "source": {"path": str(source), "sha256": key.source_sha256, "kind": "chunks" if is_chunked_file(source) else "corpus"},
             "tokenizer": {"fingerprint": key.tokenizer, "class": type(tokenizer).__name__, "vocab_size": len(tokenizer)},
-            **builder.finish(),
+            **writer.finish(),
+            "workers": workers,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (temporary / "header.json").write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
@@ -258,12 +393,13 @@ def _read_matching_header(directory: Path, key: StoreKey) -> dict | None:
 
 
 def open_token_store(source: Path, tokenizer, directory: Path, key: StoreKey | None = None, *, build: bool = True,
-                     require_latents: bool = False, poll_seconds: float = 2.0) -> TokenStore:
+                     require_latents: bool = False, workers: int | None = None, poll_seconds: float = 2.0) -> TokenStore:
     """The store of ``source`` at ``directory``: opened if it matches, else built (``build``) or waited for.
 
     Several processes: one builds (``build=True``), the others poll the directory until a
     matching store appears (no collective call, so a build of hours cannot time one out;
-    a launcher stops them if the builder fails). ``require_latents``: every chunk must have
+    a launcher stops them if the builder fails). ``workers``: see ``build_token_store``.
+    ``require_latents``: every chunk must have
     a latent; a store built by a raw run is checked again against the source, which names
     the file and line of the first chunk without one.
     """
@@ -273,7 +409,7 @@ def open_token_store(source: Path, tokenizer, directory: Path, key: StoreKey | N
         store = TokenStore.open(directory)
     elif build:
         shutil.rmtree(directory, ignore_errors=True)  # stale: another source or tokenizer
-        store = build_token_store(source, tokenizer, directory, key, require_latents)
+        store = build_token_store(source, tokenizer, directory, key, require_latents, workers)
     else:
         print(f"waiting for the main process to build the token store {directory} ...", file=sys.stderr, flush=True)
         while _read_matching_header(directory, key) is None:
