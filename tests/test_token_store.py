@@ -118,6 +118,9 @@ def test_store_gives_back_tokenize_document_for_every_document(rich_latents, bpe
     assert header["chunks_without_latent"] == 0
     assert header["source"]["sha256"] == StoreKey.of(rich_latents, tokenizer).source_sha256
     assert header["tokenizer"]["fingerprint"] == tokenizer_fingerprint(tokenizer)
+    markers = marker_ids(tokenizer)
+    rendered = sum(len(render(tokenize_document(tokenizer, d, True), Layout.RANDOM, markers, np.random.default_rng([5, 0, i]), 0.2)) for i, d in enumerate(documents))
+    assert store.tokens_per_epoch(Layout.RANDOM, markers, seed=5, raw_ratio=0.2, block=3) == rendered  # offsets read 3 documents at a time
 
 
 def test_arrays_are_plain_npy_files_mapped_not_read(rich_latents, tmp_path):
@@ -304,11 +307,12 @@ def test_token_cache_is_shared_by_runs_and_kept(rich_latents, tmp_path, monkeypa
     built = _count_builds(monkeypatch)
     cache = tmp_path / "cache"
     argv = ["train", str(rich_latents), "--model", "tiny", "--steps", "1", "--seq-len", "64", "--batch-size", "2", "--token-cache", str(cache)]
-    assert main([*argv, "-o", str(tmp_path / "a")]) == 0
+    assert main([*argv, "-o", str(tmp_path / "a"), "--tokenize-workers", "2"]) == 0
     assert main([*argv, "-o", str(tmp_path / "b"), "--layout", "joint"]) == 0
     assert len(built) == 1
     (store,) = cache.iterdir()
     assert store.name == StoreKey.of(rich_latents, marked(byte_tokenizer())).name
+    assert json.loads((store / "header.json").read_text())["workers"] == 2
     assert not (tmp_path / "a" / "tokens").exists() and not (tmp_path / "b" / "tokens").exists()
 
 

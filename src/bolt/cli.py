@@ -162,6 +162,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--token-cache", type=Path, metavar="DIR",
                    help="keep the tokenised data (a memory-mapped token store) in DIR, shared by runs on the same file and tokenizer "
                    "(default: OUTPUT/tokens, removed when training completes); on several machines DIR must be on a shared filesystem")
+    p.add_argument("--tokenize-workers", type=int, default=1, metavar="N",
+                   help="processes that read and tokenise a chunked/latent file when its token store is built (default: 1)")
     _add_seed(p)
 
 
@@ -179,7 +181,9 @@ def _train_config(args):
 def _run_train(args) -> dict:
     from bolt.training import train
 
-    return train(_train_config(args), args.input, args.output, token_cache=args.token_cache)
+    if args.tokenize_workers < 1:
+        raise BoltError(f"--tokenize-workers must be >= 1, got {args.tokenize_workers}.")
+    return train(_train_config(args), args.input, args.output, token_cache=args.token_cache, tokenize_workers=args.tokenize_workers)
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:

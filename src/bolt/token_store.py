@@ -329,23 +329,15 @@ class _Writer:
         return {**self.counts, "dtype": self.dtype.name}
 
 
-def default_workers(source: Path) -> int:
-    """Processes that tokenise a build: one for a file under 64 MiB (starting them costs seconds), else one per CPU (at most 32)."""
-    if source.stat().st_size < 64 << 20:
-        return 1
-    return min(32, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, require_latents: bool = False, workers: int | None = None) -> TokenStore:
+def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, require_latents: bool = False, workers: int = 1) -> TokenStore:
     """Tokenise ``source`` into a store at ``directory``, streaming: a few blocks of documents in memory at a time.
 
-    ``workers``: processes that read and tokenise a chunked/latent file (default:
-    ``default_workers``; a plain corpus is read in this process). They are spawned, so a
-    script that calls this (or ``bolt.training.train``) needs the usual
-    ``if __name__ == "__main__":`` guard.
+    ``workers``: processes that read and tokenise a chunked/latent file (a plain corpus is
+    read in this process). Starting them costs seconds, and on the 2-vCPU machine bolt is
+    developed on they were not faster (README, "Scaling out"), so the default is 1. They
+    are spawned: a script that asks for them needs the usual ``if __name__ == "__main__":``.
     """
     source, directory = Path(source), Path(directory)
-    workers = default_workers(source) if workers is None else workers
     dtype = np.dtype("<u2") if len(tokenizer) <= 1 << 16 else np.dtype("<u4")
     directory.parent.mkdir(parents=True, exist_ok=True)
     temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
@@ -393,7 +385,7 @@ def _read_matching_header(directory: Path, key: StoreKey) -> dict | None:
 
 
 def open_token_store(source: Path, tokenizer, directory: Path, key: StoreKey | None = None, *, build: bool = True,
-                     require_latents: bool = False, workers: int | None = None, poll_seconds: float = 2.0) -> TokenStore:
+                     require_latents: bool = False, workers: int = 1, poll_seconds: float = 2.0) -> TokenStore:
     """The store of ``source`` at ``directory``: opened if it matches, else built (``build``) or waited for.
 
     Several processes: one builds (``build=True``), the others poll the directory until a
@@ -475,21 +467,24 @@ class TokenStore:
         return layout.needs_latents and not (layout is Layout.PURE and all_synthetic)
 
     def tokens_per_epoch(self, layout: Layout, markers: MarkerIds, seed: int, raw_ratio: float = 0.0, block: int = 1 << 16) -> int:
-        """Tokens of one epoch rendered with the coins of epoch 0 (``[seed, 0, i]``), from the offsets alone."""
+        """Tokens of one epoch rendered with the coins of epoch 0 (``[seed, 0, i]``), from the offsets alone.
+
+        Reads the offset tables a block of documents at a time (no array as long as the
+        corpus is made), and draws coins only where ``render`` would.
+        """
         with_latents = self.with_latents(layout)
         coins = raw_ratio > 0 or layout is Layout.RANDOM
-        chunk_offsets = self.document_chunks
-        text_sums = np.concatenate([[0], np.cumsum(np.diff(self.chunk_text, axis=1)[:, 0])])
-        latent_sums = np.concatenate([[0], np.cumsum(np.diff(self.chunk_latent, axis=1)[:, 0])])
         total = 0
         for start in range(0, len(self), block):
             end = min(start + block, len(self))
-            first, last = chunk_offsets[start:end], chunk_offsets[start + 1 : end + 1]
-            chunks = (last - first).tolist()
-            texts = (text_sums[last] - text_sums[first]).tolist()
-            latents = (latent_sums[last] - latent_sums[first]).tolist()
+            chunk_offsets = self.document_chunks[start : end + 1]
+            first_chunk = chunk_offsets[0]
+            starts = chunk_offsets[:-1] - first_chunk  # every document has a chunk, so reduceat sums each one's
+            texts = np.add.reduceat(np.diff(self.chunk_text[first_chunk : chunk_offsets[-1]], axis=1)[:, 0], starts).tolist()
+            latents = np.add.reduceat(np.diff(self.chunk_latent[first_chunk : chunk_offsets[-1]], axis=1)[:, 0], starts).tolist()
             spans = self.document_synthetic[start:end]
             synthetic = np.where(spans[:, 0] >= 0, spans[:, 1] - spans[:, 0], -1).tolist()
+            chunks = np.diff(chunk_offsets).tolist()
             for offset, (n_chunks, n_text, n_latent, n_synthetic) in enumerate(zip(chunks, texts, latents, synthetic)):
                 index = start + offset
                 rng = np.random.default_rng([seed, 0, index]) if coins else None

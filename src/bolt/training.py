@@ -111,18 +111,19 @@ def check_training_file(path: Path, layout: Layout) -> None:
         raise BoltError(f"{path}: a plain corpus has no latents; --layout {layout.value} needs `bolt synthesize` or `bolt estep` output (or use --layout raw).")
 
 
-def training_data(config: TrainConfig, data_path: Path, tokenizer, markers: MarkerIds, store_directory: Path | None,
-                  token_cache: Path | None, builds: bool) -> tuple[Sequence[TokenizedDocument], int]:
+def training_data(config: TrainConfig, data_path: Path, tokenizer, markers: MarkerIds, store_directory: Path,
+                  token_cache: Path | None = None, builds: bool = True, workers: int = 1) -> tuple[Sequence[TokenizedDocument], int]:
     """The documents to render (read from the token store as they are needed) and the tokens of one epoch.
 
     The store lives in ``store_directory`` or, with ``token_cache``, in a directory of the
     cache named after the data's sha256 and the tokenizer; ``builds``: this process builds
-    it, the others wait for it.
+    it (with ``workers`` tokenising processes), the others wait for it.
     """
     layout = Layout(config.layout)
     key = StoreKey.of(data_path, tokenizer)
     directory = token_cache / key.name if token_cache is not None else store_directory
-    store = open_token_store(data_path, tokenizer, directory, key, build=builds, require_latents=layout.needs_latents and layout is not Layout.PURE)
+    store = open_token_store(data_path, tokenizer, directory, key, build=builds, workers=workers,
+                             require_latents=layout.needs_latents and layout is not Layout.PURE)
     tokens_per_epoch = store.tokens_per_epoch(layout, markers, config.seed, config.raw_ratio)
     return store.documents(store.with_latents(layout)), tokens_per_epoch
 
@@ -174,11 +175,12 @@ def resume_identity(config: TrainConfig, data_path: Path, windows_per_step: int)
     return {"config": fields, "windows_per_step": windows_per_step, "data_sha256": file_sha256(data_path)}
 
 
-def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None) -> dict:
+def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None, tokenize_workers: int = 1) -> dict:
     """Train and save an HF model directory at ``output``; resumes from its checkpoints.
 
     The token store is ``output/tokens/`` (removed when training completes) or, with
-    ``token_cache``, a directory of that shared cache (kept for other runs on the same data).
+    ``token_cache``, a directory of that shared cache (kept for other runs on the same data);
+    the main process builds it with ``tokenize_workers`` processes where it is missing.
     """
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
@@ -202,7 +204,8 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     markers = marker_ids(tokenizer)
     if config.seq_len > context_window(model):
         raise BoltError(f"--seq-len {config.seq_len} exceeds the model's context window ({context_window(model)}).")
-    tokenized, tokens_per_epoch = training_data(config, data_path, tokenizer, markers, output / "tokens", token_cache, builds=accelerator.is_main_process)
+    tokenized, tokens_per_epoch = training_data(config, data_path, tokenizer, markers, output / "tokens", token_cache,
+                                                builds=accelerator.is_main_process, workers=tokenize_workers)
     if tokens_per_epoch < config.seq_len:
         raise BoltError(f"{data_path}: only {tokens_per_epoch} tokens in one epoch, fewer than one --seq-len {config.seq_len} window. Lower --seq-len or add data.")
     world = accelerator.num_processes
