@@ -65,13 +65,15 @@ def tokenizer():
     return marked
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory since its exec (Linux); ``ru_maxrss`` elsewhere."""
+def memory_mib() -> dict[str, float]:
+    """Peak resident memory since exec, and of the memory resident now: the process's own (anonymous) and mapped
+    files' pages (the store's, shared by the processes of a machine). Linux; ``ru_maxrss`` alone elsewhere."""
     try:
-        status = Path("/proc/self/status").read_text()
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+        return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    kib = {key: int(status[key].split()[0]) / 1024 for key in ("VmHWM", "RssAnon", "RssFile")}
+    return {"peak_rss_mib": kib["VmHWM"], "anon_mib": kib["RssAnon"], "file_mib": kib["RssFile"]}
 
 
 def child(path: Path, store: Path, mode: str, windows: int, config: TrainConfig, workers: int) -> dict:
@@ -96,8 +98,7 @@ def child(path: Path, store: Path, mode: str, windows: int, config: TrainConfig,
         stream = window_stream(opened.documents(opened.with_latents(layout)), config, markers)
         result["checksum"] = sum(sum(next(stream)) for _ in range(windows))
     result["seconds"] = time.perf_counter() - started
-    result["peak_rss_mib"] = peak_rss_mib()
-    return result
+    return {**result, **memory_mib()}
 
 
 def run_child(args, path: Path, store: Path, mode: str) -> dict:
@@ -130,7 +131,7 @@ def main() -> None:
             path = Path(tmp) / f"world-{documents}.latents.jsonl"
             size = write_corpus(path, documents)
             store = Path(tmp) / f"store-{documents}"
-            modes = ["baseline", "memory", "build", f"build-{args.workers}", "open"]
+            modes = ["baseline", "memory", "build", *([f"build-{args.workers}"] if args.workers > 1 else []), "open"]
             results = {}
             for mode in modes:
                 if mode.startswith("build"):
@@ -147,7 +148,8 @@ def main() -> None:
                 ratio = "" if mode == "memory" else (f"  time x{row['seconds'] / memory['seconds']:.3f}, "
                                                      f"RSS above imports x{above / (memory['peak_rss_mib'] - baseline['peak_rss_mib']):.3f}")
                 workers = f"; each worker <= {row['worker_peak_rss_mib']:.0f} MiB" if mode.startswith("build-") else ""
-                print(f"  {mode:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mib']:8.0f} MiB ({above:+8.0f} above imports){ratio}{workers}")
+                now = f"; at the end {row['anon_mib'] - baseline['anon_mib']:+.0f} MiB own, {row['file_mib'] - baseline['file_mib']:+.0f} MiB of mapped files" if "anon_mib" in row else ""
+                print(f"  {mode:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mib']:8.0f} MiB ({above:+8.0f} above imports){ratio}{workers}{now}")
 
 
 if __name__ == "__main__":
