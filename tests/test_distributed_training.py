@@ -131,3 +131,17 @@ def test_accelerate_launch_runs_two_processes_like_torchrun(tiny_latents, tmp_pa
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-4), step
     assert json.loads((tmp_path / "accelerate" / "manifest.json").read_text())["summary"]["processes"] == 2
+
+
+@pytest.mark.slow
+def test_a_failed_build_stops_the_waiting_process_too(tiny_latents, tmp_path):
+    """Rank 0 finds a malformed line while building the token store; rank 1, waiting for the store, is stopped by the launcher."""
+    lines = tiny_latents["warm_latents"].read_text().splitlines()
+    data = tmp_path / "broken.jsonl"
+    data.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    command = [*TORCHRUN, "-m", "bolt", "train", str(data), "-o", str(tmp_path / "ddp"), "--steps", "1", *FLAGS]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert f"{data}:4: malformed JSON" in done.stderr
+    assert not (tmp_path / "ddp" / "tokens").exists() and not (tmp_path / "ddp" / "model.safetensors").exists()

@@ -204,7 +204,7 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     markers = marker_ids(tokenizer)
     if config.seq_len > context_window(model):
         raise BoltError(f"--seq-len {config.seq_len} exceeds the model's context window ({context_window(model)}).")
-    tokenized, tokens_per_epoch = training_data(config, data_path, tokenizer, markers, output / "tokens", token_cache,
+    documents, tokens_per_epoch = training_data(config, data_path, tokenizer, markers, output / "tokens", token_cache,
                                                 builds=accelerator.is_main_process, workers=tokenize_workers)
     if tokens_per_epoch < config.seq_len:
         raise BoltError(f"{data_path}: only {tokens_per_epoch} tokens in one epoch, fewer than one --seq-len {config.seq_len} window. Lower --seq-len or add data.")
@@ -230,7 +230,7 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
         step = json.loads((checkpoint / "state.json").read_text())["step"]
     elif accelerator.is_main_process:
         run.metrics_path.unlink(missing_ok=True)  # a fresh start: no lines from an earlier, different run
-    stream = window_stream(tokenized, config, markers)
+    stream = window_stream(documents, config, markers)
     for _ in range(step * windows_per_step):
         next(stream)
 
