@@ -30,6 +30,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import socket
 import struct
 import sys
 import time
@@ -340,7 +341,7 @@ def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, r
     source, directory = Path(source), Path(directory)
     dtype = np.dtype("<u2") if len(tokenizer) <= 1 << 16 else np.dtype("<u4")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    temporary = directory.with_name(f".{directory.name}.tmp-{socket.gethostname()}-{os.getpid()}")  # unique on a shared filesystem
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     try:
