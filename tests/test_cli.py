@@ -93,7 +93,7 @@ SURFACE = {
         HELP | SEED | {
             "-o", "--output", "--model", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
             "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
-            "--log-every",
+            "--log-every", "--token-cache", "--tokenize-workers",
         },
     ),
     "estep": (

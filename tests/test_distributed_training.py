@@ -1,5 +1,7 @@
 """Training in two processes (torchrun, gloo on CPU) against one process on the same global batch.
 
+Both processes read one token store: rank 0 builds it, rank 1 waits for it and maps it.
+
 Tolerance: per-step losses within rel 1e-4 and final weights within 1e-5 absolute. The two
 runs see the same windows per optimiser step and differ only in how the float sums of
 the gradient all-reduce are ordered.
@@ -18,6 +20,7 @@ import torch
 
 import bolt
 from bolt import training
+from bolt.rundir import file_sha256
 from bolt.training import TrainConfig, train
 
 SRC = Path(bolt.__file__).resolve().parents[1]
@@ -65,7 +68,11 @@ def test_two_processes_match_one_on_the_same_global_batch(tiny_latents, tmp_path
     single = tmp_path / "single"
     train(TrainConfig(**COMMON, batch_size=4, steps=6), data, single)
     # 2 processes x 1 window x 2 accumulation steps = the single run's 4 windows per step.
-    done = torchrun_train(data, tmp_path / "ddp", "--batch-size", "1", "--grad-accum", "2", "--steps", "6", *FLAGS)
+    cache = tmp_path / "cache"
+    done = torchrun_train(data, tmp_path / "ddp", "--batch-size", "1", "--grad-accum", "2", "--steps", "6", "--token-cache", str(cache), *FLAGS)
+    (store,) = cache.iterdir()  # one store, built once, no temporary directory left
+    assert json.loads((store / "header.json").read_text())["source"]["sha256"] == file_sha256(data)
+    assert not (tmp_path / "ddp" / "tokens").exists() and not (single / "tokens").exists()
 
     one, two = metrics(single), metrics(tmp_path / "ddp")
     assert sorted(two) == list(range(1, 7))
@@ -124,3 +131,17 @@ def test_accelerate_launch_runs_two_processes_like_torchrun(tiny_latents, tmp_pa
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-4), step
     assert json.loads((tmp_path / "accelerate" / "manifest.json").read_text())["summary"]["processes"] == 2
+
+
+@pytest.mark.slow
+def test_a_failed_build_stops_the_waiting_process_too(tiny_latents, tmp_path):
+    """Rank 0 finds a malformed line while building the token store; rank 1, waiting for the store, is stopped by the launcher."""
+    lines = tiny_latents["warm_latents"].read_text().splitlines()
+    data = tmp_path / "broken.jsonl"
+    data.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    command = [*TORCHRUN, "-m", "bolt", "train", str(data), "-o", str(tmp_path / "ddp"), "--steps", "1", *FLAGS]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    assert f"{data}:4: malformed JSON" in done.stderr
+    assert not (tmp_path / "ddp" / "tokens").exists() and not (tmp_path / "ddp" / "model.safetensors").exists()

@@ -135,7 +135,8 @@ def _train_parser(sub) -> None:
         description="Continued pretraining of an HF causal LM (or a preset from scratch) on latent data, with the four latent marker tokens added. "
         "Saves a Hugging Face model directory at --output; rerunning the same command resumes from its last checkpoint. "
         "Multi-process: `torchrun --nproc_per_node N -m bolt train ...` or `accelerate launch -m bolt train ...` (DDP; FSDP and bf16 through "
-        "accelerate's config or flags, see configs/accelerate/); one optimiser step sees --batch-size x --grad-accum x processes windows.",
+        "accelerate's config or flags, see configs/accelerate/); one optimiser step sees --batch-size x --grad-accum x processes windows. "
+        "The data is tokenised once into a memory-mapped token store (OUTPUT/tokens or --token-cache) that every process reads.",
         epilog="example: bolt train latents.jsonl --model tiny -o runs/warm --epochs 2",
     )
     p.add_argument("input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus")
@@ -158,6 +159,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--precision", default="no", help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16")
     p.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps (default: only the final model)")
     p.add_argument("--log-every", type=int, default=10, help="append a metrics.jsonl line every N steps (default: 10)")
+    p.add_argument("--token-cache", type=Path, metavar="DIR",
+                   help="keep the tokenised data (a memory-mapped token store) in DIR, shared by runs on the same file and tokenizer "
+                   "(default: OUTPUT/tokens, removed when training completes); on several machines DIR must be on a shared filesystem")
+    p.add_argument("--tokenize-workers", type=int, default=1, metavar="N",
+                   help="processes that read and tokenise a chunked/latent file when its token store is built (default: 1)")
     _add_seed(p)
 
 
@@ -175,7 +181,9 @@ def _train_config(args):
 def _run_train(args) -> dict:
     from bolt.training import train
 
-    return train(_train_config(args), args.input, args.output)
+    if args.tokenize_workers < 1:
+        raise BoltError(f"--tokenize-workers must be >= 1, got {args.tokenize_workers}.")
+    return train(_train_config(args), args.input, args.output, token_cache=args.token_cache, tokenize_workers=args.tokenize_workers)
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:

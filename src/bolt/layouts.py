@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NoReturn
 
 import numpy as np
 
@@ -116,5 +117,47 @@ def render(document: TokenizedDocument, layout: Layout, markers: MarkerIds, rng:
 
 def _latents(document: TokenizedDocument) -> list[list[int]]:
     if document.latents is None:
-        raise BoltError(f"document {document.id!r} has no latents; this layout needs latent data.")
+        _no_latents(document.id)
     return document.latents
+
+
+def _no_latents(document_id: str) -> NoReturn:
+    raise BoltError(f"document {document_id!r} has no latents; this layout needs latent data.")
+
+
+def _markers_per_chunk(form: Layout, markers: MarkerIds) -> int:
+    return len(_FORMS[form]([], [], markers))
+
+
+def rendered_length(
+    document_id: str,
+    chunks: int,
+    text_tokens: int,
+    latent_tokens: int | None,
+    synthetic_tokens: int | None,
+    layout: Layout,
+    markers: MarkerIds,
+    rng: np.random.Generator | None,
+    raw_ratio: float = 0.0,
+) -> int:
+    """``len(render(...))`` from the document's piece lengths alone, drawing the same coins from ``rng``.
+
+    ``latent_tokens``/``synthetic_tokens`` are None where the document has none; ``rng``
+    may be None when no coin is drawn (no ``raw_ratio`` and a layout other than random).
+    Every form adds a fixed number of markers to its X and Z; random draws one coin per
+    chunk, in order, as ``render`` does.
+    """
+    if raw_ratio > 0 and rng.random() < raw_ratio:
+        layout = Layout.RAW
+    ends = (markers.bos is not None) + 1
+    if layout is Layout.PURE:
+        if synthetic_tokens is not None:
+            return ends + synthetic_tokens
+        return ends + (latent_tokens if latent_tokens is not None else _no_latents(document_id))
+    if layout is Layout.RAW:
+        return ends + text_tokens
+    body = text_tokens + (latent_tokens if latent_tokens is not None else _no_latents(document_id))
+    if layout is Layout.RANDOM:
+        posterior = int(np.count_nonzero(rng.random(chunks) >= 0.5))  # render: joint if a coin < 0.5
+        return ends + body + (chunks - posterior) * _markers_per_chunk(Layout.JOINT, markers) + posterior * _markers_per_chunk(Layout.POSTERIOR, markers)
+    return ends + body + chunks * _markers_per_chunk(layout, markers)

@@ -98,25 +98,40 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     _require_file(path)
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BoltError(
-                    f"{path}:{line_number}: not valid UTF-8 (byte {exc.start}). "
-                    "Re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BoltError(
-                    f"{path}:{line_number}: malformed JSON ({exc.msg} at column {exc.colno}). "
-                    "Each line must be one complete JSON object."
-                ) from None
-            if not isinstance(value, dict):
-                raise BoltError(f"{path}:{line_number}: expected a JSON object, got {type(value).__name__}.")
-            yield line_number, value
+            value = parse_jsonl_line(path, line_number, raw)
+            if value is not None:
+                yield line_number, value
+
+
+def is_blank_line(raw: bytes) -> bool:
+    """Whether ``iter_jsonl`` skips this line (a line that is not UTF-8 is not blank: reading it says why)."""
+    try:
+        return not raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return False
+
+
+def parse_jsonl_line(path: Path, line_number: int, raw: bytes) -> dict[str, Any] | None:
+    """Line ``line_number`` of a JSONL file as its object, None for a blank line; clear errors otherwise."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BoltError(
+            f"{path}:{line_number}: not valid UTF-8 (byte {exc.start}). "
+            "Re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
+    if not line.strip():
+        return None
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BoltError(
+            f"{path}:{line_number}: malformed JSON ({exc.msg} at column {exc.colno}). "
+            "Each line must be one complete JSON object."
+        ) from None
+    if not isinstance(value, dict):
+        raise BoltError(f"{path}:{line_number}: expected a JSON object, got {type(value).__name__}.")
+    return value
 
 
 def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -127,11 +142,16 @@ def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
         _require_file(path)
         try:
-            table = pq.read_table(path)
+            batches = pq.ParquetFile(path).iter_batches(batch_size=4096)  # streamed: a large file is never held whole
+            row_number = 0
+            for batch in batches:
+                for row in batch.to_pylist():
+                    yield f"{path} row {row_number}", row
+                    row_number += 1
+        except BoltError:
+            raise
         except Exception as exc:  # pyarrow raises several types for a broken file
             raise BoltError(f"{path}: cannot read as Parquet ({exc}).") from None
-        for row_number, row in enumerate(table.to_pylist()):
-            yield f"{path} row {row_number}", row
     elif suffix == ".json":
         _require_file(path)
         try:
@@ -151,8 +171,13 @@ def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocument]:
     """Read raw documents. Empty documents are skipped with a warning; ids must be unique."""
+    return list(iter_corpus(path, text_field))
+
+
+def iter_corpus(path: str | Path, text_field: str = "text") -> Iterator[CorpusDocument]:
+    """``read_corpus`` one document at a time (the same checks, in the same order)."""
     path = Path(path)
-    documents: list[CorpusDocument] = []
+    count = 0
     seen: dict[str, str] = {}
     skipped = 0
     for position, row in _iter_rows(path):
@@ -171,7 +196,7 @@ def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocume
                 f"{position}: '{text_field}' holds an unpaired surrogate escape ({text[exc.start]!r} at character {exc.start}), "
                 "which is not Unicode text. Fix or drop it in the source data."
             ) from None
-        doc_id = str(row["id"]) if row.get("id") is not None else f"{path.stem}-{len(documents) + skipped}"
+        doc_id = str(row["id"]) if row.get("id") is not None else f"{path.stem}-{count + skipped}"
         if not text.strip():
             skipped += 1
             continue
@@ -179,12 +204,12 @@ def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocume
             raise BoltError(f"{position}: duplicate id {doc_id!r} (first at {seen[doc_id]}). Ids must be unique.")
         seen[doc_id] = position
         meta = {key: value for key, value in row.items() if key not in (text_field, "id")}
-        documents.append(CorpusDocument(id=doc_id, text=text, meta=meta))
+        count += 1
+        yield CorpusDocument(id=doc_id, text=text, meta=meta)
     if skipped:
-        warnings.warn(f"{path}: skipped {skipped} empty document(s).", stacklevel=2)
-    if not documents:
+        warnings.warn(f"{path}: skipped {skipped} empty document(s).", stacklevel=3)
+    if not count:
         raise BoltError(f"{path}: no non-empty documents found.")
-    return documents
 
 
 def _parse_chunk(position: str, index: int, raw: Any) -> Chunk:
@@ -200,35 +225,57 @@ def _parse_chunk(position: str, index: int, raw: Any) -> Chunk:
 
 def read_documents(path: str | Path, require_latents: bool = False) -> list[Document]:
     """Read a ``bolt.chunks/1`` or ``bolt.latents/1`` file."""
+    return list(iter_documents(path, require_latents))
+
+
+def iter_documents(path: str | Path, require_latents: bool = False) -> Iterator[Document]:
+    """``read_documents`` one document at a time (the same checks, in the same order); only the ids seen are kept."""
     path = Path(path)
-    documents: list[Document] = []
+    count = 0
     seen: set[str] = set()
     for line_number, row in iter_jsonl(path):
-        position = f"{path}:{line_number}"
-        fmt = row.get("format")
-        if fmt is not None and fmt not in KNOWN_FORMATS:
-            raise BoltError(f"{position}: unknown format {fmt!r}; this bolt reads {', '.join(KNOWN_FORMATS)}.")
-        if "chunks" not in row:
-            hint = " This looks like a raw corpus: run `bolt chunk` on it first." if "text" in row else ""
-            raise BoltError(f"{position}: no 'chunks' field.{hint}")
-        if not isinstance(row["chunks"], list) or not row["chunks"]:
-            raise BoltError(f"{position}: 'chunks' must be a non-empty list.")
-        doc_id = str(row.get("id", f"{path.stem}-{len(documents)}"))
-        if doc_id in seen:
-            raise BoltError(f"{position}: duplicate document id {doc_id!r}.")
-        seen.add(doc_id)
-        chunks = [_parse_chunk(position, index, raw) for index, raw in enumerate(row["chunks"])]
-        document = Document(id=doc_id, chunks=chunks, meta=row.get("meta") or {})
-        if require_latents and not document.has_latents:
-            missing = next(i for i, chunk in enumerate(chunks) if chunk.latent is None)
-            raise BoltError(
-                f"{position} chunk {missing}: no 'latent'. This stage needs latent data "
-                "(from `bolt synthesize` or `bolt estep`); use --layout raw to train on text alone."
-            )
-        documents.append(document)
-    if not documents:
+        yield document_from_row(path, line_number, row, count, require_latents, seen)
+        count += 1
+    if not count:
         raise BoltError(f"{path}: no documents found.")
-    return documents
+
+
+def document_from_row(path: Path, line_number: int, row: dict[str, Any], ordinal: int, require_latents: bool = False,
+                      seen: set[str] | None = None) -> Document:
+    """The document of one line of a ``bolt.chunks/1``/``bolt.latents/1`` file, checked.
+
+    ``ordinal``: how many documents come before it (its default id is ``<file stem>-<ordinal>``).
+    ``seen``: the ids so far, where this one is added and a repeat is an error; None leaves
+    that check to the caller (``check_new_document_id``).
+    """
+    position = f"{path}:{line_number}"
+    fmt = row.get("format")
+    if fmt is not None and fmt not in KNOWN_FORMATS:
+        raise BoltError(f"{position}: unknown format {fmt!r}; this bolt reads {', '.join(KNOWN_FORMATS)}.")
+    if "chunks" not in row:
+        hint = " This looks like a raw corpus: run `bolt chunk` on it first." if "text" in row else ""
+        raise BoltError(f"{position}: no 'chunks' field.{hint}")
+    if not isinstance(row["chunks"], list) or not row["chunks"]:
+        raise BoltError(f"{position}: 'chunks' must be a non-empty list.")
+    doc_id = str(row.get("id", f"{path.stem}-{ordinal}"))
+    if seen is not None:
+        check_new_document_id(seen, position, doc_id)
+    chunks = [_parse_chunk(position, index, raw) for index, raw in enumerate(row["chunks"])]
+    document = Document(id=doc_id, chunks=chunks, meta=row.get("meta") or {})
+    if require_latents and not document.has_latents:
+        missing = next(i for i, chunk in enumerate(chunks) if chunk.latent is None)
+        raise BoltError(
+            f"{position} chunk {missing}: no 'latent'. This stage needs latent data "
+            "(from `bolt synthesize` or `bolt estep`); use --layout raw to train on text alone."
+        )
+    return document
+
+
+def check_new_document_id(seen: set[str], position: str, doc_id: str) -> None:
+    """Add ``doc_id`` to ``seen``; a document id may appear once in a file."""
+    if doc_id in seen:
+        raise BoltError(f"{position}: duplicate document id {doc_id!r}.")
+    seen.add(doc_id)
 
 
 @contextlib.contextmanager

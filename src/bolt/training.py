@@ -1,12 +1,14 @@
 """Stage 2 and the M-step: causal-LM training on thought-augmented (or raw) text.
 
-Documents are tokenised once, rendered with a layout (coins re-drawn every epoch, order
+Documents are tokenised once into a memory-mapped token store (``bolt.token_store``,
+``OUT/tokens/`` or ``--token-cache``), rendered with a layout (coins re-drawn every epoch, order
 reshuffled every epoch), packed back to back into fixed windows, and trained with plain
 next-token cross-entropy on every token. The optimiser is AdamW with a cosine schedule
 and warm-up, gradients are clipped, and the loop runs under ``accelerate`` so the same
 code serves one CPU, several GPUs (DDP/FSDP via ``accelerate launch``/``torchrun``).
 
-Several processes: every process renders the same window stream and takes every
+Several processes: the main process builds the token store while the others wait for it,
+then every process maps it, renders the same window stream and takes every
 ``world``-th window of each micro-batch, so one optimiser step always sees the same
 ``batch_size x grad_accum x processes`` windows, whatever way they are split; rank 0
 alone writes the manifest, metrics and the final model (gathered from FSDP shards).
@@ -29,18 +31,19 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
-from bolt.layouts import Layout, TokenizedDocument, render, tokenize_document
+from bolt.layouts import Layout, TokenizedDocument, render
 from bolt.modeling import context_window, load_model_and_tokenizer
-from bolt.records import Chunk, Document, is_chunked_file, read_corpus, read_documents
+from bolt.records import is_chunked_file
 from bolt.rundir import RunDir, config_to_json, file_sha256
-from bolt.special_tokens import add_latent_tokens, marker_ids
+from bolt.special_tokens import MarkerIds, add_latent_tokens, marker_ids
+from bolt.token_store import StoreKey, open_token_store
 
 
 @dataclass
@@ -102,16 +105,30 @@ class TrainConfig:
                 raise BoltError(f"--{name} must be positive, got {value}.")
 
 
-def load_training_documents(path: Path, layout: Layout) -> list[Document]:
+def check_training_file(path: Path, layout: Layout) -> None:
     """Chunked/latent data; for ``--layout raw`` a plain corpus (one chunk per document) too."""
-    if not is_chunked_file(path):
-        if layout is not Layout.RAW:
-            raise BoltError(f"{path}: a plain corpus has no latents; --layout {layout.value} needs `bolt synthesize` or `bolt estep` output (or use --layout raw).")
-        return [Document(id=doc.id, chunks=[Chunk(text=doc.text)], meta=doc.meta) for doc in read_corpus(path)]
-    return read_documents(path, require_latents=layout.needs_latents and layout is not Layout.PURE)
+    if not is_chunked_file(path) and layout is not Layout.RAW:
+        raise BoltError(f"{path}: a plain corpus has no latents; --layout {layout.value} needs `bolt synthesize` or `bolt estep` output (or use --layout raw).")
 
 
-def window_stream(documents: list[TokenizedDocument], config: TrainConfig, markers) -> Iterator[list[int]]:
+def training_data(config: TrainConfig, data_path: Path, tokenizer, markers: MarkerIds, store_directory: Path,
+                  token_cache: Path | None = None, builds: bool = True, workers: int = 1) -> tuple[Sequence[TokenizedDocument], int]:
+    """The documents to render (read from the token store as they are needed) and the tokens of one epoch.
+
+    The store lives in ``store_directory`` or, with ``token_cache``, in a directory of the
+    cache named after the data's sha256 and the tokenizer; ``builds``: this process builds
+    it (with ``workers`` tokenising processes), the others wait for it.
+    """
+    layout = Layout(config.layout)
+    key = StoreKey.of(data_path, tokenizer)
+    directory = token_cache / key.name if token_cache is not None else store_directory
+    store = open_token_store(data_path, tokenizer, directory, key, build=builds, workers=workers,
+                             require_latents=layout.needs_latents and layout is not Layout.PURE)
+    tokens_per_epoch = store.tokens_per_epoch(layout, markers, config.seed, config.raw_ratio)
+    return store.documents(store.with_latents(layout)), tokens_per_epoch
+
+
+def window_stream(documents: Sequence[TokenizedDocument], config: TrainConfig, markers) -> Iterator[list[int]]:
     """Endless packed windows: every epoch reshuffles documents and re-draws layout coins."""
     layout = Layout(config.layout)
     buffer: list[int] = []
@@ -158,8 +175,13 @@ def resume_identity(config: TrainConfig, data_path: Path, windows_per_step: int)
     return {"config": fields, "windows_per_step": windows_per_step, "data_sha256": file_sha256(data_path)}
 
 
-def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
-    """Train and save an HF model directory at ``output``; resumes from its checkpoints."""
+def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None, tokenize_workers: int = 1) -> dict:
+    """Train and save an HF model directory at ``output``; resumes from its checkpoints.
+
+    The token store is ``output/tokens/`` (removed when training completes) or, with
+    ``token_cache``, a directory of that shared cache (kept for other runs on the same data);
+    the main process builds it with ``tokenize_workers`` processes where it is missing.
+    """
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -176,15 +198,14 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
     )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and accelerator.distributed_type.value != "FSDP":
         warnings.warn(f"FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} (FSDP needs GPUs): training without sharding.", stacklevel=2)
-    documents = load_training_documents(data_path, layout)
+    check_training_file(data_path, layout)
     model, tokenizer = load_model_and_tokenizer(config.model, seed=config.seed, from_scratch=config.from_scratch)
     add_latent_tokens(tokenizer, model)
     markers = marker_ids(tokenizer)
     if config.seq_len > context_window(model):
         raise BoltError(f"--seq-len {config.seq_len} exceeds the model's context window ({context_window(model)}).")
-    with_latents = layout.needs_latents and not (layout is Layout.PURE and all("synthetic" in d.meta for d in documents))
-    tokenized = [tokenize_document(tokenizer, d, with_latents) for d in tqdm(documents, desc="tokenize", unit="doc", disable=None)]
-    tokens_per_epoch = sum(len(render(d, layout, markers, np.random.default_rng([config.seed, 0, i]), config.raw_ratio)) for i, d in enumerate(tokenized))
+    documents, tokens_per_epoch = training_data(config, data_path, tokenizer, markers, output / "tokens", token_cache,
+                                                builds=accelerator.is_main_process, workers=tokenize_workers)
     if tokens_per_epoch < config.seq_len:
         raise BoltError(f"{data_path}: only {tokens_per_epoch} tokens in one epoch, fewer than one --seq-len {config.seq_len} window. Lower --seq-len or add data.")
     world = accelerator.num_processes
@@ -209,7 +230,7 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
         step = json.loads((checkpoint / "state.json").read_text())["step"]
     elif accelerator.is_main_process:
         run.metrics_path.unlink(missing_ok=True)  # a fresh start: no lines from an earlier, different run
-    stream = window_stream(tokenized, config, markers)
+    stream = window_stream(documents, config, markers)
     for _ in range(step * windows_per_step):
         next(stream)
 
@@ -262,6 +283,7 @@ def train(config: TrainConfig, data_path: Path, output: Path) -> dict:
         unwrapped.save_pretrained(output, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(output)
         shutil.rmtree(output / "checkpoints", ignore_errors=True)
+        shutil.rmtree(output / "tokens", ignore_errors=True)  # the model directory stays a plain HF directory
         run.finish(**summary)
     accelerator.wait_for_everyone()
     return summary
