@@ -6,7 +6,7 @@
 #   BASE=./TinyLlama-1.1B TEACHER=./my-instruct-model QUESTIONS=math-questions.jsonl bash configs/paper/recipe.sh
 #
 # Every step is resumable: rerun the script after an interruption and finished stages are skipped.
-# Cost per stage: see "Scaling out" in README.md (GPU-hours are estimated, not measured).
+# Cost per stage: see "Scaling out" in README.md (GPU-hours estimated from a measured 1-GPU MFU).
 set -euo pipefail
 BASE=${BASE:?the TinyLlama-1.1B HF directory}
 TEACHER=${TEACHER:?an instruction-tuned HF model directory for the warm-start latents}
@@ -18,6 +18,9 @@ SEED=${SEED:-0}
 ACCELERATE="accelerate launch --config_file configs/accelerate/fsdp-bf16.yaml --num_processes $GPUS"
 # batch 192 x 2048 tokens per optimiser step: 8 GPUs x 6 windows x 4 accumulation steps
 TRAIN="--seq-len 2048 --batch-size 6 --grad-accum $((192 / GPUS / 6)) --lr 1e-4 --warmup-steps 1000 --weight-decay 0.01 --clip 1.0 --precision bf16 --checkpoint-every 500 --seed $SEED"
+# training files are tokenised once into a memory-mapped store shared by the ranks (and, for the
+# two raw baselines, by both runs); raise --tokenize-workers to the node's spare cores
+TRAIN="$TRAIN --token-cache $RUNS/token-cache --tokenize-workers ${TOKENIZE_WORKERS:-8}"
 ESTEP="-k 4 --max-new-tokens 1024 --backend vllm --executor ray --workers $GPUS --gpus-per-worker 1"
 
 # 1. data: disjoint held-out / warm-start (240M tokens) / bootstrap (1.92B tokens) splits
