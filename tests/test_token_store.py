@@ -25,6 +25,7 @@ from bolt.records import Chunk, Document, is_chunked_file, read_corpus, read_doc
 from bolt.special_tokens import LATENT_TOKENS, MarkerIds, marker_ids
 from bolt.token_store import StoreKey, TokenStore, open_token_store, tokenizer_fingerprint
 from bolt.training import TrainConfig, train, window_stream
+from window_recorder import record_windows
 
 
 def marked(tokenizer):
@@ -222,16 +223,8 @@ def test_windows_and_epoch_size_equal_the_in_memory_path(rich_latents, all_synth
 
 
 def _recorded_train(monkeypatch, config, data, output, reference: bool):
-    windows: list[list[int]] = []
-    real_stream = training.window_stream
-
-    def recording(documents, cfg, markers):
-        for window in real_stream(documents, cfg, markers):
-            windows.append(window)
-            yield window
-
     with monkeypatch.context() as patch:
-        patch.setattr(training, "window_stream", recording)
+        windows = record_windows(patch)
         if reference:
             patch.setattr(training, "training_data", in_memory_training_data)
         summary = train(config, data, output)

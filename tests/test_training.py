@@ -16,6 +16,7 @@ from bolt.modeling import byte_tokenizer, preset_model
 from bolt.rundir import config_to_json, file_sha256
 from bolt.special_tokens import LATENT_TOKENS, MarkerIds, add_latent_tokens
 from bolt.training import TrainConfig, plan_steps, train, window_stream
+from window_recorder import record_windows
 
 BYTE_VOCAB = 259  # 256 bytes + <s>, </s>, <pad>
 
@@ -299,22 +300,9 @@ def test_validate_accepts_good_config(fields):
 # --- which data a layout accepts ----------------------------------------------------
 
 
-def _capture_windows(monkeypatch) -> list[list[int]]:
-    seen: list[list[int]] = []
-    real_stream = training.window_stream
-
-    def recording(documents, cfg, markers):
-        for window in real_stream(documents, cfg, markers):
-            seen.append(window)
-            yield window
-
-    monkeypatch.setattr(training, "window_stream", recording)
-    return seen
-
-
 @pytest.mark.parametrize("source", ["warm", "bootstrap_chunks"])
 def test_raw_layout_trains_on_plain_corpus_and_chunks(tiny_latents, tmp_path, monkeypatch, source):
-    windows = _capture_windows(monkeypatch)
+    windows = record_windows(monkeypatch)
     data = tiny_latents[source]
     summary = train(TrainConfig(model="tiny", layout="raw", seq_len=64, batch_size=2, steps=2), data, tmp_path / "model")
     assert summary["steps"] == 2
@@ -330,7 +318,7 @@ def test_raw_layout_trains_on_plain_corpus_and_chunks(tiny_latents, tmp_path, mo
 
 
 def test_random_layout_puts_markers_in_the_windows(tiny_latents, tmp_path, monkeypatch):
-    windows = _capture_windows(monkeypatch)
+    windows = record_windows(monkeypatch)
     train(TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=1), tiny_latents["warm_latents"], tmp_path / "model")
     assert any(token >= BYTE_VOCAB for window in windows for token in window)
 
