@@ -53,6 +53,7 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
         sweep=[2],
         max_latent_tokens=8,
         continue_from_previous=True,
+        proposal="prior",
     )
     config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
@@ -63,3 +64,12 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
     assert models["raw_flops_matched"]["train_tokens"] == [models["warm_start"]["train_tokens"][0] + 2 * models["em_2"]["train_tokens"][0]]
     manifest = json.loads((tmp_path / "seed-0" / "models" / "em_2" / "manifest.json").read_text())
     assert manifest["config"]["model"].endswith("em_1")
+    estep = json.loads((tmp_path / "seed-0" / "latents" / "em_2.jsonl.run" / "manifest.json").read_text())
+    assert estep["config"]["estep"]["proposal"] == "prior"
+
+
+def test_demo_refuses_an_unknown_proposal():
+    from bolt.errors import BoltError
+
+    with pytest.raises(BoltError, match="--proposal must be one of posterior, prior"):
+        DemoConfig(proposal="likelihood").validate()

@@ -386,6 +386,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 4)")
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
+    p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: posterior (default, the paper) or prior (see `bolt estep --help`)")
     p.add_argument("--m-step-budget", choices=["data", "steps"], help="data (default): each M-step trains as many epochs of its data as the warm start did of its own, as in the paper; steps: as many steps as the warm start")
     p.add_argument("--workers", type=int, default=2, help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)")
     _add_seed(p)
@@ -404,6 +405,8 @@ def _run_demo(args) -> dict:
         config.m_step_budget = args.m_step_budget
     if args.teacher_error_rate is not None:
         config.world.teacher_error_rate = args.teacher_error_rate
+    if args.proposal is not None:
+        config.proposal = args.proposal
     results = run_demo(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return results

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
-from bolt.estep import EStepConfig, estep_stage
+from bolt.estep import PROPOSALS, EStepConfig, estep_stage
 from bolt.evaluation import EvalConfig, eval_stage
 from bolt.jobgraph import Job, run_graph
 from bolt.records import read_documents, write_json, write_jsonl
@@ -62,6 +62,10 @@ class DemoConfig:
     """``data``: an M-step trains for as many epochs of its (warm-start + bootstrap) data as
     the warm start did of its own, like the paper's ~2 epochs per M-step; ``steps``: the
     warm start's number of steps."""
+    proposal: str = "posterior"
+    """Where the E-steps' K candidates come from: the model's posterior (the paper) or its prior
+    (``EStepConfig.proposal``); on this world's small model the prior was the better proposal
+    on one seed of three (README)."""
     continue_from_previous: bool = False
     """Start each M-step from the previous model (warm-started EM) instead of the base
     initialisation (the paper); the FLOPs-matched baseline then gets the whole chain's steps."""
@@ -81,6 +85,8 @@ class DemoConfig:
             raise BoltError("--iterations must be at least 1 for the demo.")
         if self.m_step_budget not in ("data", "steps"):
             raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
+        if self.proposal not in PROPOSALS:
+            raise BoltError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}.")
         if self.workers < 1:
             raise BoltError(f"--workers must be at least 1, got {self.workers}.")
         if self.samples not in self.sweep:
@@ -198,7 +204,7 @@ def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data:
 
 def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, model: str, k: int, done: dict) -> str:
     output = directory / "latents" / f"{name}.jsonl"
-    estep = EStepConfig(samples=k, seed=seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=64)
+    estep = EStepConfig(samples=k, seed=seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=64, proposal=config.proposal)
     estep_stage(directory / "models" / model, data["bootstrap_chunks"], output, estep)
     return str(output)
 
