@@ -118,7 +118,7 @@ SURFACE = {
             "--samples", "--max-latent-tokens", "--continue-from-previous", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal"}),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--warm-documents", "--bootstrap-documents", "--steps"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
@@ -254,6 +254,31 @@ def test_estep_on_cpu_equals_auto_on_a_machine_without_gpu(tiny_latents, tiny_tr
         assert main([*argv, *flags]) == 0
         outputs.append(output.read_text())
     assert outputs[0] == outputs[1]
+
+
+def test_demo_with_an_empty_split_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--bootstrap-documents", "0"]) == 2
+    assert "--bootstrap-documents must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
+    import bolt.demo
+
+    seen = {}
+
+    def fake_run(config, output):
+        seen["config"] = config
+        output.mkdir(parents=True)
+        (output / "results.md").write_text("table\n")
+        return {}
+
+    monkeypatch.setattr(bolt.demo, "run_demo", fake_run)
+    argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior"]
+    assert main(argv) == 0
+    config = seen["config"]
+    assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal) == (50, 40, 1200, "prior")
+    assert config.train.batch_size == 16, "other training settings keep the preset's values"
 
 
 def test_train_with_two_budgets_is_an_argparse_error(tmp_path, capsys):

@@ -8,6 +8,7 @@ directory, ``--model`` an HF model directory (or a preset for ``train``), ``-k``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -387,6 +388,10 @@ def _demo_parser(sub) -> None:
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
     p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: posterior (default, the paper) or prior (see `bolt estep --help`)")
+    world = p.add_argument_group("size (defaults: those of the preset)")
+    world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 25)")
+    world.add_argument("--bootstrap-documents", type=int, help="documents in the bootstrap split (default: 25)")
+    world.add_argument("--steps", type=int, help="training steps of the warm start and raw_warm; M-steps and raw baselines follow (default: 600)")
     p.add_argument("--m-step-budget", choices=["data", "steps"], help="data (default): each M-step trains as many epochs of its data as the warm start did of its own, as in the paper; steps: as many steps as the warm start")
     p.add_argument("--workers", type=int, default=2, help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)")
     _add_seed(p)
@@ -407,6 +412,12 @@ def _run_demo(args) -> dict:
         config.world.teacher_error_rate = args.teacher_error_rate
     if args.proposal is not None:
         config.proposal = args.proposal
+    if args.warm_documents is not None:
+        config.world.warm_documents = args.warm_documents
+    if args.bootstrap_documents is not None:
+        config.world.bootstrap_documents = args.bootstrap_documents
+    if args.steps is not None:
+        config.train = dataclasses.replace(config.train, steps=args.steps)
     results = run_demo(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return results

@@ -83,6 +83,10 @@ class DemoConfig:
         self.eval.validate()
         if self.iterations < 1:
             raise BoltError("--iterations must be at least 1 for the demo.")
+        if self.world.warm_documents < 1 or self.world.bootstrap_documents < 1:
+            raise BoltError(
+                f"--warm-documents and --bootstrap-documents must be at least 1, got {self.world.warm_documents} and {self.world.bootstrap_documents}."
+            )
         if self.m_step_budget not in ("data", "steps"):
             raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
         if self.proposal not in PROPOSALS:
