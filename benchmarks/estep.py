@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from bolt.estep import EStepConfig, chunk_jobs, joint_sequence, latent_body, posterior_prompt, run_batch  # noqa: E402
-from bolt.modeling import load_model_and_tokenizer, resolve_device, resolve_dtype  # noqa: E402
+from bolt.modeling import byte_llama, load_model_and_tokenizer, resolve_device, resolve_dtype  # noqa: E402
 from bolt.records import Chunk, Document  # noqa: E402
 from bolt.sampling import SamplingConfig  # noqa: E402
 from bolt.scoring import score  # noqa: E402
@@ -60,18 +60,8 @@ def naive(model, tokenizer, m, jobs, k: int, max_new: int) -> int:
 def load_model(args):
     """The preset or HF directory of ``--preset``, or a Llama of the ``--hidden``/``--layers``/``--heads`` shape built from a config."""
     if args.hidden:
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        from bolt.modeling import byte_tokenizer
-
-        tokenizer = byte_tokenizer()
-        config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
-            num_key_value_heads=args.heads, max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-        )
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
+        shape = dict(hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads)
+        model, tokenizer = byte_llama(shape)
     else:
         model, tokenizer = load_model_and_tokenizer(args.preset)
     add_latent_tokens(tokenizer, model)

@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from bolt.modeling import byte_tokenizer  # noqa: E402
+from bolt.modeling import byte_llama  # noqa: E402
 from bolt.special_tokens import add_latent_tokens  # noqa: E402
 from bolt.training import TrainConfig, train  # noqa: E402
 from bolt.world import WorldConfig, world_documents  # noqa: E402
@@ -59,15 +59,9 @@ def matmul_peak(dtype: torch.dtype, device: str, n: int, repeats: int = 5) -> fl
 
 def build_model(args, directory: Path) -> tuple[int, int]:
     """Save a Llama of the requested shape as an HF directory; return (parameters, non-embedding parameters)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = byte_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=args.intermediate or 4 * args.hidden, num_hidden_layers=args.layers,
-        num_attention_heads=args.heads, num_key_value_heads=args.heads, max_position_embeddings=max(args.seq_len, 512),
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config)
+    shape = dict(hidden_size=args.hidden, intermediate_size=args.intermediate or 4 * args.hidden, num_hidden_layers=args.layers,
+                 num_attention_heads=args.heads, num_key_value_heads=args.heads)
+    model, tokenizer = byte_llama(shape, max_positions=max(args.seq_len, 512))
     add_latent_tokens(tokenizer, model)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

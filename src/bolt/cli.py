@@ -248,11 +248,9 @@ def _run_estep(args) -> dict:
         samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend,
         proposal=args.proposal,
     )
-    from bolt.modeling import resolve_device, resolve_dtype
+    from bolt.modeling import resolve_dtype
 
-    dtype = resolve_dtype(args.dtype)
-    resolve_device(args.device)  # a wrong --device fails here, not in every worker
-    return estep_stage(args.model, args.input, args.output, config, dtype=dtype, executor=_executor_config(args), device=args.device)
+    return estep_stage(args.model, args.input, args.output, config, dtype=resolve_dtype(args.dtype), executor=_executor_config(args), device=args.device)
 
 
 def _eval_parser(sub) -> None:
@@ -322,11 +320,7 @@ def _run_eval(args) -> dict:
         iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
         max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern, batch_prompts=args.batch_prompts,
     )
-    from bolt.modeling import resolve_device
-
-    resolve_device(args.device)
-    evaluated = eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device)
-    return evaluated | results
+    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device) | results
 
 
 def _em_parser(sub) -> None:

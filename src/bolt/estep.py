@@ -37,7 +37,7 @@ from bolt.importance import effective_sample_size, iwae_bound, log_importance_we
 from bolt.layouts import encode
 from bolt.estep_backends import BACKENDS, HFBackend, LatentBackend, make_backend
 from bolt.executors import ExecutorConfig, run_shards, split_shards
-from bolt.modeling import load_tokenizer, model_fingerprint
+from bolt.modeling import load_tokenizer, model_fingerprint, resolve_device
 from bolt.records import Document, PartialDocuments, finished_documents, read_documents, shard_partial_paths, write_jsonl
 from bolt.rundir import partial_key, run_dir_for_file, run_stage
 from bolt.sampling import SamplingConfig
@@ -293,6 +293,7 @@ def estep_stage(
     not part of the resume key, so a run started on one device can be finished on another.
     """
     config.validate()
+    resolve_device(device)  # a wrong device fails here, before any worker starts
     executor = executor or ExecutorConfig()
     executor.validate()
     stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "input": str(input_path), "estep": config}

@@ -26,7 +26,7 @@ from bolt.errors import BoltError
 from bolt.estep import EStepConfig, chunk_jobs, run_batch
 from bolt.importance import iwae_bound
 from bolt.layouts import encode
-from bolt.modeling import load_model, load_tokenizer, model_fingerprint
+from bolt.modeling import load_model, load_tokenizer, model_fingerprint, resolve_device
 from bolt.records import Document, PartialDocuments, is_chunked_file, iter_jsonl, read_corpus, read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, partial_key, run_stage
 from bolt.sampling import SamplingConfig, sample_continuations
@@ -224,6 +224,7 @@ def eval_stage(
     """``bolt eval``: metrics to ``OUT/eval.json``, each generated answer to ``OUT/answers.jsonl``."""
     if documents_path is None and questions_path is None:
         raise BoltError("nothing to evaluate: give held-out documents (positional) and/or --questions FILE.")
+    resolve_device(device)
     stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "documents": str(documents_path), "questions": str(questions_path), "latent": latent, "eval": config}
 
     def work(run) -> dict:

@@ -111,8 +111,8 @@ def finetune(model_dir: Path, pairs: list[tuple[str, str]], config: FinetuneConf
     """SFT with the loss on the answer only; saves an HF model directory at ``output``."""
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_dir).to(device).train()
+    model = load_model(model_dir, device="auto").train()
+    device = model.device
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     steps_per_epoch = math.ceil(len(pairs) / config.batch_size)

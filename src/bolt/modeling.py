@@ -57,10 +57,15 @@ def byte_tokenizer():
 
 def preset_model(name: str, seed: int = 0, max_positions: int = 4096):
     """A randomly initialised Llama model and byte tokenizer for a named preset."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     if name not in PRESETS:
         raise BoltError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}, or pass an HF model directory.")
+    return byte_llama(PRESETS[name], seed, max_positions)
+
+
+def byte_llama(shape: dict[str, int], seed: int = 0, max_positions: int = 4096):
+    """A randomly initialised Llama of ``shape`` (LlamaConfig fields: hidden_size, num_hidden_layers, ...) and the byte tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     tokenizer = byte_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -69,7 +74,7 @@ def preset_model(name: str, seed: int = 0, max_positions: int = 4096):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        **PRESETS[name],
+        **shape,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config), tokenizer
@@ -96,7 +101,6 @@ def load_tokenizer(path: str | Path):
     return tokenizer
 
 
-DEVICES = ("auto", "cpu", "cuda")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

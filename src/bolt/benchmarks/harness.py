@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from bolt.benchmarks import TASK_DIR, TASKS, dataset_of
 from bolt.benchmarks.hooks import MATH_TIMEOUT_ENV
 from bolt.errors import BoltError
-from bolt.modeling import model_fingerprint
+from bolt.modeling import model_fingerprint, resolve_device
 from bolt.records import write_json, write_jsonl
 from bolt.rundir import RunDir, config_to_json, file_sha256
 
@@ -165,7 +165,7 @@ def run_task(lm, task: str, config: TaskRunConfig, cache: Path) -> tuple[dict, l
 
 
 def load_lm(model_dir: Path, batch_size: int) -> BoltHFLM:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device("auto"))
     return BoltHFLM(pretrained=str(model_dir), device=device, dtype="float32" if device == "cpu" else "bfloat16", batch_size=batch_size, add_bos_token=True)
 
 
