@@ -12,6 +12,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# A loaded 2-core CI machine stalls now and then: no property test may fail for its speed.
+# Tests that set their own @settings still inherit what they do not override.
+settings.register_profile("bolt", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("bolt")
 
 
 @pytest.fixture(scope="session")

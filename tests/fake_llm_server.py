@@ -72,6 +72,10 @@ class ServerLog:
     faults: Counter = field(default_factory=Counter)
     batches_created: int = 0
     online_requests: int = 0
+    in_flight: int = 0
+    """Online requests being handled right now."""
+    last_activity: float = 0.0
+    """``time.monotonic()`` when an online request last began or ended."""
     batch_calls: int = 0
     api_keys: set = field(default_factory=set)
 
@@ -194,7 +198,30 @@ class FakeLLMServer:
     def user_text(body: dict) -> str:
         return "".join(m["content"] for m in body["messages"] if m["role"] == "user")
 
+    def wait_idle(self, quiet: float = 0.2, timeout: float = 30.0) -> None:
+        """Return once no online request has been in progress for ``quiet`` seconds, so counts
+        read afterwards include every request of a client that was just killed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                idle = self.log.in_flight == 0 and time.monotonic() - self.log.last_activity >= quiet
+            if idle:
+                return
+            time.sleep(0.01)
+        raise TimeoutError(f"the fake server still had {self.log.in_flight} request(s) in flight after {timeout} s")
+
     def online(self, handler, payload: bytes, family: str) -> None:
+        with self.lock:
+            self.log.in_flight += 1
+            self.log.last_activity = time.monotonic()
+        try:
+            self._online(handler, payload, family)
+        finally:
+            with self.lock:
+                self.log.in_flight -= 1
+                self.log.last_activity = time.monotonic()
+
+    def _online(self, handler, payload: bytes, family: str) -> None:
         body = json.loads(payload)
         item = item_of(self.user_text(body))
         with self.lock:

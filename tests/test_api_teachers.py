@@ -31,8 +31,10 @@ pytest.importorskip("anthropic")
 from fake_llm_server import FakeLLMServer, Faults, answer_text, item_of  # noqa: E402
 
 # The request timeout leaves room for a loaded machine: a good answer that arrives after it
-# would be counted twice by the server. The fake server's `timeout` fault hangs longer.
-FAST = ["--backoff", "0.001", "--request-timeout", "1.0", "--poll-interval", "0.01"]
+# would be counted twice by the server and break the tests' exact counts. Tests that inject
+# `timeout` faults add TIMEOUT_FAULTS (a shorter timeout, and a server that hangs longer).
+FAST = ["--backoff", "0.001", "--request-timeout", "10", "--poll-interval", "0.01"]
+TIMEOUT_FAULTS = {"client": ["--request-timeout", "3"], "hang_seconds": 4.0}
 KEY = f"sk-test-{uuid.uuid4().hex}"
 KEY_VARIABLE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
@@ -79,8 +81,9 @@ def family(request, monkeypatch):
 
 def test_random_failures_every_chunk_answered_exactly_once(family, tmp_path, capsys):
     documents = make_chunks(tmp_path / "chunks.jsonl")
-    with FakeLLMServer(Faults(rate=0.2, seed=3)) as server:
-        summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "4", "--max-bad-replies", "10"))
+    with FakeLLMServer(Faults(rate=0.2, seed=3, hang_seconds=TIMEOUT_FAULTS["hang_seconds"])) as server:
+        summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "4", "--max-bad-replies", "10",
+                                            *TIMEOUT_FAULTS["client"]))
     rows = read_rows(tmp_path / "out.jsonl")
     assert [row["id"] for row in rows] == [d.id for d in documents]
     for row, document in zip(rows, documents):
@@ -393,18 +396,20 @@ def test_sigkill_online_then_rerun_matches_an_uninterrupted_run(family, tmp_path
     n_chunks = sum(len(d.chunks) for d in documents)
     with FakeLLMServer(Faults(rate=0.1, kinds=("500", "429"), seed=2)) as reference_server:
         run_json(capsys, api_args(family, reference_server, tmp_path / "chunks.jsonl", tmp_path / "reference.jsonl"))
-    rng = random.Random()
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
     with FakeLLMServer(Faults(rate=0.1, kinds=("500", "429"), delay=0.03, seed=4)) as server:
         # No timeout faults here: a long request timeout keeps a slow, loaded machine from
         # retrying a good answer (which the server would count as answered twice).
         process = cli_process(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--concurrency", "2", "--request-timeout", "30"), KEY_VARIABLE[family])
-        kill_after = rng.randint(1, n_chunks - 4)
+        kill_after = rng.randint(1, n_chunks // 2)  # well before the end, so a slow poll still kills a running process
         deadline = time.monotonic() + 60
         while len(cached_keys(tmp_path / "out.jsonl.run")) < kill_after and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
-        assert process.wait() == -signal.SIGKILL, process.stderr.read().decode()
-        assert not (tmp_path / "out.jsonl").exists(), "the run should have been killed before it finished"
+        assert process.wait() == -signal.SIGKILL, f"kill seed {seed}: " + process.stderr.read().decode()
+        assert not (tmp_path / "out.jsonl").exists(), f"kill seed {seed}: the run should have been killed before it finished"
+        server.wait_idle()  # requests the killed process had sent are counted before the snapshot
         answered_before = dict(server.log.answered)
         stored = cached_keys(tmp_path / "out.jsonl.run")
         seen_before = dict(server.log.seen)
@@ -412,7 +417,7 @@ def test_sigkill_online_then_rerun_matches_an_uninterrupted_run(family, tmp_path
     assert read_rows(tmp_path / "out.jsonl") == read_rows(tmp_path / "reference.jsonl")
     assert 0 < len(stored) < n_chunks
     resent = {item for item, count in server.log.seen.items() if count > seen_before.get(item, 0)}
-    assert len(resent) == n_chunks - len(stored), "the rerun asks exactly for what the cache did not hold"
+    assert len(resent) == n_chunks - len(stored), f"kill seed {seed}: the rerun asks exactly for what the cache did not hold"
     assert all(count == 1 for item, count in server.log.answered.items() if item not in resent)
     answered_twice = [item for item, count in server.log.answered.items() if count > 1]
     assert all(answered_before.get(item) == 1 for item in answered_twice) and len(answered_twice) <= 2, "only requests in flight at the kill"

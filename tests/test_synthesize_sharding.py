@@ -118,7 +118,7 @@ pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
 from fake_llm_server import FakeLLMServer, Faults, answer_text, item_of  # noqa: E402
-from test_api_teachers import FAST, KEY_VARIABLE, files_containing, make_chunks  # noqa: E402
+from test_api_teachers import FAST, KEY_VARIABLE, TIMEOUT_FAULTS, files_containing, make_chunks  # noqa: E402
 
 
 def _api_argv(family: str, server: FakeLLMServer, chunks, output, *extra) -> list[str]:
@@ -150,8 +150,8 @@ def test_api_shards_share_the_cache_and_sum_their_spend(family, tmp_path, capsys
         return real_run_shards(function, shard_args, config, desc)
 
     monkeypatch.setattr(synthesize, "run_shards", pickled)
-    with FakeLLMServer(Faults(rate=0.2, seed=5)) as server:
-        sharded = _run(capsys, _api_argv(family, server, tmp_path / "chunks.jsonl", tmp_path / "three.jsonl", "--workers", "3"))
+    with FakeLLMServer(Faults(rate=0.2, seed=5, hang_seconds=TIMEOUT_FAULTS["hang_seconds"])) as server:
+        sharded = _run(capsys, _api_argv(family, server, tmp_path / "chunks.jsonl", tmp_path / "three.jsonl", "--workers", "3", *TIMEOUT_FAULTS["client"]))
     assert (tmp_path / "three.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     assert set(server.log.answered.values()) == {1}, "each request answered once: the shards share nothing but the cache, and it holds every answer"
     assert shipped and all(KEY.encode() not in blob for blob in shipped)
