@@ -370,7 +370,7 @@ def _demo_parser(sub) -> None:
         help="reproduce the paper's three claims in miniature on the embedded world (CPU, minutes)",
         description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
         "BoLT EM iterations and a K sweep, evaluates all of them, and writes results.json, results.md and plots to the run directory. "
-        "Default: about 25 minutes per seed on 2 CPU cores; --quick a few minutes; --full is for a bigger machine. Rerunning resumes.",
+        "Default: about MINUTES minutes per seed on 2 CPU cores (more than the 20 minutes we aimed for: smaller splits did not show the claims, see README); --quick a few minutes (a smoke test, too small to show them); --full is for a bigger machine. Rerunning resumes.",
         epilog="example: bolt demo -o runs/demo --seeds 3",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
@@ -381,11 +381,11 @@ def _demo_parser(sub) -> None:
     p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 4)")
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
-    p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: posterior (default, the paper) or prior (see `bolt estep --help`)")
+    p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
     world = p.add_argument_group("size (defaults: those of the preset)")
-    world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 25)")
-    world.add_argument("--bootstrap-documents", type=int, help="documents in the bootstrap split (default: 25)")
-    world.add_argument("--steps", type=int, help="training steps of the warm start and raw_warm; M-steps and raw baselines follow (default: 600)")
+    world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
+    world.add_argument("--bootstrap-documents", type=int, help="documents in the bootstrap split (default: 50)")
+    world.add_argument("--steps", type=int, help="training steps of the warm start and raw_warm; M-steps and raw baselines follow (default: 1200)")
     p.add_argument("--m-step-budget", choices=["data", "steps"], help="data (default): each M-step trains as many epochs of its data as the warm start did of its own, as in the paper; steps: as many steps as the warm start")
     p.add_argument("--workers", type=int, default=2, help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)")
     _add_seed(p)
