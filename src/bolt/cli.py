@@ -367,10 +367,12 @@ def _run_em(args) -> list:
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="reproduce the paper's three claims in miniature on the embedded world (CPU, minutes)",
+        help="reproduce the paper's three claims in miniature on the embedded world (CPU, about an hour per seed)",
         description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
         "BoLT EM iterations and a K sweep, evaluates all of them, and writes results.json, results.md and plots to the run directory. "
-        "Default: about MINUTES minutes per seed on 2 CPU cores (more than the 20 minutes we aimed for: smaller splits did not show the claims, see README); --quick a few minutes (a smoke test, too small to show them); --full is for a bigger machine. Rerunning resumes.",
+        "Default: about 55 minutes per seed on 2 CPU cores (more than the 20 minutes we aimed for: with smaller splits the warm start "
+        "did not learn the task on most seeds, see README); --quick a few minutes (a smoke test, too small to show the claims); "
+        "--full is for a bigger machine. Rerunning resumes.",
         epilog="example: bolt demo -o runs/demo --seeds 3",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
