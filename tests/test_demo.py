@@ -9,7 +9,8 @@ import json
 import pytest
 
 from bolt.demo import DemoConfig, run_demo
-from bolt.world import WorldConfig
+from bolt.records import read_documents
+from bolt.world import REPHRASE_STYLES, WorldConfig
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,7 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
         max_latent_tokens=8,
         continue_from_previous=True,
         proposal="prior",
+        wrap=True,
     )
     config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
@@ -66,6 +68,14 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
     assert manifest["config"]["model"].endswith("em_1")
     estep = json.loads((tmp_path / "seed-0" / "latents" / "em_2.jsonl.run" / "manifest.json").read_text())
     assert estep["config"]["estep"]["proposal"] == "prior"
+    # the WRAP-like baseline: a raw model with the chain's compute, trained on raw text and its rephrasings
+    assert "iwae_per_token" not in models["wrap"] and "latent_correct_share" not in models["wrap"]
+    assert models["wrap"]["train_tokens"] == models["raw_flops_matched"]["train_tokens"]
+    wrap_config = json.loads((tmp_path / "seed-0" / "models" / "wrap" / "manifest.json").read_text())["config"]
+    assert (wrap_config["layout"], wrap_config["raw_ratio"]) == ("pure", 0.5)
+    rephrased = read_documents(tmp_path / "seed-0" / "data" / "warm+bootstrap.wrap.jsonl")
+    assert len(rephrased) == 4 and all(d.meta["synthetic_style"] in REPHRASE_STYLES and d.meta["synthetic"] != d.text for d in rephrased)
+    assert "| wrap |" in (tmp_path / "results.md").read_text()
 
 
 def test_demo_refuses_an_unknown_proposal():

@@ -8,7 +8,7 @@ import pytest
 from bolt.errors import BoltError
 from bolt.records import read_documents
 from bolt.teachers import LatentRequest, make_teacher
-from bolt.world import Problem, WorldConfig, latent_is_correct, oracle_latent, parse_question, world_documents, world_questions, write_world
+from bolt.world import REPHRASE_STYLES, OracleTeacher, Problem, WorldConfig, rephrase, latent_is_correct, oracle_latent, parse_question, world_documents, world_questions, write_world
 
 
 def test_problem_evaluates_left_to_right_modulo():
@@ -27,6 +27,24 @@ def test_oracle_writes_the_derivation_only_for_answers():
     assert latent_is_correct(question, answer, "7+5=2*3=6-4=2.") is True
     assert latent_is_correct(question, answer, "7+5=2*3=6-4=3.") is False
     assert latent_is_correct("", question, "") is None
+
+
+def test_rephrasing_says_the_same_results_in_each_style_and_adds_no_reasoning():
+    text = "Let x = 7 + 5 * 3 - 4 (mod 10). So x = 2. Let b = 1 - 3 (mod 10). So b = 8."
+    assert rephrase(text, "qa") == "Q: What is x = 7 + 5 * 3 - 4 (mod 10)? A: x = 2. Q: What is b = 1 - 3 (mod 10)? A: b = 8."
+    assert rephrase(text, "simple") == "x is 7 + 5 * 3 - 4, mod 10. x is 2. b is 1 - 3, mod 10. b is 8."
+    for style in REPHRASE_STYLES:
+        said = rephrase(text, style)
+        assert "7 + 5 * 3 - 4" in said and "1 - 3" in said and said != text
+        assert "=2*" not in said and latent_is_correct("", said, "") is None  # no derivation
+    with pytest.raises(BoltError, match="question/answer pairs"):
+        rephrase("Let x = 7 + 5 (mod 10).", "qa")
+    with pytest.raises(BoltError, match="unknown rephrasing style"):
+        rephrase(text, "poem")
+    # the teacher draws a style per document from its seed: deterministic, and every style is used
+    styles = {OracleTeacher(seed=3).rephrase(f"doc-{i}", text)[1] for i in range(40)}
+    assert styles == set(REPHRASE_STYLES)
+    assert OracleTeacher(seed=3).rephrase("doc-1", text) == OracleTeacher(seed=3).rephrase("doc-1", text)
 
 
 def test_documents_round_trip_and_chunk_one_sentence_each():

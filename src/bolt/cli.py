@@ -383,6 +383,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 4)")
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
+    p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
     p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
     world = p.add_argument_group("size (defaults: those of the preset)")
     world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
@@ -401,6 +402,7 @@ def _run_demo(args) -> dict:
     if args.samples is not None:
         config.samples = args.samples
     config.continue_from_previous = args.continue_from_previous
+    config.wrap = config.wrap or args.wrap
     config.workers = args.workers
     if args.m_step_budget is not None:
         config.m_step_budget = args.m_step_budget

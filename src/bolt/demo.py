@@ -9,6 +9,8 @@ For every seed, in ``OUT/seed-N/``:
 4. ``em_1_k{k}``: iteration 1 with K = k in the E-step (inference-compute sweep).
 5. ``raw_token_matched`` / ``raw_flops_matched``: raw warm-start + bootstrap text, for as
    many epochs as the last EM model saw of its data / for as many tokens.
+   ``wrap`` (``--wrap``): the same raw text mixed 1:1 with the oracle's rephrasings of it
+   (WRAP-like: four styles, no reasoning added), FLOPs-matched like ``raw_flops_matched``.
 6. Every model evaluated: held-out accuracy (latent models reason in latent space, raw
    ones answer directly), raw NLL per token, IWAE bound per token for latent models,
    and the oracle's verdict on the latents each latent model was trained on.
@@ -71,6 +73,8 @@ class DemoConfig:
     continue_from_previous: bool = False
     """Start each M-step from the previous model (warm-started EM) instead of the base
     initialisation (the paper); the FLOPs-matched baseline then gets the whole chain's steps."""
+    wrap: bool = False
+    """Also train the WRAP-like rephrasing baseline ``wrap`` (one more FLOPs-matched training per seed)."""
     max_latent_tokens: int = 48
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(iwae_samples=[1, 4], max_latent_tokens=48, max_answer_tokens=48, batch_prompts=64, answer_pattern=ANSWER_PATTERN))
     seeds: int = 1
@@ -108,7 +112,7 @@ class DemoConfig:
     def full(cls) -> DemoConfig:
         world = WorldConfig(warm_documents=50, bootstrap_documents=150, heldout_documents=20, questions=400)
         train = dataclasses.replace(cls().train, steps=1200)
-        return cls(world=world, train=train, iterations=3, sweep=[1, 4, 16])
+        return cls(world=world, train=train, iterations=3, sweep=[1, 4, 16], wrap=True)
 
 
 def _raw_text_tokens(path: Path) -> int:
@@ -139,16 +143,23 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
     teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
     synthesize_stage(teacher, data["warm_chunks"], data["warm_latents"], SynthesizeConfig(batch_size=256))
     data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl")
+    if config.wrap:
+        data["wrap"] = directory / "data" / "warm+bootstrap.wrap.jsonl"
+        rephrased = []
+        for document in read_documents(data["raw_all"]):
+            text, style = teacher.rephrase(document.id, document.text)
+            rephrased.append(dataclasses.replace(document, meta={**document.meta, "synthetic": text, "synthetic_method": "wrap", "synthetic_style": style, "synthetic_template": "world-oracle-v1"}))
+        write_jsonl(data["wrap"], rephrased)
     return data
 
 
-def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, train_path: Path, layout: str, steps: int, latent_file: Path | None = None, init: Path | None = None) -> dict:
-    train_config = dataclasses.replace(config.train, seed=seed, layout=layout, steps=steps)
+def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, train_path: Path, layout: str, steps: int, latent_file: Path | None = None, init: Path | None = None, raw_ratio: float = 0.0) -> dict:
+    train_config = dataclasses.replace(config.train, seed=seed, layout=layout, steps=steps, raw_ratio=raw_ratio)
     if init is not None:
         train_config = dataclasses.replace(train_config, model=str(init))
     model_dir = directory / "models" / name
     summary = train(train_config, train_path, model_dir)
-    latent = layout != "raw"
+    latent = layout not in ("raw", "pure")
     evaluation = eval_stage(model_dir, directory / "eval" / name, config.eval, documents_path=data["heldout_chunks"], questions_path=data["questions"], latent=latent)
     epochs = summary["tokens"] / summary["tokens_per_epoch"]
     entry = {
@@ -202,6 +213,11 @@ def _job_raw_flops_matched(config: DemoConfig, seed: int, directory: Path, data:
     return _train_and_evaluate(config, seed, directory, data, "raw_flops_matched", data["raw_all"], "raw", _chain_steps(config))
 
 
+def _job_wrap(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """Raw text of both splits mixed 1:1 with its rephrasings (WRAP), with the EM chain's compute."""
+    return _train_and_evaluate(config, seed, directory, data, "wrap", data["wrap"], "pure", _chain_steps(config), raw_ratio=0.5)
+
+
 def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], last_job: str, flops_job: str, done: dict) -> dict:
     """Raw text of both splits for as many epochs as the last EM model saw of its data."""
     steps = max(1, round(_chain_steps(config) * done[last_job]["epochs"] / done[flops_job]["epochs"]))
@@ -241,6 +257,8 @@ def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
             jobs[tag + f"estep/{name}"] = Job(_job_estep, common + (name, previous, k), after=(tag + previous,))
             jobs[tag + name] = Job(_job_m_step, common + (name, tag + f"estep/{name}", previous), after=(tag + f"estep/{name}",))
         jobs[tag + "raw_flops_matched"] = Job(_job_raw_flops_matched, common)
+        if config.wrap:
+            jobs[tag + "wrap"] = Job(_job_wrap, common)
         jobs[tag + "raw_token_matched"] = Job(_job_raw_token_matched, common + (tag + chain[-1], tag + "raw_flops_matched"), after=(tag + chain[-1], tag + "raw_flops_matched"))
     return jobs
 
@@ -273,7 +291,7 @@ def run_demo(config: DemoConfig, output: Path) -> dict:
     return results
 
 
-ORDER = ["raw_warm", "warm_start", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched"]
+ORDER = ["raw_warm", "warm_start", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap"]
 COLUMNS = [("accuracy", "accuracy"), ("nll_per_token", "NLL/token"), ("iwae_per_token", "IWAE NLL/token"), ("latent_correct_share", "correct latents"), ("raw_tokens_seen", "raw tokens seen")]
 
 

@@ -203,6 +203,37 @@ def latent_is_correct(prefix: str, text: str, latent: str) -> bool | None:
     return None if not truth else latent.strip() == truth
 
 
+REPHRASE_STYLES = ("qa", "scholarly", "simple", "wikipedia")
+"""The four styles of the oracle's WRAP-like rephrasing (those of the paper's WRAP baseline)."""
+
+
+def _rephrase_problem(problem: Problem, stated: str, style: str) -> str:
+    expression = problem.question()[len(f"Let {problem.variable} = ") : -len(f" (mod {problem.modulus}).")]
+    v, m = problem.variable, problem.modulus
+    if style == "simple":
+        return f"{v} is {expression}, mod {m}. {v} is {stated}."
+    if style == "scholarly":
+        return f"Consider {v} = {expression} (mod {m}). It follows that {v} = {stated}."
+    if style == "wikipedia":
+        return f"With modulus {m}, the value {v} = {expression} is {stated}."
+    if style == "qa":
+        return f"Q: What is {v} = {expression} (mod {m})? A: {v} = {stated}."
+    raise BoltError(f"unknown rephrasing style {style!r}; choose from {', '.join(REPHRASE_STYLES)}.")
+
+
+def rephrase(text: str, style: str) -> str:
+    """A document said again in ``style``: the same questions and the same stated results,
+    with no reasoning added (the WRAP-like baseline; the latent thoughts stay left out).
+
+    Every question must be followed by its answer sentence, as in the world's documents.
+    """
+    questions, answers = list(_QUESTION.finditer(text)), list(_ANSWER.finditer(text))
+    if not questions or len(questions) != len(answers):
+        raise BoltError(f"rephrase: expected question/answer pairs of the embedded world, found {len(questions)} questions and {len(answers)} answers in {text[:80]!r}.")
+    problems = [parse_question(q.group(0)) for q in questions]
+    return " ".join(_rephrase_problem(p, a[2], style) for p, a in zip(problems, answers))
+
+
 class OracleTeacher:
     """``--teacher oracle``: the world's true latents, optionally with errors."""
 
@@ -215,6 +246,13 @@ class OracleTeacher:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "template": "world-oracle-v1", "error_rate": self.error_rate, "seed": self.seed}
+
+    def rephrase(self, document_id: str, text: str) -> tuple[str, str]:
+        """The document rephrased in a style drawn from the seed and its id: (text, style)."""
+        from bolt.synthesize import wrap_style
+
+        style = wrap_style(list(REPHRASE_STYLES), self.seed, document_id)
+        return rephrase(text, style), style
 
     def write_latents(self, requests: list[LatentRequest]) -> list[str]:
         latents = []
