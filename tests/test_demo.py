@@ -56,6 +56,7 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
         continue_from_previous=True,
         proposal="prior",
         wrap=True,
+        estep_temperature=1.5,
     )
     config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
@@ -67,7 +68,7 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
     manifest = json.loads((tmp_path / "seed-0" / "models" / "em_2" / "manifest.json").read_text())
     assert manifest["config"]["model"].endswith("em_1")
     estep = json.loads((tmp_path / "seed-0" / "latents" / "em_2.jsonl.run" / "manifest.json").read_text())
-    assert estep["config"]["estep"]["proposal"] == "prior"
+    assert estep["config"]["estep"]["proposal"] == "prior" and estep["config"]["estep"]["sampling"]["temperature"] == 1.5
     # the WRAP-like baseline: a raw model with the chain's compute, trained on raw text and its rephrasings
     assert "iwae_per_token" not in models["wrap"] and "latent_correct_share" not in models["wrap"]
     assert models["wrap"]["train_tokens"] == models["raw_flops_matched"]["train_tokens"]

@@ -364,6 +364,16 @@ def _run_em(args) -> list:
     return rows
 
 
+def _k_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,4,16, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected K values of at least 1 such as 1,4,16, got {text!r}")
+    return sorted(set(values))
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
@@ -383,6 +393,8 @@ def _demo_parser(sub) -> None:
     p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 4)")
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
+    p.add_argument("--sweep", type=_k_list, help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4; --full: 1,4,16); the chain's K is always in it")
+    p.add_argument("--estep-temperature", type=float, help="sampling temperature of the E-steps' candidates (default: 1; the weights stay exact at any temperature, and above 1 the K candidates differ more often)")
     p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
     p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
     world = p.add_argument_group("size (defaults: those of the preset)")
@@ -403,6 +415,10 @@ def _run_demo(args) -> dict:
         config.samples = args.samples
     config.continue_from_previous = args.continue_from_previous
     config.wrap = config.wrap or args.wrap
+    if args.sweep is not None:
+        config.sweep = args.sweep
+    if args.estep_temperature is not None:
+        config.estep_temperature = args.estep_temperature
     config.workers = args.workers
     if args.m_step_budget is not None:
         config.m_step_budget = args.m_step_budget

@@ -70,6 +70,10 @@ class DemoConfig:
     (``EStepConfig.proposal``). On this world's small model the prior proposes correct chains
     about twice as often as the posterior (README), so the demo uses it; ``--proposal
     posterior`` runs the paper's E-step."""
+    estep_temperature: float = 1.0
+    """Sampling temperature of the E-steps' candidates. The weights use the log-probabilities of
+    the distribution actually sampled from, so any temperature targets the same posterior; above 1
+    the K candidates differ more often (at K = 4 they are mostly identical on this world)."""
     continue_from_previous: bool = False
     """Start each M-step from the previous model (warm-started EM) instead of the base
     initialisation (the paper); the FLOPs-matched baseline then gets the whole chain's steps."""
@@ -97,6 +101,10 @@ class DemoConfig:
             raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
         if self.proposal not in PROPOSALS:
             raise BoltError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}.")
+        if self.estep_temperature <= 0:
+            raise BoltError(f"--estep-temperature must be above 0, got {self.estep_temperature}.")
+        if not self.sweep or min(self.sweep) < 1:
+            raise BoltError(f"--sweep takes K values of at least 1, got {self.sweep}.")
         if self.workers < 1:
             raise BoltError(f"--workers must be at least 1, got {self.workers}.")
         if self.samples not in self.sweep:
@@ -226,7 +234,7 @@ def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data:
 
 def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, model: str, k: int, done: dict) -> str:
     output = directory / "latents" / f"{name}.jsonl"
-    estep = EStepConfig(samples=k, seed=seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=64, proposal=config.proposal)
+    estep = EStepConfig(samples=k, seed=seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens, temperature=config.estep_temperature), batch_prompts=64, proposal=config.proposal)
     estep_stage(directory / "models" / model, data["bootstrap_chunks"], output, estep)
     return str(output)
 
