@@ -118,7 +118,7 @@ SURFACE = {
             "--samples", "--max-latent-tokens", "--continue-from-previous", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--warm-documents", "--bootstrap-documents", "--steps"}),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--warm-documents", "--bootstrap-documents", "--steps"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
