@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,10 @@ def test_splits_and_questions_are_disjoint_and_deterministic(tmp_path):
     assert paths["bootstrap_chunks"].read_text() == again["bootstrap_chunks"].read_text()
     heldout = read_documents(paths["heldout_chunks"])[0]
     assert heldout.chunks[-1].prefix == "".join(c.text for c in heldout.chunks[:-1])
+    bootstrap = read_documents(paths["bootstrap_chunks"])[0]
+    assert bootstrap.chunks[5].prefix == "".join(c.text for c in bootstrap.chunks[2:5])  # the E-step's 3 sentences by default
+    short = read_documents(write_world(tmp_path / "c", dataclasses.replace(config, estep_context=1), seed=1)["bootstrap_chunks"])[0]
+    assert [c.text for c in short.chunks] == [c.text for c in bootstrap.chunks] and short.chunks[5].prefix == bootstrap.chunks[4].text
 
 
 def test_imperfect_teacher_errs_at_its_rate():

@@ -395,6 +395,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
     p.add_argument("--sweep", type=_k_list, help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4; --full: 1,4,16); the chain's K is always in it")
     p.add_argument("--estep-temperature", type=float, help="sampling temperature of the E-steps' candidates (default: 1; the weights stay exact at any temperature, and above 1 the K candidates differ more often)")
+    p.add_argument("--estep-context", type=int, help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 3, as the paper's 3 chunks; the teacher sees 1)")
     p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
     p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
     world = p.add_argument_group("size (defaults: those of the preset)")
@@ -417,6 +418,8 @@ def _run_demo(args) -> dict:
     config.wrap = config.wrap or args.wrap
     if args.sweep is not None:
         config.sweep = args.sweep
+    if args.estep_context is not None:
+        config.world.estep_context = args.estep_context
     if args.estep_temperature is not None:
         config.estep_temperature = args.estep_temperature
     config.workers = args.workers

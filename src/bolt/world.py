@@ -72,12 +72,17 @@ class WorldConfig:
     """Held-out questions with exact answers."""
     teacher_error_rate: float = 0.0
     """Probability that the oracle botches one step of a derivation."""
+    estep_context: int = 3
+    """Previous sentences a bootstrap chunk carries as its prefix for the E-step (the paper: 3
+    chunks). The teacher sees 1, the question an answer's work depends on."""
 
     def validate(self) -> None:
         if self.steps < 1 or self.modulus < 2 or not self.operators or set(self.operators) - set(_OPS):
             raise BoltError(f"world: need steps >= 1, modulus >= 2 and operators from '+-*', got {self.steps}, {self.modulus}, {self.operators!r}.")
         if not 0.0 <= self.teacher_error_rate <= 1.0:
             raise BoltError(f"world: teacher error rate must be in [0, 1], got {self.teacher_error_rate}.")
+        if self.estep_context < 1:
+            raise BoltError(f"world: the E-step needs at least the question before an answer (--estep-context 1), got {self.estep_context}.")
 
 
 @dataclass(frozen=True)
@@ -267,13 +272,13 @@ def write_world(directory: Path, config: WorldConfig, seed: int) -> dict[str, Pa
 
     - ``{warm,bootstrap,heldout}.jsonl``: raw corpora (``text``), for ``bolt chunk``;
     - ``warm.chunks.jsonl`` (prefix: 1 chunk, for the teacher), ``bootstrap.chunks.jsonl``
-      (3 chunks, for the E-step) and ``heldout.chunks.jsonl`` (all previous text, for the
+      (``estep_context`` chunks, 3 by default, for the E-step) and ``heldout.chunks.jsonl`` (all previous text, for the
       bounds): one sentence per chunk;
     - ``questions.jsonl``: held-out ``prompt``/``answer`` pairs.
     """
     splits = world_documents(config, seed)
     paths: dict[str, Path] = {}
-    for name, prefix_chunks in (("warm", 1), ("bootstrap", 3), ("heldout", -1)):
+    for name, prefix_chunks in (("warm", 1), ("bootstrap", config.estep_context), ("heldout", -1)):
         documents = splits[name]
         paths[name] = directory / f"{name}.jsonl"
         write_jsonl(paths[name], [{"id": d.id, "text": d.text} for d in documents])
