@@ -412,27 +412,24 @@ def _run_demo(args) -> dict:
 
     config = DemoConfig.quick() if args.quick else DemoConfig.full() if args.full else DemoConfig()
     config.seeds, config.first_seed = args.seeds, args.seed
-    if args.samples is not None:
-        config.samples = args.samples
     config.continue_from_previous = args.continue_from_previous
     config.wrap = config.wrap or args.wrap
-    if args.sweep is not None:
-        config.sweep = args.sweep
-    if args.estep_context is not None:
-        config.world.estep_context = args.estep_context
-    if args.estep_temperature is not None:
-        config.estep_temperature = args.estep_temperature
     config.workers = args.workers
-    if args.m_step_budget is not None:
-        config.m_step_budget = args.m_step_budget
-    if args.teacher_error_rate is not None:
-        config.world.teacher_error_rate = args.teacher_error_rate
-    if args.proposal is not None:
-        config.proposal = args.proposal
-    if args.warm_documents is not None:
-        config.world.warm_documents = args.warm_documents
-    if args.bootstrap_documents is not None:
-        config.world.bootstrap_documents = args.bootstrap_documents
+    # flags left unset keep the preset's value
+    overrides = {
+        "samples": (config, "samples"),
+        "sweep": (config, "sweep"),
+        "estep_temperature": (config, "estep_temperature"),
+        "m_step_budget": (config, "m_step_budget"),
+        "proposal": (config, "proposal"),
+        "estep_context": (config.world, "estep_context"),
+        "teacher_error_rate": (config.world, "teacher_error_rate"),
+        "warm_documents": (config.world, "warm_documents"),
+        "bootstrap_documents": (config.world, "bootstrap_documents"),
+    }
+    for flag, (target, field_name) in overrides.items():
+        if getattr(args, flag) is not None:
+            setattr(target, field_name, getattr(args, flag))
     if args.steps is not None:
         config.train = dataclasses.replace(config.train, steps=args.steps)
     results = run_demo(config, args.output)
