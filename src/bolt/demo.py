@@ -38,7 +38,7 @@ from bolt.jobgraph import Job, run_graph
 from bolt.records import read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, config_to_json
 from bolt.sampling import SamplingConfig
-from bolt.synthesize import SynthesizeConfig, synthesize_stage
+from bolt.synthesize import SynthesizeConfig, synthesize_stage, with_synthetic
 from bolt.training import TrainConfig, train
 from bolt.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, latent_is_correct, write_world
 
@@ -156,7 +156,7 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
         rephrased = []
         for document in read_documents(data["raw_all"]):
             text, style = teacher.rephrase(document.id, document.text)
-            rephrased.append(dataclasses.replace(document, meta={**document.meta, "synthetic": text, "synthetic_method": "wrap", "synthetic_style": style, "synthetic_template": "world-oracle-v1"}))
+            rephrased.append(with_synthetic(document, text, "wrap", style, "world-oracle-v1"))
         write_jsonl(data["wrap"], rephrased)
     return data
 

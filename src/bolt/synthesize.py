@@ -112,9 +112,14 @@ def assemble(documents: list[Document], slots: list[Slot], answers: list[str | N
             done.append(Document(id=document.id, chunks=chunks, meta=document.meta))
         else:
             text, style = synthetic[d]
-            meta = {**document.meta, "synthetic": text, "synthetic_method": config.method, "synthetic_style": style, "synthetic_template": templates[style].version}
-            done.append(Document(id=document.id, chunks=document.chunks, meta=meta))
+            done.append(with_synthetic(document, text, config.method, style, templates[style].version))
     return done
+
+
+def with_synthetic(document: Document, text: str, method: str, style: str, template: str) -> Document:
+    """``document`` carrying a rephrased version of itself (docs/FORMATS.md, "Rephrased documents")."""
+    meta = {**document.meta, "synthetic": text, "synthetic_method": method, "synthetic_style": style, "synthetic_template": template}
+    return Document(id=document.id, chunks=document.chunks, meta=meta)
 
 
 def read_inputs(input_path: Path, method: str) -> list[Document]:

@@ -104,9 +104,12 @@ class Problem:
             values.append(value)
         return values
 
+    def expression(self) -> str:
+        """``3 + 8 - 5 * 2``: the operands and operators, spaced as the question writes them."""
+        return " ".join([str(self.operands[0])] + [f"{op} {x}" for op, x in zip(self.operators, self.operands[1:])])
+
     def question(self) -> str:
-        expression = " ".join(f"{op} {x}" for op, x in zip(self.operators, self.operands[1:]))
-        return f"Let {self.variable} = {self.operands[0]} {expression} (mod {self.modulus})."
+        return f"Let {self.variable} = {self.expression()} (mod {self.modulus})."
 
     def answer_sentence(self) -> str:
         return f"So {self.variable} = {self.answer}."
@@ -213,8 +216,7 @@ REPHRASE_STYLES = ("qa", "scholarly", "simple", "wikipedia")
 
 
 def _rephrase_problem(problem: Problem, stated: str, style: str) -> str:
-    expression = problem.question()[len(f"Let {problem.variable} = ") : -len(f" (mod {problem.modulus}).")]
-    v, m = problem.variable, problem.modulus
+    expression, v, m = problem.expression(), problem.variable, problem.modulus
     if style == "simple":
         return f"{v} is {expression}, mod {m}. {v} is {stated}."
     if style == "scholarly":
