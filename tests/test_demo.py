@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bolt.demo import DemoConfig, run_demo
+from bolt.demo import DemoConfig, _prepare_seed, run_demo
 from bolt.records import read_documents
 from bolt.world import REPHRASE_STYLES, WorldConfig
 
@@ -77,6 +77,20 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
     rephrased = read_documents(tmp_path / "seed-0" / "data" / "warm+bootstrap.wrap.jsonl")
     assert len(rephrased) == 4 and all(d.meta["synthetic_style"] in REPHRASE_STYLES and d.meta["synthetic"] != d.text for d in rephrased)
     assert "| wrap |" in (tmp_path / "results.md").read_text()
+
+
+def test_the_raw_baselines_input_does_not_depend_on_the_estep_context(tmp_path):
+    """--estep-context changes the bootstrap chunks' prefixes, which raw layouts never read:
+    the raw and WRAP files stay byte-identical, so their finished trainings are reused."""
+    files = {}
+    for context in (1, 3):
+        config = DemoConfig(world=WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2, estep_context=context), wrap=True)
+        files[context] = _prepare_seed(config, 0, tmp_path / f"c{context}")
+    assert files[1]["bootstrap_chunks"].read_bytes() != files[3]["bootstrap_chunks"].read_bytes()
+    for key in ("raw_all", "wrap"):
+        assert files[1][key].read_bytes() == files[3][key].read_bytes()
+    one_sentence = read_documents(files[1]["warm_chunks"]) + read_documents(files[1]["bootstrap_chunks"])
+    assert read_documents(files[3]["raw_all"]) == one_sentence
 
 
 def test_demo_refuses_an_unknown_proposal():

@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from bolt.chunking import with_prefixes
 from bolt.errors import BoltError
 from bolt.estep import PROPOSALS, EStepConfig, estep_stage
 from bolt.evaluation import EvalConfig, eval_stage
 from bolt.jobgraph import Job, run_graph
-from bolt.records import read_documents, write_json, write_jsonl
+from bolt.records import Document, read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, config_to_json
 from bolt.sampling import SamplingConfig
 from bolt.synthesize import SynthesizeConfig, synthesize_stage, with_synthetic
@@ -134,9 +135,13 @@ def _latent_correct_share(path: Path) -> float:
     return sum(judged) / max(1, len(judged))
 
 
-def _concatenate(paths: list[Path], output: Path) -> Path:
-    """Rewritten every time: identical bytes keep a finished training's input hash valid."""
-    write_jsonl(output, [d for p in paths for d in read_documents(p)])
+def _concatenate(paths: list[Path], output: Path, prefix_chunks: int | None = None) -> Path:
+    """Rewritten every time: identical bytes keep a finished training's input hash valid.
+    With ``prefix_chunks``, every chunk's prefix is rebuilt to that many previous chunks."""
+    documents = [d for p in paths for d in read_documents(p)]
+    if prefix_chunks is not None:
+        documents = [Document(d.id, with_prefixes([c.text for c in d.chunks], prefix_chunks), d.meta) for d in documents]
+    write_jsonl(output, documents)
     return output
 
 
@@ -150,7 +155,9 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
     data["warm_latents"] = directory / "data" / "warm.latents.jsonl"
     teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
     synthesize_stage(teacher, data["warm_chunks"], data["warm_latents"], SynthesizeConfig(batch_size=256))
-    data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl")
+    # raw layouts never read prefixes: one-sentence prefixes throughout keep the raw baselines'
+    # input (and so their finished trainings) the same whatever --estep-context is
+    data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl", prefix_chunks=1)
     if config.wrap:
         data["wrap"] = directory / "data" / "warm+bootstrap.wrap.jsonl"
         rephrased = []
