@@ -279,10 +279,10 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     config = seen["config"]
     assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal) == (50, 40, 1200, "prior")
     assert config.train.batch_size == 16, "other training settings keep the preset's values"
-    argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "16,1,4", "--estep-temperature", "1.5", "--wrap", "-k", "16", "--estep-context", "1"]
+    argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "8,1,4", "--estep-temperature", "1.2", "--wrap", "-k", "4", "--estep-context", "3"]
     assert main(argv) == 0
     config = seen["config"]
-    assert (config.sweep, config.estep_temperature, config.wrap, config.samples, config.world.estep_context) == ([1, 4, 16], 1.5, True, 16, 1)
+    assert (config.sweep, config.estep_temperature, config.wrap, config.samples, config.world.estep_context) == ([1, 4, 8], 1.2, True, 4, 3)
     from bolt.demo import DemoConfig
 
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True

@@ -37,6 +37,9 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
         latent = not name.startswith("raw")
         assert ("latent_correct_share" in entry) == latent and ("iwae_per_token" in entry) == latent
     assert models["warm_start"]["latent_correct_share"] == [1.0, 1.0]
+    # the K sweep shares iteration 1's random numbers, the chain's next iteration does not
+    seeds = {name: json.loads((tmp_path / "seed-1" / "latents" / f"{name}.jsonl.run" / "manifest.json").read_text())["config"]["estep"]["seed"] for name in ("em_1", "em_1_k1", "em_2")}
+    assert seeds == {"em_1": 1, "em_1_k1": 1, "em_2": 2}
     assert models["raw_flops_matched"]["train_tokens"] == models["em_2"]["train_tokens"]
     assert models["raw_token_matched"]["raw_tokens_seen"][0] < models["raw_flops_matched"]["raw_tokens_seen"][0]
     for png in ("accuracy_per_iteration.png", "accuracy_vs_k.png", "data_efficiency.png"):
@@ -69,6 +72,9 @@ def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
     assert manifest["config"]["model"].endswith("em_1")
     estep = json.loads((tmp_path / "seed-0" / "latents" / "em_2.jsonl.run" / "manifest.json").read_text())
     assert estep["config"]["estep"]["proposal"] == "prior" and estep["config"]["estep"]["sampling"]["temperature"] == 1.5
+    # each iteration's E-step draws fresh random numbers
+    first = json.loads((tmp_path / "seed-0" / "latents" / "em_1.jsonl.run" / "manifest.json").read_text())
+    assert (first["config"]["estep"]["seed"], estep["config"]["estep"]["seed"]) == (0, 1)
     # the WRAP-like baseline: a raw model with the chain's compute, trained on raw text and its rephrasings
     assert "iwae_per_token" not in models["wrap"] and "latent_correct_share" not in models["wrap"]
     assert models["wrap"]["train_tokens"] == models["raw_flops_matched"]["train_tokens"]

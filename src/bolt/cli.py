@@ -378,7 +378,7 @@ def _demo_parser(sub) -> None:
         help="reproduce the paper's three claims in miniature on the embedded world (CPU, about an hour per seed)",
         description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
         "BoLT EM iterations and a K sweep, evaluates all of them, and writes results.json, results.md and plots to the run directory. "
-        "Default: about 50 minutes per seed on 2 CPU cores (more than the 20 minutes we aimed for: with smaller splits the warm start "
+        "Default: about an hour per seed on 2 CPU cores (more than the 20 minutes we aimed for: with smaller splits the warm start "
         "did not learn the task on most seeds, see README); --quick a few minutes (a smoke test, too small to show the claims); "
         "--full is for a bigger machine. Rerunning resumes.",
         epilog="example: bolt demo -o runs/demo --seeds 3",
@@ -388,12 +388,12 @@ def _demo_parser(sub) -> None:
     size.add_argument("--quick", action="store_true", help="a small version (a few minutes)")
     size.add_argument("--full", action="store_true", help="a longer version for a bigger machine")
     p.add_argument("--seeds", type=int, default=1, help="repeat everything with N seeds (--seed, --seed+1, ...) and report mean ± std (default: 1)")
-    p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 4)")
+    p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 16)")
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
-    p.add_argument("--sweep", type=_k_list, metavar="K,K,...", help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4; --full: 1,4,16); the chain's K is always in it")
-    p.add_argument("--estep-temperature", type=float, metavar="T", help="sampling temperature of the E-steps' candidates (default: 1; the weights stay exact at any temperature, and above 1 the K candidates differ more often)")
-    p.add_argument("--estep-context", type=int, metavar="N", help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 3, as the paper's 3 chunks; the teacher sees 1)")
+    p.add_argument("--sweep", type=_k_list, metavar="K,K,...", help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4; --full: 1,4,16,64); the chain's K is always in it")
+    p.add_argument("--estep-temperature", type=float, metavar="T", help="sampling temperature of the E-steps' candidates (default: 1.5; the weights stay exact at any temperature, and above 1 the K candidates differ more often)")
+    p.add_argument("--estep-context", type=int, metavar="N", help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer depends on, as the teacher sees it; the paper uses 3 chunks)")
     p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
     p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
     world = p.add_argument_group("size (defaults: those of the preset)")
