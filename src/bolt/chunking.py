@@ -113,6 +113,11 @@ def with_prefixes(texts: list[str], prefix_chunks: int) -> list[Chunk]:
     return chunks
 
 
+def with_new_prefixes(document: Document, prefix_chunks: int) -> Document:
+    """``document`` with the same chunks, each prefix rebuilt from the previous ``prefix_chunks`` chunks (-1: all)."""
+    return Document(id=document.id, chunks=with_prefixes([c.text for c in document.chunks], prefix_chunks), meta=document.meta)
+
+
 def chunk_document(document: CorpusDocument, config: ChunkConfig) -> Document:
     units = split_units(document.text)
     rng = document_rng(document.text, config.seed)

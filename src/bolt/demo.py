@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bolt.chunking import with_prefixes
+from bolt.chunking import with_new_prefixes
 from bolt.errors import BoltError
 from bolt.estep import PROPOSALS, EStepConfig, estep_stage
 from bolt.evaluation import EvalConfig, eval_stage
 from bolt.jobgraph import Job, run_graph
-from bolt.records import Document, read_documents, write_json, write_jsonl
+from bolt.records import read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, config_to_json
 from bolt.sampling import SamplingConfig
 from bolt.synthesize import SynthesizeConfig, synthesize_stage, with_synthetic
@@ -145,7 +145,7 @@ def _concatenate(paths: list[Path], output: Path, prefix_chunks: int | None = No
     With ``prefix_chunks``, every chunk's prefix is rebuilt to that many previous chunks."""
     documents = [d for p in paths for d in read_documents(p)]
     if prefix_chunks is not None:
-        documents = [Document(d.id, with_prefixes([c.text for c in d.chunks], prefix_chunks), d.meta) for d in documents]
+        documents = [with_new_prefixes(d, prefix_chunks) for d in documents]
     write_jsonl(output, documents)
     return output
 
@@ -245,11 +245,11 @@ def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data:
 
 
 def estep_seed(seed: int, iteration: int) -> int:
-    """The E-step seed of EM iteration ``iteration`` (1, 2, ...). Every iteration draws fresh
-    random numbers: with the same ones, a better model proposes the very candidates the
-    previous one did and picks the same latents (iterations 1 and 2 differed in 3-5 of 300
-    bootstrap answers, README), so the wrong ones stay. The K sweep shares iteration 1's
-    seed, so its models differ only in K."""
+    """The E-step seed of EM iteration ``iteration`` (1, 2, ...): every iteration draws fresh
+    random numbers, as ``bolt em`` does, so no iteration replays the previous one's draws. On
+    this world it changed little: iteration 2 re-picked iteration 1's latents either way (2-5
+    of 300 bootstrap answers differed), since the M-step had learned them by heart (README).
+    The K sweep shares iteration 1's seed, so its models differ only in K."""
     return seed + iteration - 1
 
 

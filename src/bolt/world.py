@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bolt.chunking import with_prefixes
+from bolt.chunking import with_new_prefixes, with_prefixes
 from bolt.errors import BoltError
 from bolt.estep import chunk_seed
 from bolt.records import Document, write_jsonl
@@ -285,7 +285,7 @@ def write_world(directory: Path, config: WorldConfig, seed: int) -> dict[str, Pa
         paths[name] = directory / f"{name}.jsonl"
         write_jsonl(paths[name], [{"id": d.id, "text": d.text} for d in documents])
         paths[f"{name}_chunks"] = directory / f"{name}.chunks.jsonl"
-        write_jsonl(paths[f"{name}_chunks"], [Document(d.id, with_prefixes([c.text for c in d.chunks], prefix_chunks), d.meta) for d in documents])
+        write_jsonl(paths[f"{name}_chunks"], [with_new_prefixes(d, prefix_chunks) for d in documents])
     paths["questions"] = directory / "questions.jsonl"
     write_jsonl(paths["questions"], world_questions(config, seed, [d for docs in splits.values() for d in docs]))
     return paths
