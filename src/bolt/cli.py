@@ -394,6 +394,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--sweep", type=_k_list, metavar="K,K,...", help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4; --full: 1,4,16,64); the chain's K is always in it")
     p.add_argument("--estep-temperature", type=float, metavar="T", help="sampling temperature of the E-steps' candidates (default: 1.5; the weights stay exact at any temperature, and above 1 the K candidates differ more often)")
     p.add_argument("--estep-context", type=int, metavar="N", help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer depends on, as the teacher sees it; the paper uses 3 chunks)")
+    p.add_argument("--estep-folds", type=int, metavar="N", help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds and infer each fold's latents with a model trained on the warm start and the other folds' latents of the previous iteration, so no model re-reads latents it was trained on (default: 1, the paper's E-step; each fold adds a training)")
     p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
     p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
     world = p.add_argument_group("size (defaults: those of the preset)")
@@ -418,6 +419,7 @@ def _run_demo(args) -> dict:
         "samples": (config, "samples"),
         "sweep": (config, "sweep"),
         "estep_temperature": (config, "estep_temperature"),
+        "estep_folds": (config, "estep_folds"),
         "m_step_budget": (config, "m_step_budget"),
         "proposal": (config, "proposal"),
         "estep_context": (config.world, "estep_context"),

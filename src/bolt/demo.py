@@ -76,6 +76,12 @@ class DemoConfig:
     (``EStepConfig.proposal``). On this world's small model the prior proposes correct chains
     about twice as often as the posterior (README), so the demo uses it; ``--proposal
     posterior`` runs the paper's E-step."""
+    estep_folds: int = 1
+    """Cross-fitted E-steps when above 1: from iteration 2 on, the bootstrap documents are dealt
+    into this many folds, and each fold's latents are inferred by a model trained (like an
+    M-step, from the base initialisation) on the warm start's latents and the previous
+    iteration's latents of the other folds, so that no E-step reads back latents its model was
+    trained on. 1: the paper's E-step, with the previous M-step's model."""
     estep_temperature: float = 1.5
     """Sampling temperature of the E-steps' candidates. The weights use the log-probabilities of
     the distribution actually sampled from, so any temperature targets the same posterior; above 1
@@ -113,6 +119,10 @@ class DemoConfig:
             raise BoltError(f"--sweep takes K values of at least 1, got {self.sweep}.")
         if self.workers < 1:
             raise BoltError(f"--workers must be at least 1, got {self.workers}.")
+        if self.estep_folds < 1 or self.estep_folds > self.world.bootstrap_documents:
+            raise BoltError(f"--estep-folds must be between 1 and the bootstrap documents ({self.world.bootstrap_documents}), got {self.estep_folds}.")
+        if self.estep_folds > 1 and self.continue_from_previous:
+            raise BoltError("--estep-folds above 1 needs M-steps that restart from the base initialisation; drop --continue-from-previous or use --estep-folds 1.")
         if self.samples not in self.sweep:
             self.sweep = sorted(set(self.sweep) | {self.samples})
 
@@ -163,6 +173,11 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
     # raw layouts never read prefixes: one-sentence prefixes throughout keep the raw baselines'
     # input (and so their finished trainings) the same whatever --estep-context is
     data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl", prefix_chunks=1)
+    if config.estep_folds > 1:
+        documents = read_documents(data["bootstrap_chunks"])
+        for fold in range(config.estep_folds):
+            data[f"bootstrap_fold_{fold}"] = directory / "data" / f"bootstrap.fold-{fold}.chunks.jsonl"
+            write_jsonl(data[f"bootstrap_fold_{fold}"], in_fold(documents, fold, config.estep_folds))
     if config.wrap:
         data["wrap"] = directory / "data" / "warm+bootstrap.wrap.jsonl"
         rephrased = []
@@ -197,14 +212,16 @@ def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: di
     return entry
 
 
-def m_step_steps(config: DemoConfig) -> int:
+def m_step_steps(config: DemoConfig, bootstrap_documents: int | None = None) -> int:
     """Steps of one M-step: the warm start's, or (``m_step_budget="data"``, the paper's rule)
     that many times the ratio of their documents, so that an M-step sees its data for as
-    many epochs as the warm start saw its own."""
+    many epochs as the warm start saw its own. ``bootstrap_documents`` (default: the whole
+    split) sizes a cross-fitting model that sees only some of them."""
     if config.m_step_budget == "steps":
         return config.train.steps
     world = config.world
-    return round(config.train.steps * (world.warm_documents + world.bootstrap_documents) / world.warm_documents)
+    bootstrap = world.bootstrap_documents if bootstrap_documents is None else bootstrap_documents
+    return round(config.train.steps * (world.warm_documents + bootstrap) / world.warm_documents)
 
 
 def _chain_steps(config: DemoConfig) -> int:
@@ -253,11 +270,49 @@ def estep_seed(seed: int, iteration: int) -> int:
     return seed + iteration - 1
 
 
+def in_fold(documents: list, fold: int, folds: int, inside: bool = True) -> list:
+    """The documents of cross-fitting fold ``fold`` (every ``folds``-th, in file order), or with
+    ``inside=False`` all the others."""
+    return [d for i, d in enumerate(documents) if (i % folds == fold) == inside]
+
+
+def _fold_model_name(previous: str, fold: int) -> str:
+    return f"crossfit/{previous}-without-fold-{fold}"
+
+
+def _job_fold_model(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], previous: str, fold: int, estep_job: str, done: dict) -> str:
+    """A cross-fitting model: trained like ``previous``'s M-step on the warm start's latents and
+    ``previous``'s bootstrap latents outside ``fold``, for as many epochs; not evaluated."""
+    latents = in_fold(read_documents(Path(done[estep_job])), fold, config.estep_folds, inside=False)
+    train_path = directory / "latents" / "crossfit" / f"{previous}-without-fold-{fold}.train.jsonl"
+    write_jsonl(train_path, read_documents(data["warm_latents"]) + latents)
+    train_config = dataclasses.replace(config.train, seed=seed, layout="random", steps=m_step_steps(config, len(latents)))
+    model_dir = directory / "models" / _fold_model_name(previous, fold)
+    train(train_config, train_path, model_dir)
+    return str(model_dir)
+
+
 def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, model: str, k: int, iteration: int, done: dict) -> str:
+    """E-step on the bootstrap split with ``model``; cross-fitted (one E-step per fold, each with
+    the model that did not see that fold, merged in file order) when the demo has folds and
+    ``model`` was trained on bootstrap latents."""
     output = directory / "latents" / f"{name}.jsonl"
     estep = EStepConfig(samples=k, seed=estep_seed(seed, iteration), sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens, temperature=config.estep_temperature), batch_prompts=64, proposal=config.proposal)
-    estep_stage(directory / "models" / model, data["bootstrap_chunks"], output, estep)
+    if not _cross_fitted(config, model):
+        estep_stage(directory / "models" / model, data["bootstrap_chunks"], output, estep)
+        return str(output)
+    chosen = {}
+    for fold in range(config.estep_folds):
+        fold_output = directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl"
+        estep_stage(directory / "models" / _fold_model_name(model, fold), data[f"bootstrap_fold_{fold}"], fold_output, estep)
+        chosen.update((d.id, d) for d in read_documents(fold_output))
+    write_jsonl(output, [chosen[d.id] for d in read_documents(data["bootstrap_chunks"])])
     return str(output)
+
+
+def _cross_fitted(config: DemoConfig, model: str) -> bool:
+    """Whether the E-step with ``model`` is cross-fitted: the warm start never saw the bootstrap split."""
+    return config.estep_folds > 1 and model != "warm_start"
 
 
 def _job_m_step(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, estep_job: str, previous: str, done: dict) -> dict:
@@ -283,7 +338,12 @@ def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
         m_steps = [(name, previous, config.samples, i) for i, (previous, name) in enumerate(zip(chain, chain[1:]), start=1)]
         m_steps += [(f"em_1_k{k}", "warm_start", k, 1) for k in config.sweep if k != config.samples]
         for name, previous, k, iteration in m_steps:
-            jobs[tag + f"estep/{name}"] = Job(_job_estep, common + (name, previous, k, iteration), after=(tag + previous,))
+            estep_after: tuple[str, ...] = (tag + previous,)
+            if _cross_fitted(config, previous):  # the fold models train on the previous E-step's latents
+                estep_after = tuple(tag + _fold_model_name(previous, fold) for fold in range(config.estep_folds))
+                for fold, fold_job in enumerate(estep_after):
+                    jobs[fold_job] = Job(_job_fold_model, common + (previous, fold, tag + f"estep/{previous}"), after=(tag + f"estep/{previous}",))
+            jobs[tag + f"estep/{name}"] = Job(_job_estep, common + (name, previous, k, iteration), after=estep_after)
             jobs[tag + name] = Job(_job_m_step, common + (name, tag + f"estep/{name}", previous), after=(tag + f"estep/{name}",))
         jobs[tag + "raw_flops_matched"] = Job(_job_raw_flops_matched, common)
         if config.wrap:
