@@ -115,10 +115,10 @@ SURFACE = {
         [],
         HELP | SEED | {
             "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--from-scratch", "--iterations", "-k",
-            "--samples", "--max-latent-tokens", "--continue-from-previous", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
+            "--samples", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--warm-documents", "--bootstrap-documents", "--steps"}),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--warm-documents", "--bootstrap-documents", "--steps"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
@@ -279,16 +279,16 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     config = seen["config"]
     assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal) == (50, 40, 1200, "prior")
     assert config.train.batch_size == 16, "other training settings keep the preset's values"
-    argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "8,1,4", "--estep-temperature", "1.2", "--wrap", "-k", "4", "--estep-context", "3"]
+    argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "8,1,4", "--estep-temperature", "1.2", "--wrap", "-k", "4", "--estep-context", "3", "--estep-folds", "3"]
     assert main(argv) == 0
     config = seen["config"]
-    assert (config.sweep, config.estep_temperature, config.wrap, config.samples, config.world.estep_context) == ([1, 4, 8], 1.2, True, 4, 3)
+    assert (config.sweep, config.estep_temperature, config.wrap, config.samples, config.world.estep_context, config.estep_folds) == ([1, 4, 8], 1.2, True, 4, 3, 3)
     from bolt.demo import DemoConfig
 
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True
 
 
-@pytest.mark.parametrize(("flags", "message"), [(["--sweep", "1,x"], "comma-separated whole numbers"), (["--sweep", "0,4"], "at least 1"), (["--estep-temperature", "0"], "--estep-temperature must be above 0"), (["--estep-context", "0"], "--estep-context 1")])
+@pytest.mark.parametrize(("flags", "message"), [(["--sweep", "1,x"], "comma-separated whole numbers"), (["--sweep", "0,4"], "at least 1"), (["--estep-temperature", "0"], "--estep-temperature must be above 0"), (["--estep-context", "0"], "--estep-context 1"), (["--estep-folds", "51"], "--estep-folds must be between 1 and the bootstrap documents (50)"), (["--estep-folds", "2", "--continue-from-previous"], "drop --continue-from-previous")])
 def test_demo_bad_sweep_or_temperature_is_refused_before_any_work(tmp_path, capsys, flags, message):
     try:
         code = main(["demo", "-o", str(tmp_path / "demo"), *flags])

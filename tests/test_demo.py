@@ -104,3 +104,33 @@ def test_demo_refuses_an_unknown_proposal():
 
     with pytest.raises(BoltError, match="--proposal must be one of posterior, prior"):
         DemoConfig(proposal="likelihood").validate()
+
+
+def test_cross_fitted_estep_reads_every_fold_with_a_model_that_did_not_train_on_it(tmp_path):
+    config = DemoConfig(
+        world=WorldConfig(warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=4, problems_per_document=3),
+        iterations=2,
+        samples=2,
+        sweep=[2],
+        max_latent_tokens=8,
+        estep_folds=2,
+    )
+    config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
+    config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
+    models = run_demo(config, tmp_path)["models"]
+    assert set(models) == {"warm_start", "raw_warm", "em_1", "em_2", "raw_token_matched", "raw_flops_matched"}, "fold models are helpers, not results"
+    seed = tmp_path / "seed-0"
+    bootstrap = [d.id for d in read_documents(seed / "data" / "bootstrap.chunks.jsonl")]
+    em_1 = {d.id: d for d in read_documents(seed / "latents" / "em_1.jsonl")}
+    for fold, held_out in enumerate([bootstrap[0::2], bootstrap[1::2]]):
+        model = seed / "models" / "crossfit" / f"em_1-without-fold-{fold}"
+        trained_on = read_documents(seed / "latents" / "crossfit" / f"em_1-without-fold-{fold}.train.jsonl")
+        warm = read_documents(seed / "data" / "warm.latents.jsonl")
+        assert trained_on == warm + [em_1[i] for i in bootstrap if i not in held_out]
+        # same epochs as an M-step: the warm start's 2 steps per 2 documents
+        assert json.loads((model / "manifest.json").read_text())["config"]["steps"] == round(2 * len(trained_on) / 2)
+        estep = json.loads((seed / "latents" / "crossfit" / f"em_2.fold-{fold}.jsonl.run" / "manifest.json").read_text())["config"]
+        assert estep["model"] == str(model) and [d.id for d in read_documents(estep["input"])] == held_out
+    assert [d.id for d in read_documents(seed / "latents" / "em_2.jsonl")] == bootstrap
+    # iteration 1 is not cross-fitted: the warm start never saw the bootstrap split
+    assert json.loads((seed / "latents" / "em_1.jsonl.run" / "manifest.json").read_text())["config"]["model"] == str(seed / "models" / "warm_start")

@@ -342,6 +342,7 @@ def _em_parser(sub) -> None:
     p.add_argument("-k", "--samples", type=int, default=4, help="K in every E-step (default: 4)")
     p.add_argument("--max-latent-tokens", type=int, default=128, help="latent budget per E-step sample (default: 128)")
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base")
+    p.add_argument("--estep-folds", type=int, default=1, metavar="N", help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds, each inferred by a model trained on the other folds' previous latents (default: 1, the paper's E-step; for many epochs over a small corpus; each fold adds a training)")
     p.add_argument("--epochs", type=float, default=2.0, help="epochs per M-step (default: 2, as in the paper)")
     p.add_argument("--seq-len", type=int, default=256, help="packed window length (default: 256)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per step (default: 8)")
@@ -357,7 +358,7 @@ def _run_em(args) -> list:
     train = TrainConfig(model=args.model, from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, warmup_steps=10, precision=args.precision)
     config = EMConfig(
         warm_start=args.warm_start, bootstrap=args.bootstrap, heldout=args.heldout, questions=args.questions, iterations=args.iterations,
-        samples=args.samples, max_latent_tokens=args.max_latent_tokens, continue_from_previous=args.continue_from_previous, seed=args.seed, train=train,
+        samples=args.samples, max_latent_tokens=args.max_latent_tokens, continue_from_previous=args.continue_from_previous, estep_folds=args.estep_folds, seed=args.seed, train=train,
     )
     rows = run_em(config, args.output)
     print((args.output / "results.md").read_text(), end="")

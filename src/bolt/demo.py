@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bolt.chunking import with_new_prefixes
+from bolt.crossfit import in_fold, merge_folds, write_fold_inputs
 from bolt.errors import BoltError
 from bolt.estep import PROPOSALS, EStepConfig, estep_stage
 from bolt.evaluation import EvalConfig, eval_stage
@@ -174,10 +175,8 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
     # input (and so their finished trainings) the same whatever --estep-context is
     data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl", prefix_chunks=1)
     if config.estep_folds > 1:
-        documents = read_documents(data["bootstrap_chunks"])
-        for fold in range(config.estep_folds):
-            data[f"bootstrap_fold_{fold}"] = directory / "data" / f"bootstrap.fold-{fold}.chunks.jsonl"
-            write_jsonl(data[f"bootstrap_fold_{fold}"], in_fold(documents, fold, config.estep_folds))
+        for fold, path in enumerate(write_fold_inputs(data["bootstrap_chunks"], config.estep_folds, directory / "data")):
+            data[f"bootstrap_fold_{fold}"] = path
     if config.wrap:
         data["wrap"] = directory / "data" / "warm+bootstrap.wrap.jsonl"
         rephrased = []
@@ -270,12 +269,6 @@ def estep_seed(seed: int, iteration: int) -> int:
     return seed + iteration - 1
 
 
-def in_fold(documents: list, fold: int, folds: int, inside: bool = True) -> list:
-    """The documents of cross-fitting fold ``fold`` (every ``folds``-th, in file order), or with
-    ``inside=False`` all the others."""
-    return [d for i, d in enumerate(documents) if (i % folds == fold) == inside]
-
-
 def _fold_model_name(previous: str, fold: int) -> str:
     return f"crossfit/{previous}-without-fold-{fold}"
 
@@ -301,13 +294,11 @@ def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, P
     if not _cross_fitted(config, model):
         estep_stage(directory / "models" / model, data["bootstrap_chunks"], output, estep)
         return str(output)
-    chosen = {}
+    fold_outputs = []
     for fold in range(config.estep_folds):
-        fold_output = directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl"
-        estep_stage(directory / "models" / _fold_model_name(model, fold), data[f"bootstrap_fold_{fold}"], fold_output, estep)
-        chosen.update((d.id, d) for d in read_documents(fold_output))
-    write_jsonl(output, [chosen[d.id] for d in read_documents(data["bootstrap_chunks"])])
-    return str(output)
+        fold_outputs.append(directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl")
+        estep_stage(directory / "models" / _fold_model_name(model, fold), data[f"bootstrap_fold_{fold}"], fold_outputs[-1], estep)
+    return str(merge_folds(fold_outputs, data["bootstrap_chunks"], output))
 
 
 def _cross_fitted(config: DemoConfig, model: str) -> bool:

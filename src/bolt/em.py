@@ -8,6 +8,9 @@ Run directory layout (every stage resumable; a rerun skips what is complete)::
     iter-0/eval/               its evaluation
     iter-i/latents.jsonl       E-step with model i-1 on the bootstrap corpus (i >= 1)
     iter-i/model/, iter-i/eval/
+    iter-i/crossfit/           with --estep-folds F > 1 and i >= 2: model-without-fold-f/ (trained
+                               on iter-(i-1)/latents.jsonl less fold f), fold-f.chunks.jsonl (its
+                               E-step input) and latents.fold-f.jsonl, merged into iter-i/latents.jsonl
     results.json, results.md   one row per iteration
 
 Every M-step restarts from the base model (the paper) unless ``continue_from_previous``.
@@ -20,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bolt.chunking import ChunkConfig, chunk_stage
+from bolt.crossfit import in_fold, merge_folds, write_fold_inputs
 from bolt.errors import BoltError
 from bolt.estep import EStepConfig, estep_stage
 from bolt.evaluation import EvalConfig, eval_stage
-from bolt.records import is_chunked_file, write_json
+from bolt.records import is_chunked_file, read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, config_to_json
 from bolt.sampling import SamplingConfig
 from bolt.synthesize import SynthesizeConfig, synthesize_stage
@@ -53,6 +57,11 @@ class EMConfig:
     """Latent budget per E-step sample (the paper: 1024)."""
     continue_from_previous: bool = False
     """Start each M-step from the previous iteration's model instead of the base model."""
+    estep_folds: int = 1
+    """Cross-fitted E-steps (``bolt.crossfit``) when above 1: from iteration 2 on, each fold of
+    the bootstrap documents gets its latents from a model trained like the M-step on the
+    previous iteration's latents of the other folds. For many epochs over a small corpus,
+    where the previous M-step's model has learned its latents by heart."""
     seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(model="tiny", seq_len=256, batch_size=8, epochs=2.0, lr=3e-3, warmup_steps=10))
     """M-step settings; ``train.model`` is the base model (preset or HF directory)."""
@@ -65,6 +74,10 @@ class EMConfig:
             raise BoltError("--iterations must be >= 0 and -k/--samples >= 1.")
         if (self.warm_start is None) != (self.bootstrap is None):
             raise BoltError("give both --warm-start and --bootstrap, or neither (to run on the embedded world).")
+        if self.estep_folds < 1:
+            raise BoltError(f"--estep-folds must be at least 1, got {self.estep_folds}.")
+        if self.estep_folds > 1 and self.continue_from_previous:
+            raise BoltError("--estep-folds above 1 needs M-steps that restart from the base model; drop --continue-from-previous or use --estep-folds 1.")
         self.train.validate()
         self.eval.validate()
 
@@ -120,7 +133,10 @@ def run_em(config: EMConfig, output: Path) -> list[dict]:
     for iteration in range(1, config.iterations + 1):
         directory = output / f"iter-{iteration}"
         estep = EStepConfig(samples=config.samples, seed=config.seed + iteration, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens))
-        estep_summary = estep_stage(model, bootstrap, directory / "latents.jsonl", estep)
+        if config.estep_folds > 1 and iteration >= 2:
+            estep_summary = _cross_fitted_estep(config, base, bootstrap, output / f"iter-{iteration - 1}" / "latents.jsonl", directory, estep)
+        else:
+            estep_summary = estep_stage(model, bootstrap, directory / "latents.jsonl", estep)
         start_from = str(model) if config.continue_from_previous else base.model
         step_config = dataclasses.replace(base, model=start_from, from_scratch=base.from_scratch and not config.continue_from_previous)
         model = directory / "model"
@@ -137,6 +153,28 @@ def run_em(config: EMConfig, output: Path) -> list[dict]:
     write_results(output, rows)
     run.finish(iterations=rows)
     return rows
+
+
+def _cross_fitted_estep(config: EMConfig, base: TrainConfig, bootstrap: Path, previous_latents: Path, directory: Path, estep: EStepConfig) -> dict[str, float]:
+    """One E-step per fold, each with a model trained from the base on the other folds'
+    previous latents (as many epochs as an M-step); returns the folds' summaries pooled."""
+    folds = config.estep_folds
+    previous = read_documents(previous_latents)
+    if folds > len(previous):
+        raise BoltError(f"--estep-folds {folds} is more than the {len(previous)} bootstrap documents; use at most {len(previous)}.")
+    crossfit = directory / "crossfit"
+    inputs = write_fold_inputs(bootstrap, folds, crossfit, stem="fold")
+    outputs, summaries = [], []
+    for fold, fold_input in enumerate(inputs):
+        train_path = crossfit / f"train-without-fold-{fold}.jsonl"
+        write_jsonl(train_path, in_fold(previous, fold, folds, inside=False))
+        model = crossfit / f"model-without-fold-{fold}"
+        train(base, train_path, model)
+        outputs.append(crossfit / f"latents.fold-{fold}.jsonl")
+        summaries.append(estep_stage(model, fold_input, outputs[-1], estep))
+    merge_folds(outputs, bootstrap, directory / "latents.jsonl")
+    chunks = sum(s["chunks"] for s in summaries)
+    return {key: sum(s["chunks"] * s[key] for s in summaries) / max(1, chunks) for key in ("mean_ess", "unfinished_latent_share")}
 
 
 _COLUMNS = ("iteration", "data", "train_loss", "accuracy", "nll_per_token", "iwae1_nll_per_token", "iwae4_nll_per_token", "estep_mean_ess")

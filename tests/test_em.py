@@ -1,0 +1,43 @@
+"""`bolt em` with cross-fitted E-steps on a tiny embedded world."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from bolt.em import EMConfig, run_em
+from bolt.errors import BoltError
+from bolt.records import read_documents
+from bolt.world import WorldConfig
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*never reached")
+def test_cross_fitted_em_infers_each_fold_with_a_model_that_did_not_train_on_it(tmp_path):
+    config = EMConfig(iterations=2, samples=2, max_latent_tokens=8, estep_folds=2, world=WorldConfig(warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=2, problems_per_document=3))
+    config.train = dataclasses.replace(config.train, epochs=0.2, seq_len=128, batch_size=2, warmup_steps=1)
+    config.eval = dataclasses.replace(config.eval, max_latent_tokens=8, max_answer_tokens=8, iwae_samples=[1])
+    rows = run_em(config, tmp_path)
+    assert [row["iteration"] for row in rows] == [0, 1, 2]
+    assert 1.0 <= rows[2]["estep_mean_ess"] <= 2.0
+    previous = read_documents(tmp_path / "iter-1" / "latents.jsonl")
+    bootstrap = [d.id for d in previous]
+    crossfit = tmp_path / "iter-2" / "crossfit"
+    for fold in range(2):
+        held_out = bootstrap[fold::2]
+        assert read_documents(crossfit / f"train-without-fold-{fold}.jsonl") == [d for d in previous if d.id not in held_out]
+        estep = json.loads((crossfit / f"latents.fold-{fold}.jsonl.run" / "manifest.json").read_text())["config"]
+        assert estep["model"] == str(crossfit / f"model-without-fold-{fold}")
+        assert [d.id for d in read_documents(estep["input"])] == held_out
+    assert [d.id for d in read_documents(tmp_path / "iter-2" / "latents.jsonl")] == bootstrap
+    # iteration 1 reads the warm start, which never saw the bootstrap corpus
+    assert json.loads((tmp_path / "iter-1" / "latents.jsonl.run" / "manifest.json").read_text())["config"]["model"] == str(tmp_path / "iter-0" / "model")
+
+
+def test_cross_fitting_refuses_continued_m_steps():
+    with pytest.raises(BoltError, match="drop --continue-from-previous"):
+        EMConfig(estep_folds=2, continue_from_previous=True).validate()
+    with pytest.raises(BoltError, match="--estep-folds must be at least 1"):
+        EMConfig(estep_folds=0).validate()
