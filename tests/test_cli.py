@@ -289,7 +289,7 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("flags", "message"), [(["--sweep", "1,x"], "comma-separated whole numbers"), (["--sweep", "0,4"], "at least 1"), (["--estep-temperature", "0"], "--estep-temperature must be above 0"), (["--estep-context", "0"], "--estep-context 1"), (["--estep-folds", "51"], "--estep-folds must be between 1 and the bootstrap documents (50)"), (["--estep-folds", "2", "--continue-from-previous"], "drop --continue-from-previous")])
-def test_demo_bad_sweep_or_temperature_is_refused_before_any_work(tmp_path, capsys, flags, message):
+def test_demo_bad_flag_values_are_refused_before_any_work(tmp_path, capsys, flags, message):
     try:
         code = main(["demo", "-o", str(tmp_path / "demo"), *flags])
     except SystemExit as exit:  # argparse's own errors
@@ -508,3 +508,21 @@ def test_em_on_the_world_default_and_rerun_skips_everything(tmp_path, capsys, mo
     assert capsys.readouterr().out == table
     assert json.loads((output / "results.json").read_text()) == results
     assert [p.stat().st_mtime_ns for p in watched] == mtimes
+
+
+def test_em_estep_folds_reach_the_config(tmp_path, monkeypatch):
+    import bolt.em
+
+    seen = {}
+
+    def fake_run(config, output):
+        seen["config"] = config
+        output.mkdir(parents=True)
+        (output / "results.md").write_text("table\n")
+        return []
+
+    monkeypatch.setattr(bolt.em, "run_em", fake_run)
+    assert main(["em", "-o", str(tmp_path / "em"), "--estep-folds", "4"]) == 0
+    assert seen["config"].estep_folds == 4
+    assert main(["em", "-o", str(tmp_path / "em2")]) == 0
+    assert seen["config"].estep_folds == 1

@@ -29,3 +29,17 @@ def test_fold_inputs_merge_back_in_file_order(tmp_path):
         write_jsonl(outputs[-1], list(reversed(read_documents(path))))
     merged = merge_folds(outputs[::-1], source, tmp_path / "merged.jsonl")
     assert read_documents(merged) == read_documents(source)
+
+
+def test_a_fold_output_missing_a_document_is_refused(tmp_path):
+    import pytest
+
+    from bolt.errors import BoltError
+
+    source = tmp_path / "bootstrap.chunks.jsonl"
+    write_jsonl(source, _documents(3))
+    partial = tmp_path / "fold-0.jsonl"
+    write_jsonl(partial, _documents(2))
+    with pytest.raises(BoltError, match=r"1 missing, e.g. \['d2'\].*delete the fold outputs and rerun"):
+        merge_folds([partial], source, tmp_path / "merged.jsonl")
+    assert not (tmp_path / "merged.jsonl").exists()

@@ -124,13 +124,34 @@ def test_cross_fitted_estep_reads_every_fold_with_a_model_that_did_not_train_on_
     em_1 = {d.id: d for d in read_documents(seed / "latents" / "em_1.jsonl")}
     for fold, held_out in enumerate([bootstrap[0::2], bootstrap[1::2]]):
         model = seed / "models" / "crossfit" / f"em_1-without-fold-{fold}"
-        trained_on = read_documents(seed / "latents" / "crossfit" / f"em_1-without-fold-{fold}.train.jsonl")
+        manifest = json.loads((model / "manifest.json").read_text())
+        trained_on = read_documents(manifest["inputs"]["data"]["path"])
         warm = read_documents(seed / "data" / "warm.latents.jsonl")
         assert trained_on == warm + [em_1[i] for i in bootstrap if i not in held_out]
         # same epochs as an M-step: the warm start's 2 steps per 2 documents
-        assert json.loads((model / "manifest.json").read_text())["config"]["steps"] == round(2 * len(trained_on) / 2)
+        assert manifest["config"]["steps"] == round(2 * len(trained_on) / 2)
         estep = json.loads((seed / "latents" / "crossfit" / f"em_2.fold-{fold}.jsonl.run" / "manifest.json").read_text())["config"]
         assert estep["model"] == str(model) and [d.id for d in read_documents(estep["input"])] == held_out
-    assert [d.id for d in read_documents(seed / "latents" / "em_2.jsonl")] == bootstrap
+    merged = seed / "latents" / "em_2.crossfit.jsonl"
+    assert [d.id for d in read_documents(merged)] == bootstrap
+    assert not (seed / "latents" / "em_2.jsonl").exists(), "a plain E-step's output name stays free"
+    m_step_data = read_documents(json.loads((seed / "models" / "em_2" / "manifest.json").read_text())["inputs"]["data"]["path"])
+    assert m_step_data == read_documents(seed / "data" / "warm.latents.jsonl") + read_documents(merged)
     # iteration 1 is not cross-fitted: the warm start never saw the bootstrap split
     assert json.loads((seed / "latents" / "em_1.jsonl.run" / "manifest.json").read_text())["config"]["model"] == str(seed / "models" / "warm_start")
+
+
+def test_cross_fitted_graph_waits_for_every_fold_model(tmp_path):
+    from bolt.demo import demo_jobs
+
+    config = DemoConfig(world=WorldConfig(warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=2), iterations=3, sweep=[1], estep_folds=3)
+    config.validate()
+    jobs = demo_jobs(config, tmp_path)
+    folds = [f"seed-0/crossfit/em_{i}-without-fold-{f}" for i in (1, 2) for f in range(3)]
+    assert set(folds) <= set(jobs) and not any("crossfit/warm_start" in name for name in jobs)
+    for i in (1, 2):
+        for f in range(3):
+            assert jobs[f"seed-0/crossfit/em_{i}-without-fold-{f}"].after == (f"seed-0/estep/em_{i}",)
+        assert set(jobs[f"seed-0/estep/em_{i + 1}"].after) == {f"seed-0/crossfit/em_{i}-without-fold-{f}" for f in range(3)}
+    assert jobs["seed-0/estep/em_1"].after == ("seed-0/warm_start",)
+    assert jobs["seed-0/estep/em_1_k1"].after == ("seed-0/warm_start",)

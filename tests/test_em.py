@@ -27,17 +27,33 @@ def test_cross_fitted_em_infers_each_fold_with_a_model_that_did_not_train_on_it(
     crossfit = tmp_path / "iter-2" / "crossfit"
     for fold in range(2):
         held_out = bootstrap[fold::2]
-        assert read_documents(crossfit / f"train-without-fold-{fold}.jsonl") == [d for d in previous if d.id not in held_out]
+        trained_on = json.loads((crossfit / f"model-without-fold-{fold}" / "manifest.json").read_text())["inputs"]["data"]["path"]
+        assert read_documents(trained_on) == [d for d in previous if d.id not in held_out]
         estep = json.loads((crossfit / f"latents.fold-{fold}.jsonl.run" / "manifest.json").read_text())["config"]
         assert estep["model"] == str(crossfit / f"model-without-fold-{fold}")
         assert [d.id for d in read_documents(estep["input"])] == held_out
-    assert [d.id for d in read_documents(tmp_path / "iter-2" / "latents.jsonl")] == bootstrap
+    merged = crossfit / "latents.jsonl"
+    assert [d.id for d in read_documents(merged)] == bootstrap
+    assert json.loads((tmp_path / "iter-2" / "model" / "manifest.json").read_text())["inputs"]["data"]["path"] == str(merged)
+    assert not (tmp_path / "iter-2" / "latents.jsonl").exists(), "a plain E-step's output name stays free"
     # iteration 1 reads the warm start, which never saw the bootstrap corpus
     assert json.loads((tmp_path / "iter-1" / "latents.jsonl.run" / "manifest.json").read_text())["config"]["model"] == str(tmp_path / "iter-0" / "model")
 
 
-def test_cross_fitting_refuses_continued_m_steps():
+def test_cross_fitting_refuses_continued_m_steps_and_too_many_folds():
     with pytest.raises(BoltError, match="drop --continue-from-previous"):
         EMConfig(estep_folds=2, continue_from_previous=True).validate()
     with pytest.raises(BoltError, match="--estep-folds must be at least 1"):
         EMConfig(estep_folds=0).validate()
+    with pytest.raises(BoltError, match="more than the embedded world's 24 bootstrap documents"):
+        EMConfig(estep_folds=25).validate()
+
+
+def test_more_folds_than_bootstrap_documents_fail_before_any_training(tmp_path):
+    from bolt.records import Chunk, Document, write_jsonl
+
+    corpus = tmp_path / "boot.chunks.jsonl"
+    write_jsonl(corpus, [Document(id=f"d{i}", chunks=[Chunk(text=f"c {i}.")]) for i in range(2)])
+    config = EMConfig(warm_start=str(tmp_path / "absent.jsonl"), bootstrap=str(corpus), estep_folds=3)
+    with pytest.raises(BoltError, match=r"--estep-folds 3 is more than the 2 documents of .*boot.chunks.jsonl"):
+        run_em(config, tmp_path / "em")

@@ -274,8 +274,9 @@ def _fold_model_name(previous: str, fold: int) -> str:
 
 
 def _job_fold_model(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], previous: str, fold: int, estep_job: str, done: dict) -> str:
-    """A cross-fitting model: trained like ``previous``'s M-step on the warm start's latents and
-    ``previous``'s bootstrap latents outside ``fold``, for as many epochs; not evaluated."""
+    """A cross-fitting model: trained like ``previous``'s M-step (from the base initialisation,
+    steps by the same ``m_step_budget`` rule) on the warm start's latents and ``previous``'s
+    bootstrap latents outside ``fold``; not evaluated."""
     latents = in_fold(read_documents(Path(done[estep_job])), fold, config.estep_folds, inside=False)
     train_path = directory / "latents" / "crossfit" / f"{previous}-without-fold-{fold}.train.jsonl"
     write_jsonl(train_path, read_documents(data["warm_latents"]) + latents)
@@ -286,9 +287,10 @@ def _job_fold_model(config: DemoConfig, seed: int, directory: Path, data: dict[s
 
 
 def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, model: str, k: int, iteration: int, done: dict) -> str:
-    """E-step on the bootstrap split with ``model``; cross-fitted (one E-step per fold, each with
-    the model that did not see that fold, merged in file order) when the demo has folds and
-    ``model`` was trained on bootstrap latents."""
+    """E-step on the bootstrap split with ``model`` into ``latents/<name>.jsonl``; cross-fitted
+    when the demo has folds and ``model`` was trained on bootstrap latents: one E-step per fold,
+    each with the model that did not see that fold, merged in file order into
+    ``latents/<name>.crossfit.jsonl``."""
     output = directory / "latents" / f"{name}.jsonl"
     estep = EStepConfig(samples=k, seed=estep_seed(seed, iteration), sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens, temperature=config.estep_temperature), batch_prompts=64, proposal=config.proposal)
     if not _cross_fitted(config, model):
@@ -298,7 +300,7 @@ def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, P
     for fold in range(config.estep_folds):
         fold_outputs.append(directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl")
         estep_stage(directory / "models" / _fold_model_name(model, fold), data[f"bootstrap_fold_{fold}"], fold_outputs[-1], estep)
-    return str(merge_folds(fold_outputs, data["bootstrap_chunks"], output))
+    return str(merge_folds(fold_outputs, data["bootstrap_chunks"], directory / "latents" / f"{name}.crossfit.jsonl"))
 
 
 def _cross_fitted(config: DemoConfig, model: str) -> bool:

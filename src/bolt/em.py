@@ -6,11 +6,13 @@ Run directory layout (every stage resumable; a rerun skips what is complete)::
       bootstrap.chunks.jsonl   the bootstrap corpus chunked with --prefix-chunks context
     iter-0/model/              warm start: trained on teacher latents
     iter-0/eval/               its evaluation
-    iter-i/latents.jsonl       E-step with model i-1 on the bootstrap corpus (i >= 1)
+    iter-i/latents.jsonl       E-step with model i-1 on the bootstrap corpus (i >= 1); M-step data
     iter-i/model/, iter-i/eval/
-    iter-i/crossfit/           with --estep-folds F > 1 and i >= 2: model-without-fold-f/ (trained
-                               on iter-(i-1)/latents.jsonl less fold f), fold-f.chunks.jsonl (its
-                               E-step input) and latents.fold-f.jsonl, merged into iter-i/latents.jsonl
+    iter-i/crossfit/           with --estep-folds F > 1 and i >= 2, instead of iter-i/latents.jsonl:
+      train-without-fold-f.jsonl   the previous iteration's latents less fold f
+      model-without-fold-f/        trained on it like an M-step
+      bootstrap.fold-f.chunks.jsonl, latents.fold-f.jsonl   fold f's E-step with that model
+      latents.jsonl                the folds merged in corpus order; iteration i's M-step data
     results.json, results.md   one row per iteration
 
 Every M-step restarts from the base model (the paper) unless ``continue_from_previous``.
@@ -76,6 +78,8 @@ class EMConfig:
             raise BoltError("give both --warm-start and --bootstrap, or neither (to run on the embedded world).")
         if self.estep_folds < 1:
             raise BoltError(f"--estep-folds must be at least 1, got {self.estep_folds}.")
+        if self.bootstrap is None and self.estep_folds > self.world.bootstrap_documents:
+            raise BoltError(f"--estep-folds {self.estep_folds} is more than the embedded world's {self.world.bootstrap_documents} bootstrap documents; use at most that.")
         if self.estep_folds > 1 and self.continue_from_previous:
             raise BoltError("--estep-folds above 1 needs M-steps that restart from the base model; drop --continue-from-previous or use --estep-folds 1.")
         self.train.validate()
@@ -124,23 +128,32 @@ def run_em(config: EMConfig, output: Path) -> list[dict]:
         chunk_stage(bootstrap, chunked, ChunkConfig(prefix_chunks=config.prefix_chunks, seed=config.seed))
         bootstrap = chunked
 
+    if config.estep_folds > 1 and config.iterations >= 2:
+        documents = len(read_documents(bootstrap))
+        if config.estep_folds > documents:
+            raise BoltError(f"--estep-folds {config.estep_folds} is more than the {documents} documents of {bootstrap}; use at most {documents}.")
+
     rows = []
     base = dataclasses.replace(config.train, seed=config.seed)
     model = output / "iter-0" / "model"
     summary = train(base, Path(config.warm_start), model)
     rows.append({"iteration": 0, "data": "teacher latents", "train_loss": summary["final_loss"], **_evaluate(config, model, output / "iter-0" / "eval")})
     run.log_metrics(**rows[-1])
+    previous_latents: Path | None = None  # the latents the model of the previous iteration trained on
     for iteration in range(1, config.iterations + 1):
         directory = output / f"iter-{iteration}"
         estep = EStepConfig(samples=config.samples, seed=config.seed + iteration, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens))
+        latents = directory / "latents.jsonl"
         if config.estep_folds > 1 and iteration >= 2:
-            estep_summary = _cross_fitted_estep(config, base, bootstrap, output / f"iter-{iteration - 1}" / "latents.jsonl", directory, estep)
+            latents = directory / "crossfit" / "latents.jsonl"
+            estep_summary = _cross_fitted_estep(config, base, bootstrap, previous_latents, latents, estep)
         else:
-            estep_summary = estep_stage(model, bootstrap, directory / "latents.jsonl", estep)
+            estep_summary = estep_stage(model, bootstrap, latents, estep)
+        previous_latents = latents
         start_from = str(model) if config.continue_from_previous else base.model
         step_config = dataclasses.replace(base, model=start_from, from_scratch=base.from_scratch and not config.continue_from_previous)
         model = directory / "model"
-        summary = train(step_config, directory / "latents.jsonl", model)
+        summary = train(step_config, latents, model)
         rows.append({
             "iteration": iteration,
             "data": f"E-step, K={config.samples}",
@@ -155,15 +168,14 @@ def run_em(config: EMConfig, output: Path) -> list[dict]:
     return rows
 
 
-def _cross_fitted_estep(config: EMConfig, base: TrainConfig, bootstrap: Path, previous_latents: Path, directory: Path, estep: EStepConfig) -> dict[str, float]:
+def _cross_fitted_estep(config: EMConfig, base: TrainConfig, bootstrap: Path, previous_latents: Path, output: Path, estep: EStepConfig) -> dict[str, float]:
     """One E-step per fold, each with a model trained from the base on the other folds'
-    previous latents (as many epochs as an M-step); returns the folds' summaries pooled."""
+    previous latents (the M-step's settings), merged into ``output``; returns the folds'
+    summaries pooled over chunks."""
     folds = config.estep_folds
     previous = read_documents(previous_latents)
-    if folds > len(previous):
-        raise BoltError(f"--estep-folds {folds} is more than the {len(previous)} bootstrap documents; use at most {len(previous)}.")
-    crossfit = directory / "crossfit"
-    inputs = write_fold_inputs(bootstrap, folds, crossfit, stem="fold")
+    crossfit = output.parent
+    inputs = write_fold_inputs(bootstrap, folds, crossfit)
     outputs, summaries = [], []
     for fold, fold_input in enumerate(inputs):
         train_path = crossfit / f"train-without-fold-{fold}.jsonl"
@@ -172,7 +184,7 @@ def _cross_fitted_estep(config: EMConfig, base: TrainConfig, bootstrap: Path, pr
         train(base, train_path, model)
         outputs.append(crossfit / f"latents.fold-{fold}.jsonl")
         summaries.append(estep_stage(model, fold_input, outputs[-1], estep))
-    merge_folds(outputs, bootstrap, directory / "latents.jsonl")
+    merge_folds(outputs, bootstrap, output)
     chunks = sum(s["chunks"] for s in summaries)
     return {key: sum(s["chunks"] * s[key] for s in summaries) / max(1, chunks) for key in ("mean_ess", "unfinished_latent_share")}
 
