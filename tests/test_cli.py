@@ -262,9 +262,8 @@ def test_demo_with_an_empty_split_is_refused_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "demo").exists()
 
 
-def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
-    import bolt.demo
-
+def _capture_config(monkeypatch, module, function: str) -> dict:
+    """Replace ``module.function`` (a run_* taking config and output) by one that only keeps the config."""
     seen = {}
 
     def fake_run(config, output):
@@ -273,7 +272,14 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
         (output / "results.md").write_text("table\n")
         return {}
 
-    monkeypatch.setattr(bolt.demo, "run_demo", fake_run)
+    monkeypatch.setattr(module, function, fake_run)
+    return seen
+
+
+def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
+    import bolt.demo
+
+    seen = _capture_config(monkeypatch, bolt.demo, "run_demo")
     argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior"]
     assert main(argv) == 0
     config = seen["config"]
@@ -513,15 +519,7 @@ def test_em_on_the_world_default_and_rerun_skips_everything(tmp_path, capsys, mo
 def test_em_estep_folds_reach_the_config(tmp_path, monkeypatch):
     import bolt.em
 
-    seen = {}
-
-    def fake_run(config, output):
-        seen["config"] = config
-        output.mkdir(parents=True)
-        (output / "results.md").write_text("table\n")
-        return []
-
-    monkeypatch.setattr(bolt.em, "run_em", fake_run)
+    seen = _capture_config(monkeypatch, bolt.em, "run_em")
     assert main(["em", "-o", str(tmp_path / "em"), "--estep-folds", "4"]) == 0
     assert seen["config"].estep_folds == 4
     assert main(["em", "-o", str(tmp_path / "em2")]) == 0

@@ -49,20 +49,17 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "complete"
 
 
-def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
-    config = DemoConfig(
-        world=WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=4, problems_per_document=3),
-        iterations=2,
-        samples=2,
-        sweep=[2],
-        max_latent_tokens=8,
-        continue_from_previous=True,
-        proposal="prior",
-        wrap=True,
-        estep_temperature=1.5,
-    )
+def _two_step_config(bootstrap_documents: int = 2, **overrides) -> DemoConfig:
+    """Two warm-start documents, 2-step trainings, two EM iterations at K = 2, no K sweep."""
+    world = WorldConfig(warm_documents=2, bootstrap_documents=bootstrap_documents, heldout_documents=1, questions=4, problems_per_document=3)
+    config = DemoConfig(world=world, iterations=2, samples=2, sweep=[2], max_latent_tokens=8, **overrides)
     config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
+    return config
+
+
+def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
+    config = _two_step_config(continue_from_previous=True, proposal="prior", wrap=True, estep_temperature=1.5)
     models = run_demo(config, tmp_path)["models"]
     assert "em_1_k1" not in models
     # warm start (2 steps) + 2 M-steps of 4 steps each (data budget: twice the warm start's documents)
@@ -107,17 +104,7 @@ def test_demo_refuses_an_unknown_proposal():
 
 
 def test_cross_fitted_estep_reads_every_fold_with_a_model_that_did_not_train_on_it(tmp_path):
-    config = DemoConfig(
-        world=WorldConfig(warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=4, problems_per_document=3),
-        iterations=2,
-        samples=2,
-        sweep=[2],
-        max_latent_tokens=8,
-        estep_folds=2,
-    )
-    config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
-    config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
-    models = run_demo(config, tmp_path)["models"]
+    models = run_demo(_two_step_config(bootstrap_documents=3, estep_folds=2), tmp_path)["models"]
     assert set(models) == {"warm_start", "raw_warm", "em_1", "em_2", "raw_token_matched", "raw_flops_matched"}, "fold models are helpers, not results"
     seed = tmp_path / "seed-0"
     bootstrap = [d.id for d in read_documents(seed / "data" / "bootstrap.chunks.jsonl")]
