@@ -6,6 +6,8 @@ For every seed, in ``OUT/seed-N/``:
 2. ``raw_warm``: raw text of the same split, same compute (claim 1's baseline).
 3. ``em_1 .. em_N``: E-step on the bootstrap split with the previous model and K samples,
    then an M-step from the base initialisation on warm-start + bootstrap latents.
+   With ``--estep-folds N`` the E-steps from iteration 2 on are cross-fitted (``bolt.crossfit``):
+   ``models/crossfit/em_i-without-fold-f`` infers fold f's latents for iteration i + 1.
 4. ``em_1_k{k}``: iteration 1 with K = k in the E-step (inference-compute sweep).
 5. ``raw_token_matched`` / ``raw_flops_matched``: raw warm-start + bootstrap text, for as
    many epochs as the last EM model saw of its data / for as many tokens.
