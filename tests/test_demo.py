@@ -36,6 +36,10 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
         assert len(entry["nll_per_token"]) == 2 and all(v > 0 for v in entry["nll_per_token"])
         latent = not name.startswith("raw")
         assert ("latent_correct_share" in entry) == latent and ("iwae_per_token" in entry) == latent
+        for seed in (0, 1):  # per-seed lists in seed order, whichever seed finished first
+            logged = [json.loads(line) for line in (tmp_path / f"seed-{seed}" / "models" / name / "metrics.jsonl").read_text().splitlines()]
+            assert entry["final_loss"][seed] == [row["loss"] for row in logged if "loss" in row][-1]
+            assert entry["accuracy"][seed] == json.loads((tmp_path / f"seed-{seed}" / "eval" / name / "eval.json").read_text())["accuracy"]
     assert models["warm_start"]["latent_correct_share"] == [1.0, 1.0]
     # the K sweep shares iteration 1's random numbers, the chain's next iteration does not
     seeds = {name: json.loads((tmp_path / "seed-1" / "latents" / f"{name}.jsonl.run" / "manifest.json").read_text())["config"]["estep"]["seed"] for name in ("em_1", "em_1_k1", "em_2")}

@@ -205,6 +205,9 @@ def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: di
         "raw_tokens_seen": epochs * _raw_text_tokens(train_path),
         "epochs": epochs,
         "train_seconds": summary.get("seconds"),
+        # the last step's training loss: a training that failed to learn the task often ends
+        # well above its siblings (README: "How much one training varies")
+        "final_loss": summary.get("final_loss"),
     }
     if latent:
         n = max(config.eval.iwae_samples)
@@ -363,7 +366,8 @@ def run_demo(config: DemoConfig, output: Path) -> dict:
     done = run_graph(jobs, workers=config.workers, report=report)
     progress.close()
     models: dict[str, dict[str, list]] = {}
-    for name, result in done.items():
+    for name in jobs:  # graph order, so each per-seed list runs first_seed, first_seed + 1, ... (not finishing order)
+        result = done[name]
         if isinstance(result, dict):  # a trained model (E-steps return their output path)
             for key, value in result.items():
                 models.setdefault(name.split("/", 1)[1], {}).setdefault(key, []).append(value)
