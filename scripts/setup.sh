@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-# The CPU wheel of torch 2.13.0 (the package itself accepts any torch >= 2.4, so GPU users keep their CUDA build).
+# torch 2.13.0: a CPU wheel on the CI machines' disk (from PyPI, Linux x86_64 gets a CUDA build; README).
+# The package itself accepts any torch >= 2.4, so GPU users keep their CUDA build.
 .venv/bin/pip install -q torch==2.13.0
 if [ "${1:-}" = "test" ]; then
     .venv/bin/pip install -q -e '.[test]'

@@ -134,7 +134,7 @@ def _train_parser(sub) -> None:
         "train",
         help="train a causal LM on thought-augmented text (the M-step)",
         description="Continued pretraining of an HF causal LM (or a preset from scratch) on latent data, with the four latent marker tokens added. "
-        "Saves a Hugging Face model directory at --output; rerunning the same command resumes from its last checkpoint. "
+        "Saves a Hugging Face model directory at --output; rerunning the same command skips a finished run and resumes an interrupted one from its last checkpoint (written every --checkpoint-every steps; with the default 0 it starts over). "
         "Multi-process: `torchrun --nproc_per_node N -m bolt train ...` or `accelerate launch -m bolt train ...` (DDP; FSDP and bf16 through "
         "accelerate's config or flags, see configs/accelerate/); one optimiser step sees --batch-size x --grad-accum x processes windows. "
         "The data is tokenised once into a memory-mapped token store (OUTPUT/tokens or --token-cache) that every process reads.",
@@ -142,7 +142,7 @@ def _train_parser(sub) -> None:
     )
     p.add_argument("input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus")
     p.add_argument("-o", "--output", type=Path, required=True, help="output model directory")
-    p.add_argument("--model", default="tiny", help="HF model directory, or a preset: tiny, small (default: tiny)")
+    p.add_argument("--model", default="tiny", help="HF model directory, or a preset: tiny, small, world (default: tiny)")
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights from its config")
     p.add_argument("--layout", default="random", help="random (default), joint, posterior, prior-only, posterior-only, pure, raw")
     p.add_argument("--raw-ratio", type=float, default=0.0, help="share of documents shown without latents each epoch (default: 0)")
@@ -155,7 +155,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default: 1)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default: 0)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default: 1.0)")
     p.add_argument("--precision", default="no", help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16")
     p.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps (default: only the final model)")
