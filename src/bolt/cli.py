@@ -198,15 +198,16 @@ def _estep_parser(sub) -> None:
     p = sub.add_parser(
         "estep",
         help="sample K latents per chunk and resample one by importance weight (the E-step)",
-        description="For every chunk: K posterior samples from the model, joint scores log p(Z,X), log weights log p - log q, and one latent "
-        "resampled with probability softmax(log w). Writes bolt.latents/1 with the chosen latent's scores, the ESS and the IWAE bound. "
+        description="For every chunk: K candidate latents from the model (its posterior q(Z|X), or with --proposal prior its prior p(Z|prefix)), joint scores log p(Z,X), log weights log p - log q, and one latent "
+        "resampled with probability softmax(log w). Writes bolt.latents/1 with the chosen latent's scores, the ESS and the IWAE bound; "
+        "progress and a manifest go to OUTPUT.run/, and rerunning the same command keeps the documents already finished and goes on from there. "
         "log q is under the distribution actually sampled from, so --temperature/--top-p/--top-k keep the weights correct.",
         epilog="example: bolt estep chunks.jsonl --model runs/warm -k 4 -o latents-iter1.jsonl   |   on Ray: ... --executor ray --workers 8 --gpus-per-worker 1 --backend vllm",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1), ideally chunked with --prefix-chunks 3")
     p.add_argument("-o", "--output", type=Path, required=True, help="output latents file")
     p.add_argument("--model", type=Path, required=True, help="model directory trained by `bolt train`")
-    p.add_argument("-k", "--samples", type=int, default=4, help="K, posterior samples per chunk (default: 4)")
+    p.add_argument("-k", "--samples", type=int, default=4, help="K, candidate latents per chunk (default: 4)")
     _add_sampling(p, 1024)
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
@@ -328,7 +329,10 @@ def _em_parser(sub) -> None:
         "em",
         help="the BoLT loop: warm start, then E-step / M-step iterations, evaluating every model",
         description="Warm start on teacher latents, then --iterations rounds of E-step on the bootstrap corpus and M-step from the base model. "
-        "Without --warm-start/--bootstrap it runs on the embedded arithmetic world (no download). Rerunning the same command resumes.",
+        "Without --warm-start/--bootstrap (give both or neither) it runs on the embedded arithmetic world (no download). "
+        "Writes OUTPUT/iter-0/model (the warm start), OUTPUT/iter-i/latents.jsonl (E-step i) and iter-i/model, each model's evaluation in "
+        "iter-i/eval when --heldout or --questions is given (the embedded world brings its own), and results.json / results.md with one row per iteration. "
+        "Rerunning the same command resumes.",
         epilog="example: bolt em -o runs/em   |   bolt em --warm-start warm.latents.jsonl --bootstrap corpus.jsonl --model ./my-hf-model -o runs/bolt",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
