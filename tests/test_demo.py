@@ -10,7 +10,7 @@ import pytest
 
 from bolt.demo import DemoConfig, _prepare_seed, run_demo
 from bolt.records import read_documents
-from bolt.world import REPHRASE_STYLES, WorldConfig
+from bolt.world import REPHRASE_STYLES, WorldConfig, latent_is_correct
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +128,9 @@ def test_cross_fitted_estep_reads_every_fold_with_a_model_that_did_not_train_on_
     assert not (seed / "latents" / "em_2.jsonl").exists(), "a plain E-step's output name stays free"
     m_step_data = read_documents(json.loads((seed / "models" / "em_2" / "manifest.json").read_text())["inputs"]["data"]["path"])
     assert m_step_data == read_documents(seed / "data" / "warm.latents.jsonl") + read_documents(merged)
+    judged = [[latent_is_correct(c.prefix, c.text, c.latent or "") for d in read_documents(seed / "latents" / "crossfit" / f"em_2.fold-{fold}.jsonl") for c in d.chunks] for fold in (0, 1)]
+    assert models["em_2"]["latent_correct_share_by_fold"] == [[sum(v for v in fold if v is not None) / len([v for v in fold if v is not None]) for fold in judged]]
+    assert "latent_correct_share_by_fold" not in models["em_1"]
     # iteration 1 is not cross-fitted: the warm start never saw the bootstrap split
     assert json.loads((seed / "latents" / "em_1.jsonl.run" / "manifest.json").read_text())["config"]["model"] == str(seed / "models" / "warm_start")
 

@@ -317,7 +317,11 @@ def _job_m_step(config: DemoConfig, seed: int, directory: Path, data: dict[str, 
     latents = Path(done[estep_job])
     train_path = _concatenate([data["warm_latents"], latents], directory / "latents" / f"{name}.train.jsonl")
     init = directory / "models" / previous if config.continue_from_previous else None
-    return _train_and_evaluate(config, seed, directory, data, name, train_path, "random", m_step_steps(config), latents, init)
+    entry = _train_and_evaluate(config, seed, directory, data, name, train_path, "random", m_step_steps(config), latents, init)
+    if _cross_fitted(config, previous):  # one failed fold model shows here before it drags the mean down
+        folds = [directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl" for fold in range(config.estep_folds)]
+        entry["latent_correct_share_by_fold"] = [_latent_correct_share(path) for path in folds]
+    return entry
 
 
 def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
