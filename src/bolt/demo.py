@@ -278,6 +278,11 @@ def _fold_model_name(previous: str, fold: int) -> str:
     return f"crossfit/{previous}-without-fold-{fold}"
 
 
+def _fold_latents(directory: Path, name: str, fold: int) -> Path:
+    """Where the cross-fitted E-step of ``name`` writes fold ``fold``'s latents."""
+    return directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl"
+
+
 def _job_fold_model(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], previous: str, fold: int, estep_job: str, done: dict) -> str:
     """A cross-fitting model: trained like ``previous``'s M-step (from the base initialisation,
     steps by the same ``m_step_budget`` rule) on the warm start's latents and ``previous``'s
@@ -303,7 +308,7 @@ def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, P
         return str(output)
     fold_outputs = []
     for fold in range(config.estep_folds):
-        fold_outputs.append(directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl")
+        fold_outputs.append(_fold_latents(directory, name, fold))
         estep_stage(directory / "models" / _fold_model_name(model, fold), data[f"bootstrap_fold_{fold}"], fold_outputs[-1], estep)
     return str(merge_folds(fold_outputs, data["bootstrap_chunks"], directory / "latents" / f"{name}.crossfit.jsonl"))
 
@@ -319,8 +324,7 @@ def _job_m_step(config: DemoConfig, seed: int, directory: Path, data: dict[str, 
     init = directory / "models" / previous if config.continue_from_previous else None
     entry = _train_and_evaluate(config, seed, directory, data, name, train_path, "random", m_step_steps(config), latents, init)
     if _cross_fitted(config, previous):  # one failed fold model shows here before it drags the mean down
-        folds = [directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl" for fold in range(config.estep_folds)]
-        entry["latent_correct_share_by_fold"] = [_latent_correct_share(path) for path in folds]
+        entry["latent_correct_share_by_fold"] = [_latent_correct_share(_fold_latents(directory, name, fold)) for fold in range(config.estep_folds)]
     return entry
 
 
