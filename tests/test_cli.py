@@ -118,7 +118,7 @@ SURFACE = {
             "--samples", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--warm-documents", "--bootstrap-documents", "--steps"}),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--warm-documents", "--bootstrap-documents", "--steps", "--lr"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
@@ -280,10 +280,10 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     import bolt.demo
 
     seen = _capture_config(monkeypatch, bolt.demo, "run_demo")
-    argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior"]
+    argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior", "--lr", "1e-3"]
     assert main(argv) == 0
     config = seen["config"]
-    assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal) == (50, 40, 1200, "prior")
+    assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal, config.train.lr) == (50, 40, 1200, "prior", 1e-3)
     assert config.train.batch_size == 16, "other training settings keep the preset's values"
     argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "8,1,4", "--estep-temperature", "1.2", "--wrap", "-k", "4", "--estep-context", "3", "--estep-folds", "3"]
     assert main(argv) == 0

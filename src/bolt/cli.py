@@ -406,6 +406,7 @@ def _demo_parser(sub) -> None:
     world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
     world.add_argument("--bootstrap-documents", type=int, help="documents in the bootstrap split (default: 50)")
     world.add_argument("--steps", type=int, help="training steps of the warm start and raw_warm; M-steps and raw baselines follow (default: 1200)")
+    world.add_argument("--lr", type=float, help="peak learning rate of every training, warm start, M-steps and baselines alike (default: 3e-3)")
     p.add_argument("--m-step-budget", choices=["data", "steps"], help="data (default): each M-step trains as many epochs of its data as the warm start did of its own, as in the paper; steps: as many steps as the warm start")
     p.add_argument("--workers", type=int, default=2, help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)")
     _add_seed(p)
@@ -437,6 +438,8 @@ def _run_demo(args) -> dict:
             setattr(target, field_name, getattr(args, flag))
     if args.steps is not None:
         config.train = dataclasses.replace(config.train, steps=args.steps)
+    if args.lr is not None:
+        config.train = dataclasses.replace(config.train, lr=args.lr)
     results = run_demo(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return results
