@@ -313,11 +313,27 @@ def test_train_with_two_budgets_is_an_argparse_error(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
-def test_train_bad_layout_is_a_one_line_error(tiny_latents, tmp_path, capsys):
-    code = main(["train", str(tiny_latents["warm_latents"]), "-o", str(tmp_path / "m"), "--layout", "sideways", "--steps", "1"])
-    assert code == 2
+def test_train_bad_layout_is_refused_with_the_choices(tiny_latents, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", str(tiny_latents["warm_latents"]), "-o", str(tmp_path / "m"), "--layout", "sideways", "--steps", "1"])
+    assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("bolt train: error: unknown --layout 'sideways'") and err.count("\n") == 1
+    assert "bolt train: error: argument --layout: invalid choice: 'sideways'" in err and "'prior-only'" in err
+    assert not (tmp_path / "m").exists(), "refused before any work"
+
+
+def test_flag_choices_are_the_stages_own():
+    """The CLI spells out the choices so that parsing imports no stage; they must not drift."""
+    from bolt import cli
+    from bolt.estep import PROPOSALS
+    from bolt.estep_backends import BACKENDS as ESTEP_BACKENDS
+    from bolt.layouts import Layout
+    from bolt.teachers.base import BACKENDS as TEACHERS
+    from bolt.teachers.prompts import METHODS
+
+    assert sorted(cli.TEACHERS) == sorted(TEACHERS)
+    assert cli.METHODS == METHODS and cli.PROPOSALS == PROPOSALS and cli.ESTEP_BACKENDS == ESTEP_BACKENDS
+    assert cli.LAYOUTS == tuple(layout.value for layout in Layout)
 
 
 def test_synthesize_hf_teacher_needs_a_model(tiny_latents, tmp_path, capsys):
@@ -332,8 +348,9 @@ def test_synthesize_local_teachers_write_latents_only(tiny_latents, tmp_path, ca
     assert "--method wrap needs a prompt teacher" in capsys.readouterr().err
     assert main(["synthesize", chunks, "-o", out, "--teacher", "oracle", "--dry-run"]) == 2
     assert "does not call an API" in capsys.readouterr().err
-    assert main(["synthesize", chunks, "-o", out, "--teacher", "gemini"]) == 2
-    assert "available: anthropic, hf, openai, oracle, vllm" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synthesize", chunks, "-o", out, "--teacher", "gemini"])
+    assert "invalid choice: 'gemini' (choose from 'anthropic', 'hf', 'openai', 'oracle', 'vllm')" in capsys.readouterr().err
 
 
 def test_eval_with_nothing_to_evaluate(tiny_trained_model, tmp_path, capsys):

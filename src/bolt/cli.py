@@ -21,6 +21,14 @@ from bolt.errors import BoltError
 
 EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
 
+# Choices of the flags that name one of a stage's fixed set of values, spelled out here so that
+# parsing needs no stage imports (tests/test_cli.py checks them against the stages' own lists).
+TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
+METHODS = ("latent", "wrap", "wrap-cot")
+LAYOUTS = ("random", "joint", "posterior", "prior-only", "posterior-only", "pure", "raw")
+PROPOSALS = ("posterior", "prior")
+ESTEP_BACKENDS = ("hf", "vllm")
+
 
 def _add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -67,9 +75,9 @@ def _synthesize_parser(sub) -> None:
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1); wrap methods also take a raw corpus")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file (bolt.latents/1, or documents with meta.synthetic)")
-    p.add_argument("--teacher", default="hf", help="backend: openai, anthropic, vllm, hf or oracle (default: hf)")
+    p.add_argument("--teacher", default="hf", choices=TEACHERS, help="who writes the latents: an API (openai, anthropic), a local model (hf, the default; vllm on a GPU) or the embedded world's oracle")
     p.add_argument("--teacher-model", help="model name (openai, anthropic, vllm) or model directory (hf)")
-    p.add_argument("--method", default="latent", help="latent (default), wrap or wrap-cot")
+    p.add_argument("--method", default="latent", choices=METHODS, help="what the teacher writes: latent thoughts (default), a WRAP rephrasing, or a rephrasing with inserted reasoning (wrap-cot)")
     p.add_argument("--prompt-file", type=Path, help="JSON prompt template(s) replacing the built-in ones of --method (see `bolt.teachers.prompts`)")
     p.add_argument("--max-new-tokens", type=int, help="answer length budget (default: 256 for latent, 2048 for wrap methods)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default), else sampling temperature")
@@ -144,7 +152,7 @@ def _train_parser(sub) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output model directory")
     p.add_argument("--model", default="tiny", help="HF model directory, or a preset: tiny, small, world (default: tiny)")
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights from its config")
-    p.add_argument("--layout", default="random", help="random (default), joint, posterior, prior-only, posterior-only, pure, raw")
+    p.add_argument("--layout", default="random", choices=LAYOUTS, help="how latents and text are put together (docs/FORMATS.md; default: random, the paper's mix; raw: the text alone)")
     p.add_argument("--raw-ratio", type=float, default=0.0, help="share of documents shown without latents each epoch (default: 0)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="optimiser steps")
@@ -211,8 +219,8 @@ def _estep_parser(sub) -> None:
     _add_sampling(p, 1024)
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
-    p.add_argument("--proposal", default="posterior", help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's p(Z|prefix); weights become p(X|Z))")
-    p.add_argument("--backend", default="hf", help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
+    p.add_argument("--proposal", default="posterior", choices=PROPOSALS, help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's p(Z|prefix); weights become p(X|Z))")
+    p.add_argument("--backend", default="hf", choices=ESTEP_BACKENDS, help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
     _add_device(p)
     p.add_argument("--dtype", default="float32", help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser log-probs)")
     _add_executor(p, "each worker loads the model")
@@ -401,7 +409,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--estep-context", type=int, metavar="N", help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer depends on, as the teacher sees it; the paper uses 3 chunks)")
     p.add_argument("--estep-folds", type=int, metavar="N", help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds and infer each fold's latents with a model trained on the warm start and the other folds' latents of the previous iteration, so no model re-reads latents it was trained on (default: 1, the paper's E-step; each fold adds one training per iteration from 2 on)")
     p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
-    p.add_argument("--proposal", choices=["posterior", "prior"], help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
+    p.add_argument("--proposal", choices=PROPOSALS, help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
     world = p.add_argument_group("size (defaults: those of the preset)")
     world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
     world.add_argument("--bootstrap-documents", type=int, help="documents in the bootstrap split (default: 50)")
