@@ -14,6 +14,7 @@ import torch
 
 from bolt import __version__
 from bolt.cli import COMMANDS, build_parser, main
+from bolt.errors import BoltError
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -351,6 +352,10 @@ def test_synthesize_local_teachers_write_latents_only(tiny_latents, tmp_path, ca
     with pytest.raises(SystemExit):
         main(["synthesize", chunks, "-o", out, "--teacher", "gemini"])
     assert "invalid choice: 'gemini' (choose from 'anthropic', 'hf', 'openai', 'oracle', 'vllm')" in capsys.readouterr().err
+    from bolt.teachers.base import make_teacher
+
+    with pytest.raises(BoltError, match="unknown --teacher 'gemini'; available: anthropic, hf, openai, oracle, vllm"):
+        make_teacher("gemini")  # the Python API's own check, behind the CLI's choices
 
 
 def test_eval_with_nothing_to_evaluate(tiny_trained_model, tmp_path, capsys):

@@ -444,10 +444,7 @@ def _run_demo(args) -> dict:
     for flag, (target, field_name) in overrides.items():
         if getattr(args, flag) is not None:
             setattr(target, field_name, getattr(args, flag))
-    if args.steps is not None:
-        config.train = dataclasses.replace(config.train, steps=args.steps)
-    if args.lr is not None:
-        config.train = dataclasses.replace(config.train, lr=args.lr)
+    config.train = dataclasses.replace(config.train, **{flag: getattr(args, flag) for flag in ("steps", "lr") if getattr(args, flag) is not None})
     results = run_demo(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return results
