@@ -331,7 +331,9 @@ def test_flag_choices_are_the_stages_own():
     from bolt.layouts import Layout
     from bolt.teachers.base import BACKENDS as TEACHERS
     from bolt.teachers.prompts import METHODS
+    from bolt.training import PRECISIONS
 
+    assert cli.PRECISIONS == PRECISIONS
     assert sorted(cli.TEACHERS) == sorted(TEACHERS)
     assert cli.METHODS == METHODS and cli.PROPOSALS == PROPOSALS and cli.ESTEP_BACKENDS == ESTEP_BACKENDS
     assert cli.LAYOUTS == tuple(layout.value for layout in Layout)

@@ -292,9 +292,22 @@ def test_validate_rejects_bad_config_naming_the_flag(fields, flags):
         assert flag in str(info.value)
 
 
-@pytest.mark.parametrize("fields", [dict(raw_ratio=0.0), dict(raw_ratio=1.0), dict(layout="raw", precision="bf16", epochs=0.5), dict(tokens=10)])
+@pytest.mark.parametrize("fields", [dict(raw_ratio=0.0), dict(raw_ratio=1.0), dict(layout="raw", precision="bf16", epochs=0.5), dict(tokens=10),
+                                    dict(precision="auto")])
 def test_validate_accepts_good_config(fields):
     TrainConfig(**fields).validate()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on GPUs auto follows torch.cuda.is_bf16_supported")
+@pytest.mark.parametrize(("bf16_faster", "expected"), [(True, "bf16"), (False, "no")])
+def test_auto_precision_trains_in_bf16_only_where_the_cpu_computes_it_faster(tiny_latents, tmp_path, monkeypatch, bf16_faster, expected):
+    monkeypatch.setattr(training, "cpu_bf16_is_faster", lambda: bf16_faster)
+    for explicit in ("no", "bf16", "fp16"):
+        assert training.resolve_precision(explicit) == explicit
+    assert training.resolve_precision("auto") == expected
+    summary = train(TrainConfig(model="tiny", layout="raw", seq_len=64, batch_size=2, steps=1, precision="auto"), tiny_latents["warm"], tmp_path / "model")
+    assert summary["mixed_precision"] == expected
+    assert json.loads((tmp_path / "model" / "manifest.json").read_text())["config"]["precision"] == "auto"
 
 
 # --- which data a layout accepts ----------------------------------------------------

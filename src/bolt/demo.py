@@ -59,7 +59,7 @@ class DemoConfig:
     The E-step sees one sentence of context, the question an answer's work depends on: with
     the paper's 3, the raw sentences before it (training documents always carry latents)
     threw an em_1 model off (82% of questions right when asked bare, 38% in raw context)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="world", seq_len=256, batch_size=16, steps=1200, lr=3e-3, warmup_steps=50, precision="bf16", log_every=50))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="world", seq_len=256, batch_size=16, steps=1200, lr=3e-3, warmup_steps=50, precision="auto", log_every=50))
     """Settings of every model; ``steps`` is the warm start's (and raw_warm's) budget; M-steps
     and the raw baselines follow from ``m_step_budget`` and the epochs of the last EM model."""
     iterations: int = 2
