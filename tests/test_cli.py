@@ -119,7 +119,7 @@ SURFACE = {
             "--samples", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--warm-documents", "--bootstrap-documents", "--steps", "--lr"}),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
@@ -281,15 +281,18 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     import bolt.demo
 
     seen = _capture_config(monkeypatch, bolt.demo, "run_demo")
-    argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior", "--lr", "1e-3"]
+    argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior", "--lr", "1e-3",
+            "--modulus", "11", "--precision", "no"]
     assert main(argv) == 0
     config = seen["config"]
     assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal, config.train.lr) == (50, 40, 1200, "prior", 1e-3)
+    assert (config.world.modulus, config.train.precision) == (11, "no")
     assert config.train.batch_size == 16, "other training settings keep the preset's values"
     argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "8,1,4", "--estep-temperature", "1.2", "--wrap", "-k", "4", "--estep-context", "3", "--estep-folds", "3"]
     assert main(argv) == 0
     config = seen["config"]
     assert (config.sweep, config.estep_temperature, config.wrap, config.samples, config.world.estep_context, config.estep_folds) == ([1, 4, 8], 1.2, True, 4, 3, 3)
+    assert (config.world.modulus, config.train.precision) == (10, "auto"), "unset flags keep the preset's values"
     from bolt.demo import DemoConfig
 
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True

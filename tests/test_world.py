@@ -22,6 +22,21 @@ def test_problem_evaluates_left_to_right_modulo():
     assert parse_question(" " + problem.question()) == problem
 
 
+def test_a_prime_modulus_world_has_two_digit_results_and_an_exact_judge():
+    problem = Problem("y", (12, 9, 7), ("+", "*"), 13)
+    assert problem.values() == [12, 8, 4]  # 12 + 9 = 21 = 8, 8 * 7 = 56 = 4 (mod 13)
+    assert problem.question() == "Let y = 12 + 9 * 7 (mod 13)." and parse_question(problem.question()) == problem
+    question, answer = problem.question(), " So y = 4."
+    assert oracle_latent(question, answer) == "12+9=8*7=4."
+    assert latent_is_correct(question, answer, "12+9=8*7=4.") is True
+    assert latent_is_correct(question, answer, "12+9=21*7=4.") is False  # a step not reduced mod 13
+    splits = world_documents(WorldConfig(modulus=13, warm_documents=10, bootstrap_documents=0, heldout_documents=0), seed=0)
+    answers = [int(c.text.split("= ")[1].rstrip(".")) for d in splits["warm"] for i, c in enumerate(d.chunks) if i % 2]
+    assert max(answers) >= 10 and all(0 <= a < 13 for a in answers)
+    requests = [LatentRequest(d.id, i, c.prefix, c.text) for d in splits["warm"] for i, c in enumerate(d.chunks) if i % 2]
+    assert all(latent_is_correct(r.prefix, r.text, z) for r, z in zip(requests, make_teacher("oracle").write_latents(requests)))
+
+
 def test_oracle_writes_the_derivation_only_for_answers():
     question, answer = "Let x = 7 + 5 * 3 - 4 (mod 10).", " So x = 2."
     assert oracle_latent("", question) == ""
