@@ -391,10 +391,10 @@ def _k_list(text: str) -> list[int]:
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="reproduce the paper's three claims in miniature on the embedded world (CPU, about an hour per seed)",
+        help="reproduce the paper's three claims in miniature on the embedded world (CPU, one to two hours per seed)",
         description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
         "BoLT EM iterations and a K sweep, evaluates all of them, and writes results.json, results.md and plots to the run directory. "
-        "Default: about an hour per seed on 2 CPU cores (more than the 20 minutes we aimed for: with smaller splits the warm start "
+        "Default: about an hour per seed on 2 CPU cores with native bf16, about two on AVX2-only CPUs, which train in fp32 (more than the 20 minutes we aimed for: with smaller splits the warm start "
         "did not learn the task on most seeds, see README); --quick a few minutes (a smoke test, too small to show the claims); "
         "--full is for a bigger machine. Rerunning resumes.",
         epilog="example: bolt demo -o runs/demo --seeds 3",

@@ -235,7 +235,7 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     # DDP/FSDP and their settings come from the launcher (torchrun, accelerate launch/config).
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=None if precision == "no" else precision,
+        mixed_precision=None if config.precision == "no" else precision,  # "no": the launcher's setting; auto decides itself
         gradient_accumulation_steps=config.grad_accum,
     )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and accelerator.distributed_type.value != "FSDP":
