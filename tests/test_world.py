@@ -13,6 +13,11 @@ from bolt.teachers import LatentRequest, make_teacher
 from bolt.world import REPHRASE_STYLES, OracleTeacher, Problem, WorldConfig, rephrase, latent_is_correct, oracle_latent, parse_question, world_documents, world_questions, write_world
 
 
+def answer_requests(documents) -> list[LatentRequest]:
+    """The teacher's requests for a world's answer chunks (chunks alternate question, answer)."""
+    return [LatentRequest(d.id, i, c.prefix, c.text) for d in documents for i, c in enumerate(d.chunks) if i % 2]
+
+
 def test_problem_evaluates_left_to_right_modulo():
     problem = Problem("x", (7, 5, 3, 4), ("+", "*", "-"), 10)
     assert problem.values() == [7, 2, 6, 2]
@@ -31,9 +36,9 @@ def test_a_prime_modulus_world_has_two_digit_results_and_an_exact_judge():
     assert latent_is_correct(question, answer, "12+9=8*7=4.") is True
     assert latent_is_correct(question, answer, "12+9=21*7=4.") is False  # a step not reduced mod 13
     splits = world_documents(WorldConfig(modulus=13, warm_documents=10, bootstrap_documents=0, heldout_documents=0), seed=0)
-    answers = [int(c.text.split("= ")[1].rstrip(".")) for d in splits["warm"] for i, c in enumerate(d.chunks) if i % 2]
+    requests = answer_requests(splits["warm"])
+    answers = [int(r.text.split("= ")[1].rstrip(".")) for r in requests]
     assert max(answers) >= 10 and all(0 <= a < 13 for a in answers)
-    requests = [LatentRequest(d.id, i, c.prefix, c.text) for d in splits["warm"] for i, c in enumerate(d.chunks) if i % 2]
     assert all(latent_is_correct(r.prefix, r.text, z) for r, z in zip(requests, make_teacher("oracle").write_latents(requests)))
 
 
@@ -97,7 +102,7 @@ def test_splits_and_questions_are_disjoint_and_deterministic(tmp_path):
 def test_imperfect_teacher_errs_at_its_rate():
     splits = world_documents(WorldConfig(warm_documents=100, bootstrap_documents=0, heldout_documents=0), seed=0)
     teacher = make_teacher("oracle", error_rate=0.3, seed=2)
-    requests = [LatentRequest(d.id, i, c.prefix, c.text) for d in splits["warm"] for i, c in enumerate(d.chunks) if i % 2]
+    requests = answer_requests(splits["warm"])
     verdicts = [latent_is_correct(r.prefix, r.text, z) for r, z in zip(requests, teacher.write_latents(requests))]
     assert np.mean(verdicts) == pytest.approx(0.7, abs=0.05)
 
