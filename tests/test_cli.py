@@ -298,6 +298,20 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True
 
 
+def test_quick_demo_is_the_default_pipeline_made_small(tmp_path, monkeypatch):
+    """--quick shrinks sizes, steps and K only: its E-step sees the same context as the default's
+    (the earlier preset fell back to the world's 3 sentences), and the K sweep still compares 1 with 4."""
+    import bolt.demo
+
+    seen = _capture_config(monkeypatch, bolt.demo, "run_demo")
+    assert main(["demo", "-o", str(tmp_path / "q"), "--quick"]) == 0
+    quick, default = seen["config"], bolt.demo.DemoConfig()
+    assert quick.world.estep_context == default.world.estep_context == 1
+    assert (quick.samples, quick.sweep) == (4, [1, 4])
+    assert quick.train.steps < default.train.steps and quick.world.bootstrap_documents < default.world.bootstrap_documents
+    assert (quick.train.lr, quick.proposal, quick.estep_temperature, quick.m_step_budget) == (default.train.lr, default.proposal, default.estep_temperature, default.m_step_budget)
+
+
 @pytest.mark.parametrize(("flags", "message"), [(["--sweep", "1,x"], "comma-separated whole numbers"), (["--sweep", "0,4"], "at least 1"), (["--estep-temperature", "0"], "--estep-temperature must be above 0"), (["--estep-context", "0"], "--estep-context 1"), (["--estep-folds", "51"], "--estep-folds must be between 1 and the bootstrap documents (50)"), (["--estep-folds", "2", "--continue-from-previous"], "drop --continue-from-previous")])
 def test_demo_bad_flag_values_are_refused_before_any_work(tmp_path, capsys, flags, message):
     try:

@@ -395,16 +395,16 @@ def _demo_parser(sub) -> None:
         description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
         "BoLT EM iterations and a K sweep, evaluates all of them, and writes results.json, results.md and plots to the run directory. "
         "Default: about an hour per seed on 2 CPU cores with native bf16, about two on AVX2-only CPUs, which train in fp32 (more than the 20 minutes we aimed for: with smaller splits the warm start "
-        "did not learn the task on most seeds, see README); --quick 4-9 minutes on 2 cores (a smoke test, too small to show the claims); "
+        "did not learn the task on most seeds, see README); --quick about 3 minutes on 2 cores (a smoke test of every stage, too small to show the claims); "
         "--full is for a bigger machine. Rerunning resumes.",
         epilog="example: bolt demo -o runs/demo --seeds 3",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a small version (4-9 minutes on 2 cores)")
+    size.add_argument("--quick", action="store_true", help="a smoke test of every stage: 25 + 15 documents, 60-step trainings, K = 4 (about 3 minutes on 2 cores)")
     size.add_argument("--full", action="store_true", help="a longer version for a bigger machine")
     p.add_argument("--seeds", type=int, default=1, help="repeat everything with N seeds (--seed, --seed+1, ...) and report mean ± std (default: 1)")
-    p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 16)")
+    p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 16; --quick: 4)")
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
     p.add_argument("--sweep", type=_k_list, metavar="K,K,...", help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4; --full: 1,4,16,64); the chain's K is always in it")
