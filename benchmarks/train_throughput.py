@@ -2,6 +2,8 @@
 process against N processes (torchrun) in the same run, on the same device.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_throughput.py                    # CPU, tiny: ~1 min
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers 4 --hidden 128 \
+        --intermediate 384 --batch-size 16 --steps 40 --warmup 10 --nproc 1 --compile  # the world model, eager vs compiled
     python benchmarks/train_throughput.py --hidden 1024 --layers 24 --heads 16 \\
         --seq-len 2048 --batch-size 8 --precision bf16 --steps 30 --nproc 1          # one GPU, ~300M params
 
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--precision", default="no", help="no, bf16 or fp16")
     parser.add_argument("--nproc", type=int, default=2, help="processes of the torchrun run (1: single process only)")
     parser.add_argument("--documents", type=int, default=400, help="world documents to train on")
+    parser.add_argument("--compile", action="store_true", help="also train the single process through torch.compile and print its ratio to eager")
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -127,6 +130,13 @@ def main() -> None:
         print(f"model: {params / 1e6:.1f}M params ({non_embedding / 1e6:.1f}M without input embedding), {flops_per_token / 1e6:.1f} MFLOP/token; "
               f"seq {args.seq_len} x batch {args.batch_size} per process, precision {args.precision}")
         print(f"1 process   : {single:10.0f} tokens/s  MFU {single * flops_per_token / peak:6.1%}")
+        if args.compile:
+            started = time.monotonic()
+            summary = train(config, data, tmp / "compiled", compile=True)
+            compiled = steady_rate(tmp / "compiled", args.warmup)
+            setup = time.monotonic() - started - summary["seconds"]
+            print(f"1 compiled  : {compiled:10.0f} tokens/s  MFU {compiled * flops_per_token / peak:6.1%}  ({compiled / single:.2f}x eager; "
+                  f"{summary['seconds'] - summary['tokens'] / compiled:.1f} s more in the first steps, compiling; setup {setup:.1f} s)")
         if args.nproc > 1:
             run_torchrun(args, tmp / "model", data, tmp / "multi")
             multi = steady_rate(tmp / "multi", args.warmup)

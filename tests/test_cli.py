@@ -94,7 +94,7 @@ SURFACE = {
         HELP | SEED | {
             "-o", "--output", "--model", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
             "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
-            "--log-every", "--token-cache", "--tokenize-workers",
+            "--log-every", "--token-cache", "--tokenize-workers", "--compile",
         },
     ),
     "estep": (
@@ -119,7 +119,7 @@ SURFACE = {
             "--samples", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision"}),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
@@ -282,9 +282,10 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
 
     seen = _capture_config(monkeypatch, bolt.demo, "run_demo")
     argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior", "--lr", "1e-3",
-            "--modulus", "11", "--precision", "no"]
+            "--modulus", "11", "--precision", "no", "--compile"]
     assert main(argv) == 0
     config = seen["config"]
+    assert config.compile is True and bolt.demo.DemoConfig().compile is False
     assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal, config.train.lr) == (50, 40, 1200, "prior", 1e-3)
     assert (config.world.modulus, config.train.precision) == (11, "no")
     assert config.train.batch_size == 16, "other training settings keep the preset's values"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,42 @@ def test_rerunning_a_completed_training_does_not_train_again(tiny_latents, tmp_p
     assert again["steps"] == first["steps"] and again["final_loss"] == pytest.approx(first["final_loss"])
     assert (output / "model.safetensors").stat().st_mtime_ns == mtime
     assert len(metrics(output)) == lines
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")), reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_training_takes_the_same_steps_and_is_not_part_of_the_runs_identity(tiny_latents, tmp_path, monkeypatch):
+    from torch._dynamo.utils import counters
+
+    data = tiny_latents["warm_latents"]
+    config = TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=3, lr=3e-3, log_every=1)
+    eager = train(config, data, tmp_path / "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = train(config, data, tmp_path / "compiled", compile=True)
+    assert counters["stats"]["unique_graphs"] >= 1, "the training steps did not go through torch.compile"
+    assert (eager["compiled"], compiled["compiled"]) == (False, True)
+    # same model, optimiser and batches, other kernels: equal up to float rounding
+    assert [row["loss"] for row in metrics(tmp_path / "compiled")] == pytest.approx([row["loss"] for row in metrics(tmp_path / "eager")], rel=1e-4)
+    we, wc = weights(tmp_path / "eager"), weights(tmp_path / "compiled")
+    assert we.keys() == wc.keys()  # a plain HF directory, no compile wrapper's prefixes
+    for name in we:
+        assert torch.allclose(we[name], wc[name], atol=1e-4), name
+    assert json.loads((tmp_path / "compiled" / "manifest.json").read_text())["config"] == config_to_json(config)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a completed run must not train again when only compile changes")
+
+    monkeypatch.setattr(training, "window_stream", no_training)
+    assert train(config, data, tmp_path / "compiled")["compiled"] is True
+
+
+def test_compile_without_a_cpp_compiler_is_refused_before_any_work(tiny_latents, tmp_path, monkeypatch):
+    monkeypatch.setattr(training.shutil, "which", lambda name: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BoltError, match="needs a C\\+\\+ compiler"):
+        train(TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=1), tiny_latents["warm_latents"], tmp_path / "model", compile=True)
+    assert not (tmp_path / "model").exists()
 
 
 def test_rerun_with_another_config_or_changed_data_trains_again(tiny_latents, tmp_path):
