@@ -2,7 +2,7 @@
 process against N processes (torchrun) in the same run, on the same device.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_throughput.py                    # CPU, tiny: ~1 min
-    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers 4 --hidden 128 \
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers 4 --hidden 128 \\
         --intermediate 384 --batch-size 16 --steps 40 --warmup 10 --nproc 1 --compile  # the world model, eager vs compiled
     python benchmarks/train_throughput.py --hidden 1024 --layers 24 --heads 16 \\
         --seq-len 2048 --batch-size 8 --precision bf16 --steps 30 --nproc 1          # one GPU, ~300M params

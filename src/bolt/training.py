@@ -227,8 +227,8 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     ``compile`` runs the forward and backward passes through ``torch.compile`` (inductor):
     the same model and optimiser, other kernels. It is not part of the run's identity (a
     finished run is not retrained for it), like ``tokenize_workers``; the summary records it.
-    On one AVX2 core (fp32) the world model's steps took 1.16x less time compiled, steps of
-    both interleaved in one process, after ~5 s of compiling; whole runs of
+    On one AVX2 core (fp32) the world model's steps ran 1.16x faster compiled (steps of both
+    interleaved in one process), after ~5 s of compiling; whole runs of
     ``benchmarks/train_throughput.py --compile`` gave 0.93x and 1.10x, inside that machine's
     run-to-run noise. Made for GPUs, where it is not measured yet.
     """
