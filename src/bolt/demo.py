@@ -131,11 +131,9 @@ class DemoConfig:
         if self.estep_folds > 1 and self.continue_from_previous:
             raise BoltError("--estep-folds above 1 needs M-steps that restart from the base initialisation; drop --continue-from-previous or use --estep-folds 1.")
         if self.compile:
-            import torch
-
             from bolt.training import check_compile_possible
 
-            check_compile_possible("cuda" if torch.cuda.is_available() else "cpu")
+            check_compile_possible()
         if self.samples not in self.sweep:
             self.sweep = sorted(set(self.sweep) | {self.samples})
 

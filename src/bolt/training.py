@@ -210,10 +210,16 @@ def resume_identity(config: TrainConfig, data_path: Path, windows_per_step: int)
     return {"config": fields, "windows_per_step": windows_per_step, "data_sha256": file_sha256(data_path)}
 
 
-def check_compile_possible(device: torch.device | str) -> None:
-    """``torch.compile``'s default backend (inductor) writes C++ for CPUs: refuse before any work
-    where no C++ compiler is on the PATH, instead of failing at the first step."""
-    if torch.device(device).type == "cpu" and not any(shutil.which(name) for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if name):
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's inductor backend would find for CPU code ($CXX, g++,
+    clang++ or c++ on the PATH), or None."""
+    return next((found for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if name and (found := shutil.which(name))), None)
+
+
+def check_compile_possible() -> None:
+    """``torch.compile``'s default backend (inductor) writes C++ for CPUs: without a GPU, refuse
+    before any work where no C++ compiler is on the PATH, instead of failing at the first step."""
+    if not torch.cuda.is_available() and cpp_compiler() is None:
         raise BoltError("--compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX) for torch.compile's inductor backend; install one or drop --compile.")
 
 
@@ -238,7 +244,7 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
 
     config.validate()
     if compile:
-        check_compile_possible("cuda" if torch.cuda.is_available() else "cpu")
+        check_compile_possible()
     layout = Layout(config.layout)
     run = RunDir(output)
     if run.is_complete(config, inputs={"data": data_path}) and (output / "config.json").exists():
