@@ -107,6 +107,22 @@ def test_demo_refuses_an_unknown_proposal():
         DemoConfig(proposal="likelihood").validate()
 
 
+def test_m_step_steps_fixes_every_m_step_and_scales_fold_models_by_their_data():
+    from bolt.demo import m_step_steps
+    from bolt.errors import BoltError
+
+    config = DemoConfig(world=WorldConfig(warm_documents=50, bootstrap_documents=150))
+    assert m_step_steps(config) == 4 * config.train.steps, "default: as many epochs as the warm start"
+    config.m_step_steps = 1600
+    assert m_step_steps(config) == 1600
+    assert m_step_steps(config, bootstrap_documents=75) == 1000, "a fold model sees 125 of 200 documents for as many epochs"
+    config.m_step_budget = "steps"
+    assert m_step_steps(config) == 1600, "an explicit count wins over the budget rule"
+    config.m_step_steps = -1
+    with pytest.raises(BoltError, match="--m-step-steps"):
+        config.validate()
+
+
 def test_cross_fitted_estep_reads_every_fold_with_a_model_that_did_not_train_on_it(tmp_path):
     models = run_demo(_two_step_config(bootstrap_documents=3, estep_folds=2), tmp_path)["models"]
     assert set(models) == {"warm_start", "raw_warm", "em_1", "em_2", "raw_token_matched", "raw_flops_matched"}, "fold models are helpers, not results"

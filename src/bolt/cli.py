@@ -426,6 +426,8 @@ def _demo_parser(sub) -> None:
     world.add_argument("--precision", choices=PRECISIONS, help="mixed precision of every training: auto (default: bf16 where this machine "
                        "computes it faster than fp32, else fp32), no (fp32), bf16, fp16")
     p.add_argument("--m-step-budget", choices=["data", "steps"], help="data (default): each M-step trains as many epochs of its data as the warm start did of its own, as in the paper; steps: as many steps as the warm start")
+    p.add_argument("--m-step-steps", type=int, metavar="N", help="every M-step trains N steps, whatever its data (overrides --m-step-budget; raw baselines follow): "
+                   "with more --bootstrap-documents each document is then seen for fewer epochs")
     p.add_argument("--workers", type=int, default=2, help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)")
     p.add_argument("--compile", action="store_true", help="train every model through torch.compile (on a 2-core AVX2 CPU steps ran 1.16x faster, whole trainings within noise; a CPU needs a C++ "
                    "compiler; other kernels, so results differ from uncompiled runs by about one training's spread)")
@@ -448,6 +450,7 @@ def _run_demo(args) -> dict:
         "estep_temperature": (config, "estep_temperature"),
         "estep_folds": (config, "estep_folds"),
         "m_step_budget": (config, "m_step_budget"),
+        "m_step_steps": (config, "m_step_steps"),
         "proposal": (config, "proposal"),
         "estep_context": (config.world, "estep_context"),
         "teacher_error_rate": (config.world, "teacher_error_rate"),

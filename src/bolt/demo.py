@@ -74,6 +74,10 @@ class DemoConfig:
     """``data``: an M-step trains for as many epochs of its (warm-start + bootstrap) data as
     the warm start did of its own, like the paper's ~2 epochs per M-step; ``steps``: the
     warm start's number of steps."""
+    m_step_steps: int = 0
+    """When above 0, every M-step trains this many steps whatever its data (overrides
+    ``m_step_budget``): with a bigger bootstrap split the model then sees each document for
+    fewer epochs, as the paper's ~2 epochs per M-step, instead of learning its latents by heart."""
     proposal: str = "prior"
     """Where the E-steps' K candidates come from: the model's posterior (the paper) or its prior
     (``EStepConfig.proposal``). On this world's small model the prior proposes correct chains
@@ -118,6 +122,8 @@ class DemoConfig:
             )
         if self.m_step_budget not in ("data", "steps"):
             raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
+        if self.m_step_steps < 0:
+            raise BoltError(f"--m-step-steps must be at least 1 (or 0 for --m-step-budget's rule), got {self.m_step_steps}.")
         if self.proposal not in PROPOSALS:
             raise BoltError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}.")
         if self.estep_temperature <= 0:
@@ -231,14 +237,17 @@ def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: di
 
 
 def m_step_steps(config: DemoConfig, bootstrap_documents: int | None = None) -> int:
-    """Steps of one M-step: the warm start's, or (``m_step_budget="data"``, the paper's rule)
-    that many times the ratio of their documents, so that an M-step sees its data for as
-    many epochs as the warm start saw its own. ``bootstrap_documents`` (default: the whole
-    split) sizes a cross-fitting model that sees only some of them."""
-    if config.m_step_budget == "steps":
-        return config.train.steps
+    """Steps of one M-step: ``m_step_steps`` when set, else the warm start's, or
+    (``m_step_budget="data"``, the paper's rule) that many times the ratio of their documents,
+    so that an M-step sees its data for as many epochs as the warm start saw its own.
+    ``bootstrap_documents`` (default: the whole split) sizes a cross-fitting model that sees
+    only some of them, for as many epochs as an M-step."""
     world = config.world
     bootstrap = world.bootstrap_documents if bootstrap_documents is None else bootstrap_documents
+    if config.m_step_steps:
+        return round(config.m_step_steps * (world.warm_documents + bootstrap) / (world.warm_documents + world.bootstrap_documents))
+    if config.m_step_budget == "steps":
+        return config.train.steps
     return round(config.train.steps * (world.warm_documents + bootstrap) / world.warm_documents)
 
 
