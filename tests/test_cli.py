@@ -289,6 +289,11 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal, config.train.lr) == (50, 40, 1200, "prior", 1e-3)
     assert (config.world.modulus, config.train.precision) == (11, "no")
     assert config.train.batch_size == 16, "other training settings keep the preset's values"
+    assert config.m_step_steps == bolt.demo.DemoConfig().m_step_steps > 0, "the default fixes the M-steps' length"
+    assert main(["demo", "-o", str(tmp_path / "budget"), "--m-step-budget", "steps"]) == 0
+    assert (seen["config"].m_step_budget, seen["config"].m_step_steps) == ("steps", 0), "a budget rule asked for replaces the fixed count"
+    assert main(["demo", "-o", str(tmp_path / "both"), "--m-step-budget", "steps", "--m-step-steps", "500"]) == 0
+    assert seen["config"].m_step_steps == 500
     argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "8,1,4", "--estep-temperature", "1.2", "--wrap", "-k", "4", "--estep-context", "3", "--estep-folds", "3"]
     assert main(argv) == 0
     config = seen["config"]
@@ -313,7 +318,7 @@ def test_quick_demo_is_the_default_pipeline_made_small(tmp_path, monkeypatch):
     assert (quick.train.lr, quick.proposal, quick.estep_temperature, quick.m_step_budget) == (default.train.lr, default.proposal, default.estep_temperature, default.m_step_budget)
 
 
-@pytest.mark.parametrize(("flags", "message"), [(["--sweep", "1,x"], "comma-separated whole numbers"), (["--sweep", "0,4"], "at least 1"), (["--estep-temperature", "0"], "--estep-temperature must be above 0"), (["--estep-context", "0"], "--estep-context 1"), (["--estep-folds", "51"], "--estep-folds must be between 1 and the bootstrap documents (50)"), (["--estep-folds", "2", "--continue-from-previous"], "drop --continue-from-previous")])
+@pytest.mark.parametrize(("flags", "message"), [(["--sweep", "1,x"], "comma-separated whole numbers"), (["--sweep", "0,4"], "at least 1"), (["--estep-temperature", "0"], "--estep-temperature must be above 0"), (["--estep-context", "0"], "--estep-context 1"), (["--estep-folds", "151"], "--estep-folds must be between 1 and the bootstrap documents (150)"), (["--estep-folds", "2", "--continue-from-previous"], "drop --continue-from-previous")])
 def test_demo_bad_flag_values_are_refused_before_any_work(tmp_path, capsys, flags, message):
     try:
         code = main(["demo", "-o", str(tmp_path / "demo"), *flags])

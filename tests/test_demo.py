@@ -23,6 +23,7 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
         sweep=[1, 2],
         max_latent_tokens=8,
         seeds=2,
+        m_step_steps=0,
     )
     config.train = dataclasses.replace(config.train, steps=3, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1, 2], max_latent_tokens=8, max_answer_tokens=8)
@@ -56,7 +57,7 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
 def _two_step_config(bootstrap_documents: int = 2, **overrides) -> DemoConfig:
     """Two warm-start documents, 2-step trainings, two EM iterations at K = 2, no K sweep."""
     world = WorldConfig(warm_documents=2, bootstrap_documents=bootstrap_documents, heldout_documents=1, questions=4, problems_per_document=3)
-    config = DemoConfig(world=world, iterations=2, samples=2, sweep=[2], max_latent_tokens=8, **overrides)
+    config = DemoConfig(world=world, iterations=2, samples=2, sweep=[2], max_latent_tokens=8, m_step_steps=0, **overrides)
     config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
     return config
@@ -111,8 +112,8 @@ def test_m_step_steps_fixes_every_m_step_and_scales_fold_models_by_their_data():
     from bolt.demo import m_step_steps
     from bolt.errors import BoltError
 
-    config = DemoConfig(world=WorldConfig(warm_documents=50, bootstrap_documents=150))
-    assert m_step_steps(config) == 4 * config.train.steps, "default: as many epochs as the warm start"
+    config = DemoConfig(world=WorldConfig(warm_documents=50, bootstrap_documents=150), m_step_steps=0)
+    assert m_step_steps(config) == 4 * config.train.steps, "the data rule: as many epochs as the warm start"
     config.m_step_steps = 1600
     assert m_step_steps(config) == 1600
     assert m_step_steps(config, bootstrap_documents=75) == 1000, "a fold model sees 125 of 200 documents for as many epochs"
