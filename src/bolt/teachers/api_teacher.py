@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -193,8 +194,9 @@ class ApiTeacher:
         failures: dict[str, str] = {}
         fatal: Exception | None = None
         pool = ThreadPoolExecutor(self.config.concurrency)
+        lock = threading.Lock()
         try:
-            futures = {pool.submit(self._ask, body): key for key, body in pending.items()}
+            futures = {pool.submit(self._ask_and_store, key, body, cache, progress, lock): key for key, body in pending.items()}
             for future in as_completed(futures):
                 if future.cancelled():
                     continue
@@ -206,8 +208,7 @@ class ApiTeacher:
                     for other in futures:
                         other.cancel()
                     continue
-                if reply is not None:
-                    self._answered(futures[future], reply, cache, progress)
+                if reply is not None:  # stored already, by the thread that asked
                     continue
                 failures[futures[future]] = reason
                 if fatal is None and self._all_rejected():
@@ -222,6 +223,16 @@ class ApiTeacher:
         if fatal is not None:
             raise fatal
         return failures
+
+    def _ask_and_store(self, key: str, body: dict[str, Any], cache: TeacherCache, progress, lock: threading.Lock) -> tuple[Reply | None, str]:
+        """Ask, and store a reply before this request's slot frees for the next one: a process
+        killed at any moment then loses at most the ``concurrency`` replies in flight. (Stored by
+        the main thread instead, finished replies waiting behind it were lost to a kill too.)"""
+        reply, reason = self._ask(body)
+        if reply is not None:
+            with lock:  # one SQLite connection, written by one thread at a time
+                self._answered(key, reply, cache, progress)
+        return reply, reason
 
     def _all_rejected(self) -> bool:
         """Whether more than two rounds of requests were refused and none was ever answered (this run or, per the cache, before)."""

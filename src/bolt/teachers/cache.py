@@ -32,7 +32,9 @@ class TeacherCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        # check_same_thread=False: online teachers store each reply from the thread that received
+        # it (serialised by the caller's lock), so no finished reply waits in memory for a kill
+        self.connection = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.executescript(_SCHEMA)
 
