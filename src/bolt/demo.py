@@ -166,8 +166,7 @@ class DemoConfig:
     def full(cls) -> DemoConfig:
         """The default's settings with a third EM iteration, K up to 64 in the sweep, the WRAP-like
         baseline and twice the held-out questions (not measured as a whole)."""
-        default = cls()
-        world = dataclasses.replace(default.world, questions=400)
+        world = dataclasses.replace(cls().world, questions=400)
         return cls(world=world, iterations=3, sweep=[1, 4, 16, 64], wrap=True)
 
 
