@@ -15,6 +15,7 @@ import torch
 from bolt import __version__
 from bolt.cli import COMMANDS, build_parser, main
 from bolt.errors import BoltError
+from bolt.loop import LoopConfig
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -116,10 +117,10 @@ SURFACE = {
         [],
         HELP | SEED | {
             "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--from-scratch", "--iterations", "-k",
-            "--samples", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
+            "--samples", "--proposal", "--estep-temperature", "--m-step-data", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--paper-loop", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
@@ -286,7 +287,7 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     assert main(argv) == 0
     config = seen["config"]
     assert config.compile is True and bolt.demo.DemoConfig().compile is False
-    assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.proposal, config.train.lr) == (50, 40, 1200, "prior", 1e-3)
+    assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.loop.proposal, config.train.lr) == (50, 40, 1200, "prior", 1e-3)
     assert (config.world.modulus, config.train.precision) == (11, "no")
     assert config.train.batch_size == 16, "other training settings keep the preset's values"
     assert config.m_step_steps == bolt.demo.DemoConfig().m_step_steps > 0, "the default fixes the M-steps' length"
@@ -297,11 +298,13 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "8,1,4", "--estep-temperature", "1.2", "--wrap", "-k", "4", "--estep-context", "3", "--estep-folds", "3"]
     assert main(argv) == 0
     config = seen["config"]
-    assert (config.sweep, config.estep_temperature, config.wrap, config.samples, config.world.estep_context, config.estep_folds) == ([1, 4, 8], 1.2, True, 4, 3, 3)
+    assert (config.sweep, config.loop.temperature, config.wrap, config.loop.samples, config.world.estep_context, config.loop.estep_folds) == ([1, 4, 8], 1.2, True, 4, 3, 3)
     assert (config.world.modulus, config.train.precision) == (10, "auto"), "unset flags keep the preset's values"
     from bolt.demo import DemoConfig
 
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True
+    assert main(["demo", "-o", str(tmp_path / "p"), "--paper-loop", "--iterations", "4"]) == 0
+    assert seen["config"].loop == LoopConfig(iterations=4, max_latent_tokens=DemoConfig().loop.max_latent_tokens), "the paper's loop, flags on top"
 
 
 def test_quick_demo_is_the_default_pipeline_made_small(tmp_path, monkeypatch):
@@ -313,9 +316,9 @@ def test_quick_demo_is_the_default_pipeline_made_small(tmp_path, monkeypatch):
     assert main(["demo", "-o", str(tmp_path / "q"), "--quick"]) == 0
     quick, default = seen["config"], bolt.demo.DemoConfig()
     assert quick.world.estep_context == default.world.estep_context == 1
-    assert (quick.samples, quick.sweep) == (4, [1, 4])
+    assert (quick.loop.samples, quick.sweep) == (4, [1, 4])
     assert quick.train.steps < default.train.steps and quick.world.bootstrap_documents < default.world.bootstrap_documents
-    assert (quick.train.lr, quick.proposal, quick.estep_temperature, quick.m_step_budget) == (default.train.lr, default.proposal, default.estep_temperature, default.m_step_budget)
+    assert (quick.train.lr, quick.loop.proposal, quick.loop.temperature, quick.m_step_budget) == (default.train.lr, default.loop.proposal, default.loop.temperature, default.m_step_budget)
 
 
 @pytest.mark.parametrize(("flags", "message"), [(["--sweep", "1,x"], "comma-separated whole numbers"), (["--sweep", "0,4"], "at least 1"), (["--estep-temperature", "0"], "--estep-temperature must be above 0"), (["--estep-context", "0"], "--estep-context 1"), (["--estep-folds", "151"], "--estep-folds must be between 1 and the bootstrap documents (150)"), (["--estep-folds", "2", "--continue-from-previous"], "drop --continue-from-previous")])
@@ -540,11 +543,11 @@ def test_em_on_the_world_default_and_rerun_skips_everything(tmp_path, capsys, mo
     assert lines[0].startswith("| iteration |") and len(lines) == 4
     assert lines[2].startswith("| 0 |") and lines[3].startswith("| 1 |")
     complete_manifest(output, "em")
-    for directory in ("iter-0/model", "iter-0/eval", "iter-1/model", "iter-1/eval"):
+    for directory in ("models/warm_start", "eval/warm_start", "models/em_1", "eval/em_1"):
         assert (output / directory / "manifest.json").is_file(), directory
-    assert (output / "iter-1" / "latents.jsonl").is_file()
+    assert (output / "latents" / "em_1.jsonl").is_file()
 
-    watched = [output / p for p in ("iter-0/model/model.safetensors", "iter-1/latents.jsonl", "iter-1/model/model.safetensors", "iter-0/eval/eval.json", "iter-1/eval/eval.json")]
+    watched = [output / p for p in ("models/warm_start/model.safetensors", "latents/em_1.jsonl", "models/em_1/model.safetensors", "eval/warm_start/eval.json", "eval/em_1/eval.json")]
     mtimes = [p.stat().st_mtime_ns for p in watched]
 
     def must_not_run(*args, **kwargs):
@@ -567,7 +570,8 @@ def test_em_estep_folds_reach_the_config(tmp_path, monkeypatch):
     import bolt.em
 
     seen = _capture_config(monkeypatch, bolt.em, "run_em")
-    assert main(["em", "-o", str(tmp_path / "em"), "--estep-folds", "4"]) == 0
-    assert seen["config"].estep_folds == 4
+    assert main(["em", "-o", str(tmp_path / "em"), "--estep-folds", "4", "--proposal", "prior", "--m-step-data", "teacher+bootstrap"]) == 0
+    loop = seen["config"].loop
+    assert (loop.estep_folds, loop.proposal, loop.m_step_data) == (4, "prior", "teacher+bootstrap")
     assert main(["em", "-o", str(tmp_path / "em2")]) == 0
-    assert seen["config"].estep_folds == 1
+    assert seen["config"].loop == LoopConfig(max_latent_tokens=128), "the paper's loop by default"

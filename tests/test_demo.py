@@ -9,6 +9,7 @@ import json
 import pytest
 
 from bolt.demo import DemoConfig, _prepare_seed, run_demo
+from bolt.loop import LoopConfig, demo_loop
 from bolt.records import read_documents
 from bolt.world import REPHRASE_STYLES, WorldConfig, latent_is_correct
 
@@ -18,10 +19,8 @@ pytestmark = pytest.mark.slow
 def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
     config = DemoConfig(
         world=WorldConfig(warm_documents=3, bootstrap_documents=3, heldout_documents=1, questions=6, problems_per_document=3),
-        iterations=2,
-        samples=2,
+        loop=dataclasses.replace(demo_loop(), iterations=2, samples=2, max_latent_tokens=8),
         sweep=[1, 2],
-        max_latent_tokens=8,
         seeds=2,
         m_step_steps=0,
     )
@@ -30,7 +29,7 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
     results = run_demo(config, tmp_path)
     models = json.loads((tmp_path / "results.json").read_text())["models"]
     assert models == json.loads(json.dumps(results["models"]))
-    expected = {"warm_start", "raw_warm", "em_1", "em_2", "em_1_k1", "raw_token_matched", "raw_flops_matched"}
+    expected = {"warm_start", "raw_warm", "warm_long", "em_1", "em_2", "em_1_k1", "raw_token_matched", "raw_flops_matched"}
     assert set(models) == expected
     for name, entry in models.items():
         assert len(entry["accuracy"]) == 2 and all(0 <= a <= 1 for a in entry["accuracy"])
@@ -42,6 +41,13 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
             assert entry["final_loss"][seed] == [row["loss"] for row in logged if "loss" in row][-1]
             assert entry["accuracy"][seed] == json.loads((tmp_path / f"seed-{seed}" / "eval" / name / "eval.json").read_text())["accuracy"]
     assert models["warm_start"]["latent_correct_share"] == [1.0, 1.0]
+    # warm_long: the warm start's data with the chain's compute (3 + 2 M-steps of 6 steps)
+    assert models["warm_long"]["train_tokens"][0] == 5 * models["warm_start"]["train_tokens"][0]
+    verdicts = json.loads((tmp_path / "results.json").read_text())["claims"]
+    assert set(verdicts) == {"1", "2", "3"} and all(c["verdict"] in ("pass", "fail", "not tested") for c in verdicts.values())
+    assert [c["differences"] for c in verdicts["1"]["comparisons"] if c["lower"] == "raw_warm"] == [
+        [w - r for w, r in zip(models["warm_start"]["accuracy"], models["raw_warm"]["accuracy"])]
+    ]
     # the K sweep shares iteration 1's random numbers, the chain's next iteration does not
     seeds = {name: json.loads((tmp_path / "seed-1" / "latents" / f"{name}.jsonl.run" / "manifest.json").read_text())["config"]["estep"]["seed"] for name in ("em_1", "em_1_k1", "em_2")}
     assert seeds == {"em_1": 1, "em_1_k1": 1, "em_2": 2}
@@ -57,14 +63,16 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
 def _two_step_config(bootstrap_documents: int = 2, **overrides) -> DemoConfig:
     """Two warm-start documents, 2-step trainings, two EM iterations at K = 2, no K sweep."""
     world = WorldConfig(warm_documents=2, bootstrap_documents=bootstrap_documents, heldout_documents=1, questions=4, problems_per_document=3)
-    config = DemoConfig(world=world, iterations=2, samples=2, sweep=[2], max_latent_tokens=8, m_step_steps=0, **overrides)
+    loop = dataclasses.replace(demo_loop(), iterations=2, samples=2, max_latent_tokens=8, **overrides)
+    config = DemoConfig(world=world, loop=loop, sweep=[2], m_step_steps=0, warm_long=False)
     config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
     return config
 
 
 def test_continued_em_matches_the_whole_chain_in_the_flops_baseline(tmp_path):
-    config = _two_step_config(continue_from_previous=True, proposal="prior", wrap=True, estep_temperature=1.5)
+    config = _two_step_config(continue_from_previous=True, proposal="prior", temperature=1.5)
+    config.wrap = True
     models = run_demo(config, tmp_path)["models"]
     assert "em_1_k1" not in models
     # warm start (2 steps) + 2 M-steps of 4 steps each (data budget: twice the warm start's documents)
@@ -105,7 +113,7 @@ def test_demo_refuses_an_unknown_proposal():
     from bolt.errors import BoltError
 
     with pytest.raises(BoltError, match="--proposal must be one of posterior, prior"):
-        DemoConfig(proposal="likelihood").validate()
+        DemoConfig(loop=LoopConfig(proposal="likelihood")).validate()
 
 
 def test_m_step_steps_fixes_every_m_step_and_scales_fold_models_by_their_data():
@@ -113,10 +121,11 @@ def test_m_step_steps_fixes_every_m_step_and_scales_fold_models_by_their_data():
     from bolt.errors import BoltError
 
     config = DemoConfig(world=WorldConfig(warm_documents=50, bootstrap_documents=150), m_step_steps=0)
-    assert m_step_steps(config) == 4 * config.train.steps, "the data rule: as many epochs as the warm start"
+    assert m_step_steps(config) == 4 * config.train.steps, "the data rule: as many epochs of warm-start + bootstrap latents as the warm start"
+    config.loop.m_step_data = "bootstrap"
+    assert m_step_steps(config) == 3 * config.train.steps, "the data rule on the bootstrap latents alone"
     config.m_step_steps = 1600
     assert m_step_steps(config) == 1600
-    assert m_step_steps(config, bootstrap_documents=75) == 1000, "a fold model sees 125 of 200 documents for as many epochs"
     config.m_step_budget = "steps"
     assert m_step_steps(config) == 1600, "an explicit count wins over the budget rule"
     config.m_step_steps = -1
@@ -155,7 +164,8 @@ def test_cross_fitted_estep_reads_every_fold_with_a_model_that_did_not_train_on_
 def test_cross_fitted_graph_waits_for_every_fold_model(tmp_path):
     from bolt.demo import demo_jobs
 
-    config = DemoConfig(world=WorldConfig(warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=2), iterations=3, sweep=[1], estep_folds=3)
+    loop = dataclasses.replace(demo_loop(), iterations=3, estep_folds=3)
+    config = DemoConfig(world=WorldConfig(warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=2), loop=loop, sweep=[1])
     config.validate()
     jobs = demo_jobs(config, tmp_path)
     folds = [f"seed-0/crossfit/em_{i}-without-fold-{f}" for i in (1, 2) for f in range(3)]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bolt import __version__
 from bolt.errors import BoltError
+from bolt.loop import M_STEP_DATA, PROPOSALS, LoopConfig, demo_loop
 
 EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
 
@@ -26,7 +27,6 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 METHODS = ("latent", "wrap", "wrap-cot")
 LAYOUTS = ("random", "joint", "posterior", "prior-only", "posterior-only", "pure", "raw")
-PROPOSALS = ("posterior", "prior")
 ESTEP_BACKENDS = ("hf", "vllm")
 PRECISIONS = ("no", "bf16", "fp16", "auto")
 
@@ -344,8 +344,10 @@ def _em_parser(sub) -> None:
         help="the BoLT loop: warm start, then E-step / M-step iterations, evaluating every model",
         description="Warm start on teacher latents, then --iterations rounds of E-step on the bootstrap corpus and M-step from the base model. "
         "Without --warm-start/--bootstrap (give both or neither) it runs on the embedded arithmetic world (no download). "
-        "Writes OUTPUT/iter-0/model (the warm start), OUTPUT/iter-i/latents.jsonl (E-step i) and iter-i/model, each model's evaluation in "
-        "iter-i/eval when --heldout or --questions is given (the embedded world brings its own), and results.json / results.md with one row per iteration. "
+        "The defaults are the paper's loop: K = 4 candidates from the model's posterior at temperature 1, every M-step from the base model on the "
+        "bootstrap corpus's inferred latents only, 3 iterations (the same engine as `bolt demo`). "
+        "Writes OUTPUT/models/warm_start, OUTPUT/latents/em_i.jsonl (E-step i) and models/em_i, each model's evaluation in "
+        "eval/<model> when --heldout or --questions is given (the embedded world brings its own), and results.json / results.md with one row per iteration. "
         "Rerunning the same command resumes.",
         epilog="example: bolt em -o runs/em   |   bolt em --warm-start warm.latents.jsonl --bootstrap corpus.jsonl --model ./my-hf-model -o runs/bolt",
     )
@@ -356,11 +358,8 @@ def _em_parser(sub) -> None:
     p.add_argument("--questions", help="held-out questions (JSONL prompt/answer)")
     p.add_argument("--model", default="tiny", help="base model: HF directory or preset (default: tiny)")
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights")
-    p.add_argument("--iterations", type=int, default=2, help="EM iterations after the warm start (default: 2)")
-    p.add_argument("-k", "--samples", type=int, default=4, help="K in every E-step (default: 4)")
+    _add_loop_flags(p, LoopConfig())
     p.add_argument("--max-latent-tokens", type=int, default=128, help="latent budget per E-step sample (default: 128)")
-    p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base")
-    p.add_argument("--estep-folds", type=int, default=1, metavar="N", help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds, each inferred by a model trained on the other folds' previous latents, so no model re-reads latents it learned by heart (default: 1, the paper's E-step; meant for many epochs over a small corpus; each fold adds one training per iteration from 2 on)")
     p.add_argument("--epochs", type=float, default=2.0, help="epochs per M-step (default: 2, as in the paper)")
     p.add_argument("--seq-len", type=int, default=256, help="packed window length (default: 256)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per step (default: 8)")
@@ -369,15 +368,45 @@ def _em_parser(sub) -> None:
     _add_seed(p)
 
 
+LOOP_FLAGS = {  # flag -> LoopConfig field
+    "iterations": "iterations",
+    "samples": "samples",
+    "proposal": "proposal",
+    "estep_temperature": "temperature",
+    "m_step_data": "m_step_data",
+    "estep_folds": "estep_folds",
+}
+
+
+def _add_loop_flags(p, defaults: LoopConfig) -> None:
+    """The EM loop's flags (``bolt.em.LoopConfig``), shared by ``bolt em`` and ``bolt demo``; ``defaults`` fills the help."""
+    p.add_argument("--iterations", type=int, help=f"EM iterations after the warm start (default: {defaults.iterations})")
+    p.add_argument("-k", "--samples", type=int, help=f"K, candidates per chunk in the chain's E-steps (default: {defaults.samples})")
+    p.add_argument("--proposal", choices=PROPOSALS, help=f"where the E-steps' candidates come from: posterior (the paper: the model's q(Z|X)) or prior "
+                   f"(p(Z|prefix)); the importance weights are exact either way (default: {defaults.proposal})")
+    p.add_argument("--estep-temperature", type=float, metavar="T", help=f"sampling temperature of the E-steps' candidates (the paper: 1; the weights stay "
+                   f"exact at any temperature, and above 1 the K candidates differ more often) (default: {defaults.temperature:g})")
+    p.add_argument("--m-step-data", choices=M_STEP_DATA, help=f"what every M-step trains on: bootstrap (the paper: the bootstrap corpus with the latents "
+                   f"the previous model inferred) or teacher+bootstrap (the warm start's teacher latents too) (default: {defaults.m_step_data})")
+    p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base (the paper restarts)")
+    p.add_argument("--estep-folds", type=int, metavar="N", help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds, each "
+                   "inferred by a model trained like the previous M-step on the other folds, so no model re-reads latents it learned by heart "
+                   f"(default: {defaults.estep_folds}, the paper's E-step; meant for many epochs over a small corpus; each fold adds one training per iteration from 2 on)")
+
+
+def _loop_from_flags(args, loop: LoopConfig) -> LoopConfig:
+    """``loop`` with the loop flags that were given."""
+    given = {field_name: getattr(args, flag) for flag, field_name in LOOP_FLAGS.items() if getattr(args, flag) is not None}
+    return dataclasses.replace(loop, **given, continue_from_previous=loop.continue_from_previous or args.continue_from_previous)
+
+
 def _run_em(args) -> list:
     from bolt.em import EMConfig, run_em
     from bolt.training import TrainConfig
 
     train = TrainConfig(model=args.model, from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, warmup_steps=10, precision=args.precision)
-    config = EMConfig(
-        warm_start=args.warm_start, bootstrap=args.bootstrap, heldout=args.heldout, questions=args.questions, iterations=args.iterations,
-        samples=args.samples, max_latent_tokens=args.max_latent_tokens, continue_from_previous=args.continue_from_previous, estep_folds=args.estep_folds, seed=args.seed, train=train,
-    )
+    loop = _loop_from_flags(args, LoopConfig(max_latent_tokens=args.max_latent_tokens))
+    config = EMConfig(warm_start=args.warm_start, bootstrap=args.bootstrap, heldout=args.heldout, questions=args.questions, loop=loop, seed=args.seed, train=train)
     rows = run_em(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return rows
@@ -407,15 +436,13 @@ def _demo_parser(sub) -> None:
     size.add_argument("--quick", action="store_true", help="a smoke test of every stage: 25 + 15 documents, 60-step trainings, K = 4 (about 3 minutes on 2 cores)")
     size.add_argument("--full", action="store_true", help="a longer version for a bigger machine")
     p.add_argument("--seeds", type=int, default=1, help="repeat everything with N seeds (--seed, --seed+1, ...) and report mean ± std (default: 1)")
-    p.add_argument("-k", "--samples", type=int, help="K in the EM chain's E-steps (default: 16; --quick: 4)")
+    _add_loop_flags(p, demo_loop())
+    p.add_argument("--paper-loop", action="store_true", help="the paper's EM loop instead of the demo's (bolt em's defaults: K = 4 from the posterior at "
+                   "temperature 1, M-steps on the bootstrap latents only, 3 iterations); the loop flags above still apply on top")
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
-    p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base initialisation")
     p.add_argument("--sweep", type=_k_list, metavar="K,K,...", help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4; --full: 1,4,16,64); the chain's K is always in it")
-    p.add_argument("--estep-temperature", type=float, metavar="T", help="sampling temperature of the E-steps' candidates (default: 1.5; the weights stay exact at any temperature, and above 1 the K candidates differ more often)")
     p.add_argument("--estep-context", type=int, metavar="N", help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer depends on, as the teacher sees it; the paper uses 3 chunks)")
-    p.add_argument("--estep-folds", type=int, metavar="N", help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds and infer each fold's latents with a model trained on the warm start and the other folds' latents of the previous iteration, so no model re-reads latents it was trained on (default: 1, the paper's E-step; each fold adds one training per iteration from 2 on)")
     p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
-    p.add_argument("--proposal", choices=PROPOSALS, help="where the E-steps' candidates come from: prior (default; the better proposal for this world's small model) or posterior (the paper; see `bolt estep --help`)")
     world = p.add_argument_group("size (defaults: those of the preset)")
     world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
     world.add_argument("--bootstrap-documents", type=int, help="documents in the bootstrap split (default: 150)")
@@ -440,19 +467,17 @@ def _run_demo(args) -> dict:
 
     config = DemoConfig.quick() if args.quick else DemoConfig.full() if args.full else DemoConfig()
     config.seeds, config.first_seed = args.seeds, args.seed
-    config.continue_from_previous = args.continue_from_previous
+    if args.paper_loop:
+        config.loop = LoopConfig(max_latent_tokens=config.loop.max_latent_tokens)
+    config.loop = _loop_from_flags(args, config.loop)
     config.wrap = config.wrap or args.wrap
     config.workers = args.workers
     config.compile = args.compile
     # flags left unset keep the preset's value
     overrides = {
-        "samples": (config, "samples"),
         "sweep": (config, "sweep"),
-        "estep_temperature": (config, "estep_temperature"),
-        "estep_folds": (config, "estep_folds"),
         "m_step_budget": (config, "m_step_budget"),
         "m_step_steps": (config, "m_step_steps"),
-        "proposal": (config, "proposal"),
         "estep_context": (config.world, "estep_context"),
         "teacher_error_rate": (config.world, "teacher_error_rate"),
         "warm_documents": (config.world, "warm_documents"),

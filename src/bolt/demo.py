@@ -4,10 +4,10 @@ For every seed, in ``OUT/seed-N/``:
 
 1. ``warm_start``: trained on the warm-start split with oracle latents (random layout).
 2. ``raw_warm``: raw text of the same split, same compute (claim 1's baseline).
-3. ``em_1 .. em_N``: E-step on the bootstrap split with the previous model and K samples,
-   then an M-step from the base initialisation on warm-start + bootstrap latents.
-   With ``--estep-folds N`` the E-steps from iteration 2 on are cross-fitted (``bolt.crossfit``):
-   ``models/crossfit/em_i-without-fold-f`` infers fold f's latents for iteration i + 1.
+3. ``em_1 .. em_N``: the EM chain of ``bolt.em`` (the engine ``bolt em`` runs too): E-step on
+   the bootstrap split with the previous model and K samples, then an M-step from the base
+   initialisation on its latents (with the warm start's teacher latents under the demo's
+   ``m_step_data``). With ``--estep-folds N`` the E-steps from iteration 2 on are cross-fitted.
 4. ``em_1_k{k}``: iteration 1 with K = k in the E-step (inference-compute sweep).
 5. ``raw_token_matched`` / ``raw_flops_matched``: raw warm-start + bootstrap text, for as
    many epochs as the last EM model saw of its data / for as many tokens.
@@ -17,8 +17,9 @@ For every seed, in ``OUT/seed-N/``:
    ones answer directly), raw NLL per token, IWAE bound per token for latent models,
    and the oracle's verdict on the latents each latent model was trained on.
 
-``results.json`` (``models`` -> name -> per-seed lists), ``results.md`` and three PNG plots
-go to ``OUT``. The trainings and E-steps form a graph (``demo_jobs``) that runs on
+``results.json`` (``models`` -> name -> per-seed lists, and ``claims``: each claim's paired
+differences over seeds with 95% intervals and its verdict, ``bolt.claims``), ``results.md``
+and three PNG plots go to ``OUT``. The trainings and E-steps form a graph (``demo_jobs``) that runs on
 ``workers`` processes side by side (``bolt.jobgraph``). Every stage is resumable;
 rerunning the command continues.
 """
@@ -26,6 +27,7 @@ rerunning the command continues.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,18 +35,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from bolt import claims
 from bolt.chunking import with_new_prefixes
-from bolt.crossfit import in_fold, merge_folds, write_fold_inputs
+from bolt.em import Chain, prepare_world_data
+from bolt.loop import LoopConfig, demo_loop
 from bolt.errors import BoltError
-from bolt.estep import PROPOSALS, EStepConfig, estep_stage
 from bolt.evaluation import EvalConfig, eval_stage
 from bolt.jobgraph import Job, run_graph
 from bolt.records import read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, config_to_json
-from bolt.sampling import SamplingConfig
-from bolt.synthesize import SynthesizeConfig, synthesize_stage, with_synthetic
+from bolt.synthesize import with_synthetic
 from bolt.training import TrainConfig, train
-from bolt.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, latent_is_correct, write_world
+from bolt.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, latent_is_correct
 
 
 @dataclass
@@ -66,12 +68,9 @@ class DemoConfig:
     follow from ``m_step_steps`` (or ``m_step_budget``), the raw baselines from the M-steps and
     the epochs of the last EM model. At ``lr`` 3e-3 about one training in eight failed to learn
     the task (10-45 points down); 1e-3 rescued the ones retried (README)."""
-    iterations: int = 2
-    """EM iterations after the warm start."""
-    samples: int = 16
-    """K in the E-steps of the main EM chain. At K = 4 the candidates were mostly one chain and
-    em_1 only equalled the warm start; K = 16 (at ``estep_temperature`` 1.5) chose more correct
-    latents and em_1 beat the warm start on every seed (README)."""
+    loop: LoopConfig = field(default_factory=demo_loop)
+    """The EM loop (``bolt.loop.LoopConfig``, whose defaults are the paper's): ``demo_loop()`` says
+    where the demo deviates and why; ``--paper-loop`` runs the paper's loop."""
     sweep: list[int] = field(default_factory=lambda: [1, 4])
     """K values for iteration 1 in the inference-compute sweep (the chain's K is added)."""
     m_step_budget: str = "data"
@@ -85,27 +84,11 @@ class DemoConfig:
     its latents by heart (1,600 steps: about 76 epochs of the default's 200 documents, against
     about 150 of 100 under the data rule with 50 bootstrap documents; the warm start's 800 steps
     are about 150 epochs of its 50, as many as it needs to learn the task)."""
-    proposal: str = "prior"
-    """Where the E-steps' K candidates come from: the model's posterior (the paper) or its prior
-    (``EStepConfig.proposal``). On this world's small model the prior proposes correct chains
-    about twice as often as the posterior (README), so the demo uses it; ``--proposal
-    posterior`` runs the paper's E-step."""
-    estep_folds: int = 1
-    """Cross-fitted E-steps when above 1: from iteration 2 on, the bootstrap documents are dealt
-    into this many folds, and each fold's latents are inferred by a model trained (like an
-    M-step, from the base initialisation) on the warm start's latents and the previous
-    iteration's latents of the other folds, so that no E-step reads back latents its model was
-    trained on. 1: the paper's E-step, with the previous M-step's model."""
-    estep_temperature: float = 1.5
-    """Sampling temperature of the E-steps' candidates. The weights use the log-probabilities of
-    the distribution actually sampled from, so any temperature targets the same posterior; above 1
-    the K candidates differ more often (at K = 4 and T = 1 they are mostly identical on this world)."""
-    continue_from_previous: bool = False
-    """Start each M-step from the previous model (warm-started EM) instead of the base
-    initialisation (the paper); the FLOPs-matched baseline then gets the whole chain's steps."""
     wrap: bool = False
     """Also train the WRAP-like rephrasing baseline ``wrap`` (one more FLOPs-matched training per seed)."""
-    max_latent_tokens: int = 48
+    warm_long: bool = True
+    """Also train ``warm_long``: the warm start on its own data for the EM chain's training
+    compute (its steps plus every M-step's), the control that tells bootstrapping from more steps."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(iwae_samples=[1, 4], max_latent_tokens=48, max_answer_tokens=48, batch_prompts=64, answer_pattern=ANSWER_PATTERN))
     seeds: int = 1
     """Repetitions with seeds first_seed, first_seed + 1, ...; tables report mean ± std."""
@@ -121,7 +104,8 @@ class DemoConfig:
         self.world.validate()
         self.train.validate()
         self.eval.validate()
-        if self.iterations < 1:
+        self.loop.validate()
+        if self.loop.iterations < 1:
             raise BoltError("--iterations must be at least 1 for the demo.")
         if self.world.warm_documents < 1 or self.world.bootstrap_documents < 1:
             raise BoltError(
@@ -131,24 +115,21 @@ class DemoConfig:
             raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
         if self.m_step_steps < 0:
             raise BoltError(f"--m-step-steps must be at least 1 (or 0 for --m-step-budget's rule), got {self.m_step_steps}.")
-        if self.proposal not in PROPOSALS:
-            raise BoltError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}.")
-        if self.estep_temperature <= 0:
-            raise BoltError(f"--estep-temperature must be above 0, got {self.estep_temperature}.")
         if not self.sweep or min(self.sweep) < 1:
             raise BoltError(f"--sweep takes K values of at least 1, got {self.sweep}.")
         if self.workers < 1:
             raise BoltError(f"--workers must be at least 1, got {self.workers}.")
-        if self.estep_folds < 1 or self.estep_folds > self.world.bootstrap_documents:
-            raise BoltError(f"--estep-folds must be between 1 and the bootstrap documents ({self.world.bootstrap_documents}), got {self.estep_folds}.")
-        if self.estep_folds > 1 and self.continue_from_previous:
-            raise BoltError("--estep-folds above 1 needs M-steps that restart from the base initialisation; drop --continue-from-previous or use --estep-folds 1.")
+        if self.loop.estep_folds > self.world.bootstrap_documents:
+            raise BoltError(f"--estep-folds must be between 1 and the bootstrap documents ({self.world.bootstrap_documents}), got {self.loop.estep_folds}.")
         if self.compile:
             from bolt.training import check_compile_possible
 
             check_compile_possible()
-        if self.samples not in self.sweep:
-            self.sweep = sorted(set(self.sweep) | {self.samples})
+
+    @property
+    def ks(self) -> list[int]:
+        """The K values of iteration 1's sweep, the chain's own K included."""
+        return sorted(set(self.sweep) | {self.loop.samples})
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -160,14 +141,14 @@ class DemoConfig:
         which run one after another. K = 4 and 60 steps shorten that chain."""
         world = WorldConfig(warm_documents=25, bootstrap_documents=15, heldout_documents=5, questions=50, estep_context=1)
         train = dataclasses.replace(cls().train, steps=60, batch_size=8)
-        return cls(world=world, train=train, samples=4, sweep=[1, 4], m_step_steps=0)
+        return cls(world=world, train=train, loop=dataclasses.replace(cls().loop, samples=4), sweep=[1, 4], m_step_steps=0)
 
     @classmethod
     def full(cls) -> DemoConfig:
         """The default's settings with a third EM iteration, K up to 64 in the sweep, the WRAP-like
         baseline and twice the held-out questions (not measured as a whole)."""
         world = dataclasses.replace(cls().world, questions=400)
-        return cls(world=world, iterations=3, sweep=[1, 4, 16, 64], wrap=True)
+        return cls(world=world, loop=dataclasses.replace(cls().loop, iterations=3), sweep=[1, 4, 16, 64], wrap=True)
 
 
 def _raw_text_tokens(path: Path) -> int:
@@ -196,18 +177,14 @@ def _seed_directory(output: Path, seed: int) -> Path:
 
 
 def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, Path]:
-    """The world's files and the oracle's warm-start latents (seconds)."""
-    data = write_world(directory / "data", config.world, seed)
-    data["warm_latents"] = directory / "data" / "warm.latents.jsonl"
-    teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
-    synthesize_stage(teacher, data["warm_chunks"], data["warm_latents"], SynthesizeConfig(batch_size=256))
+    """The world's files and the oracle's warm-start latents (``bolt.em.prepare_world_data``) and
+    the baselines' raw and rephrased text (seconds)."""
+    data = prepare_world_data(directory / "data", config.world, seed)
     # raw layouts never read prefixes: one-sentence prefixes throughout keep the raw baselines'
     # input (and so their finished trainings) the same whatever --estep-context is
     data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl", prefix_chunks=1)
-    if config.estep_folds > 1:
-        for fold, path in enumerate(write_fold_inputs(data["bootstrap_chunks"], config.estep_folds, directory / "data")):
-            data[f"bootstrap_fold_{fold}"] = path
     if config.wrap:
+        teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
         data["wrap"] = directory / "data" / "warm+bootstrap.wrap.jsonl"
         rephrased = []
         for document in read_documents(data["raw_all"]):
@@ -217,13 +194,10 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
     return data
 
 
-def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, train_path: Path, layout: str, steps: int, latent_file: Path | None = None, init: Path | None = None, raw_ratio: float = 0.0) -> dict:
-    train_config = dataclasses.replace(config.train, seed=seed, layout=layout, steps=steps, raw_ratio=raw_ratio)
-    if init is not None:
-        train_config = dataclasses.replace(train_config, model=str(init))
-    model_dir = directory / "models" / name
-    summary = train(train_config, train_path, model_dir, compile=config.compile)
-    latent = layout not in ("raw", "pure")
+def _entry(config: DemoConfig, directory: Path, data: dict[str, Path], name: str, model_dir: Path, train_path: Path, summary: dict, latent_file: Path | None) -> dict:
+    """A trained model's row: held-out accuracy and NLL, training tokens and epochs; for a latent
+    model (``latent_file`` given) the IWAE bound and the oracle's verdict on the latents it trained on."""
+    latent = latent_file is not None
     evaluation = eval_stage(model_dir, directory / "eval" / name, config.eval, documents_path=data["heldout_chunks"], questions_path=data["questions"], latent=latent)
     epochs = summary["tokens"] / summary["tokens_per_epoch"]
     entry = {
@@ -244,149 +218,112 @@ def _train_and_evaluate(config: DemoConfig, seed: int, directory: Path, data: di
     return entry
 
 
-def m_step_steps(config: DemoConfig, bootstrap_documents: int | None = None) -> int:
-    """Steps of one M-step: ``m_step_steps`` when set, else the warm start's, or
-    (``m_step_budget="data"``, the paper's rule) that many times the ratio of their documents,
-    so that an M-step sees its data for as many epochs as the warm start saw its own.
-    ``bootstrap_documents`` (default: the whole split) sizes a cross-fitting model that sees
-    only some of them, for as many epochs as an M-step."""
+def _finish_em_model(config: DemoConfig, data: dict[str, Path], chain: Chain, name: str, model_dir: Path, train_path: Path, latents: Path, summary: dict, estep: dict | None) -> dict:
+    """The engine's ``Finish`` for the demo: every model of the EM chain evaluated like the baselines."""
+    entry = _entry(config, chain.directory, data, name, model_dir, train_path, summary, latents)
+    if estep and "fold_latents" in estep:  # one failed fold model shows here before it drags the mean down
+        entry["latent_correct_share_by_fold"] = [_latent_correct_share(Path(p)) for p in estep["fold_latents"]]
+    return entry
+
+
+def _train_baseline(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, train_path: Path, layout: str, steps: int, raw_ratio: float = 0.0) -> dict:
+    train_config = dataclasses.replace(config.train, seed=seed, layout=layout, steps=steps, raw_ratio=raw_ratio)
+    model_dir = directory / "models" / name
+    summary = train(train_config, train_path, model_dir, compile=config.compile)
+    return _entry(config, directory, data, name, model_dir, train_path, summary, train_path if layout == "random" else None)
+
+
+def m_step_steps(config: DemoConfig) -> int:
+    """Steps of one M-step: ``m_step_steps`` when set, else the warm start's (``m_step_budget="steps"``),
+    or (``"data"``, the paper's rule) the warm start's times the ratio of their documents, so that
+    an M-step sees its data for as many epochs as the warm start saw its own."""
     world = config.world
-    bootstrap = world.bootstrap_documents if bootstrap_documents is None else bootstrap_documents
     if config.m_step_steps:
-        return round(config.m_step_steps * (world.warm_documents + bootstrap) / (world.warm_documents + world.bootstrap_documents))
+        return config.m_step_steps
     if config.m_step_budget == "steps":
         return config.train.steps
-    return round(config.train.steps * (world.warm_documents + bootstrap) / world.warm_documents)
+    documents = world.bootstrap_documents + (world.warm_documents if config.loop.m_step_data == "teacher+bootstrap" else 0)
+    return round(config.train.steps * documents / world.warm_documents)
 
 
 def _chain_steps(config: DemoConfig) -> int:
-    """Steps of the FLOPs-matched baseline: continued M-steps accumulate the whole chain's
+    """Steps of the FLOPs-matched baselines: continued M-steps accumulate the whole chain's
     compute; restarted ones cost one M-step each."""
-    if config.continue_from_previous:
-        return config.train.steps + config.iterations * m_step_steps(config)
+    if config.loop.continue_from_previous:
+        return config.train.steps + config.loop.iterations * m_step_steps(config)
     return m_step_steps(config)
 
 
-# The jobs of the graph, at module level so that spawned workers can run them. The last
+def demo_chain(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path]) -> Chain:
+    """One seed's EM chain on the world's splits (``bolt.em``), evaluated by the demo."""
+    warm = dataclasses.replace(config.train, seed=seed, layout="random")
+    return Chain(
+        loop=config.loop,
+        warm_train=warm,
+        m_step_train=dataclasses.replace(warm, steps=m_step_steps(config)),
+        warm_latents=data["warm_latents"],
+        bootstrap=data["bootstrap_chunks"],
+        directory=directory,
+        compile=config.compile,
+        finish=functools.partial(_finish_em_model, config, data),
+    )
+
+
+# The baselines' jobs, at module level so that spawned workers can run them. The last
 # argument of each is ``done``: the results of the jobs it waits for.
-
-
-def _job_warm_start(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
-    return _train_and_evaluate(config, seed, directory, data, "warm_start", data["warm_latents"], "random", config.train.steps, data["warm_latents"])
 
 
 def _job_raw_warm(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
     """Raw text of the warm-start split with the warm start's compute."""
-    return _train_and_evaluate(config, seed, directory, data, "raw_warm", data["warm_chunks"], "raw", config.train.steps)
+    return _train_baseline(config, seed, directory, data, "raw_warm", data["warm_chunks"], "raw", config.train.steps)
+
+
+def _job_warm_long(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """The warm start's data and layout with the EM chain's training compute (warm start and every M-step)."""
+    steps = config.train.steps + config.loop.iterations * m_step_steps(config)
+    return _train_baseline(config, seed, directory, data, "warm_long", data["warm_latents"], "random", steps)
 
 
 def _job_raw_flops_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
     """Raw text of both splits with the EM chain's compute."""
-    return _train_and_evaluate(config, seed, directory, data, "raw_flops_matched", data["raw_all"], "raw", _chain_steps(config))
+    return _train_baseline(config, seed, directory, data, "raw_flops_matched", data["raw_all"], "raw", _chain_steps(config))
 
 
 def _job_wrap(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
     """Raw text of both splits mixed 1:1 with its rephrasings (WRAP), with the EM chain's compute."""
-    return _train_and_evaluate(config, seed, directory, data, "wrap", data["wrap"], "pure", _chain_steps(config), raw_ratio=0.5)
+    return _train_baseline(config, seed, directory, data, "wrap", data["wrap"], "pure", _chain_steps(config), raw_ratio=0.5)
 
 
 def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], last_job: str, flops_job: str, done: dict) -> dict:
     """Raw text of both splits for as many epochs as the last EM model saw of its data."""
     steps = max(1, round(_chain_steps(config) * done[last_job]["epochs"] / done[flops_job]["epochs"]))
-    return _train_and_evaluate(config, seed, directory, data, "raw_token_matched", data["raw_all"], "raw", steps)
-
-
-def estep_seed(seed: int, iteration: int) -> int:
-    """The E-step seed of EM iteration ``iteration`` (1, 2, ...): every iteration draws fresh
-    random numbers, as ``bolt em`` does, so no iteration replays the previous one's draws. On
-    this world it changed little: iteration 2 re-picked iteration 1's latents either way (2-5
-    of 300 bootstrap answers differed), since the M-step had learned them by heart (README).
-    The K sweep shares iteration 1's seed, so its models differ only in K."""
-    return seed + iteration - 1
-
-
-def _fold_model_name(previous: str, fold: int) -> str:
-    return f"crossfit/{previous}-without-fold-{fold}"
-
-
-def _fold_latents(directory: Path, name: str, fold: int) -> Path:
-    """Where the cross-fitted E-step of ``name`` writes fold ``fold``'s latents."""
-    return directory / "latents" / "crossfit" / f"{name}.fold-{fold}.jsonl"
-
-
-def _job_fold_model(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], previous: str, fold: int, estep_job: str, done: dict) -> str:
-    """A cross-fitting model: trained like ``previous``'s M-step (from the base initialisation,
-    steps by the same ``m_step_budget`` rule) on the warm start's latents and ``previous``'s
-    bootstrap latents outside ``fold``; not evaluated."""
-    latents = in_fold(read_documents(Path(done[estep_job])), fold, config.estep_folds, inside=False)
-    train_path = directory / "latents" / "crossfit" / f"{previous}-without-fold-{fold}.train.jsonl"
-    write_jsonl(train_path, read_documents(data["warm_latents"]) + latents)
-    train_config = dataclasses.replace(config.train, seed=seed, layout="random", steps=m_step_steps(config, len(latents)))
-    model_dir = directory / "models" / _fold_model_name(previous, fold)
-    train(train_config, train_path, model_dir, compile=config.compile)
-    return str(model_dir)
-
-
-def _job_estep(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, model: str, k: int, iteration: int, done: dict) -> str:
-    """E-step on the bootstrap split with ``model`` into ``latents/<name>.jsonl``; cross-fitted
-    when the demo has folds and ``model`` was trained on bootstrap latents: one E-step per fold,
-    each with the model that did not see that fold, merged in file order into
-    ``latents/<name>.crossfit.jsonl``."""
-    output = directory / "latents" / f"{name}.jsonl"
-    estep = EStepConfig(samples=k, seed=estep_seed(seed, iteration), sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens, temperature=config.estep_temperature), batch_prompts=64, proposal=config.proposal)
-    if not _cross_fitted(config, model):
-        estep_stage(directory / "models" / model, data["bootstrap_chunks"], output, estep)
-        return str(output)
-    fold_outputs = []
-    for fold in range(config.estep_folds):
-        fold_outputs.append(_fold_latents(directory, name, fold))
-        estep_stage(directory / "models" / _fold_model_name(model, fold), data[f"bootstrap_fold_{fold}"], fold_outputs[-1], estep)
-    return str(merge_folds(fold_outputs, data["bootstrap_chunks"], directory / "latents" / f"{name}.crossfit.jsonl"))
-
-
-def _cross_fitted(config: DemoConfig, model: str) -> bool:
-    """Whether the E-step with ``model`` is cross-fitted: the warm start never saw the bootstrap split."""
-    return config.estep_folds > 1 and model != "warm_start"
-
-
-def _job_m_step(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, estep_job: str, previous: str, done: dict) -> dict:
-    latents = Path(done[estep_job])
-    train_path = _concatenate([data["warm_latents"], latents], directory / "latents" / f"{name}.train.jsonl")
-    init = directory / "models" / previous if config.continue_from_previous else None
-    entry = _train_and_evaluate(config, seed, directory, data, name, train_path, "random", m_step_steps(config), latents, init)
-    if _cross_fitted(config, previous):  # one failed fold model shows here before it drags the mean down
-        entry["latent_correct_share_by_fold"] = [_latent_correct_share(_fold_latents(directory, name, fold)) for fold in range(config.estep_folds)]
-    return entry
+    return _train_baseline(config, seed, directory, data, "raw_token_matched", data["raw_all"], "raw", steps)
 
 
 def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
-    """Every seed's trainings and E-steps as a graph: the EM chain and the K sweep wait for
-    the warm start, each M-step for its E-step, the token-matched baseline for the last
-    EM model; the other raw baselines wait for nothing."""
+    """Every seed's EM chain (``bolt.em.Chain.jobs``, with the K sweep) and its baselines as one
+    graph: the token-matched baseline waits for the last EM model, the others for nothing."""
     jobs: dict[str, Job] = {}
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         tag = f"seed-{seed}/"
         directory = _seed_directory(output, seed)
-        common = (config, seed, directory, _prepare_seed(config, seed, directory))
-        jobs[tag + "warm_start"] = Job(_job_warm_start, common)
+        data = _prepare_seed(config, seed, directory)
+        common = (config, seed, directory, data)
+        jobs.update(demo_chain(config, seed, directory, data).jobs(tag, config.ks))
         jobs[tag + "raw_warm"] = Job(_job_raw_warm, common)
-        chain = ["warm_start"] + [f"em_{i}" for i in range(1, config.iterations + 1)]
-        # (model, the model whose E-step it trains on, K, iteration): the EM chain, then the K sweep of iteration 1
-        m_steps = [(name, previous, config.samples, i) for i, (previous, name) in enumerate(zip(chain, chain[1:]), start=1)]
-        m_steps += [(f"em_1_k{k}", "warm_start", k, 1) for k in config.sweep if k != config.samples]
-        for name, previous, k, iteration in m_steps:
-            estep_after: tuple[str, ...] = (tag + previous,)
-            if _cross_fitted(config, previous):  # the fold models train on the previous E-step's latents
-                estep_after = tuple(tag + _fold_model_name(previous, fold) for fold in range(config.estep_folds))
-                for fold, fold_job in enumerate(estep_after):
-                    jobs[fold_job] = Job(_job_fold_model, common + (previous, fold, tag + f"estep/{previous}"), after=(tag + f"estep/{previous}",))
-            jobs[tag + f"estep/{name}"] = Job(_job_estep, common + (name, previous, k, iteration), after=estep_after)
-            jobs[tag + name] = Job(_job_m_step, common + (name, tag + f"estep/{name}", previous), after=(tag + f"estep/{name}",))
+        if config.warm_long:
+            jobs[tag + "warm_long"] = Job(_job_warm_long, common)
         jobs[tag + "raw_flops_matched"] = Job(_job_raw_flops_matched, common)
         if config.wrap:
             jobs[tag + "wrap"] = Job(_job_wrap, common)
-        jobs[tag + "raw_token_matched"] = Job(_job_raw_token_matched, common + (tag + chain[-1], tag + "raw_flops_matched"), after=(tag + chain[-1], tag + "raw_flops_matched"))
+        last = tag + f"em_{config.loop.iterations}"
+        jobs[tag + "raw_token_matched"] = Job(_job_raw_token_matched, common + (last, tag + "raw_flops_matched"), after=(last, tag + "raw_flops_matched"))
     return jobs
+
+
+def _is_model(name: str) -> bool:
+    """A job that trained an evaluated model (not an E-step or a cross-fitting model)."""
+    return not name.split("/", 1)[1].startswith(("estep/", "crossfit/"))
 
 
 def run_demo(config: DemoConfig, output: Path) -> dict:
@@ -399,26 +336,26 @@ def run_demo(config: DemoConfig, output: Path) -> dict:
 
     def report(name: str, result, seconds: float) -> None:
         progress.update(1)
-        if isinstance(result, dict):
+        if _is_model(name):
             progress.write(f"{name}: accuracy {result['accuracy']:.3f} ({seconds / 60:.1f} min)")
 
     done = run_graph(jobs, workers=config.workers, report=report)
     progress.close()
     models: dict[str, dict[str, list]] = {}
     for name in jobs:  # graph order, so each per-seed list runs first_seed, first_seed + 1, ... (not finishing order)
-        result = done[name]
-        if isinstance(result, dict):  # a trained model (E-steps return their output path)
-            for key, value in result.items():
+        if _is_model(name):
+            for key, value in done[name].items():
                 models.setdefault(name.split("/", 1)[1], {}).setdefault(key, []).append(value)
-    results = {"models": models, "seeds": config.seeds, "seconds": time.monotonic() - started, "config": config_to_json(config)}
+    verdicts = claims.demo_claims(models, config.loop.samples, config.ks)
+    results = {"models": models, "claims": verdicts, "seeds": config.seeds, "seconds": time.monotonic() - started, "config": config_to_json(config)}
     write_json(output / "results.json", results)
-    (output / "results.md").write_text(results_table(models), encoding="utf-8")
+    (output / "results.md").write_text(results_table(models) + "\n" + claims.markdown(verdicts), encoding="utf-8")
     _plots(models, config, output)
-    run.finish(seconds=results["seconds"], models=sorted(models))
+    run.finish(seconds=results["seconds"], models=sorted(models), claims={number: claim["verdict"] for number, claim in verdicts.items()})
     return results
 
 
-ORDER = ["raw_warm", "warm_start", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap"]
+ORDER = ["raw_warm", "warm_start", "warm_long", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap"]
 COLUMNS = [("accuracy", "accuracy"), ("nll_per_token", "NLL/token"), ("iwae_per_token", "IWAE NLL/token"), ("latent_correct_share", "correct latents"), ("raw_tokens_seen", "raw tokens seen")]
 
 
@@ -445,5 +382,5 @@ def _plots(models: dict, config: DemoConfig, output: Path) -> None:
     from bolt import plots
 
     plots.accuracy_per_iteration(models, output / "accuracy_per_iteration.png")
-    plots.accuracy_against_k(models, config.sweep, output / "accuracy_vs_k.png", config.samples)
+    plots.accuracy_against_k(models, config.ks, output / "accuracy_vs_k.png", config.loop.samples)
     plots.data_efficiency(models, output / "data_efficiency.png")

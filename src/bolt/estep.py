@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from bolt.errors import BoltError
 from bolt.importance import effective_sample_size, iwae_bound, log_importance_weights, resample_index
 from bolt.layouts import encode
+from bolt.loop import PROPOSALS
 from bolt.estep_backends import BACKENDS, HFBackend, LatentBackend, make_backend
 from bolt.executors import ExecutorConfig, run_shards, split_shards
 from bolt.modeling import load_tokenizer, model_fingerprint, resolve_device
@@ -44,7 +45,6 @@ from bolt.sampling import SamplingConfig
 from bolt.special_tokens import MarkerIds, marker_ids
 
 
-PROPOSALS = ("posterior", "prior")
 
 
 @dataclass
