@@ -120,7 +120,7 @@ SURFACE = {
             "--samples", "--proposal", "--estep-temperature", "--m-step-data", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--paper-loop", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
+    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--paper-loop", "--wrap-cot", "--no-wrap-cot", "--warm-long", "--no-warm-long", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
@@ -305,6 +305,9 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True
     assert main(["demo", "-o", str(tmp_path / "p"), "--paper-loop", "--iterations", "4"]) == 0
     assert seen["config"].loop == LoopConfig(iterations=4, max_latent_tokens=DemoConfig().loop.max_latent_tokens), "the paper's loop, flags on top"
+    assert (seen["config"].wrap_cot, seen["config"].warm_long) == (True, True)
+    assert main(["demo", "-o", str(tmp_path / "n"), "--no-wrap-cot", "--quick", "--warm-long"]) == 0
+    assert (seen["config"].wrap_cot, seen["config"].warm_long) == (False, True)
 
 
 def test_quick_demo_is_the_default_pipeline_made_small(tmp_path, monkeypatch):

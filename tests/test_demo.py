@@ -11,7 +11,7 @@ import pytest
 from bolt.demo import DemoConfig, _prepare_seed, run_demo
 from bolt.loop import LoopConfig, demo_loop
 from bolt.records import read_documents
-from bolt.world import REPHRASE_STYLES, WorldConfig, latent_is_correct
+from bolt.world import REPHRASE_STYLES, WorldConfig, latent_is_correct, with_reasoning
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +29,12 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
     results = run_demo(config, tmp_path)
     models = json.loads((tmp_path / "results.json").read_text())["models"]
     assert models == json.loads(json.dumps(results["models"]))
-    expected = {"warm_start", "raw_warm", "warm_long", "em_1", "em_2", "em_1_k1", "raw_token_matched", "raw_flops_matched"}
+    expected = {"warm_start", "raw_warm", "warm_long", "em_1", "em_2", "em_1_k1", "raw_token_matched", "raw_flops_matched", "wrap_cot"}
     assert set(models) == expected
     for name, entry in models.items():
         assert len(entry["accuracy"]) == 2 and all(0 <= a <= 1 for a in entry["accuracy"])
         assert len(entry["nll_per_token"]) == 2 and all(v > 0 for v in entry["nll_per_token"])
-        latent = not name.startswith("raw")
+        latent = not name.startswith(("raw", "wrap"))
         assert ("latent_correct_share" in entry) == latent and ("iwae_per_token" in entry) == latent
         for seed in (0, 1):  # per-seed lists in seed order, whichever seed finished first
             logged = [json.loads(line) for line in (tmp_path / f"seed-{seed}" / "models" / name / "metrics.jsonl").read_text().splitlines()]
@@ -51,7 +51,10 @@ def test_tiny_demo_writes_every_model_metric_and_plot(tmp_path):
     # the K sweep shares iteration 1's random numbers, the chain's next iteration does not
     seeds = {name: json.loads((tmp_path / "seed-1" / "latents" / f"{name}.jsonl.run" / "manifest.json").read_text())["config"]["estep"]["seed"] for name in ("em_1", "em_1_k1", "em_2")}
     assert seeds == {"em_1": 1, "em_1_k1": 1, "em_2": 2}
-    assert models["raw_flops_matched"]["train_tokens"] == models["em_2"]["train_tokens"]
+    assert models["raw_flops_matched"]["train_tokens"] == models["em_2"]["train_tokens"] == models["wrap_cot"]["train_tokens"]
+    wrap_cot = read_documents(tmp_path / "seed-0" / "data" / "warm+bootstrap.wrap-cot.jsonl")
+    assert all(d.meta["synthetic"] == with_reasoning(d.text) for d in wrap_cot), "the oracle's derivations inline, as plain text"
+    assert json.loads((tmp_path / "seed-0" / "models" / "wrap_cot" / "manifest.json").read_text())["config"]["layout"] == "pure"
     assert models["raw_token_matched"]["raw_tokens_seen"][0] < models["raw_flops_matched"]["raw_tokens_seen"][0]
     for png in ("accuracy_per_iteration.png", "accuracy_vs_k.png", "data_efficiency.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -64,7 +67,7 @@ def _two_step_config(bootstrap_documents: int = 2, **overrides) -> DemoConfig:
     """Two warm-start documents, 2-step trainings, two EM iterations at K = 2, no K sweep."""
     world = WorldConfig(warm_documents=2, bootstrap_documents=bootstrap_documents, heldout_documents=1, questions=4, problems_per_document=3)
     loop = dataclasses.replace(demo_loop(), iterations=2, samples=2, max_latent_tokens=8, **overrides)
-    config = DemoConfig(world=world, loop=loop, sweep=[2], m_step_steps=0, warm_long=False)
+    config = DemoConfig(world=world, loop=loop, sweep=[2], m_step_steps=0, warm_long=False, wrap_cot=False)
     config.train = dataclasses.replace(config.train, steps=2, batch_size=2, seq_len=128, warmup_steps=1, precision="no")
     config.eval = dataclasses.replace(config.eval, iwae_samples=[1], max_latent_tokens=8, max_answer_tokens=8)
     return config

@@ -52,11 +52,18 @@ def test_report_pools_seeds_and_draws_every_plot(tmp_path):
     assert result["plots"] == sorted(["per_iteration.png", "accuracy_vs_raw_tokens.png", "accuracy_vs_train_tokens.png", "accuracy_vs_k.png", "tasks.png"])
     for name in result["plots"]:
         assert (tmp_path / "report" / name).read_bytes().startswith(PNG)
-    markdown = (tmp_path / "report" / "report.md").read_text().splitlines()
+    text = (tmp_path / "report" / "report.md").read_text()
+    markdown = text.split("\n\n")[0].splitlines()
     assert markdown[0].startswith("| model |") and len(markdown) == 2 + len(table)
     assert markdown[2].startswith("| raw_warm |") and "(n=2)" in markdown[2]
     assert json.loads((tmp_path / "report" / "report.json").read_text())["models"] == table
     assert json.loads((tmp_path / "report" / "manifest.json").read_text())["status"] == "complete"
+    # the claims, paired within each run's seed; an eval-only run takes no part
+    accuracy = {name: [json.loads((run / "results.json").read_text())["models"][name]["accuracy"][0] for run in runs] for name in ("warm_start", "raw_warm")}
+    first = result["claims"]["1"]["comparisons"][0]
+    assert (first["higher"], first["lower"]) == ("warm_start", "raw_warm")
+    assert first["differences"] == pytest.approx([w - r for w, r in zip(accuracy["warm_start"], accuracy["raw_warm"])])
+    assert "### Claim 1:" in text and "### Claim 3:" in text
 
 
 def test_em_results_become_iterations(tmp_path):
@@ -68,6 +75,7 @@ def test_em_results_become_iterations(tmp_path):
     assert list(result["models"]) == ["warm_start", "em_1"]
     assert result["models"]["em_1"]["accuracy"]["mean"] == 0.3
     assert result["plots"] == ["per_iteration.png"]
+    assert result["claims"] is None, "no demo run, no claims"
 
 
 def test_a_directory_without_results_is_an_error(tmp_path):

@@ -114,3 +114,14 @@ def test_world_config_validation():
         WorldConfig(teacher_error_rate=2).validate()
     with pytest.raises(BoltError, match="distinct problems"):
         world_documents(WorldConfig(steps=1, modulus=2, operators="+", warm_documents=10), seed=0)
+
+
+def test_wrap_cot_writes_each_derivation_inline_before_its_answer():
+    from bolt.world import with_reasoning
+
+    text = "Let c = 3 + 8 - 5 * 2 (mod 10). So c = 2. Let p = 7 * 3 (mod 10). So p = 1."
+    assert with_reasoning(text) == "Let c = 3 + 8 - 5 * 2 (mod 10). 3+8=1-5=6*2=2. So c = 2. Let p = 7 * 3 (mod 10). 7*3=1. So p = 1."
+    teacher = OracleTeacher(seed=3)
+    assert teacher.rephrase_with_reasoning("d", text) == with_reasoning(text)
+    wrong = OracleTeacher(error_rate=1.0, seed=3).rephrase_with_reasoning("d", text)
+    assert wrong != with_reasoning(text) and wrong.count(". So ") == 2, "an imperfect teacher botches steps, never the stated answers"

@@ -442,6 +442,10 @@ def _demo_parser(sub) -> None:
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument("--sweep", type=_k_list, metavar="K,K,...", help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4; --full: 1,4,16,64); the chain's K is always in it")
     p.add_argument("--estep-context", type=int, metavar="N", help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer depends on, as the teacher sees it; the paper uses 3 chunks)")
+    p.add_argument("--wrap-cot", action=argparse.BooleanOptionalAction, help="train the WRAP-CoT baseline: both splits with the oracle's derivations "
+                   "written inline, as plain text, for the EM chain's compute (default: on; --quick: off)")
+    p.add_argument("--warm-long", action=argparse.BooleanOptionalAction, help="train the warm start on its own data for the EM chain's whole training "
+                   "compute, the control that tells bootstrapping from more steps (default: on; --quick: off)")
     p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
     world = p.add_argument_group("size (defaults: those of the preset)")
     world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
@@ -471,6 +475,8 @@ def _run_demo(args) -> dict:
         config.loop = LoopConfig(max_latent_tokens=config.loop.max_latent_tokens)
     config.loop = _loop_from_flags(args, config.loop)
     config.wrap = config.wrap or args.wrap
+    config.wrap_cot = config.wrap_cot if args.wrap_cot is None else args.wrap_cot
+    config.warm_long = config.warm_long if args.warm_long is None else args.warm_long
     config.workers = args.workers
     config.compile = args.compile
     # flags left unset keep the preset's value

@@ -86,6 +86,10 @@ class DemoConfig:
     are about 150 epochs of its 50, as many as it needs to learn the task)."""
     wrap: bool = False
     """Also train the WRAP-like rephrasing baseline ``wrap`` (one more FLOPs-matched training per seed)."""
+    wrap_cot: bool = True
+    """Also train ``wrap_cot`` (WRAP-CoT, the paper's strongest baseline): both splits with the
+    oracle's derivations written inline (``bolt.world.with_reasoning``), trained as plain text for
+    the EM chain's compute; it answers by writing the work out, as latent models do in latent space."""
     warm_long: bool = True
     """Also train ``warm_long``: the warm start on its own data for the EM chain's training
     compute (its steps plus every M-step's), the control that tells bootstrapping from more steps."""
@@ -141,7 +145,7 @@ class DemoConfig:
         which run one after another. K = 4 and 60 steps shorten that chain."""
         world = WorldConfig(warm_documents=25, bootstrap_documents=15, heldout_documents=5, questions=50, estep_context=1)
         train = dataclasses.replace(cls().train, steps=60, batch_size=8)
-        return cls(world=world, train=train, loop=dataclasses.replace(cls().loop, samples=4), sweep=[1, 4], m_step_steps=0)
+        return cls(world=world, train=train, loop=dataclasses.replace(cls().loop, samples=4), sweep=[1, 4], m_step_steps=0, wrap_cot=False, warm_long=False)
 
     @classmethod
     def full(cls) -> DemoConfig:
@@ -183,14 +187,18 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
     # raw layouts never read prefixes: one-sentence prefixes throughout keep the raw baselines'
     # input (and so their finished trainings) the same whatever --estep-context is
     data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl", prefix_chunks=1)
+    teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
     if config.wrap:
-        teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
         data["wrap"] = directory / "data" / "warm+bootstrap.wrap.jsonl"
         rephrased = []
         for document in read_documents(data["raw_all"]):
             text, style = teacher.rephrase(document.id, document.text)
             rephrased.append(with_synthetic(document, text, "wrap", style, "world-oracle-v1"))
         write_jsonl(data["wrap"], rephrased)
+    if config.wrap_cot:
+        data["wrap_cot"] = directory / "data" / "warm+bootstrap.wrap-cot.jsonl"
+        documents = read_documents(data["raw_all"])
+        write_jsonl(data["wrap_cot"], [with_synthetic(d, teacher.rephrase_with_reasoning(d.id, d.text), "wrap-cot", "default", "world-oracle-v1") for d in documents])
     return data
 
 
@@ -294,6 +302,12 @@ def _job_wrap(config: DemoConfig, seed: int, directory: Path, data: dict[str, Pa
     return _train_baseline(config, seed, directory, data, "wrap", data["wrap"], "pure", _chain_steps(config), raw_ratio=0.5)
 
 
+def _job_wrap_cot(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """Both splits with the oracle's derivations written inline (WRAP-CoT), as plain text only,
+    with the EM chain's compute: the baseline that reasons without latent markers."""
+    return _train_baseline(config, seed, directory, data, "wrap_cot", data["wrap_cot"], "pure", _chain_steps(config))
+
+
 def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], last_job: str, flops_job: str, done: dict) -> dict:
     """Raw text of both splits for as many epochs as the last EM model saw of its data."""
     steps = max(1, round(_chain_steps(config) * done[last_job]["epochs"] / done[flops_job]["epochs"]))
@@ -316,6 +330,8 @@ def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
         jobs[tag + "raw_flops_matched"] = Job(_job_raw_flops_matched, common)
         if config.wrap:
             jobs[tag + "wrap"] = Job(_job_wrap, common)
+        if config.wrap_cot:
+            jobs[tag + "wrap_cot"] = Job(_job_wrap_cot, common)
         last = tag + f"em_{config.loop.iterations}"
         jobs[tag + "raw_token_matched"] = Job(_job_raw_token_matched, common + (last, tag + "raw_flops_matched"), after=(last, tag + "raw_flops_matched"))
     return jobs
@@ -355,7 +371,7 @@ def run_demo(config: DemoConfig, output: Path) -> dict:
     return results
 
 
-ORDER = ["raw_warm", "warm_start", "warm_long", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap"]
+ORDER = ["raw_warm", "warm_start", "warm_long", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot"]
 COLUMNS = [("accuracy", "accuracy"), ("nll_per_token", "NLL/token"), ("iwae_per_token", "IWAE NLL/token"), ("latent_correct_share", "correct latents"), ("raw_tokens_seen", "raw tokens seen")]
 
 

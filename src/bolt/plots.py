@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-RAW_BASELINES = ("raw_warm", "raw_token_matched", "raw_flops_matched", "wrap")
+RAW_BASELINES = ("raw_warm", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot")
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -43,7 +43,7 @@ def accuracy_per_iteration(models: dict, path: Path) -> None:
     means, stds = zip(*(_stats(models[name]["accuracy"]) for name in names))
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.errorbar(range(len(names)), means, yerr=stds, marker="o", capsize=3, label="BoLT (latent model)")
-    for name, style in zip(RAW_BASELINES, ("--", ":", "-.", (0, (1, 4)))):
+    for name, style in zip(RAW_BASELINES, ("--", ":", "-.", (0, (1, 4)), (0, (5, 2, 1, 2)))):
         if name in models:
             mean, _ = _stats(models[name]["accuracy"])
             axis.axhline(mean, linestyle=style, color="grey", label=name)

@@ -10,7 +10,9 @@ Reads, from each run directory given:
 
 Runs that hold the same model (several seeds of a demo, say) pool their values. Tables
 show mean ± standard deviation over the pooled values (n of them); the plots' error bars
-are the same standard deviations.
+are the same standard deviations. Over the seeds of the ``bolt demo`` runs given, the
+paper's claims are computed again (``bolt.claims``: paired differences per seed, 95%
+intervals, verdicts) into ``claims`` of ``report.json`` and the end of ``report.md``.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from bolt import claims
 from bolt.errors import BoltError
 from bolt.records import atomic_path, write_json
 from bolt.rundir import RunDir
 
 Models = dict[str, dict[str, list[float]]]
-BASELINES = ("raw_warm", "raw_token_matched", "raw_flops_matched")
+BASELINES = ("raw_warm", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot", "warm_long")
 TASK_COUNTS = ("questions", "samples_per_question")
 """Entries of tasks.json that describe a task run rather than measure the model."""
-ORDER = ["raw_warm", "warm_start", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched"]
+ORDER = ["raw_warm", "warm_start", "warm_long", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot"]
 
 
 def _add(models: Models, name: str, metrics: dict) -> None:
@@ -37,6 +40,28 @@ def _add(models: Models, name: str, metrics: dict) -> None:
         values = value if isinstance(value, list) else [value]
         if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             models.setdefault(name, {}).setdefault(key, []).extend(float(v) for v in values)
+
+
+def demo_claims(run_dirs: list[Path]) -> dict | None:
+    """The claims (``bolt.claims``) over the seeds of every ``bolt demo`` run given, paired within
+    each seed; only models that every one of those runs trained take part. None without a demo run."""
+    runs = []
+    for run in run_dirs:
+        path = Path(run) / "results.json"
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if isinstance(data, dict) and "models" in data:
+            runs.append(data)
+    if not runs:
+        return None
+    common = set.intersection(*(set(r["models"]) for r in runs))
+    pooled: Models = {name: {} for name in common}
+    for r in runs:
+        for name in common:
+            for metric, values in r["models"][name].items():
+                pooled[name].setdefault(metric, []).extend(values)
+    config = runs[0].get("config", {})
+    loop = config.get("loop", config)
+    return claims.demo_claims(pooled, int(loop.get("samples", 0)), list(config.get("sweep", [])))
 
 
 def collect(run_dirs: list[Path]) -> tuple[Models, dict]:
@@ -52,7 +77,8 @@ def collect(run_dirs: list[Path]) -> tuple[Models, dict]:
                 for name, metrics in data["models"].items():
                     _add(models, name, metrics)
                 config = data.get("config", {})
-                k_info = {"samples": config.get("samples", k_info.get("samples")), "sweep": config.get("sweep", k_info.get("sweep"))}
+                loop = config.get("loop", config)  # runs before the EM engine kept samples at the top
+                k_info = {"samples": loop.get("samples", k_info.get("samples")), "sweep": config.get("sweep", k_info.get("sweep"))}
             elif isinstance(data, list):
                 for row in data:
                     _add(models, "warm_start" if row.get("iteration") == 0 else f"em_{row.get('iteration')}", row)
@@ -123,7 +149,7 @@ def plot_per_iteration(models: Models, table: dict, path: Path) -> bool:
     for axis, (metric, label) in zip(axes[0], panels):
         present = [(i, n) for i, n in enumerate(names) if metric in table[n]]
         axis.errorbar([i for i, _ in present], [table[n][metric]["mean"] for _, n in present], yerr=[table[n][metric]["std"] for _, n in present], marker="o", capsize=3, label="latent model")
-        for baseline, style in zip(BASELINES, ("--", ":", "-.")):
+        for baseline, style in zip(BASELINES, ("--", ":", "-.", (0, (1, 4)), (0, (5, 2, 1, 2)), (0, (3, 1)))):
             if baseline in table and metric in table[baseline]:
                 axis.axhline(table[baseline][metric]["mean"], linestyle=style, color="grey", label=baseline)
         axis.set_xticks(range(len(names)), [n.replace("_", " ") for n in names])
@@ -213,9 +239,10 @@ def report(run_dirs: list[Path], output: Path) -> dict:
         "accuracy_vs_k.png": plot_against_k(table, k_info, output / "accuracy_vs_k.png"),
         "tasks.png": plot_tasks(table, output / "tasks.png"),
     }
-    result = {"runs": [str(r) for r in run_dirs], "models": table, "plots": sorted(name for name, made in plots.items() if made)}
+    verdicts = demo_claims([Path(r) for r in run_dirs])
+    result = {"runs": [str(r) for r in run_dirs], "models": table, "claims": verdicts, "plots": sorted(name for name, made in plots.items() if made)}
     write_json(output / "report.json", result)
     with atomic_path(output / "report.md") as temporary:
-        temporary.write_text(markdown(table), encoding="utf-8")
+        temporary.write_text(markdown(table) + ("\n" + claims.markdown(verdicts) if verdicts else ""), encoding="utf-8")
     run.finish(models=len(table), plots=result["plots"])
     return result

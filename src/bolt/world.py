@@ -241,6 +241,22 @@ def rephrase(text: str, style: str) -> str:
     return " ".join(_rephrase_problem(p, a[2], style) for p, a in zip(problems, answers))
 
 
+def with_reasoning(text: str, error_rate: float = 0.0, rng: np.random.Generator | None = None) -> str:
+    """The WRAP-CoT rephrasing: the document with the work behind every stated result written
+    inline as plain text, before the answer sentence (``Let c = 3 + 8 - 5 * 2 (mod 10).
+    3+8=1-5=6*2=2. So c = 2.``). A model trained on it can show its work before answering
+    without any latent markers, so it is the raw-text baseline that reasons."""
+    pieces, last = [], 0
+    for answer in _ANSWER.finditer(text):
+        questions = list(_QUESTION.finditer(text, 0, answer.start()))
+        if not questions:
+            raise BoltError(f"with_reasoning: an answer sentence without a question before it in {text[:80]!r}.")
+        derivation = oracle_latent(questions[-1].group(0), answer.group(0), error_rate, rng)
+        pieces.append(text[last : answer.start()] + derivation + " ")
+        last = answer.start()
+    return "".join(pieces) + text[last:]
+
+
 class OracleTeacher:
     """``--teacher oracle``: the world's true latents, optionally with errors."""
 
@@ -260,6 +276,10 @@ class OracleTeacher:
 
         style = wrap_style(list(REPHRASE_STYLES), self.seed, document_id)
         return rephrase(text, style), style
+
+    def rephrase_with_reasoning(self, document_id: str, text: str) -> str:
+        """The document with its derivations written inline (``with_reasoning``), errors drawn like the latents'."""
+        return with_reasoning(text, self.error_rate, np.random.default_rng(chunk_seed(self.seed, document_id + "\0wrap-cot", 0)))
 
     def write_latents(self, requests: list[LatentRequest]) -> list[str]:
         latents = []
