@@ -291,11 +291,17 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
             return run.read_manifest()["summary"]
         warnings.warn(f"{problems[0]}: training again.", stacklevel=2)
     created = not output.exists()
+    fresh = created or not any(output.iterdir())  # everything in it will be this training's
     try:
         return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile)
     except BaseException:
-        if created and os.environ.get("RANK", "0") == "0" and not any((output / "checkpoints").glob("step-*")):
-            shutil.rmtree(output, ignore_errors=True)  # nothing to resume from in a directory this training created
+        if fresh and os.environ.get("RANK", "0") == "0" and not any((output / "checkpoints").glob("step-*")):
+            # nothing to resume from: leave no directory this training created, and an empty one empty
+            if created:
+                shutil.rmtree(output, ignore_errors=True)
+            elif output.is_dir():
+                for entry in output.iterdir():
+                    remove_path(entry)
         raise
 
 
