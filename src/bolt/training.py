@@ -201,24 +201,28 @@ def read_checkpoint_state(directory: Path) -> dict | None:
     return state if isinstance(state, dict) and isinstance(state.get("step"), int) else None
 
 
-def _latest_checkpoint(output: Path, identity: dict, clean: bool = True) -> tuple[Path, dict] | None:
-    """The newest complete checkpoint of a run with the same config and data, and its state, if any.
+def _checkpoints(output: Path) -> list[Path]:
+    """The checkpoint directories ``step-N``, newest first."""
+    found = (p for p in (output / "checkpoints").glob("step-*") if p.is_dir() and p.name.split("-")[1].isdigit())
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True)
 
-    With ``clean`` (the main process), checkpoints without a readable state.json are removed
-    with a warning, and so are the temporary checkpoints of killed writers (``.step-N.tmp-HOST-PID``).
-    """
-    directory = output / "checkpoints"
-    if clean:
-        remove_stale_temporaries_in(directory)
-    checkpoints = sorted(
-        (p for p in directory.glob("step-*") if p.is_dir() and p.name.split("-")[1].isdigit()), key=lambda p: int(p.name.split("-")[1]), reverse=True
-    )
-    for checkpoint in checkpoints:
+
+def _clean_checkpoints(output: Path) -> None:
+    """Remove what killed writers left of checkpoints (main process only, before any process reads
+    them): temporary checkpoints ``.step-N.tmp-HOST-PID`` whose writer is gone, and checkpoints
+    without a readable state.json (an older bolt wrote state.json last, in place), with a warning."""
+    remove_stale_temporaries_in(output / "checkpoints")
+    for checkpoint in _checkpoints(output):
+        if read_checkpoint_state(checkpoint) is None:
+            warnings.warn(f"{checkpoint} is incomplete (no readable state.json: its writer was killed); removed it.", stacklevel=3)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _latest_checkpoint(output: Path, identity: dict) -> tuple[Path, dict] | None:
+    """The newest complete checkpoint of a run with the same config and data, and its state, if any."""
+    for checkpoint in _checkpoints(output):
         state = read_checkpoint_state(checkpoint)
         if state is None:
-            if clean:
-                warnings.warn(f"{checkpoint} is incomplete (no readable state.json: its writer was killed); removed it.", stacklevel=3)
-                shutil.rmtree(checkpoint, ignore_errors=True)
             continue
         if state.get("identity") != identity:
             warnings.warn(f"{checkpoint} was saved with another config or other data; training starts afresh.", stacklevel=3)
@@ -360,8 +364,10 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
 
     step = 0
     identity = resume_identity(config, data_path, windows_per_step)
-    found = _latest_checkpoint(output, identity, clean=accelerator.is_main_process)
+    if accelerator.is_main_process:
+        _clean_checkpoints(output)
     accelerator.wait_for_everyone()
+    found = _latest_checkpoint(output, identity)
     if found is not None:
         checkpoint, state = found
         accelerator.load_state(str(checkpoint))
