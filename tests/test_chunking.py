@@ -275,8 +275,11 @@ def test_chunk_stage_end_to_end(tmp_path):
     assert output.stat().st_mtime_ns == before
     assert (tmp_path / "out" / "chunks.jsonl.run" / "manifest.json").read_bytes() == manifest_before
 
-    # another config is new work, not a reuse
-    chunk_stage(corpus, output, ChunkConfig(seed=5, prefix_chunks=1))
+    # another config is new work, not a reuse, and replaces the earlier output only when asked to
+    with pytest.raises(BoltError, match="another config.*--overwrite"):
+        chunk_stage(corpus, output, ChunkConfig(seed=5, prefix_chunks=1))
+    assert output.stat().st_mtime_ns == before
+    chunk_stage(corpus, output, ChunkConfig(seed=5, prefix_chunks=1), overwrite=True)
     assert all(c.prefix == (d.chunks[i - 1].text if i else "") for d in read_documents(output) for i, c in enumerate(d.chunks))
 
 

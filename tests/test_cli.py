@@ -80,11 +80,12 @@ def test_no_command_is_a_usage_error(capsys):
 
 HELP = {"-h", "--help"}
 SEED = {"--seed"}
+OVERWRITE = {"--overwrite"}  # every command that writes stage outputs into a run directory
 SURFACE = {
-    "chunk": (["input"], HELP | SEED | {"-o", "--output", "--mean-units", "--max-units", "--uniform", "--prefix-chunks", "--text-field"}),
+    "chunk": (["input"], HELP | SEED | OVERWRITE | {"-o", "--output", "--mean-units", "--max-units", "--uniform", "--prefix-chunks", "--text-field"}),
     "synthesize": (
         ["input"],
-        HELP | SEED | {
+        HELP | SEED | OVERWRITE | {
             "-o", "--output", "--teacher", "--teacher-model", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
             "--base-url", "--batch", "--concurrency", "--dry-run", "--pricing", "--cache-dir", "--env-file", "--max-retries", "--max-bad-replies",
             "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--executor", "--workers", "--gpus-per-worker",
@@ -92,7 +93,7 @@ SURFACE = {
     ),
     "train": (
         ["input"],
-        HELP | SEED | {
+        HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
             "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
             "--log-every", "--token-cache", "--tokenize-workers", "--compile",
@@ -100,14 +101,14 @@ SURFACE = {
     ),
     "estep": (
         ["input"],
-        HELP | SEED | {
+        HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
             "--keep-candidates", "--proposal", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker",
         },
     ),
     "eval": (
         ["input"],
-        HELP | SEED | {
+        HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
             "--max-answer-tokens", "--answer-pattern", "--tasks", "--data-dir", "--limit", "--samples", "--temperature", "--top-p",
             "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts", "--device",
@@ -115,12 +116,12 @@ SURFACE = {
     ),
     "em": (
         [],
-        HELP | SEED | {
+        HELP | SEED | OVERWRITE | {
             "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--from-scratch", "--iterations", "-k",
             "--samples", "--proposal", "--estep-temperature", "--m-step-data", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
-    "demo": ([], HELP | SEED | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--paper-loop", "--wrap-cot", "--no-wrap-cot", "--warm-long", "--no-warm-long", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
+    "demo": ([], HELP | SEED | OVERWRITE | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--paper-loop", "--wrap-cot", "--no-wrap-cot", "--warm-long", "--no-warm-long", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
     "finetune-eval": (
         [],
         HELP | SEED | {

@@ -121,15 +121,13 @@ def test_interrupted_run_resumes_exactly(tiny_latents, tmp_path, monkeypatch):
     assert json.loads((b / "manifest.json").read_text())["status"] == "complete"
     assert not (b / "checkpoints").exists()
 
-    # The rerun continued from the step-4 checkpoint: it logged steps 5..8, not 1..8 again.
-    assert [row["step"] for row in metrics(b)] == [1, 2, 3, 4, 5, 5, 6, 7, 8]
+    # The rerun continued from the step-4 checkpoint: it logged steps 5..8, not 1..8 again, and the
+    # interrupted run's step 5 (past the checkpoint) was dropped, so each step is logged once.
+    assert [row["step"] for row in metrics(b)] == [1, 2, 3, 4, 5, 6, 7, 8]
     loss_a = {row["step"]: row["loss"] for row in metrics(a)}
-    loss_b: dict[int, float] = {}
-    for row in metrics(b):
-        loss_b[row["step"]] = row["loss"]  # the resumed value wins
-    for step in range(5, 9):
+    loss_b = {row["step"]: row["loss"] for row in metrics(b)}
+    for step in range(1, 9):
         assert loss_b[step] == pytest.approx(loss_a[step], rel=1e-6, abs=1e-6), step
-    assert metrics(b)[4]["loss"] == pytest.approx(loss_a[5], rel=1e-6, abs=1e-6)  # the interrupted run's step 5
 
     wa, wb = weights(a), weights(b)
     assert wa.keys() == wb.keys()
@@ -192,14 +190,16 @@ def test_compile_without_a_cpp_compiler_is_refused_before_any_work(tiny_latents,
     assert not (tmp_path / "model").exists()
 
 
-def test_rerun_with_another_config_or_changed_data_trains_again(tiny_latents, tmp_path):
+def test_rerun_with_another_config_needs_overwrite_and_changed_data_trains_again(tiny_latents, tmp_path):
     output = tmp_path / "model"
     data = tmp_path / "latents.jsonl"
     data.write_bytes(tiny_latents["warm_latents"].read_bytes())
     base = dict(model="tiny", seq_len=64, batch_size=2, lr=3e-3, log_every=1)
     train(TrainConfig(**base, steps=2), data, output)
 
-    full = train(TrainConfig(**base, steps=3), data, output)
+    with pytest.raises(BoltError, match="another config.*--overwrite"):
+        train(TrainConfig(**base, steps=3), data, output)
+    full = train(TrainConfig(**base, steps=3), data, output, overwrite=True)
     assert full["steps"] == 3
     logged = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3], "metrics of the earlier, different run must not stay in the file"

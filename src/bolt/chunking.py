@@ -129,8 +129,10 @@ def chunk_document(document: CorpusDocument, config: ChunkConfig) -> Document:
     return Document(id=document.id, chunks=with_prefixes(texts, config.prefix_chunks), meta=document.meta)
 
 
-def chunk_stage(input_path: Path, output_path: Path, config: ChunkConfig, text_field: str = "text") -> dict[str, int]:
-    """``bolt chunk``: a corpus file to ``bolt.chunks/1`` at ``output_path``, written atomically."""
+def chunk_stage(input_path: Path, output_path: Path, config: ChunkConfig, text_field: str = "text", overwrite: bool | None = None) -> dict[str, int]:
+    """``bolt chunk``: a corpus file to ``bolt.chunks/1`` at ``output_path``, written atomically.
+
+    ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``)."""
     config.validate()
 
     def work(run) -> dict[str, int]:
@@ -140,4 +142,4 @@ def chunk_stage(input_path: Path, output_path: Path, config: ChunkConfig, text_f
         return {"documents": len(documents), "chunks": sum(len(d.chunks) for d in documents)}
 
     stage_config = {"input": str(input_path), "text_field": text_field, "chunk": config}
-    return run_stage("chunk", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"corpus": input_path}, seed=config.seed)
+    return run_stage("chunk", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"corpus": input_path}, seed=config.seed, overwrite=overwrite)

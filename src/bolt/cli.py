@@ -35,6 +35,14 @@ def _add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
+def _add_overwrite(parser: argparse.ArgumentParser, what: str = "the output") -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help=f"replace {what} when bolt wrote it with another config (without it bolt refuses); only what bolt wrote is removed. "
+        "A path bolt did not write (no manifest) is never replaced, and rerunning the same config needs no flag: it resumes or skips",
+    )
+
+
 def _chunk_parser(sub) -> None:
     p = sub.add_parser(
         "chunk",
@@ -50,6 +58,7 @@ def _chunk_parser(sub) -> None:
     p.add_argument("--uniform", action="store_true", help="every chunk gets exactly --mean-units sentences (for evaluation)")
     p.add_argument("--prefix-chunks", type=int, default=1, help="previous chunks in each prefix: 1 for teacher latents, 3 for the E-step, -1 for all (default: 1)")
     p.add_argument("--text-field", default="text", help="name of the text field (default: text)")
+    _add_overwrite(p)
     _add_seed(p)
 
 
@@ -57,7 +66,7 @@ def _run_chunk(args) -> dict:
     from bolt.chunking import ChunkConfig, chunk_stage
 
     config = ChunkConfig(mean_units=args.mean_units, max_units=args.max_units, uniform=args.uniform, prefix_chunks=args.prefix_chunks, seed=args.seed)
-    return chunk_stage(args.input, args.output, config, text_field=args.text_field)
+    return chunk_stage(args.input, args.output, config, text_field=args.text_field, overwrite=args.overwrite)
 
 
 def _synthesize_parser(sub) -> None:
@@ -98,6 +107,7 @@ def _synthesize_parser(sub) -> None:
     api.add_argument("--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)")
     api.add_argument("--allow-failures", action="store_true", help="finish with the documents that got every answer when some requests got none")
     _add_executor(p, "each worker builds its own teacher; API workers share the answer cache")
+    _add_overwrite(p)
     _add_seed(p)
 
 
@@ -135,7 +145,7 @@ def _run_synthesize(args) -> dict:
     config = SynthesizeConfig(method=args.method, prompt_file=args.prompt_file, seed=args.seed, batch_size=args.batch_size, allow_failures=args.allow_failures)
     if args.dry_run:
         return synthesize_estimate(spec.build(), args.input, args.output, config, cache_dir=args.cache_dir)
-    return synthesize_stage(spec, args.input, args.output, config, cache_dir=args.cache_dir, executor=_executor_config(args))
+    return synthesize_stage(spec, args.input, args.output, config, cache_dir=args.cache_dir, executor=_executor_config(args), overwrite=args.overwrite)
 
 
 def _train_parser(sub) -> None:
@@ -179,6 +189,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="run the training steps through torch.compile: same model, other kernels after a few seconds of compiling "
                    "(meant for GPUs; on one AVX2 CPU core the world model's steps ran 1.16x faster, whole runs within noise; a CPU needs a C++ compiler such as g++)")
+    _add_overwrite(p, "the output directory")
     _add_seed(p)
 
 
@@ -198,7 +209,8 @@ def _run_train(args) -> dict:
 
     if args.tokenize_workers < 1:
         raise BoltError(f"--tokenize-workers must be >= 1, got {args.tokenize_workers}.")
-    return train(_train_config(args), args.input, args.output, token_cache=args.token_cache, tokenize_workers=args.tokenize_workers, compile=args.compile)
+    return train(_train_config(args), args.input, args.output, token_cache=args.token_cache, tokenize_workers=args.tokenize_workers, compile=args.compile,
+                 overwrite=args.overwrite)
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:
@@ -230,6 +242,7 @@ def _estep_parser(sub) -> None:
     _add_device(p)
     p.add_argument("--dtype", default="float32", help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser log-probs)")
     _add_executor(p, "each worker loads the model")
+    _add_overwrite(p)
     _add_seed(p)
 
 
@@ -265,7 +278,7 @@ def _run_estep(args) -> dict:
     )
     from bolt.modeling import resolve_dtype
 
-    return estep_stage(args.model, args.input, args.output, config, dtype=resolve_dtype(args.dtype), executor=_executor_config(args), device=args.device)
+    return estep_stage(args.model, args.input, args.output, config, dtype=resolve_dtype(args.dtype), executor=_executor_config(args), device=args.device, overwrite=args.overwrite)
 
 
 def _eval_parser(sub) -> None:
@@ -302,6 +315,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--max-answer-tokens", type=int, default=128, help="generation budget per question (default: 128)")
     p.add_argument("--answer-pattern", default=r"-?\d+(?:\.\d+)?", help="regex; its first match after EoL is the answer (default: a number)")
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together for the bounds, questions answered together (default: 8)")
+    _add_overwrite(p, "the evaluation in the output directory")
     _add_seed(p)
 
 
@@ -335,7 +349,8 @@ def _run_eval(args) -> dict:
         iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
         max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern, batch_prompts=args.batch_prompts,
     )
-    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device) | results
+    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device,
+                      overwrite=args.overwrite) | results
 
 
 def _em_parser(sub) -> None:
@@ -365,6 +380,7 @@ def _em_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows per step (default: 8)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3, for the tiny preset)")
     p.add_argument("--precision", default="no", choices=PRECISIONS, help="mixed precision: no (default), bf16, fp16, or auto (bf16 where this device computes it faster than fp32)")
+    _add_overwrite(p, "each stage's output in the run directory")
     _add_seed(p)
 
 
@@ -463,6 +479,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)")
     p.add_argument("--compile", action="store_true", help="train every model through torch.compile (on a 2-core AVX2 CPU steps ran 1.16x faster, whole trainings within noise; a CPU needs a C++ "
                    "compiler; other kernels, so results differ from uncompiled runs by about one training's spread)")
+    _add_overwrite(p, "each stage's output in the run directory")
     _add_seed(p)
 
 
@@ -594,6 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda message, category, *rest: f"bolt: warning: {message}\n"
+    from bolt.rundir import OVERWRITE_ENVIRONMENT
+
+    before = os.environ.get(OVERWRITE_ENVIRONMENT)
+    if getattr(args, "overwrite", False):
+        os.environ[OVERWRITE_ENVIRONMENT] = "1"  # for the stages a command runs inside itself (em, demo) and their worker processes
     try:
         result = COMMANDS[args.command][1](args)
     except BoltError as exc:
@@ -602,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
+    finally:
+        if before is None:
+            os.environ.pop(OVERWRITE_ENVIRONMENT, None)
+        else:
+            os.environ[OVERWRITE_ENVIRONMENT] = before
     if args.command not in ("em", "demo", "report") and os.environ.get("RANK", "0") == "0":  # one summary under torchrun
         print(json.dumps(result, indent=2, default=str))
     return 0

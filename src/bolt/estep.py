@@ -282,6 +282,7 @@ def estep_stage(
     dtype: torch.dtype = torch.float32,
     executor: ExecutorConfig | None = None,
     device: str = "auto",
+    overwrite: bool | None = None,
 ) -> dict[str, float]:
     """``bolt estep``: read chunks, resample latents with the model at ``model_dir``, write ``output_path``.
 
@@ -291,6 +292,7 @@ def estep_stage(
     continues from there. The output does not depend on the executor or the worker count.
     ``device`` and ``dtype`` place the HF engine (``auto``: a GPU when there is one); they are
     not part of the resume key, so a run started on one device can be finished on another.
+    ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``).
     """
     config.validate()
     resolve_device(device)  # a wrong device fails here, before any worker starts
@@ -324,7 +326,7 @@ def estep_stage(
             path.unlink()
         return summary
 
-    return run_stage("estep", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path}, seed=config.seed)
+    return run_stage("estep", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path}, seed=config.seed, overwrite=overwrite)
 
 
 def latent_model_warning(model_dir: Path) -> str | None:

@@ -219,9 +219,13 @@ def load_eval_documents(path: Path, uniform_units: int) -> list[Document]:
 
 
 def eval_stage(
-    model_dir: Path, output_dir: Path, config: EvalConfig, documents_path: Path | None = None, questions_path: Path | None = None, latent: bool = True, device: str = "auto"
+    model_dir: Path, output_dir: Path, config: EvalConfig, documents_path: Path | None = None, questions_path: Path | None = None, latent: bool = True, device: str = "auto",
+    overwrite: bool | None = None,
 ) -> dict:
-    """``bolt eval``: metrics to ``OUT/eval.json``, each generated answer to ``OUT/answers.jsonl``."""
+    """``bolt eval``: metrics to ``OUT/eval.json``, each generated answer to ``OUT/answers.jsonl``.
+
+    ``overwrite``: replace an evaluation of another config (``bolt.rundir.RunDir.claim``); the
+    benchmark results ``bolt eval --tasks`` put in ``OUT/tasks*`` are bolt's own."""
     if documents_path is None and questions_path is None:
         raise BoltError("nothing to evaluate: give held-out documents (positional) and/or --questions FILE.")
     resolve_device(device)
@@ -238,4 +242,5 @@ def eval_stage(
         return results
 
     inputs = {name: p for name, p in (("documents", documents_path), ("questions", questions_path)) if p}
-    return run_stage("eval", RunDir(output_dir), output_dir / "eval.json", stage_config, work, inputs=inputs, seed=config.seed)
+    return run_stage("eval", RunDir(output_dir), output_dir / "eval.json", stage_config, work, inputs=inputs, seed=config.seed,
+                     overwrite=overwrite, own=("tasks", "tasks.json"), extra_outputs=(output_dir / "answers.jsonl",))

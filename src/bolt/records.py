@@ -16,8 +16,12 @@ file behind (``atomic_path``).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
+import shutil
+import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,18 +282,123 @@ def check_new_document_id(seen: set[str], position: str, doc_id: str) -> None:
     seen.add(doc_id)
 
 
+_HOST = socket.gethostname() or "localhost"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
+
+
+def writer_tag() -> str:
+    """``HOST-PID`` of this process: what a temporary's name says of its writer."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def temporary_name(name: str, writer: str | None = None) -> str:
+    """The name of the temporary file (or directory) of ``name`` written by ``writer`` (default:
+    this process): ``.NAME.tmp-HOST-PID``."""
+    return f".{name}.tmp-{writer or writer_tag()}"
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is named as a bolt writer's temporary (``.NAME.tmp-...``), whoever wrote it."""
+    return _TEMPORARY.match(path.name) is not None
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user counts as running)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True  # cannot tell: keep its files
+    return True
+
+
+def is_stale_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary of a writer that no longer exists: its name says which
+    process of which machine wrote it (``.NAME.tmp-HOST-PID``, or ``.NAME.tmp-PID`` from older bolt);
+    a writer on another machine, or a live one here, keeps its file."""
+    match = _TEMPORARY.match(path.name)
+    if match is None:
+        return False
+    host = match["host"]
+    if host is not None and host != _HOST:
+        return False
+    return not process_exists(int(match["pid"]))
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` (files or directories beside it named ``.NAME.tmp-...``)
+    whose writer process is gone; those of a live writer stay. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        if is_stale_temporary(candidate):
+            remove_path(candidate)
+            removed.append(candidate)
+    return removed
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a link or a directory tree; nothing if it is not there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries_in(directory: str | Path) -> list[Path]:
+    """``remove_stale_temporaries`` for every target in ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for candidate in directory.iterdir():
+        if is_stale_temporary(candidate):
+            remove_path(candidate)
+            removed.append(candidate)
+    return removed
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a directory's entries') bytes to the disk, where the system allows it."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only on success."""
+    """Yield a temporary path beside ``path``; move it into place only on success.
+
+    The temporary is ``.NAME.tmp-HOST-PID``: temporaries a killed writer left beside ``path``
+    are removed first (``remove_stale_temporaries``), never those of a live one. The bytes are
+    flushed to the disk before the rename, so a crash leaves the old file or the new one whole.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path)
+    temporary = path.with_name(temporary_name(path.name))
     try:
         yield temporary
+        if temporary.is_file():
+            fsync_path(temporary)
         os.replace(temporary, path)
+        fsync_path(path.parent)
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        remove_path(temporary)
 
 
 def write_jsonl(path: str | Path, rows: Any) -> None:

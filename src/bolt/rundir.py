@@ -8,7 +8,16 @@ Layout of a run directory::
     ...             the command's own outputs, each written atomically
 
 A manifest with ``status == "complete"`` and the same config is how a rerun knows a
-stage is already done (``RunDir.is_complete``).
+stage is already done (``RunDir.is_complete``); the manifest of a finished run also records
+the size and sha256 of each output file, which a rerun checks before trusting it
+(``RunDir.verify_outputs``): a damaged output is computed again.
+
+Outputs are the user's: a command writes only into a path that does not exist, an empty
+directory, or a run directory of bolt's (recognised by its manifest) of the same command and
+config (``RunDir.claim``). A run directory of another config is replaced only with
+``--overwrite`` (``overwrite=True``, or ``BOLT_OVERWRITE=1`` for stages a command runs inside
+itself), and then only what bolt wrote there goes; a non-empty directory without a manifest,
+or an output file bolt did not write, is never replaced.
 """
 
 from __future__ import annotations
@@ -16,15 +25,42 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
+import shutil
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from bolt.records import write_json
+from bolt.errors import BoltError
+from bolt.records import atomic_path, is_temporary, remove_path, remove_stale_temporaries, write_json
+
+OVERWRITE_ENVIRONMENT = "BOLT_OVERWRITE"
+"""Set to 1 (``bolt COMMAND --overwrite`` does) to let every stage of this process and its
+workers replace bolt's outputs of another config."""
+
+SCRATCH = ("metrics.jsonl", "checkpoints", "tokens", "partial.jsonl", "partial-*.jsonl", "failures.jsonl", "spend.json", "bounds.partial.jsonl")
+"""What bolt writes in a run directory besides the manifest and the recorded outputs: removed
+when ``--overwrite`` replaces a run of another config (caches such as teacher-cache.sqlite,
+keyed by what they hold, stay)."""
+
+
+def overwrite_allowed(overwrite: bool | None = None) -> bool:
+    """``overwrite`` itself, or where it is None, whether ``BOLT_OVERWRITE=1`` is set."""
+    return overwrite if overwrite is not None else os.environ.get(OVERWRITE_ENVIRONMENT) == "1"
+
+
+def _without(value: Any, ignore: tuple[str, ...]) -> Any:
+    """``value`` with the keys named in ``ignore`` dropped at every depth."""
+    if isinstance(value, dict):
+        return {key: _without(item, ignore) for key, item in value.items() if key not in ignore}
+    if isinstance(value, list):
+        return [_without(item, ignore) for item in value]
+    return value
 
 _PACKAGES = ("bolt-latent", "torch", "transformers", "accelerate", "tokenizers", "safetensors", "nupunkt")
 
@@ -73,9 +109,110 @@ class RunDir:
         self.metrics_path = self.path / "metrics.jsonl"
 
     def read_manifest(self) -> dict[str, Any] | None:
-        if not self.manifest_path.exists():
+        """The manifest; None where there is none; ``{"status": "unreadable"}`` where it cannot be read."""
+        if not self.manifest_path.is_file():
             return None
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {"status": "unreadable"}
+        return manifest if isinstance(manifest, dict) else {"status": "unreadable"}
+
+    def foreign_entries(self, own: tuple[str, ...] = ()) -> list[str]:
+        """Names in the directory that bolt did not write, where it has no manifest (temporaries and ``own`` aside)."""
+        if not self.path.is_dir() or self.manifest_path.is_file():
+            return []
+        return sorted(entry.name for entry in self.path.iterdir() if entry.name not in own and not is_temporary(entry))
+
+    def claim(self, command: str, config: Any, overwrite: bool | None = None, ignore: tuple[str, ...] = (), own: tuple[str, ...] = (),
+              replace: bool = True) -> bool:
+        """Check that ``command`` with ``config`` may write here; refuse with a ``BoltError`` otherwise.
+
+        Allowed: no directory, an empty one, or a run directory of the same command and config
+        (the keys in ``ignore`` aside: those that do not change the result). A run of another
+        config needs ``overwrite`` (see ``overwrite_allowed``); then, with ``replace``, what bolt
+        wrote there is removed. A non-empty directory without a manifest is never written
+        into (``own``: names a caller put there itself before). Returns whether a run of
+        another config is to be replaced (with ``replace=False`` the caller removes it later
+        with ``remove_written``).
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise BoltError(f"{self.path}: is a file, where bolt needs a directory; name a directory that does not exist yet (or an empty one).")
+        manifest = self.read_manifest()
+        if manifest is None:
+            foreign = self.foreign_entries(own)
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+                raise BoltError(
+                    f"{self.path}: not empty ({shown}) and not written by bolt (no manifest.json); bolt never replaces what it did not write, "
+                    "even with --overwrite: name another output path."
+                )
+            return False
+        if manifest.get("command") == command and _without(manifest.get("config"), ignore) == _without(config_to_json(config), ignore):
+            return False
+        what = f"`bolt {manifest['command']}`" if manifest.get("command") else "bolt"
+        if not overwrite_allowed(overwrite):
+            raise BoltError(
+                f"{self.path}: holds the output of a {what} run with another config (see its manifest.json); "
+                "pass --overwrite to replace what bolt wrote there, or name another output path."
+            )
+        if replace:
+            self.remove_written(manifest)
+        return True
+
+    def remove_written(self, manifest: dict[str, Any] | None = None) -> None:
+        """Remove what bolt wrote here for the run of ``manifest`` (default: the current one): its
+        recorded outputs and bolt's scratch (``SCRATCH``); the manifest itself is rewritten by ``start``."""
+        manifest = self.read_manifest() if manifest is None else manifest
+        for name in (manifest or {}).get("outputs", {}):
+            remove_path(self.path / name)
+        for pattern in SCRATCH:
+            for path in self.path.glob(pattern):
+                remove_path(path)
+
+    def record_outputs(self, paths: list[str | Path]) -> None:
+        """Record the size and sha256 of each output file in the manifest that ``finish`` writes."""
+        self._manifest["outputs"] = {
+            os.path.relpath(path, self.path): {"size": Path(path).stat().st_size, "sha256": file_sha256(path)} for path in paths
+        }
+
+    def verify_outputs(self) -> list[str]:
+        """What differs from the outputs the manifest records (missing, size, sha256): empty when all are intact
+        (or, for a manifest of an older bolt, none are recorded)."""
+        problems = []
+        for name, recorded in ((self.read_manifest() or {}).get("outputs") or {}).items():
+            path = self.path / name
+            where = os.path.normpath(path)
+            if not path.is_file():
+                problems.append(f"{where} is missing")
+            elif path.stat().st_size != recorded.get("size"):
+                problems.append(f"{where} has {path.stat().st_size} bytes where bolt wrote {recorded.get('size')}")
+            elif file_sha256(path) != recorded.get("sha256"):
+                problems.append(f"{where} has changed since bolt wrote it (sha256 differs)")
+        return problems
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop the metrics lines of steps after ``last_step`` (those a resumed run logs again), and a last line a kill cut."""
+        if not self.metrics_path.is_file():
+            return
+        kept = []
+        for line in self.metrics_path.read_bytes().split(b"\n"):
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(row, dict) and not (isinstance(row.get("step"), (int, float)) and row["step"] > last_step):
+                kept.append(line + b"\n")
+        with atomic_path(self.metrics_path) as temporary:
+            temporary.write_bytes(b"".join(kept))
+
+    def discard_if_unused(self, keep: tuple[Path, ...] = ()) -> None:
+        """After a failed run that created this directory: remove it where it holds nothing but the
+        manifest, metrics and temporaries (no partial results to resume from), and none of ``keep`` exists."""
+        if not self.path.is_dir() or any(Path(path).exists() for path in keep):
+            return
+        if all(entry.name in ("manifest.json", "metrics.jsonl") or is_temporary(entry) for entry in self.path.iterdir()):
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def is_complete(self, config: Any, inputs: dict[str, str | Path] | None = None) -> bool:
         """Complete with the same config and, for each input file given, the same content (sha256)."""
@@ -86,7 +223,12 @@ class RunDir:
         return all(recorded.get(name, {}).get("sha256") == file_sha256(p) for name, p in (inputs or {}).items() if Path(p).is_file())
 
     def start(self, command: str, config: Any, inputs: dict[str, str | Path] | None = None, seed: int | None = None) -> None:
-        """Write a 'running' manifest. Inputs are hashed so results can be traced."""
+        """Write a 'running' manifest. Inputs are hashed so results can be traced.
+
+        A directory that is not empty and has no manifest is refused (``claim`` says more).
+        """
+        if self.read_manifest() is None and self.foreign_entries():
+            self.claim(command, config)  # raises: bolt did not write what is there
         self.path.mkdir(parents=True, exist_ok=True)
         previous = self.read_manifest() or {}
         self._started = time.monotonic()
@@ -114,6 +256,12 @@ class RunDir:
 
     def log_metrics(self, **values: Any) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        if self.metrics_path.is_file() and self.metrics_path.stat().st_size:
+            with open(self.metrics_path, "rb") as handle:  # a kill cut the last line: end it before appending
+                handle.seek(-1, os.SEEK_END)
+                cut = handle.read(1) != b"\n"
+            if cut:
+                self.truncate_metrics(float("inf"))
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"time": _now(), **config_to_json(values)}) + "\n")
 
@@ -124,12 +272,47 @@ def run_dir_for_file(output: str | Path) -> RunDir:
     return RunDir(output.with_name(output.name + ".run"))
 
 
-def run_stage(command: str, run: RunDir, output: Path, config: Any, work: Callable[[RunDir], dict], inputs: dict[str, Path] | None = None, seed: int | None = None) -> dict:
-    """Run ``work`` inside ``run`` unless a complete run with the same config already produced ``output``."""
+def check_output_path(command: str, output: Path, run: RunDir, inputs: dict[str, str | Path] | None = None) -> None:
+    """Refuse an output file that is also an input, is a directory, or exists without bolt's manifest."""
+    for name, path in (inputs or {}).items():
+        if Path(path).resolve() == output.resolve():
+            raise BoltError(f"{output}: is also the {name} input of `bolt {command}`; writing it would destroy the input: name another output path with -o.")
+    if output.is_dir():
+        raise BoltError(f"{output}: is a directory; -o names the output file of `bolt {command}`.")
+    if output.exists() and run.read_manifest() is None:
+        raise BoltError(
+            f"{output}: exists and bolt did not write it (no {run.manifest_path}); bolt never replaces it, even with --overwrite: name another output path."
+        )
+
+
+def run_stage(command: str, run: RunDir, output: Path, config: Any, work: Callable[[RunDir], dict], inputs: dict[str, Path] | None = None, seed: int | None = None,
+              overwrite: bool | None = None, ignore: tuple[str, ...] = (), own: tuple[str, ...] = (), extra_outputs: tuple[Path, ...] = ()) -> dict:
+    """Run ``work`` inside ``run`` unless a complete run with the same config already produced ``output``, intact.
+
+    ``output`` is claimed first (``check_output_path``, ``RunDir.claim`` with ``overwrite``,
+    ``ignore`` and ``own``; ``extra_outputs``: further files ``work`` writes, recorded and checked
+    like ``output``); temporaries a killed writer left beside it are removed. A finished
+    output whose size or sha256 differs from the manifest's record is computed again, with a
+    warning. A run that fails leaves no run directory it created and has nothing to resume from.
+    """
+    output = Path(output)
+    check_output_path(command, output, run, inputs)
+    remove_stale_temporaries(output)
+    run.claim(command, config, overwrite=overwrite, ignore=ignore, own=own)
     if output.exists() and run.is_complete(config, inputs):
-        return run.read_manifest()["summary"]
+        problems = run.verify_outputs()
+        if not problems:
+            return run.read_manifest()["summary"]
+        warnings.warn(f"{problems[0]}: computing it again.", stacklevel=3)
+    created = not run.path.exists()
     run.start(command, config, inputs=inputs, seed=seed)
-    summary = work(run)
+    try:
+        summary = work(run)
+    except BaseException:
+        if created:
+            run.discard_if_unused(keep=(output,))
+        raise
+    run.record_outputs([output, *extra_outputs])
     run.finish(**summary)
     return summary
 

@@ -225,7 +225,7 @@ def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], r
 
 
 def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None,
-                     executor: ExecutorConfig | None = None) -> dict:
+                     executor: ExecutorConfig | None = None, overwrite: bool | None = None) -> dict:
     """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``, written to ``output_path``.
 
     The unfinished documents are split into ``executor.workers`` contiguous shards, each run
@@ -234,6 +234,8 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
     worker) or ``OUT.run/partial-<shard>.jsonl``; API answers go to one SQLite cache that all
     workers share. A rerun with the same input and config, any number of workers, continues
     from there, and the output does not depend on the executor or the worker count.
+    ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``); adding
+    ``allow_failures`` after a run with failures is the same run, finished.
     """
     config.validate()
     executor = executor or ExecutorConfig()
@@ -267,7 +269,7 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
             path.unlink()
         return summary
 
-    return run_stage("synthesize", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path})
+    return run_stage("synthesize", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path}, overwrite=overwrite, ignore=("allow_failures",))
 
 
 def synthesize_estimate(teacher: Any, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None) -> dict:

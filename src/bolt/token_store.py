@@ -30,7 +30,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import struct
 import sys
 import time
@@ -56,6 +55,8 @@ from bolt.records import (
     iter_corpus,
     iter_documents,
     parse_jsonl_line,
+    remove_stale_temporaries,
+    temporary_name,
 )
 from bolt.rundir import file_sha256
 from bolt.special_tokens import MarkerIds
@@ -341,7 +342,8 @@ def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, r
     source, directory = Path(source), Path(directory)
     dtype = np.dtype("<u2") if len(tokenizer) <= 1 << 16 else np.dtype("<u4")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    temporary = directory.with_name(f".{directory.name}.tmp-{socket.gethostname()}-{os.getpid()}")  # unique on a shared filesystem
+    remove_stale_temporaries(directory)  # those of killed builders; a live one's stay
+    temporary = directory.with_name(temporary_name(directory.name))  # unique on a shared filesystem
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     try:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from bolt.errors import BoltError
 from bolt.layouts import Layout, TokenizedDocument, render
 from bolt.modeling import context_window, load_model_and_tokenizer
-from bolt.records import is_chunked_file
+from bolt.records import fsync_path, is_chunked_file, is_temporary, remove_path, remove_stale_temporaries_in, temporary_name, writer_tag
 from bolt.rundir import RunDir, config_to_json, file_sha256
 from bolt.special_tokens import MarkerIds, add_latent_tokens, marker_ids
 from bolt.token_store import StoreKey, open_token_store
@@ -187,17 +187,48 @@ def plan_steps(config: TrainConfig, tokens_per_epoch: int, windows_per_step: int
     return max(1, math.ceil(epochs * tokens_per_epoch / tokens_per_step))
 
 
-def _latest_checkpoint(output: Path, identity: dict) -> Path | None:
-    """The newest complete checkpoint of a run with the same config and data, if any."""
-    checkpoints = sorted((output / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    complete = [p for p in checkpoints if (p / "state.json").exists()]
-    if not complete:
+RESUME_IGNORES = ("batch_size", "grad_accum")
+"""Config fields a run may change and still be the same run: the global batch is what counts (``resume_identity``)."""
+
+
+def read_checkpoint_state(directory: Path) -> dict | None:
+    """A checkpoint's state.json, or None where it is missing or unreadable (a checkpoint an older bolt
+    was writing when it was killed)."""
+    try:
+        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    state = json.loads((complete[-1] / "state.json").read_text())
-    if state.get("identity") != identity:
-        warnings.warn(f"{complete[-1]} was saved with another config or other data; training starts afresh.", stacklevel=3)
-        return None
-    return complete[-1]
+    return state if isinstance(state, dict) and isinstance(state.get("step"), int) else None
+
+
+def _checkpoints(output: Path) -> list[Path]:
+    """The checkpoint directories ``step-N``, newest first."""
+    found = (p for p in (output / "checkpoints").glob("step-*") if p.is_dir() and p.name.split("-")[1].isdigit())
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+
+
+def _clean_checkpoints(output: Path) -> None:
+    """Remove what killed writers left of checkpoints (main process only, before any process reads
+    them): temporary checkpoints ``.step-N.tmp-HOST-PID`` whose writer is gone, and checkpoints
+    without a readable state.json (an older bolt wrote state.json last, in place), with a warning."""
+    remove_stale_temporaries_in(output / "checkpoints")
+    for checkpoint in _checkpoints(output):
+        if read_checkpoint_state(checkpoint) is None:
+            warnings.warn(f"{checkpoint} is incomplete (no readable state.json: its writer was killed); removed it.", stacklevel=3)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _latest_checkpoint(output: Path, identity: dict) -> tuple[Path, dict] | None:
+    """The newest complete checkpoint of a run with the same config and data, and its state, if any."""
+    for checkpoint in _checkpoints(output):
+        state = read_checkpoint_state(checkpoint)
+        if state is None:
+            continue
+        if state.get("identity") != identity:
+            warnings.warn(f"{checkpoint} was saved with another config or other data; training starts afresh.", stacklevel=3)
+            return None
+        return checkpoint, state
+    return None
 
 
 def resume_identity(config: TrainConfig, data_path: Path, windows_per_step: int) -> dict:
@@ -206,7 +237,7 @@ def resume_identity(config: TrainConfig, data_path: Path, windows_per_step: int)
     The per-process batch and accumulation are left out and the global batch kept, so a
     run checkpointed by 2 processes x batch 2 resumes in 1 process x batch 4 (and back).
     """
-    fields = {k: v for k, v in config_to_json(config).items() if k not in ("batch_size", "grad_accum")}
+    fields = {k: v for k, v in config_to_json(config).items() if k not in RESUME_IGNORES}
     return {"config": fields, "windows_per_step": windows_per_step, "data_sha256": file_sha256(data_path)}
 
 
@@ -223,8 +254,18 @@ def check_compile_possible() -> None:
         raise BoltError("--compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX) for torch.compile's inductor backend; install one or drop --compile.")
 
 
-def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None, tokenize_workers: int = 1, compile: bool = False) -> dict:
+def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None, tokenize_workers: int = 1, compile: bool = False,
+          overwrite: bool | None = None) -> dict:
     """Train and save an HF model directory at ``output``; resumes from its checkpoints.
+
+    ``output`` must not exist, be empty, or be a run directory of a training with the same
+    config (``RunDir.claim``); a training of another config there is replaced only with
+    ``overwrite`` (only what bolt wrote: its model files, checkpoints, token store and metrics).
+    A finished run is trusted only where its model files still have the size and sha256 the
+    manifest records; a damaged one is trained again. The final model is saved and recorded
+    as complete before the checkpoints go, so a kill at any point leaves a run that a rerun
+    resumes or skips. A training that fails leaves no directory it created, unless a checkpoint
+    is there to resume from.
 
     The token store is ``output/tokens/`` (removed when training completes) or, with
     ``token_cache``, a directory of that shared cache (kept for other runs on the same data);
@@ -238,17 +279,43 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     ``benchmarks/train_throughput.py --compile`` gave 0.93x and 1.10x, inside that machine's
     run-to-run noise. Made for GPUs, where it is not measured yet.
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from transformers import get_cosine_schedule_with_warmup
-
     config.validate()
     if compile:
         check_compile_possible()
-    layout = Layout(config.layout)
+    output, data_path = Path(output), Path(data_path)
     run = RunDir(output)
-    if run.is_complete(config, inputs={"data": data_path}) and (output / "config.json").exists():
-        return run.read_manifest()["summary"]
+    if output.resolve() == data_path.resolve() or output.resolve() in data_path.resolve().parents:
+        raise BoltError(f"{output}: holds the training data {data_path}; name another output directory with -o.")
+    replace = run.claim("train", config, overwrite=overwrite, ignore=RESUME_IGNORES, replace=False)  # every process checks; the main one replaces
+    if not replace and run.is_complete(config, inputs={"data": data_path}) and (output / "config.json").exists():
+        problems = run.verify_outputs()
+        if not problems:
+            for leftover in ("checkpoints", "tokens"):  # a kill after the manifest was complete, before these went
+                shutil.rmtree(output / leftover, ignore_errors=True)
+            return run.read_manifest()["summary"]
+        warnings.warn(f"{problems[0]}: training again.", stacklevel=2)
+    created = not output.exists()
+    fresh = created or not any(output.iterdir())  # everything in it will be this training's
+    try:
+        return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile)
+    except BaseException:
+        if fresh and os.environ.get("RANK", "0") == "0" and not any((output / "checkpoints").glob("step-*")):
+            # nothing to resume from: leave no directory this training created, and an empty one empty
+            if created:
+                shutil.rmtree(output, ignore_errors=True)
+            elif output.is_dir():
+                for entry in output.iterdir():
+                    remove_path(entry)
+        raise
+
+
+def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, replace: bool, token_cache: Path | None, tokenize_workers: int, compile: bool) -> dict:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import broadcast_object_list
+    from transformers import get_cosine_schedule_with_warmup
+
+    layout = Layout(config.layout)
     precision = resolve_precision(config.precision)
     # accelerate keeps one process-wide state, fixed by the first Accelerator: a later training
     # in the same process (a notebook, the demo with --workers 1) would inherit that training's
@@ -264,6 +331,13 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and accelerator.distributed_type.value != "FSDP":
         warnings.warn(f"FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} (FSDP needs GPUs): training without sharding.", stacklevel=2)
     check_training_file(data_path, layout)
+    if accelerator.is_main_process:
+        if replace:
+            run.remove_written()  # a training of another config, replaced with --overwrite
+        run.start("train", config, inputs={"data": data_path}, seed=config.seed)  # from here the directory is marked as bolt's
+    accelerator.wait_for_everyone()
+    # every process saves its part of a checkpoint into one temporary directory named after the main process
+    writer = broadcast_object_list([writer_tag()])[0]
     model, tokenizer = load_model_and_tokenizer(config.model, seed=config.seed, from_scratch=config.from_scratch)
     add_latent_tokens(tokenizer, model)
     markers = marker_ids(tokenizer)
@@ -287,15 +361,19 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     # only the loss goes through the compiled wrapper: checkpoints, clipping and saving keep
     # using the prepared module itself, whose parameters the wrapper shares
     forward = torch.compile(model) if compile else model
-    if accelerator.is_main_process:
-        run.start("train", config, inputs={"data": data_path}, seed=config.seed)
 
     step = 0
     identity = resume_identity(config, data_path, windows_per_step)
-    checkpoint = _latest_checkpoint(output, identity)
-    if checkpoint is not None:
+    if accelerator.is_main_process:
+        _clean_checkpoints(output)
+    accelerator.wait_for_everyone()
+    found = _latest_checkpoint(output, identity)
+    if found is not None:
+        checkpoint, state = found
         accelerator.load_state(str(checkpoint))
-        step = json.loads((checkpoint / "state.json").read_text())["step"]
+        step = state["step"]
+        if accelerator.is_main_process:
+            run.truncate_metrics(step)  # the steps after the checkpoint are logged again
     elif accelerator.is_main_process:
         run.metrics_path.unlink(missing_ok=True)  # a fresh start: no lines from an earlier, different run
     stream = window_stream(documents, config, markers)
@@ -329,7 +407,7 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
             elapsed = time.monotonic() - started
             run.log_metrics(step=step, loss=last_loss, lr=scheduler.get_last_lr()[0], tokens=step * windows_per_step * config.seq_len, tokens_per_second=tokens_seen / max(elapsed, 1e-9))
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-            _save_checkpoint(accelerator, output, step, identity)
+            _save_checkpoint(accelerator, output, step, identity, writer)
     progress.close()
 
     accelerator.wait_for_everyone()
@@ -349,21 +427,43 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     state_dict = accelerator.get_state_dict(model)  # every rank takes part: FSDP gathers the full weights
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
+        saving = time.time_ns()
         unwrapped.save_pretrained(output, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(output)
+        written = [path for path in sorted(output.iterdir()) if path.is_file() and not is_temporary(path)
+                   and path.name not in ("manifest.json", "metrics.jsonl") and path.stat().st_mtime_ns >= saving - 2_000_000_000]
+        for path in written:
+            fsync_path(path)
+        run.record_outputs(written)
+        run.finish(**summary)  # complete and recorded before the checkpoints go: a kill from here on loses nothing
         shutil.rmtree(output / "checkpoints", ignore_errors=True)
         shutil.rmtree(output / "tokens", ignore_errors=True)  # the model directory stays a plain HF directory
-        run.finish(**summary)
     accelerator.wait_for_everyone()
     return summary
 
 
-def _save_checkpoint(accelerator, output: Path, step: int, identity: dict) -> None:
-    directory = output / "checkpoints" / f"step-{step:07d}"
-    accelerator.save_state(str(directory))
+def _save_checkpoint(accelerator, output: Path, step: int, identity: dict, writer: str) -> None:
+    """Save a resumable checkpoint at ``OUT/checkpoints/step-N`` atomically: every process writes
+    into ``.step-N.tmp-HOST-PID`` (the main process's), the main one adds state.json, flushes
+    it all to the disk and renames the directory into place, then removes older checkpoints.
+    A kill leaves either the whole checkpoint or a temporary that the next run removes."""
+    checkpoints = output / "checkpoints"
+    directory = checkpoints / f"step-{step:07d}"
+    temporary = checkpoints / temporary_name(directory.name, writer)
     if accelerator.is_main_process:
-        (directory / "state.json").write_text(json.dumps({"step": step, "identity": identity}))
-        for old in (output / "checkpoints").glob("step-*"):
+        remove_path(temporary)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / "state.json").write_text(json.dumps({"step": step, "identity": identity}), encoding="utf-8")
+        for path in temporary.rglob("*"):
+            if path.is_file():
+                fsync_path(path)
+        remove_path(directory)
+        os.replace(temporary, directory)
+        fsync_path(checkpoints)
+        for old in checkpoints.glob("step-*"):
             if old != directory:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
