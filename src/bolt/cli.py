@@ -2,7 +2,8 @@
 
 Conventions: input files are positional, ``-o/--output`` names the output file or
 directory, ``--model`` an HF model directory (or a preset for ``train``), ``-k`` is K,
-``--seed`` everywhere. A ``BoltError`` prints as one line and exits with status 2.
+``--seed`` everywhere. A ``BoltError`` prints as one line and exits with its ``exit_code``: 2 for a user
+error, 1 for an environment fault such as an unreachable server. Everything printed passes through ``bolt.scrub``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from bolt import __version__
 from bolt.errors import BoltError
+from bolt.scrub import scrub
 
 EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
 
@@ -562,15 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = lambda message, category, *rest: f"bolt: warning: {message}\n"
+    if argv is None:  # manifests record sys.argv: keep no credentials there (a --base-url http://user:KEY@host, say)
+        sys.argv[:] = [scrub(arg) for arg in sys.argv]
+    warnings.formatwarning = lambda message, category, *rest: f"bolt: warning: {scrub(message)}\n"
     try:
         result = COMMANDS[args.command][1](args)
     except BoltError as exc:
-        print(f"bolt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"bolt {args.command}: error: {scrub(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
     if args.command not in ("em", "demo", "report") and os.environ.get("RANK", "0") == "0":  # one summary under torchrun
-        print(json.dumps(result, indent=2, default=str))
+        print(scrub(json.dumps(result, indent=2, default=str)))
     return 0

@@ -52,6 +52,8 @@ class OpenAIBackend:
         self.model = model
         self.openai = openai
         self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self.endpoint = str(self.client.base_url)
+        """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub before showing."""
 
     def render(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "max_completion_tokens": sampling.max_tokens, "temperature": sampling.temperature}
