@@ -228,3 +228,18 @@ def test_429_and_5xx_keep_their_backoff(tmp_path, monkeypatch):
 
 def test_environment_faults_exit_1_and_user_errors_2():
     assert EnvironmentFault("x").exit_code == 1 and BoltError("x").exit_code == 2 and issubclass(EnvironmentFault, BoltError)
+
+
+# --- flags a teacher would ignore -------------------------------------------------------
+
+
+@pytest.mark.parametrize("teacher", ["oracle", "hf", "vllm"])
+@pytest.mark.parametrize("flags", [["--batch"], ["--base-url", "http://localhost:8000/v1"], ["--env-file", ".env"]])
+def test_api_flags_with_a_local_teacher_are_refused(teacher, flags, tmp_path, capsys):
+    from bolt.cli import main
+
+    make_chunks(tmp_path / "chunks.jsonl")
+    code = main(["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "latents.jsonl"), "--teacher", teacher, "--teacher-model", "m", *flags])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and line.startswith(f"bolt synthesize: error: {flags[0]} is for the API teachers") and f"drop {flags[0]}" in line
+    assert not (tmp_path / "latents.jsonl").exists() and not (tmp_path / "latents.jsonl.run").exists()

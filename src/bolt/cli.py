@@ -108,6 +108,13 @@ def _synthesize_teacher(args):
     from bolt.teachers import TeacherSpec
 
     max_new = args.max_new_tokens or (256 if args.method == "latent" else 2048)
+    if args.teacher not in ("openai", "anthropic"):
+        given = [flag for flag, value in (("--batch", args.batch), ("--base-url", args.base_url), ("--env-file", args.env_file)) if value]
+        if given:
+            raise BoltError(
+                f"{given[0]} is for the API teachers (--teacher openai or anthropic); --teacher {args.teacher} would ignore it: drop {given[0]}"
+                + (" (--batch-size sets how many chunks a local teacher takes at once)." if given[0] == "--batch" else ".")
+            )
     if args.teacher == "hf":
         if not args.teacher_model:
             raise BoltError("--teacher hf needs --teacher-model DIR (a Hugging Face model directory).")
