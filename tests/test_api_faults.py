@@ -243,3 +243,34 @@ def test_api_flags_with_a_local_teacher_are_refused(teacher, flags, tmp_path, ca
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and line.startswith(f"bolt synthesize: error: {flags[0]} is for the API teachers") and f"drop {flags[0]}" in line
     assert not (tmp_path / "latents.jsonl").exists() and not (tmp_path / "latents.jsonl.run").exists()
+
+
+def test_a_server_that_never_accepts_trips_the_breaker_on_connect_timeouts(tmp_path, monkeypatch):
+    """A port whose accept queue is full drops new connections: each request times out connecting
+    (within CONNECT_TIMEOUT, not the whole request timeout), and three such in a row stop the run."""
+    import bolt.teachers.chat as chat
+    from bolt.teachers.api_teacher import ApiConfig, Prompt, api_teacher
+    from bolt.teachers.cache import TeacherCache
+    from bolt.teachers.chat import Sampling
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setattr(chat, "CONNECT_TIMEOUT", 0.5)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(8):  # fill the accept queue: later connections get no answer to their SYN
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    try:
+        teacher = api_teacher("openai", model="m", sampling=Sampling(32), config=ApiConfig(concurrency=4, backoff_base=0.001, timeout=60),
+                              base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+        start = time.monotonic()
+        with pytest.raises(EnvironmentFault, match="connect timed out"):
+            teacher.complete([Prompt([{"role": "user", "content": f"q{i}"}], "t1") for i in range(8)], TeacherCache(tmp_path / "cache.sqlite"))
+        assert time.monotonic() - start < 10
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()

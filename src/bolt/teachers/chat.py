@@ -98,6 +98,13 @@ REJECTED = "rejected"
 """Failure kind of one request the provider refused (HTTP 400, 413, 422)."""
 UNREACHABLE = "unreachable"
 """Failure kind of a request that reached no server: connection refused, name not resolved, connect timeout."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection (within the request timeout): a server that takes longer is down, and the breaker counts it."""
+
+
+def sdk_timeout(sdk: Any, timeout: float) -> Any:
+    """The SDK's timeout: ``timeout`` seconds for a request, at most ``CONNECT_TIMEOUT`` of them to connect."""
+    return sdk.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
 
 
 def connect_failure(error: BaseException) -> str | None:
