@@ -8,7 +8,10 @@ runs are comparable. Faults are drawn per request from a seeded generator:
   timeout), ``malformed`` (broken JSON), ``empty``, ``truncated``, ``refused``; and, only
   when named in ``kinds``, ``400`` (this request refused) and ``401`` (a bad key);
 - batches: per-item errors, whole batches that expire with only part processed, and 503s
-  from the batch endpoints themselves.
+  from the batch endpoints themselves;
+- ``echo_key``: every error (400, 401, 429, 500, 503) quotes the key the client sent, in its
+  body and in its headers, as careless servers and proxies do: nothing bolt writes or
+  prints may then contain it.
 
 ``answered[item]`` counts good answers the server handed out per item (an item is the
 hash of its user message), ``seen[item]`` every request for it.
@@ -62,6 +65,8 @@ class Faults:
     """Batch status reads before a batch is done."""
     failing_batch_calls: int = 0
     """The first this many batch API calls (files, batches: create, list, status, results) answer 503."""
+    echo_key: bool = False
+    """Errors quote the API key the request carried, in their body and headers."""
     seed: int = 0
 
 
@@ -123,7 +128,18 @@ class FakeLLMServer:
         with self.lock:
             return self.rng.random() < rate
 
+    @staticmethod
+    def sent_key(handler) -> str:
+        """The key a request carried (``Authorization: Bearer KEY`` or ``x-api-key: KEY``)."""
+        value = handler.headers.get("x-api-key") or handler.headers.get("Authorization") or ""
+        return value.removeprefix("Bearer ")
+
     def send(self, handler, status: int, body: object, headers: dict | None = None, raw: bytes | None = None) -> bool:
+        if status >= 400 and self.faults.echo_key and raw is None:
+            key = self.sent_key(handler)
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            body = {**(body or {}), "error": {**error, "message": f"{error.get('message', 'error')} (your key: {key}; Bearer {key})"}, "echo": key}
+            headers = {**(headers or {}), "X-Echo-Key": key, "WWW-Authenticate": f'Bearer realm="{key}"'}
         data = raw if raw is not None else json.dumps(body).encode()
         try:
             handler.send_response(status)

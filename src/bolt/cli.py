@@ -2,7 +2,8 @@
 
 Conventions: input files are positional, ``-o/--output`` names the output file or
 directory, ``--model`` an HF model directory (or a preset for ``train``), ``-k`` is K,
-``--seed`` everywhere. A ``BoltError`` prints as one line and exits with status 2.
+``--seed`` everywhere. A ``BoltError`` prints as one line and exits with its ``exit_code``: 2 for a user
+error, 1 for an environment fault such as an unreachable server. Everything printed passes through ``bolt.scrub``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from bolt import __version__
 from bolt.errors import BoltError
 from bolt.loop import M_STEP_DATA, PROPOSALS, LoopConfig, demo_loop
+from bolt.scrub import scrub
 
 EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
 
@@ -116,6 +118,13 @@ def _synthesize_teacher(args):
     from bolt.teachers import TeacherSpec
 
     max_new = args.max_new_tokens or (256 if args.method == "latent" else 2048)
+    if args.teacher not in ("openai", "anthropic"):
+        given = [flag for flag, value in (("--batch", args.batch), ("--base-url", args.base_url), ("--env-file", args.env_file)) if value]
+        if given:
+            raise BoltError(
+                f"{given[0]} is for the API teachers (--teacher openai or anthropic); --teacher {args.teacher} would ignore it: drop {given[0]}"
+                + (" (--batch-size sets how many chunks a local teacher takes at once)." if given[0] == "--batch" else ".")
+            )
     if args.teacher == "hf":
         if not args.teacher_model:
             raise BoltError("--teacher hf needs --teacher-model DIR (a Hugging Face model directory).")
@@ -610,7 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = lambda message, category, *rest: f"bolt: warning: {message}\n"
+    if argv is None:  # manifests record sys.argv: keep no credentials there (a --base-url http://user:KEY@host, say)
+        sys.argv[:] = [scrub(arg) for arg in sys.argv]
+    warnings.formatwarning = lambda message, category, *rest: f"bolt: warning: {scrub(message)}\n"
     from bolt.rundir import OVERWRITE_ENVIRONMENT
 
     before = os.environ.get(OVERWRITE_ENVIRONMENT)
@@ -619,8 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = COMMANDS[args.command][1](args)
     except BoltError as exc:
-        print(f"bolt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"bolt {args.command}: error: {scrub(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
@@ -630,5 +641,5 @@ def main(argv: list[str] | None = None) -> int:
         else:
             os.environ[OVERWRITE_ENVIRONMENT] = before
     if args.command not in ("em", "demo", "report") and os.environ.get("RANK", "0") == "0":  # one summary under torchrun
-        print(json.dumps(result, indent=2, default=str))
+        print(scrub(json.dumps(result, indent=2, default=str)))
     return 0

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bolt.errors import BoltError
+from bolt.scrub import scrub
 from bolt.records import atomic_path, is_temporary, remove_path, remove_stale_temporaries, write_json
 
 OVERWRITE_ENVIRONMENT = "BOLT_OVERWRITE"
@@ -234,7 +235,7 @@ class RunDir:
         self._started = time.monotonic()
         self._manifest = {
             "command": command,
-            "argv": sys.argv,
+            "argv": [scrub(arg) for arg in sys.argv],  # a --base-url http://user:KEY@host, say, also when called as a library
             "config": config_to_json(config),
             "seed": seed,
             "versions": package_versions(),

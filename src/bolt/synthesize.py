@@ -31,6 +31,7 @@ from bolt.records import (
     Chunk, Document, PartialDocuments, finished_documents, is_chunked_file, read_corpus, read_documents, shard_partial_paths, write_json, write_jsonl,
 )
 from bolt.rundir import RunDir, partial_key, run_dir_for_file, run_stage
+from bolt.scrub import scrub, scrub_data
 from bolt.teachers.base import LatentRequest, Teacher, TeacherSpec
 from bolt.teachers.prompts import METHODS, PromptTemplate, load_templates
 
@@ -212,7 +213,8 @@ def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], r
             cache.close()
     spend = teacher.report(Spend.total([result["spend"] for result in results]))
     write_json(run.path / "spend.json", spend)
-    write_jsonl(run.path / "failures.jsonl", [{"request_key": key, "reason": reason} for key, reason in sorted(failures.items())])
+    # the reasons quote the provider, who may quote the API key back
+    write_jsonl(run.path / "failures.jsonl", [{"request_key": key, "reason": scrub(reason)} for key, reason in sorted(failures.items())])
     write_jsonl(output_path, rows)
     if failures and not config.allow_failures:
         raise BoltError(
@@ -243,7 +245,8 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
     live = teacher.build() if isinstance(teacher, TeacherSpec) else teacher  # here it only describes the teacher, renders keys and prices answers
     if not isinstance(teacher, TeacherSpec) and (executor.kind != "local" or executor.workers > 1):
         raise BoltError("--workers above 1 or --executor ray builds a teacher in every worker: pass a TeacherSpec(name, options), not a teacher object.")
-    stage_config: dict[str, Any] = {"input": str(input_path), "teacher": live.describe(), "synthesize": config}
+    # scrubbed here, before the run directory writes it to manifest.json: a --base-url may hold credentials
+    stage_config: dict[str, Any] = {"input": str(input_path), "teacher": scrub_data(live.describe()), "synthesize": config}
     templates = None
     if hasattr(live, "complete"):
         templates = load_templates(config.prompt_file, config.method)

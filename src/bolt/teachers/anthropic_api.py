@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bolt.errors import BoltError
-from bolt.teachers.chat import Reply, Sampling, checked_reply, sdk_error_kind
+from bolt.teachers.chat import Reply, Sampling, checked_reply, sdk_error_kind, sdk_timeout
 
 
 def _import_anthropic():
@@ -45,7 +45,9 @@ class AnthropicBackend:
         anthropic = _import_anthropic()
         self.model = model
         self.anthropic = anthropic
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=sdk_timeout(anthropic, timeout), max_retries=0)
+        self.endpoint = str(self.client.base_url)
+        """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub before showing."""
 
     def render(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")

@@ -9,8 +9,17 @@ others go on; replies that are empty, truncated, refused or malformed are asked 
 to ``max_bad_replies`` times;
 what still has no answer is returned as ``None`` with the reason, never as a latent.
 
+Requests that reach no server at all (connection refused, name not resolved, connect
+timeout) trip a circuit breaker instead of the backoff: ``unreachable_limit`` of them in a
+row, with no server ever heard from this run, stop the run within seconds with one line
+naming the URL (an ``EnvironmentFault``, exit 1); after the server has answered, such a
+streak stops it once it has lasted ``outage_seconds``. Answers already received stay in the
+cache, so the same command resumes. 429 and 5xx keep their backoff.
+
 The API key is read from the environment or a ``.env`` file and handed to the SDK
-only: it is in no config, manifest, cache row or log line.
+only: it is in no config, manifest, cache row or log line. A server may still quote it
+back (or ``--base-url`` may hold credentials): every reason, message and URL that leaves
+this module passes through ``bolt.scrub``, which knows the key (``register``).
 """
 
 from __future__ import annotations
@@ -28,9 +37,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from bolt.errors import BoltError
+from bolt.errors import BoltError, EnvironmentFault
+from bolt.scrub import register, scrub, scrub_url, url_secrets
 from bolt.teachers.cache import TeacherCache
-from bolt.teachers.chat import OK, REJECTED, BatchRejected, ChatBackend, Reply, Sampling, Spend, backoff_seconds, request_key
+from bolt.teachers.chat import (
+    OK, REJECTED, UNREACHABLE, BatchRejected, ChatBackend, Reply, Sampling, Spend, backoff_seconds, connect_failure, request_key,
+)
 from bolt.teachers.pricing import Price, estimate_tokens
 
 KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -56,6 +68,10 @@ class ApiConfig:
     """Seconds before one online request counts as timed out."""
     poll_interval: float = 30.0
     """Seconds between two looks at unfinished batches."""
+    unreachable_limit: int = 3
+    """Requests in a row that reach no server (refused, name not resolved, connect timeout) before the run stops, if no server answered yet."""
+    outage_seconds: float = 120.0
+    """How long such a streak may last once a server has answered, before the run stops (rerun to resume)."""
 
     def validate(self) -> None:
         if self.concurrency < 1:
@@ -64,6 +80,8 @@ class ApiConfig:
             raise BoltError("--max-retries and --max-bad-replies must be at least 0.")
         if self.timeout <= 0 or self.poll_interval < 0 or self.backoff_base < 0:
             raise BoltError("--request-timeout must be positive, and backoff and poll intervals not negative.")
+        if self.unreachable_limit < 1 or self.outage_seconds < 0:
+            raise BoltError("unreachable_limit must be at least 1 and outage_seconds not negative.")
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,7 @@ def make_backend(family: str, model: str, base_url: str | None, env_file: str | 
             key = "none"  # local OpenAI-compatible servers (vLLM, SGLang) accept any key; a dry run sends nothing
         else:
             raise BoltError(f"--teacher {family} needs an API key: export {variable}=... or pass --env-file FILE with a {variable}= line.")
+    register(key, *url_secrets(base_url))  # from now on bolt.scrub removes them from whatever is written or printed
     if family == "openai":
         from bolt.teachers.openai_api import OpenAIBackend
 
@@ -120,9 +139,17 @@ class ApiTeacher:
         self.spend = Spend()
         self.answers_used: list[tuple[str, int, int, int]] = []
         """Cache rows of the answers the last ``complete`` returned."""
+        self.stop = threading.Event()
+        """Set when the run fails: requests waiting to retry give up instead of sleeping on."""
+        self.breaker = threading.Lock()
+        self.heard_from_server = False
+        """Whether any request of this teacher reached a server (an answer or an HTTP error)."""
+        self.unreachable: list[float] = []
+        """``time.monotonic()`` of each request in the current streak that reached no server."""
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.backend.model, "base_url": self.base_url, "sampling": self.sampling, "batch": self.config.batch}
+        """Goes into the manifest: the URL without credentials."""
+        return {"backend": self.name, "model": self.backend.model, "base_url": scrub_url(self.base_url), "sampling": self.sampling, "batch": self.config.batch}
 
     def requests(self, prompts: list[Prompt]) -> list[tuple[str, dict[str, Any]]]:
         """``(cache key, body)`` of every prompt."""
@@ -156,7 +183,8 @@ class ApiTeacher:
         cached = cache.get_many(keys)
         pending = {key: body for key, body in requests if key not in cached}
         self.spend.cached = len(set(keys)) - len(pending)
-        progress = tqdm(total=len(set(keys)), initial=self.spend.cached, desc=f"synthesize ({self.name} {self.backend.model})", unit="req", disable=None)
+        self.stop.clear()
+        progress = tqdm(total=len(set(keys)), initial=self.spend.cached, desc=scrub(f"synthesize ({self.name} {self.backend.model})"), unit="req", disable=None)
         try:
             failures = self._batched(pending, cache, progress) if self.config.batch else self._online(pending, cache, progress)
         finally:
@@ -205,6 +233,7 @@ class ApiTeacher:
                 except Exception as error:
                     # Send nothing more, but store what the requests already in flight bring back: it is paid for.
                     fatal = fatal or error
+                    self.stop.set()
                     for other in futures:
                         other.cancel()
                     continue
@@ -216,6 +245,7 @@ class ApiTeacher:
                         f"the first {self.spend.errors[REJECTED]} requests were all refused by the {self.name} API ({reason}), so the "
                         "request itself is wrong rather than one input: check --teacher-model, --base-url, --max-new-tokens and --temperature."
                     )
+                    self.stop.set()
                     for other in futures:
                         other.cancel()
         finally:
@@ -234,6 +264,30 @@ class ApiTeacher:
                 self._answered(key, reply, cache, progress)
         return reply, reason
 
+    def _heard(self, kind: str | None, error: Exception | None = None) -> None:
+        """The circuit breaker: count a request that reached no server (``UNREACHABLE``), or end the
+        streak (any other outcome: something answered). Raises ``EnvironmentFault`` once the streak
+        is ``unreachable_limit`` long and either no server ever answered or it lasted ``outage_seconds``."""
+        now = time.monotonic()
+        with self.breaker:
+            if kind != UNREACHABLE:
+                self.heard_from_server = True
+                self.unreachable.clear()
+                return
+            self.unreachable.append(now)
+            streak, lasted, heard = len(self.unreachable), now - self.unreachable[0], self.heard_from_server
+        if streak < self.config.unreachable_limit or (heard and lasted < self.config.outage_seconds):
+            return
+        self.stop.set()
+        url = scrub_url(getattr(self.backend, "endpoint", None) or self.base_url) or "the provider's default URL"
+        cause = (connect_failure(error) if error is not None else None) or "no connection"
+        when = f"for {lasted:.0f} s after it had answered" if heard else "and none has answered yet"
+        raise EnvironmentFault(scrub(
+            f"cannot reach the {self.name} API at {url}: {streak} requests in a row got no connection ({cause}) {when}. "
+            "Check --base-url and that the server is running and reachable from here; answers already received are kept in the cache, "
+            "so rerunning the same command sends only what is unanswered."
+        ))
+
     def _all_rejected(self) -> bool:
         """Whether more than two rounds of requests were refused and none was ever answered (this run or, per the cache, before)."""
         return self.spend.requests == 0 and self.spend.cached == 0 and self.spend.errors[REJECTED] > 2 * self.config.concurrency
@@ -242,20 +296,26 @@ class ApiTeacher:
         """One request until a usable reply or the retry limits; other errors propagate."""
         errors = bad = 0
         while True:
+            if self.stop.is_set():
+                return None, "not sent: the run stopped"
             try:
                 reply = self.backend.send(body)
             except Exception as error:  # the backend says which SDK errors are transient
                 kind, retry_after = self.backend.transient(error)
+                if kind is not None:
+                    self.spend.add_error(kind)
+                self._heard(kind, error)
                 if kind is None:
-                    raise BoltError(f"{self.name} API error that retrying cannot fix: {error}. Check --teacher-model, --base-url and the API key.") from None
-                self.spend.add_error(kind)
+                    raise BoltError(scrub(f"{self.name} API error that retrying cannot fix: {error}. Check --teacher-model, --base-url and the API key.")) from None
                 if kind == REJECTED:
-                    return None, f"{kind}: {error}"
+                    return None, scrub(f"{kind}: {error}")
                 if errors >= self.config.max_retries:
                     return None, f"{kind} after {errors + 1} attempts"
-                time.sleep(backoff_seconds(errors, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng))
+                if self.stop.wait(backoff_seconds(errors, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng)):
+                    return None, f"{kind}, then the run stopped"
                 errors += 1
                 continue
+            self._heard(OK)
             self.spend.add_reply(reply)
             if reply.status == OK:
                 return reply, ""
@@ -327,7 +387,7 @@ class ApiTeacher:
             else:
                 self.spend.add_error("batch_item_failed")
             if key in pending:
-                missing[key] = result
+                missing[key] = scrub(result)  # the provider's words: they may quote the key
         return missing
 
     def _call(self, what: str, function, *args):
@@ -335,19 +395,23 @@ class ApiTeacher:
         attempt = 0
         while True:
             try:
-                return function(*args)
+                result = function(*args)
             except BoltError:
                 raise
             except Exception as error:
                 kind, retry_after = self.backend.transient(error)
+                self._heard(kind, error)
                 if kind is None or kind == REJECTED or attempt >= self.config.max_retries:
-                    raise BoltError(
+                    raise BoltError(scrub(
                         f"{self.name} batch API: {what} failed: {error}. Batches already submitted are recorded in the cache: "
                         "rerun the same command to pick them up (check --base-url and the API key if this persists)."
-                    ) from None
+                    )) from None
                 self.spend.add_error(kind)
                 time.sleep(backoff_seconds(attempt, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng))
                 attempt += 1
+                continue
+            self._heard(OK)
+            return result
 
     def _submit(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
         """Submit one batch; before sending it again after an error, look for it: the provider may have accepted it."""

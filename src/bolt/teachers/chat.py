@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,7 +73,8 @@ class ChatBackend(Protocol):
     def transient(self, error: Exception) -> tuple[str | None, float | None]:
         """What kind of failure ``error`` is (``None``: one no retry can fix, such as a bad key), and
         the server's Retry-After in seconds if it gave one. ``REJECTED`` means the provider refused
-        this one request (too long, invalid for its input): it is not retried, the others go on."""
+        this one request (too long, invalid for its input): it is not retried, the others go on.
+        ``UNREACHABLE`` means the request reached no server: a few in a row stop the run."""
         ...
 
     def submit_batch(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
@@ -94,12 +96,44 @@ class ChatBackend(Protocol):
 
 REJECTED = "rejected"
 """Failure kind of one request the provider refused (HTTP 400, 413, 422)."""
+UNREACHABLE = "unreachable"
+"""Failure kind of a request that reached no server: connection refused, name not resolved, connect timeout."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection (within the request timeout): a server that takes longer is down, and the breaker counts it."""
+
+
+def sdk_timeout(sdk: Any, timeout: float) -> Any:
+    """The SDK's timeout: ``timeout`` seconds for a request, at most ``CONNECT_TIMEOUT`` of them to connect."""
+    return sdk.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT))
+
+
+def connect_failure(error: BaseException) -> str | None:
+    """What kept ``error``'s request from reaching any server (``connection refused``, ``name not
+    resolved``, ``connect timed out``, ``could not connect``), or ``None`` if it got that far."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    found = None
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "name not resolved"
+        name = type(cause).__name__
+        if name == "ConnectTimeout":  # httpx's (and httpcore's): no connection within the timeout
+            return "connect timed out"
+        if name == "ConnectError":  # httpx's: the connection failed; its cause, if any, says why
+            found = "could not connect"
+        cause = cause.__cause__ or cause.__context__
+    return found
 
 
 def sdk_error_kind(sdk: Any, error: Exception) -> tuple[str | None, float | None]:
     """``ChatBackend.transient`` for the ``openai`` and ``anthropic`` SDKs, whose exception classes share names."""
     if isinstance(error, (sdk.APIResponseValidationError, json.JSONDecodeError)):
         return "malformed", None
+    if isinstance(error, sdk.APIConnectionError) and connect_failure(error):
+        return UNREACHABLE, None
     if isinstance(error, sdk.APITimeoutError):
         return "timeout", None
     if isinstance(error, sdk.APIConnectionError):

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from bolt.errors import BoltError
-from bolt.teachers.chat import BatchRejected, Reply, Sampling, checked_reply, sdk_error_kind
+from bolt.teachers.chat import BatchRejected, Reply, Sampling, checked_reply, sdk_error_kind, sdk_timeout
 
 CHAT_PATH = "/v1/chat/completions"
 TERMINAL_BATCH_STATES = ("completed", "failed", "expired", "cancelled")
@@ -51,7 +51,9 @@ class OpenAIBackend:
         openai = _import_openai()
         self.model = model
         self.openai = openai
-        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=sdk_timeout(openai, timeout), max_retries=0)
+        self.endpoint = str(self.client.base_url)
+        """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub before showing."""
 
     def render(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "max_completion_tokens": sampling.max_tokens, "temperature": sampling.temperature}
