@@ -45,8 +45,8 @@ class ChunkConfig:
     """Mixed with a hash of each document's text to seed its chunk lengths."""
 
     def validate(self) -> None:
-        if self.mean_units < 1:
-            raise BoltError(f"--mean-units must be at least 1, got {self.mean_units}.")
+        if not (1 <= self.mean_units < float("inf")):  # also refuses nan
+            raise BoltError(f"--mean-units must be a finite number of at least 1, got {self.mean_units}.")
         if self.max_units < 1:
             raise BoltError(f"--max-units must be at least 1, got {self.max_units}.")
         if self.prefix_chunks < -1:

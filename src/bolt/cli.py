@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import json
+import math
 import os
 import sys
 import warnings
@@ -117,6 +119,10 @@ def _synthesize_teacher(args):
     """The teacher's spec: its name and options, which each worker builds a teacher from (no key among them)."""
     from bolt.teachers import TeacherSpec
 
+    if args.temperature < 0:
+        raise BoltError(f"--temperature must be >= 0 (0: greedy decoding), got {args.temperature}.")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise BoltError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
     max_new = args.max_new_tokens or (256 if args.method == "latent" else 2048)
     if args.teacher not in ("openai", "anthropic"):
         given = [flag for flag, value in (("--batch", args.batch), ("--base-url", args.base_url), ("--env-file", args.env_file)) if value]
@@ -602,8 +608,15 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bolt",
         description="Reasoning to learn from latent thoughts: chunk a corpus, synthesize latents with a teacher, train on thought-augmented text, "
         "bootstrap latents with EM, evaluate. Run `bolt COMMAND --help` for each stage.",
@@ -614,6 +627,50 @@ def build_parser() -> argparse.ArgumentParser:
     for build, _ in COMMANDS.values():
         build(sub)
     return parser
+
+
+def _check_finite(args) -> None:
+    """Every number flag is finite (nan and inf parse as floats, and would fail deep inside a stage)."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BoltError(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
+
+
+_FIXES = {
+    errno.ENOSPC: "the disk is full: free some space (or name an output path on another disk) and rerun the same command, which resumes",
+    errno.EDQUOT: "the disk quota is used up: free some space (or name an output path elsewhere) and rerun the same command, which resumes",
+    errno.EROFS: "the filesystem is read-only: name an output path on a writable one with -o",
+    errno.EACCES: "bolt may not write or read there: fix the permissions, or name another path",
+    errno.EPERM: "bolt may not write or read there: fix the permissions, or name another path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: name another path",
+    errno.EISDIR: "it is a directory where bolt needs a file: name another path",
+    errno.EEXIST: "something is already there: name another path",
+    errno.ENOENT: "it does not exist: check the path",
+    errno.EIO: "the device reported an I/O error: check the disk, then rerun the same command",
+}
+
+
+def _os_fault(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``exc`` (itself, a cause or context, or a library's error naming an OS error), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        text = str(exc)
+        for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):  # safetensors and torch word them in their own errors
+            if f"os error {code})" in text or os.strerror(code) in text:
+                return OSError(code, os.strerror(code))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _describe_os_fault(fault: OSError, args) -> str:
+    """One line: the path, what the system said, and what to do."""
+    path = fault.filename or getattr(args, "output", None) or "the output"
+    name = errno.errorcode.get(fault.errno, str(fault.errno))
+    fix = _FIXES.get(fault.errno, "check the path and the disk, then rerun the same command")
+    return f"{path}: {fault.strerror or os.strerror(fault.errno)} ({name}); {fix}."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -628,10 +685,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "overwrite", False):
         os.environ[OVERWRITE_ENVIRONMENT] = "1"  # for the stages a command runs inside itself (em, demo) and their worker processes
     try:
+        _check_finite(args)
         result = COMMANDS[args.command][1](args)
     except BoltError as exc:
         print(f"bolt {args.command}: error: {scrub(exc)}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        fault = _os_fault(exc)
+        if fault is None:
+            raise  # a bug: keep its traceback
+        print(f"bolt {args.command}: error: {scrub(_describe_os_fault(fault, args))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130

@@ -38,7 +38,7 @@ from bolt.layouts import encode
 from bolt.loop import PROPOSALS
 from bolt.estep_backends import BACKENDS, HFBackend, LatentBackend, make_backend
 from bolt.executors import ExecutorConfig, run_shards, split_shards
-from bolt.modeling import load_tokenizer, model_fingerprint, resolve_device
+from bolt.modeling import check_model_dir, load_tokenizer, model_fingerprint, resolve_device
 from bolt.records import Document, PartialDocuments, finished_documents, read_documents, shard_partial_paths, write_jsonl
 from bolt.rundir import partial_key, run_dir_for_file, run_stage
 from bolt.sampling import SamplingConfig
@@ -296,6 +296,7 @@ def estep_stage(
     """
     config.validate()
     resolve_device(device)  # a wrong device fails here, before any worker starts
+    check_model_dir(model_dir)  # a missing, unfinished or damaged model: one line, before any warning about it or any output
     executor = executor or ExecutorConfig()
     executor.validate()
     stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "input": str(input_path), "estep": config}
@@ -306,6 +307,14 @@ def estep_stage(
             warnings.warn(warning, stacklevel=3)
         marker_ids(load_tokenizer(model_dir))  # a model without the markers fails here, before any worker starts
         documents = read_documents(input_path)
+        with_latents = sum(1 for document in documents for chunk in document.chunks if chunk.latent is not None)
+        if with_latents:
+            # bolt.latents/1 is bolt.chunks/1 with latents added (docs/FORMATS.md): a valid input, whose latents the E-step replaces
+            warnings.warn(
+                f"{input_path} already holds latents ({with_latents} chunks, bolt.latents/1): the E-step ignores them and samples new ones "
+                "from the model; pass the chunks file (`bolt chunk` output) to silence this.",
+                stacklevel=3,
+            )
         key = partial_key(stage_config, input_path)
         done = finished_documents(run.path, key)
         shards = split_shards([d for d in documents if d.id not in done], executor.workers)

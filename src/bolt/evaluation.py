@@ -26,7 +26,7 @@ from bolt.errors import BoltError
 from bolt.estep import EStepConfig, chunk_jobs, run_batch
 from bolt.importance import iwae_bound
 from bolt.layouts import encode
-from bolt.modeling import load_model, load_tokenizer, model_fingerprint, resolve_device
+from bolt.modeling import check_model_dir, load_model, load_tokenizer, model_fingerprint, resolve_device
 from bolt.records import Document, PartialDocuments, is_chunked_file, iter_jsonl, read_corpus, read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, partial_key, run_stage
 from bolt.sampling import SamplingConfig, sample_continuations
@@ -57,6 +57,9 @@ class EvalConfig:
             raise BoltError(f"--batch-prompts must be at least 1, got {self.batch_prompts}.")
         if not self.iwae_samples or min(self.iwae_samples) < 1:
             raise BoltError(f"--iwae-samples must be positive integers, got {self.iwae_samples}.")
+        for flag, value in (("--uniform-units", self.uniform_units), ("--max-latent-tokens", self.max_latent_tokens), ("--max-answer-tokens", self.max_answer_tokens)):
+            if value < 1:
+                raise BoltError(f"{flag} must be at least 1, got {value}.")
         try:
             re.compile(self.answer_pattern)
         except re.error as exc:
@@ -228,7 +231,12 @@ def eval_stage(
     benchmark results ``bolt eval --tasks`` put in ``OUT/tasks*`` are bolt's own."""
     if documents_path is None and questions_path is None:
         raise BoltError("nothing to evaluate: give held-out documents (positional) and/or --questions FILE.")
+    config.validate()
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise BoltError(f"{output_dir}: is a file, where bolt needs a directory (-o of `bolt eval` names a directory); name another path.")
     resolve_device(device)
+    check_model_dir(model_dir)  # one line for a missing, unfinished or damaged model, before any output is claimed
     stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "documents": str(documents_path), "questions": str(questions_path), "latent": latent, "eval": config}
 
     def work(run) -> dict:

@@ -80,11 +80,65 @@ def byte_llama(shape: dict[str, int], seed: int = 0, max_positions: int = 4096):
     return LlamaForCausalLM(config), tokenizer
 
 
-def _check_model_dir(path: Path) -> None:
+def check_model_dir(path: str | Path) -> None:
+    """Refuse, with one line, what cannot be loaded as a model: a missing path, a file, a `bolt train`
+    run that has not finished, a directory without config.json, or weights whose size differs from
+    what `bolt train` recorded (a truncated model.safetensors)."""
+    path = Path(path)
     if not path.exists():
         raise BoltError(f"{path}: no such model directory. Pass an HF model directory (with config.json) or a preset ({', '.join(PRESETS)}).")
+    if not path.is_dir():
+        raise BoltError(f"{path}: is a file; --model takes a model directory (with config.json), such as the -o of `bolt train`.")
+    manifest = _bolt_manifest(path)
+    if manifest is not None and manifest.get("command") == "train" and manifest.get("status") != "complete":
+        raise BoltError(
+            f"{path}: this training has not finished (its manifest.json says {manifest.get('status')!r}): rerun the same `bolt train` command "
+            "to finish it (it resumes from its last checkpoint), or pass a finished model directory."
+        )
     if not (path / "config.json").is_file():
         raise BoltError(f"{path}: not a Hugging Face model directory (no config.json). Save models with `save_pretrained`.")
+    for name, recorded in ((manifest or {}).get("outputs") or {}).items():
+        file = path / name
+        if file.is_file() and isinstance(recorded, dict) and file.stat().st_size != recorded.get("size"):
+            raise BoltError(
+                f"{file}: has {file.stat().st_size} bytes where `bolt train` wrote {recorded.get('size')}: the file is damaged (truncated?); "
+                "rerun the same `bolt train` command, which trains a damaged model again, or restore the file."
+            )
+
+
+    for file in sorted(path.glob("*.safetensors")):
+        problem = safetensors_problem(file)
+        if problem:
+            raise BoltError(f"{file}: {problem}: the file is damaged or truncated; retrain the model (rerun its `bolt train` command) or restore the file.")
+
+
+_check_model_dir = check_model_dir
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be whole (a header that does not parse, tensors past its end), or None; reads only the header."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or 8 + length > size:
+                return f"{size} bytes, too short for its own header"
+            header = json.loads(handle.read(length))
+        end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return "its header does not parse"
+    if 8 + length + end != size:
+        return f"{size} bytes where its header describes {8 + length + end}"
+    return None
+
+
+def _bolt_manifest(path: Path) -> dict | None:
+    """The `bolt` manifest of a model directory, or None (none, or unreadable)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def load_tokenizer(path: str | Path):
@@ -146,6 +200,13 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, from_scratc
         ) from None
     except OSError as exc:
         raise BoltError(f"{path}: cannot load the weights ({exc}).") from None
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise BoltError(
+            f"{path}: cannot read the weights ({exc}): a .safetensors file there is damaged or truncated; "
+            "retrain the model (rerun its `bolt train` command) or restore the file."
+        ) from None
 
 
 def load_model_and_tokenizer(spec: str | Path, seed: int = 0, from_scratch: bool = False, dtype: torch.dtype = torch.float32):

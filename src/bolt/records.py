@@ -414,6 +414,17 @@ def write_json(path: str | Path, value: Any) -> None:
         temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _partial_row(line: bytes) -> dict[str, Any] | None:
+    """A partial file's record ``{"config_key", "document": {"id", ...}}``, or None where the line is not one."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not (isinstance(row, dict) and isinstance(row.get("config_key"), str) and isinstance(row.get("document"), dict) and "id" in row["document"]):
+        return None
+    return row
+
+
 class PartialDocuments:
     """Documents finished by an interrupted stage, appended one line each as they complete.
 
@@ -435,13 +446,27 @@ class PartialDocuments:
                     handle.truncate(len(complete))
             # Split on "\n" only: JSON escapes it in strings, but not U+2028 or U+0085,
             # which ``str.splitlines`` would also break on.
-            for line in complete.split(b"\n")[:-1]:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if row.get("config_key") == config_key:
+            lines = complete.split(b"\n")[:-1]
+            kept, damaged = [], []
+            for number, line in enumerate(lines, start=1):
+                row = _partial_row(line)
+                if row is None:
+                    if line.strip():
+                        damaged.append(number)
+                    continue
+                kept.append(line + b"\n")
+                if row["config_key"] == config_key:
                     self.done[row["document"]["id"]] = row["document"]
+            if damaged:
+                # A damaged line (not UTF-8, not JSON: a bad disk or an editor) in the middle: drop it,
+                # once, and compute its document again, instead of failing every rerun.
+                warnings.warn(
+                    f"{path}: {len(damaged)} damaged line(s) dropped (line {damaged[0]}{' and more' if len(damaged) > 1 else ''}: not a UTF-8 JSON record); "
+                    "their documents are computed again.",
+                    stacklevel=2,
+                )
+                with atomic_path(path) as temporary:
+                    temporary.write_bytes(b"".join(kept))
 
     def add(self, document: Document) -> None:
         row = {"config_key": self.config_key, "document": document.to_json()}

@@ -26,7 +26,7 @@ import numpy as np
 from bolt import claims
 from bolt.errors import BoltError
 from bolt.records import atomic_path, write_json
-from bolt.rundir import RunDir
+from bolt.rundir import RunDir, check_parent_directories
 
 Models = dict[str, dict[str, list[float]]]
 BASELINES = ("raw_warm", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot", "warm_long")
@@ -227,6 +227,10 @@ def report(run_dirs: list[Path], output: Path) -> dict:
     """``bolt report``: ``OUT/report.json``, ``OUT/report.md`` and the plots that the runs' metrics allow."""
     if not run_dirs:
         raise BoltError("give at least one run directory.")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise BoltError(f"{output}: is a file; -o names the output directory of `bolt report` (report.md, report.json, plots).")
+    check_parent_directories(output)
     run = RunDir(output)
     run.start("report", {"runs": [str(r) for r in run_dirs]})
     models, k_info = collect([Path(r) for r in run_dirs])

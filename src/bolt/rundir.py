@@ -139,6 +139,7 @@ class RunDir:
         """
         if self.path.exists() and not self.path.is_dir():
             raise BoltError(f"{self.path}: is a file, where bolt needs a directory; name a directory that does not exist yet (or an empty one).")
+        check_parent_directories(self.path)
         manifest = self.read_manifest()
         if manifest is None:
             foreign = self.foreign_entries(own)
@@ -228,8 +229,9 @@ class RunDir:
 
         A directory that is not empty and has no manifest is refused (``claim`` says more).
         """
-        if self.read_manifest() is None and self.foreign_entries():
-            self.claim(command, config)  # raises: bolt did not write what is there
+        if (self.path.exists() and not self.path.is_dir()) or (self.read_manifest() is None and self.foreign_entries()):
+            self.claim(command, config)  # raises: a file, or a directory of what bolt did not write
+        check_parent_directories(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         previous = self.read_manifest() or {}
         self._started = time.monotonic()
@@ -273,6 +275,15 @@ def run_dir_for_file(output: str | Path) -> RunDir:
     return RunDir(output.with_name(output.name + ".run"))
 
 
+def check_parent_directories(path: str | Path) -> None:
+    """Refuse an output path below a file (``-o notes.txt/out.jsonl``): bolt could never create it."""
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BoltError(f"{path}: {parent} is a file, not a directory; name an output path in a directory.")
+            return
+
+
 def check_output_path(command: str, output: Path, run: RunDir, inputs: dict[str, str | Path] | None = None) -> None:
     """Refuse an output file that is also an input, is a directory, or exists without bolt's manifest."""
     for name, path in (inputs or {}).items():
@@ -280,6 +291,7 @@ def check_output_path(command: str, output: Path, run: RunDir, inputs: dict[str,
             raise BoltError(f"{output}: is also the {name} input of `bolt {command}`; writing it would destroy the input: name another output path with -o.")
     if output.is_dir():
         raise BoltError(f"{output}: is a directory; -o names the output file of `bolt {command}`.")
+    check_parent_directories(output)
     if output.exists() and run.read_manifest() is None:
         raise BoltError(
             f"{output}: exists and bolt did not write it (no {run.manifest_path}); bolt never replaces it, even with --overwrite: name another output path."

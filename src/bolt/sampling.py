@@ -17,6 +17,7 @@ Design points (they matter for the E-step's importance weights):
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +42,15 @@ class SamplingConfig:
     """Take the most likely token (evaluation's decoding); log-probs are then the model's."""
 
     def validate(self) -> None:
-        if self.temperature <= 0:
-            raise BoltError(f"temperature must be > 0 (use --greedy for argmax decoding), got {self.temperature}.")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise BoltError(
+                f"--temperature must be a number above 0, got {self.temperature}: the E-step samples its candidates "
+                "(a small value such as 0.1 comes close to greedy decoding; the importance weights stay exact at any temperature)."
+            )
         if not 0 < self.top_p <= 1:
-            raise BoltError(f"top-p must be in (0, 1], got {self.top_p}.")
+            raise BoltError(f"--top-p must be in (0, 1], got {self.top_p}.")
         if self.top_k < 0 or self.max_new_tokens < 1:
-            raise BoltError("top-k must be >= 0 and max-new-tokens >= 1.")
+            raise BoltError(f"--top-k must be >= 0 and --max-new-tokens >= 1, got {self.top_k} and {self.max_new_tokens}.")
 
 
 @dataclass

@@ -136,8 +136,18 @@ class TrainConfig:
             raise BoltError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         for name in ("steps", "tokens", "epochs"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
+            if value is not None and not (value > 0 and math.isfinite(value)):
                 raise BoltError(f"--{name} must be positive, got {value}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise BoltError(f"--lr must be a positive number, got {self.lr}.")
+        for name, value in (("weight-decay", self.weight_decay), ("clip", self.clip)):
+            if not (value >= 0 and math.isfinite(value)):
+                raise BoltError(f"--{name} must be a finite number >= 0, got {value}.")
+        for name, value in (("warmup-steps", self.warmup_steps), ("checkpoint-every", self.checkpoint_every), ("seed", self.seed)):
+            if value < 0:
+                raise BoltError(f"--{name} must be >= 0, got {value}" + (" (0: only the final model is saved)." if name == "checkpoint-every" else "."))
+        if self.log_every < 1:
+            raise BoltError(f"--log-every must be at least 1, got {self.log_every}.")
 
 
 def check_training_file(path: Path, layout: Layout) -> None:
