@@ -86,7 +86,7 @@ SURFACE = {
     "synthesize": (
         ["input"],
         HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--teacher", "--teacher-model", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
+            "-o", "--output", "--teacher", "--teacher-model", "--revision", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
             "--base-url", "--batch", "--concurrency", "--dry-run", "--pricing", "--cache-dir", "--env-file", "--max-retries", "--max-bad-replies",
             "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--executor", "--workers", "--gpus-per-worker",
         },
@@ -94,7 +94,7 @@ SURFACE = {
     "train": (
         ["input"],
         HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--model", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
+            "-o", "--output", "--model", "--revision", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
             "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
             "--log-every", "--token-cache", "--tokenize-workers", "--compile",
         },
@@ -102,14 +102,14 @@ SURFACE = {
     "estep": (
         ["input"],
         HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--model", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
+            "-o", "--output", "--model", "--revision", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
             "--keep-candidates", "--proposal", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker",
         },
     ),
     "eval": (
         ["input"],
         HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--model", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
+            "-o", "--output", "--model", "--revision", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
             "--max-answer-tokens", "--answer-pattern", "--tasks", "--data-dir", "--limit", "--samples", "--temperature", "--top-p",
             "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts", "--device",
         },
@@ -117,7 +117,7 @@ SURFACE = {
     "em": (
         [],
         HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--from-scratch", "--iterations", "-k",
+            "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--revision", "--from-scratch", "--iterations", "-k",
             "--samples", "--proposal", "--estep-temperature", "--m-step-data", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
         },
     ),
@@ -125,7 +125,7 @@ SURFACE = {
     "finetune-eval": (
         [],
         HELP | SEED | {
-            "-o", "--output", "--model", "--task", "--data-dir", "--seeds", "--epochs", "--lr", "--batch-size", "--max-train-examples", "--samples",
+            "-o", "--output", "--model", "--revision", "--task", "--data-dir", "--seeds", "--epochs", "--lr", "--batch-size", "--max-train-examples", "--samples",
             "--temperature", "--top-p", "--limit", "--max-gen-tokens",
         },
     ),

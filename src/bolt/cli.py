@@ -39,6 +39,11 @@ def _add_seed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
+def _add_revision(parser: argparse.ArgumentParser, flag: str = "--model") -> None:
+    parser.add_argument("--revision", help=f"branch, tag or commit of {flag} when it is a Hugging Face hub id (default: main); "
+                        "hub models go to the standard cache (HF_HOME, HF_HUB_CACHE), and HF_HUB_OFFLINE=1 reads only that cache")
+
+
 def _add_overwrite(parser: argparse.ArgumentParser, what: str = "the output") -> None:
     parser.add_argument(
         "--overwrite", action="store_true",
@@ -90,7 +95,8 @@ def _synthesize_parser(sub) -> None:
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1); wrap methods also take a raw corpus")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file (bolt.latents/1, or documents with meta.synthetic)")
     p.add_argument("--teacher", default="hf", choices=TEACHERS, help="who writes the latents: an API (openai, anthropic), a local model (hf, the default; vllm on a GPU) or the embedded world's oracle")
-    p.add_argument("--teacher-model", help="model name (openai, anthropic, vllm) or model directory (hf)")
+    p.add_argument("--teacher-model", help="model name (openai, anthropic, vllm); for hf a model directory or a Hugging Face hub id (org/name)")
+    _add_revision(p, "--teacher-model (hf)")
     p.add_argument("--method", default="latent", choices=METHODS, help="what the teacher writes: latent thoughts (default), a WRAP rephrasing, or a rephrasing with inserted reasoning (wrap-cot)")
     p.add_argument("--prompt-file", type=Path, help="JSON prompt template(s) replacing the built-in ones of --method (see `bolt.teachers.prompts`)")
     p.add_argument("--max-new-tokens", type=int, help="answer length budget (default: 256 for latent, 2048 for wrap methods)")
@@ -176,7 +182,8 @@ def _train_parser(sub) -> None:
     )
     p.add_argument("input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus")
     p.add_argument("-o", "--output", type=Path, required=True, help="output model directory")
-    p.add_argument("--model", default="tiny", help="HF model directory, or a preset: tiny, small, world (default: tiny)")
+    p.add_argument("--model", default="tiny", help="HF model directory, Hugging Face hub id (org/name), or a preset: tiny, small, world (default: tiny, 140k parameters)")
+    _add_revision(p)
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights from its config")
     p.add_argument("--layout", default="random", choices=LAYOUTS, help="how latents and text are put together (docs/FORMATS.md; default: random, the paper's mix; raw: the text alone)")
     p.add_argument("--raw-ratio", type=float, default=0.0, help="share of documents shown without latents each epoch (default: 0)")
@@ -212,7 +219,7 @@ def _train_config(args):
     from bolt.training import TrainConfig
 
     return TrainConfig(
-        model=args.model, from_scratch=args.from_scratch, layout=args.layout, raw_ratio=args.raw_ratio, seq_len=args.seq_len,
+        model=str(args.model), from_scratch=args.from_scratch, layout=args.layout, raw_ratio=args.raw_ratio, seq_len=args.seq_len,
         batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, tokens=args.tokens, epochs=args.epochs, lr=args.lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, clip=args.clip, precision=args.precision, seed=args.seed,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
@@ -247,7 +254,8 @@ def _estep_parser(sub) -> None:
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1), ideally chunked with --prefix-chunks 3")
     p.add_argument("-o", "--output", type=Path, required=True, help="output latents file")
-    p.add_argument("--model", type=Path, required=True, help="model directory trained by `bolt train`")
+    p.add_argument("--model", required=True, help="model directory trained by `bolt train` (or a Hugging Face hub id)")
+    _add_revision(p)
     p.add_argument("-k", "--samples", type=int, default=4, help="K, candidate latents per chunk (default: 4)")
     _add_sampling(p, 1024)
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
@@ -310,7 +318,8 @@ def _eval_parser(sub) -> None:
     )
     p.add_argument("input", type=Path, nargs="?", help="held-out documents: raw corpus (chunked uniformly) or chunks file")
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory (tasks.json; eval.json, answers.jsonl)")
-    p.add_argument("--model", type=Path, required=True, help="model directory")
+    p.add_argument("--model", required=True, help="model directory, or a Hugging Face hub id (org/name)")
+    _add_revision(p)
     tasks = p.add_argument_group("benchmark tasks (lm-evaluation-harness)")
     tasks.add_argument("--tasks", help="comma-separated: gsm8k_cot, math_cot, mmlu_stem_cot, world, each also with a _latent suffix")
     tasks.add_argument("--data-dir", type=Path, help="local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (default: the HF hub)")
@@ -386,7 +395,8 @@ def _em_parser(sub) -> None:
     p.add_argument("--bootstrap", help="corpus whose latents the model infers (raw or chunked)")
     p.add_argument("--heldout", help="held-out documents for NLL and bounds")
     p.add_argument("--questions", help="held-out questions (JSONL prompt/answer)")
-    p.add_argument("--model", default="tiny", help="base model: HF directory or preset (default: tiny)")
+    p.add_argument("--model", default="tiny", help="base model: HF directory, Hugging Face hub id (org/name) or preset (default: tiny)")
+    _add_revision(p)
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights")
     _add_loop_flags(p, LoopConfig())
     p.add_argument("--max-latent-tokens", type=int, default=128, help="latent budget per E-step sample (default: 128)")
@@ -435,7 +445,7 @@ def _run_em(args) -> list:
     from bolt.em import EMConfig, run_em
     from bolt.training import TrainConfig
 
-    train = TrainConfig(model=args.model, from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, warmup_steps=10, precision=args.precision)
+    train = TrainConfig(model=str(args.model), from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, warmup_steps=10, precision=args.precision)
     loop = _loop_from_flags(args, LoopConfig(max_latent_tokens=args.max_latent_tokens))
     config = EMConfig(warm_start=args.warm_start, bootstrap=args.bootstrap, heldout=args.heldout, questions=args.questions, loop=loop, seed=args.seed, train=train)
     rows = run_em(config, args.output)
@@ -543,7 +553,8 @@ def _finetune_eval_parser(sub) -> None:
         epilog="example: bolt finetune-eval --model runs/warm --task gsm8k_cot_latent --data-dir data/ --seeds 3 -o runs/warm-ft",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory (finetune_eval.json, seed-N/model, seed-N/eval)")
-    p.add_argument("--model", type=Path, required=True, help="model directory to fine-tune")
+    p.add_argument("--model", required=True, help="model directory to fine-tune, or a Hugging Face hub id (org/name)")
+    _add_revision(p)
     p.add_argument("--task", default="gsm8k_cot", help="a task of `bolt eval --tasks` (default: gsm8k_cot)")
     p.add_argument("--data-dir", type=Path, required=True, help="DIR/<dataset>/{train,test}.jsonl")
     p.add_argument("--seeds", type=int, default=3, help="repetitions with seeds --seed, --seed+1, ... (default: 3)")
@@ -673,6 +684,23 @@ def _describe_os_fault(fault: OSError, args) -> str:
     return f"{path}: {fault.strerror or os.strerror(fault.errno)} ({name}); {fix}."
 
 
+def _resolve_models(args) -> None:
+    """``--model`` / ``--teacher-model`` (hf) given as a Hugging Face hub id -> its local snapshot directory
+    (downloaded unless HF_HUB_OFFLINE); local directories and presets stay as they are."""
+    from bolt.modeling import PRESETS, model_path
+
+    revision = getattr(args, "revision", None)
+    for dest in ("model", "teacher_model"):
+        value = getattr(args, dest, None)
+        if value is None or (dest == "teacher_model" and args.teacher != "hf"):
+            continue
+        if dest == "model" and args.command in ("train", "em") and str(value) in PRESETS and not Path(value).exists():
+            if revision:
+                raise BoltError(f"--revision is for a hub model; --model {value} is a built-in preset.")
+            continue
+        setattr(args, dest, model_path(value, revision))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
@@ -686,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[OVERWRITE_ENVIRONMENT] = "1"  # for the stages a command runs inside itself (em, demo) and their worker processes
     try:
         _check_finite(args)
+        _resolve_models(args)
         result = COMMANDS[args.command][1](args)
     except BoltError as exc:
         print(f"bolt {args.command}: error: {scrub(exc)}", file=sys.stderr)

@@ -1,14 +1,17 @@
 """Loading Hugging Face causal LMs and tokenizers, and the built-in tiny presets.
 
-``--model`` is either a directory that ``AutoModelForCausalLM.from_pretrained`` reads,
-or (for ``bolt train``) the name of a preset: a small Llama-architecture config with a
-byte-level tokenizer built here, so nothing is downloaded.
+``--model`` is a directory that ``AutoModelForCausalLM.from_pretrained`` reads, a Hugging Face
+hub id (``org/name``, see ``model_path``: fetched into the standard cache, which honours ``HF_HOME``,
+``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE``), or (for ``bolt train`` and ``bolt em``) the name of a preset:
+a small Llama-architecture config with a byte-level tokenizer built here, so nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -80,13 +83,71 @@ def byte_llama(shape: dict[str, int], seed: int = 0, max_positions: int = 4096):
     return LlamaForCausalLM(config), tokenizer
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# what a model needs from a hub repository: configs, tokenizer files and weights (not ONNX, GGUF, ...)
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py", "*.jinja"]
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    """``name`` or ``org/name`` that is not a local path: no such file, and no local directory named ``org``."""
+    if not _HUB_ID.match(spec) or ".." in spec or Path(spec).exists():
+        return False
+    return "/" not in spec or not Path(spec.split("/")[0]).exists()
+
+
+def _hub_cache() -> str:
+    """The hub cache as huggingface_hub reads it, looked up now (the library reads the environment once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(home, "hub")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def model_path(spec: str | Path, revision: str | None = None) -> Path:
+    """The local directory of ``--model``: a path as given, or the snapshot of a Hugging Face hub id in the
+    standard cache (``HF_HOME``/``HF_HUB_CACHE``), downloaded unless ``HF_HUB_OFFLINE`` is set; ``revision`` is
+    a branch, tag or commit (default: main). What is neither gets one line naming the id and how to get it."""
+    spec = str(spec)
+    if not looks_like_hub_id(spec):
+        return Path(spec)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cache, offline = _hub_cache(), _offline()
+    at = f" at revision {revision}" if revision else ""
+    get = f"download it with `hf download {spec}{f' --revision {revision}' if revision else ''}` (huggingface-cli download in older huggingface_hub) where there is a network, with the same HF_HOME, or pass a local model directory (with config.json)"
+    try:
+        folder = Path(snapshot_download(spec, revision=revision, cache_dir=cache, local_files_only=offline, allow_patterns=HUB_PATTERNS))
+        if not offline and not any(folder.glob("*.safetensors")):  # an older repository: PyTorch .bin weights only
+            folder = Path(snapshot_download(spec, revision=revision, cache_dir=cache, allow_patterns=HUB_PATTERNS + ["*.bin"]))
+    except RevisionNotFoundError:
+        raise BoltError(f"{spec}: the Hugging Face hub has this model but no revision {revision!r}; pass a branch, tag or commit it has with --revision.") from None
+    except RepositoryNotFoundError:
+        raise BoltError(
+            f"{spec}: no such model directory, and no model {spec!r} on the Hugging Face hub (or it is private or gated: log in with `hf auth login`); "
+            "pass a local model directory (with config.json) or a hub id such as HuggingFaceTB/SmolLM2-135M."
+        ) from None
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+        raise BoltError(f"{spec}: no such model directory, and no hub model {spec!r}{at} in the Hugging Face cache {cache} ({why}): {get}.") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith(("huggingface_hub", "requests", "httpx")):
+            raise BoltError(f"{spec}: no such model directory, and the Hugging Face hub could not give model {spec!r}{at} ({type(exc).__name__}): {get}.") from None
+        raise
+    return folder
+
+
 def check_model_dir(path: str | Path) -> None:
     """Refuse, with one line, what cannot be loaded as a model: a missing path, a file, a `bolt train`
     run that has not finished, a directory without config.json, or weights whose size differs from
     what `bolt train` recorded (a truncated model.safetensors)."""
-    path = Path(path)
+    path = model_path(path)
     if not path.exists():
-        raise BoltError(f"{path}: no such model directory. Pass an HF model directory (with config.json) or a preset ({', '.join(PRESETS)}).")
+        raise BoltError(f"{path}: no such model directory. Pass an HF model directory (with config.json), a Hugging Face hub id (org/name), or for train and em a preset ({', '.join(PRESETS)}).")
     if not path.is_dir():
         raise BoltError(f"{path}: is a file; --model takes a model directory (with config.json), such as the -o of `bolt train`.")
     manifest = _bolt_manifest(path)
@@ -144,7 +205,7 @@ def _bolt_manifest(path: Path) -> dict | None:
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
-    path = Path(path)
+    path = model_path(path)
     _check_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -182,7 +243,7 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, from_scratc
     """Load a causal LM (or only its config, randomly initialised, when ``from_scratch``), on ``device`` if given (see ``resolve_device``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    path = Path(path)
+    path = model_path(path)
     _check_model_dir(path)
     target = resolve_device(device) if isinstance(device, str) else device
     config = AutoConfig.from_pretrained(path)
@@ -225,6 +286,6 @@ def model_fingerprint(path: str | Path) -> str:
     """A hash of a model directory's config and weights: outputs made with other weights are never reused."""
     from bolt.rundir import file_sha256
 
-    path = Path(path)
+    path = model_path(path)
     files = [path / "config.json", *sorted(path.glob("*.safetensors")), *sorted(path.glob("*.bin"))]
     return hashlib.sha256("".join(file_sha256(f) for f in files if f.is_file()).encode()).hexdigest()[:16]
