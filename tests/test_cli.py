@@ -88,7 +88,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--teacher", "--teacher-model", "--revision", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
             "--base-url", "--batch", "--concurrency", "--dry-run", "--pricing", "--cache-dir", "--env-file", "--max-retries", "--max-bad-replies",
-            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--executor", "--workers", "--gpus-per-worker",
+            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--executor", "--workers", "--gpus-per-worker", "--strict",
         },
     ),
     "train": (
@@ -96,7 +96,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--revision", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
             "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
-            "--log-every", "--token-cache", "--tokenize-workers", "--compile",
+            "--log-every", "--token-cache", "--tokenize-workers", "--compile", "--strict",
         },
     ),
     "estep": (
@@ -111,7 +111,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--revision", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
             "--max-answer-tokens", "--answer-pattern", "--tasks", "--data-dir", "--limit", "--samples", "--temperature", "--top-p",
-            "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts", "--device",
+            "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts", "--device", "--strict",
         },
     ),
     "em": (
@@ -119,6 +119,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--revision", "--from-scratch", "--iterations", "-k",
             "--samples", "--proposal", "--estep-temperature", "--m-step-data", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
+            "--steps", "--tokens", "--warmup-steps", "--answer-pattern", "--max-answer-tokens", "--eval-max-latent-tokens", "--iwae-samples",
         },
     ),
     "demo": ([], HELP | SEED | OVERWRITE | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--paper-loop", "--wrap-cot", "--no-wrap-cot", "--warm-long", "--no-warm-long", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),

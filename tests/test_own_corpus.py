@@ -97,3 +97,190 @@ def test_missing_local_path_keeps_its_message(tmp_path, capsys):
     code = main(["estep", "x.jsonl", "--model", str(tmp_path / "nomodel"), "-o", str(tmp_path / "l.jsonl")])
     assert code == 2
     assert "no such model directory" in capsys.readouterr().err
+
+
+# --- 2. quality checks, warnings, --strict -------------------------------------------
+
+
+def test_repetition_test():
+    from bolt.quality import is_repetitive
+
+    assert is_repetitive("the sum is four. " * 10)
+    assert is_repetitive("ab" * 60)
+    assert not is_repetitive("The licence grants each recipient a worldwide, royalty-free right to copy, modify and distribute the work, "
+                             "provided that the notice above is kept in every copy and the changes are marked.")
+    assert not is_repetitive("short")
+
+
+class LoopingTeacher:
+    """A local teacher that writes what a small base model writes: loops, cut at the token limit."""
+
+    name = "looping"
+
+    def __init__(self):
+        self.last_truncated = []
+
+    def describe(self):
+        return {"backend": self.name}
+
+    def write_latents(self, requests):
+        self.last_truncated = [True] * len(requests)
+        return ["so the answer is so the answer is " * 8 for _ in requests]
+
+
+def test_synthesize_counts_and_warns_cut_and_repeating_latents(tiny_latents, tmp_path):
+    from bolt.synthesize import SynthesizeConfig, synthesize_stage
+
+    out = tmp_path / "latents.jsonl"
+    with pytest.warns(UserWarning) as caught:
+        summary = synthesize_stage(LoopingTeacher(), tiny_latents["bootstrap_chunks"], out, SynthesizeConfig())
+    messages = " ".join(str(w.message) for w in caught)
+    chunks = summary["chunks"]
+    assert summary["truncated_latents"] == chunks and summary["repetitive_latents"] == chunks
+    assert "cut at the token limit" in messages and "repeat themselves" in messages
+    manifest = json.loads((tmp_path / "latents.jsonl.run" / "manifest.json").read_text())
+    assert manifest["summary"]["truncated_latents"] == chunks
+    assert all(chunk["teacher_truncated"] for row in map(json.loads, out.read_text().splitlines()) for chunk in row["chunks"])
+
+
+def test_synthesize_strict_refuses_and_keeps_the_work(tiny_latents, tmp_path):
+    from bolt.synthesize import SynthesizeConfig, synthesize_stage
+
+    out = tmp_path / "latents.jsonl"
+    with pytest.raises(BoltError, match="--strict"):
+        synthesize_stage(LoopingTeacher(), tiny_latents["bootstrap_chunks"], out, SynthesizeConfig(), strict=True)
+    assert not out.exists()
+    assert list((tmp_path / "latents.jsonl.run").glob("partial*.jsonl")), "the latents computed so far are kept for a rerun"
+
+
+def test_hf_teacher_cut_latents_through_the_cli(tiny_latents, tmp_path, capsys):
+    model = save_tiny(tmp_path / "base")
+    out = tmp_path / "latents.jsonl"
+    args = ["synthesize", str(tiny_latents["bootstrap_chunks"]), "--teacher", "hf", "--teacher-model", str(model), "--max-new-tokens", "3", "-o", str(out)]
+    capsys.readouterr()
+    assert main([*args, "--strict"]) == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert last.startswith("bolt synthesize: error: ") and "cut at the token limit (3 tokens)" in last and "--strict" in last
+    with pytest.warns(UserWarning, match="cut at the token limit"):
+        assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["truncated_latents"] == summary["chunks"] > 0
+
+
+def write_questions(path: Path, answers: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"prompt": f"Question {i}?", "answer": a}) + "\n" for i, a in enumerate(answers)), encoding="utf-8")
+    return path
+
+
+def test_eval_warns_on_empty_answers_and_counts_them(tiny_trained_model, tmp_path, capsys):
+    questions = write_questions(tmp_path / "q.jsonl", ["1", "2", "3"])
+    args = ["eval", "--model", str(tiny_trained_model), "--questions", str(questions), "--max-answer-tokens", "2"]
+    with pytest.warns(UserWarning, match="answers are unusable"):
+        assert main([*args, "-o", str(tmp_path / "e")]) == 0
+    result = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert result["empty_answers"] + result["unparseable_answers"] >= 2
+    assert main([*args, "-o", str(tmp_path / "e2"), "--strict"]) == 2
+    assert "answers are unusable" in capsys.readouterr().err
+
+
+def test_eval_warns_when_gold_answers_cannot_match_the_pattern(tiny_trained_model, tmp_path, capsys):
+    from bolt.evaluation import EvalConfig, gold_answer_check
+    from bolt.world import ANSWER_PATTERN
+
+    questions = [{"prompt": "p", "answer": a} for a in ("MIT", "Apache-2.0", "7")]
+    with pytest.warns(UserWarning, match="2 of 3 gold answers .* can never match the default --answer-pattern"):
+        assert gold_answer_check(questions, EvalConfig()) == 2
+    assert gold_answer_check([{"prompt": "p", "answer": "7"}], EvalConfig(answer_pattern=ANSWER_PATTERN)) == 0  # a group: only it must match
+    path = write_questions(tmp_path / "q.jsonl", ["MIT", "BSD"])
+    assert main(["eval", "--model", str(tiny_trained_model), "--questions", str(path), "-o", str(tmp_path / "e"), "--strict"]) == 2
+    assert "can never match" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "eval.json").exists()
+
+
+def test_train_warns_when_warmup_is_longer_than_the_run(tiny_latents, tmp_path, capsys):
+    args = ["train", str(tiny_latents["warm_latents"]), "--model", "tiny", "--steps", "3", "--seq-len", "64", "--batch-size", "2", "--warmup-steps", "1000"]
+    with pytest.warns(UserWarning, match=r"warm-up \(1000 steps\) is longer than the run \(3 steps\).*tops out at 2e-07"):
+        assert main([*args, "-o", str(tmp_path / "m")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["warmup_longer_than_run"] and summary["peak_lr"] == pytest.approx(2e-7)
+    assert main([*args, "-o", str(tmp_path / "m2"), "--strict"]) == 2
+    assert "--strict" in capsys.readouterr().err and not (tmp_path / "m2").exists()
+
+
+# --- 4. a baseline of the base model -------------------------------------------------
+
+
+def test_eval_direct_on_a_base_model_without_markers(tiny_latents, tmp_path, capsys):
+    base = save_tiny(tmp_path / "base")
+    questions = write_questions(tmp_path / "q.jsonl", ["1", "2"])
+    code = main(["eval", str(tiny_latents["heldout"]), "--model", str(base), "--questions", str(questions), "--direct", "--max-answer-tokens", "3", "-o", str(tmp_path / "e")])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert result["nll_per_token"] > 0 and result["questions"] == 2 and "iwae1_nll_per_token" not in result
+    # without --direct, the latent evaluation still says what the model lacks
+    assert main(["eval", "--model", str(base), "--questions", str(questions), "-o", str(tmp_path / "e2")]) == 2
+    assert "no latent marker tokens" in capsys.readouterr().err
+
+
+# --- 3. bolt em exposes every stage's settings ---------------------------------------
+
+
+@pytest.fixture()
+def captured_em(monkeypatch, tmp_path):
+    """``bolt em``'s config as the CLI builds it, without running the loop."""
+    import bolt.em
+
+    seen = {}
+
+    def fake_run_em(config, output):
+        seen["config"] = config
+        (output / "results.md").parent.mkdir(parents=True, exist_ok=True)
+        (output / "results.md").write_text("")
+        return []
+
+    monkeypatch.setattr(bolt.em, "run_em", fake_run_em)
+    return seen
+
+
+def test_em_flags_reach_every_stage(captured_em, tmp_path):
+    args = ["em", "-o", str(tmp_path / "run"), "--steps", "40", "--warmup-steps", "4", "--lr", "1e-4", "--answer-pattern", "[A-D]",
+            "--max-answer-tokens", "200", "--max-latent-tokens", "300", "--eval-max-latent-tokens", "500", "--iwae-samples", "1,8", "--estep-temperature", "0.7"]
+    assert main(args) == 0
+    config = captured_em["config"]
+    assert (config.train.steps, config.train.epochs, config.train.warmup_steps, config.train.lr) == (40, None, 4, 1e-4)
+    assert (config.eval.answer_pattern, config.eval.max_answer_tokens, config.eval.max_latent_tokens, config.eval.iwae_samples) == ("[A-D]", 200, 500, [1, 8])
+    assert (config.loop.max_latent_tokens, config.loop.temperature) == (300, 0.7)
+
+
+def test_em_defaults_and_budget_flags(captured_em, tmp_path, capsys):
+    assert main(["em", "-o", str(tmp_path / "a")]) == 0
+    config = captured_em["config"]
+    assert (config.train.epochs, config.train.steps, config.train.warmup_steps) == (2.0, None, 10)
+    assert config.eval.max_latent_tokens == config.loop.max_latent_tokens == 128
+    assert main(["em", "-o", str(tmp_path / "b"), "--tokens", "10000"]) == 0
+    assert (captured_em["config"].train.tokens, captured_em["config"].train.epochs) == (10000, None)
+    with pytest.raises(SystemExit) as info:
+        main(["em", "-o", str(tmp_path / "c"), "--steps", "3", "--epochs", "1"])
+    assert info.value.code == 2
+
+
+def test_world_keeps_a_given_answer_pattern(tmp_path):
+    from bolt.em import EMConfig, _prepare_world
+    from bolt.evaluation import EvalConfig
+    from bolt.world import ANSWER_PATTERN, WorldConfig
+
+    world = WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2)
+    assert _prepare_world(EMConfig(world=world), tmp_path / "a").eval.answer_pattern == ANSWER_PATTERN
+    assert _prepare_world(EMConfig(world=world, eval=EvalConfig(answer_pattern="x")), tmp_path / "b").eval.answer_pattern == "x"
+
+
+def test_estep_warning_names_the_budget_of_each_command(tiny_trained_model, tiny_latents, tmp_path):
+    from bolt.estep import EStepConfig, estep_stage
+    from bolt.sampling import SamplingConfig
+
+    config = EStepConfig(samples=1, sampling=SamplingConfig(max_new_tokens=1))
+    with pytest.warns(UserWarning) as caught:
+        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], tmp_path / "l.jsonl", config)
+    message = next(str(w.message) for w in caught if "never reached" in str(w.message))
+    assert "--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`" in message

@@ -44,6 +44,10 @@ def _add_revision(parser: argparse.ArgumentParser, flag: str = "--model") -> Non
                         "hub models go to the standard cache (HF_HOME, HF_HUB_CACHE), and HF_HUB_OFFLINE=1 reads only that cache")
 
 
+def _add_strict(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--strict", action="store_true", help=f"turn each quality warning ({what}) into an error: exit 2 instead of writing a doubtful result")
+
+
 def _add_overwrite(parser: argparse.ArgumentParser, what: str = "the output") -> None:
     parser.add_argument(
         "--overwrite", action="store_true",
@@ -117,6 +121,7 @@ def _synthesize_parser(sub) -> None:
     api.add_argument("--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)")
     api.add_argument("--allow-failures", action="store_true", help="finish with the documents that got every answer when some requests got none")
     _add_executor(p, "each worker builds its own teacher; API workers share the answer cache")
+    _add_strict(p, "empty latents, latents cut at --max-new-tokens, latents that repeat themselves")
     _add_overwrite(p)
     _add_seed(p)
 
@@ -166,7 +171,7 @@ def _run_synthesize(args) -> dict:
     config = SynthesizeConfig(method=args.method, prompt_file=args.prompt_file, seed=args.seed, batch_size=args.batch_size, allow_failures=args.allow_failures)
     if args.dry_run:
         return synthesize_estimate(spec.build(), args.input, args.output, config, cache_dir=args.cache_dir)
-    return synthesize_stage(spec, args.input, args.output, config, cache_dir=args.cache_dir, executor=_executor_config(args), overwrite=args.overwrite)
+    return synthesize_stage(spec, args.input, args.output, config, cache_dir=args.cache_dir, executor=_executor_config(args), overwrite=args.overwrite, strict=args.strict)
 
 
 def _train_parser(sub) -> None:
@@ -182,7 +187,8 @@ def _train_parser(sub) -> None:
     )
     p.add_argument("input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus")
     p.add_argument("-o", "--output", type=Path, required=True, help="output model directory")
-    p.add_argument("--model", default="tiny", help="HF model directory, Hugging Face hub id (org/name), or a preset: tiny, small, world (default: tiny, 140k parameters)")
+    p.add_argument("--model", help="HF model directory, Hugging Face hub id (org/name), or a preset: tiny, small, world (default: tiny, a 140k-parameter "
+                   "toy for tests and the embedded world; bolt warns when it trains on anything else)")
     _add_revision(p)
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights from its config")
     p.add_argument("--layout", default="random", choices=LAYOUTS, help="how latents and text are put together (docs/FORMATS.md; default: random, the paper's mix; raw: the text alone)")
@@ -211,8 +217,19 @@ def _train_parser(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="run the training steps through torch.compile: same model, other kernels after a few seconds of compiling "
                    "(meant for GPUs; on one AVX2 CPU core the world model's steps ran 1.16x faster, whole runs within noise; a CPU needs a C++ compiler such as g++)")
+    _add_strict(p, "a warm-up as long as the run, so that the learning rate never reaches --lr")
     _add_overwrite(p, "the output directory")
     _add_seed(p)
+
+
+def _is_world_data(path: Path) -> bool:
+    """Whether ``path`` holds the embedded world's documents (ids world-...), judged by its first record."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = json.loads(handle.readline() or "{}")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(first, dict) and str(first.get("id", "")).startswith("world-")
 
 
 def _train_config(args):
@@ -231,8 +248,13 @@ def _run_train(args) -> dict:
 
     if args.tokenize_workers < 1:
         raise BoltError(f"--tokenize-workers must be >= 1, got {args.tokenize_workers}.")
+    if args.model is None:
+        args.model = "tiny"
+        if not _is_world_data(args.input) and os.environ.get("RANK", "0") == "0":
+            warnings.warn(f"no --model given: training the built-in 'tiny' preset (140k parameters, a byte-level toy for tests and the embedded world) "
+                          f"on {args.input}; pass --model DIR or a hub id such as HuggingFaceTB/SmolLM2-135M to train a real model.", stacklevel=2)
     return train(_train_config(args), args.input, args.output, token_cache=args.token_cache, tokenize_workers=args.tokenize_workers, compile=args.compile,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, strict=args.strict)
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:
@@ -331,14 +353,16 @@ def _eval_parser(sub) -> None:
     tasks.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default: 8)")
     tasks.add_argument("--math-timeout", type=float, default=5.0, help="seconds math-verify may spend grading one answer (default: 5)")
     p.add_argument("--questions", type=Path, help="JSONL of {prompt, answer} for accuracy")
-    p.add_argument("--direct", action="store_true", help="answer without latents and skip the bounds (raw-data baselines)")
+    p.add_argument("--direct", action="store_true", help="answer without latents and skip the bounds: raw-data baselines, and the base model "
+                   "before any training (a model without the latent markers: its NLL and direct answers)")
     _add_device(p)
     p.add_argument("--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)")
     p.add_argument("--uniform-units", type=int, default=8, help="sentences per chunk for the bounds (default: 8)")
     p.add_argument("--max-latent-tokens", type=int, default=256, help="latent budget per sample in the bounds (default: 256)")
     p.add_argument("--max-answer-tokens", type=int, default=128, help="generation budget per question (default: 128)")
-    p.add_argument("--answer-pattern", default=r"-?\d+(?:\.\d+)?", help="regex; its first match after EoL is the answer (default: a number)")
+    p.add_argument("--answer-pattern", default=r"-?\d+(?:\.\d+)?", help="regex; its first match after EoL is the answer, compared with the gold answer as text (default: a number)")
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together for the bounds, questions answered together (default: 8)")
+    _add_strict(p, "gold answers --answer-pattern can never match, most answers empty or unreadable")
     _add_overwrite(p, "the evaluation in the output directory")
     _add_seed(p)
 
@@ -374,7 +398,7 @@ def _run_eval(args) -> dict:
         max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern, batch_prompts=args.batch_prompts,
     )
     return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device,
-                      overwrite=args.overwrite) | results
+                      overwrite=args.overwrite, strict=args.strict) | results
 
 
 def _em_parser(sub) -> None:
@@ -399,12 +423,22 @@ def _em_parser(sub) -> None:
     _add_revision(p)
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights")
     _add_loop_flags(p, LoopConfig())
-    p.add_argument("--max-latent-tokens", type=int, default=128, help="latent budget per E-step sample (default: 128)")
-    p.add_argument("--epochs", type=float, default=2.0, help="epochs per M-step (default: 2, as in the paper)")
-    p.add_argument("--seq-len", type=int, default=256, help="packed window length (default: 256)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per step (default: 8)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3, for the tiny preset)")
-    p.add_argument("--precision", default="no", choices=PRECISIONS, help="mixed precision: no (default), bf16, fp16, or auto (bf16 where this device computes it faster than fp32)")
+    p.add_argument("--max-latent-tokens", type=int, default=128, help="latent budget per E-step sample, what `bolt estep` calls --max-new-tokens (default: 128)")
+    training = p.add_argument_group("training (the warm start and every M-step, as `bolt train`)")
+    budget = training.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimiser steps per training")
+    budget.add_argument("--tokens", type=int, help="training tokens per training")
+    budget.add_argument("--epochs", type=float, help="epochs per training (default: 2, as in the paper)")
+    training.add_argument("--seq-len", type=int, default=256, help="packed window length (default: 256)")
+    training.add_argument("--batch-size", type=int, default=8, help="windows per step (default: 8)")
+    training.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3, for the tiny preset; the paper's 1e-4 suits pretrained models)")
+    training.add_argument("--warmup-steps", type=int, default=10, help="linear warm-up steps of each training (default: 10; bolt warns when a training is shorter)")
+    training.add_argument("--precision", default="no", choices=PRECISIONS, help="mixed precision: no (default), bf16, fp16, or auto (bf16 where this device computes it faster than fp32)")
+    evaluation = p.add_argument_group("evaluation of every model (as `bolt eval`, with --heldout or --questions)")
+    evaluation.add_argument("--answer-pattern", help=r"regex; its first match after EoL is the answer (default: a number, -?\d+(?:\.\d+)?; the embedded world: its own)")
+    evaluation.add_argument("--max-answer-tokens", type=int, default=64, help="generation budget per question, latent and answer together (default: 64)")
+    evaluation.add_argument("--eval-max-latent-tokens", type=int, metavar="N", help="latent budget per sample in the held-out bounds, what `bolt eval` calls --max-latent-tokens (default: --max-latent-tokens)")
+    evaluation.add_argument("--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)")
     _add_overwrite(p, "each stage's output in the run directory")
     _add_seed(p)
 
@@ -443,11 +477,19 @@ def _loop_from_flags(args, loop: LoopConfig) -> LoopConfig:
 
 def _run_em(args) -> list:
     from bolt.em import EMConfig, run_em
+    from bolt.evaluation import DEFAULT_ANSWER_PATTERN, EvalConfig
     from bolt.training import TrainConfig
 
-    train = TrainConfig(model=str(args.model), from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, warmup_steps=10, precision=args.precision)
+    epochs = 2.0 if args.steps is None and args.tokens is None and args.epochs is None else args.epochs
+    train = TrainConfig(model=str(args.model), from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps, tokens=args.tokens,
+                        epochs=epochs, lr=args.lr, warmup_steps=args.warmup_steps, precision=args.precision)
     loop = _loop_from_flags(args, LoopConfig(max_latent_tokens=args.max_latent_tokens))
-    config = EMConfig(warm_start=args.warm_start, bootstrap=args.bootstrap, heldout=args.heldout, questions=args.questions, loop=loop, seed=args.seed, train=train)
+    evaluation = EvalConfig(
+        max_latent_tokens=args.eval_max_latent_tokens or args.max_latent_tokens, max_answer_tokens=args.max_answer_tokens,
+        answer_pattern=args.answer_pattern or DEFAULT_ANSWER_PATTERN, iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), seed=args.seed,
+    )
+    config = EMConfig(warm_start=args.warm_start, bootstrap=args.bootstrap, heldout=args.heldout, questions=args.questions, loop=loop, seed=args.seed, train=train,
+                      eval=evaluation)
     rows = run_em(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return rows

@@ -238,6 +238,7 @@ def prepare_world_data(directory: Path, world: WorldConfig, seed: int) -> dict[s
 
 def _prepare_world(config: EMConfig, data: Path) -> EMConfig:
     """World data and oracle latents for the warm start; answers are read as the world states them."""
+    from bolt.evaluation import DEFAULT_ANSWER_PATTERN
     from bolt.world import ANSWER_PATTERN
 
     paths = prepare_world_data(data, config.world, config.seed)
@@ -247,7 +248,8 @@ def _prepare_world(config: EMConfig, data: Path) -> EMConfig:
         bootstrap=str(paths["bootstrap_chunks"]),
         heldout=str(paths["heldout_chunks"]),
         questions=str(paths["questions"]),
-        eval=dataclasses.replace(config.eval, answer_pattern=ANSWER_PATTERN),
+        # the world states its answers in sentences; a pattern given with --answer-pattern is kept
+        eval=dataclasses.replace(config.eval, answer_pattern=ANSWER_PATTERN if config.eval.answer_pattern == DEFAULT_ANSWER_PATTERN else config.eval.answer_pattern),
     )
 
 

@@ -101,7 +101,8 @@ def fit_context(prefix: list[int], text: list[int], window: int, reserved: int) 
     if room < 1:
         raise BoltError(
             f"the context window ({window} tokens) leaves no room for the chunk after {reserved} reserved tokens "
-            "(markers and the latent budget). Lower --max-new-tokens or use a model with a longer context."
+            "(markers and the latent budget). Lower the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`) "
+            "or use a model with a longer context."
         )
     prefix_cut = max(0, len(prefix) + len(text) - room)
     prefix_cut = min(prefix_cut, len(prefix))
@@ -327,7 +328,7 @@ def estep_stage(
             warnings.warn(
                 f"{summary['unfinished_latent_share']:.0%} of chosen latents never reached <|END_OF_LATENT|> within "
                 f"{config.sampling.max_new_tokens} tokens: the model has probably not learned the latent format. "
-                "Train it on latent data first, or raise --max-new-tokens.",
+                "Train it on latent data first, or raise the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`).",
                 stacklevel=3,
             )
         write_jsonl(output_path, rows)

@@ -31,7 +31,10 @@ from bolt.records import Document, PartialDocuments, is_chunked_file, iter_jsonl
 from bolt.rundir import RunDir, partial_key, run_stage
 from bolt.sampling import SamplingConfig, sample_continuations
 from bolt.scoring import score
-from bolt.special_tokens import MarkerIds, marker_ids
+from bolt.quality import warn
+from bolt.special_tokens import MarkerIds, has_latent_tokens, marker_ids
+
+DEFAULT_ANSWER_PATTERN = r"-?\d+(?:\.\d+)?"
 
 
 @dataclass
@@ -49,7 +52,7 @@ class EvalConfig:
     batch_prompts: int = 8
     """Chunks sampled together in the bounds (B chunks -> B*K rows), and questions answered together."""
     seed: int = 0
-    answer_pattern: str = r"-?\d+(?:\.\d+)?"
+    answer_pattern: str = DEFAULT_ANSWER_PATTERN
     """Regex whose first match in the answer text is the extracted answer (its first group, if it has one)."""
 
     def validate(self) -> None:
@@ -164,13 +167,73 @@ def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, conf
             else:
                 thought_ids, answer_ids = [], ids
             outputs.append({"latent": tokenizer.decode(thought_ids), "answer_text": tokenizer.decode(answer_ids)})
-    correct = 0
+    correct = empty = unparseable = 0
     for question, output in zip(questions, outputs):
         output["extracted"] = extract(output["answer_text"])
         output["correct"] = output["extracted"] is not None and output["extracted"] == str(question["answer"]).strip()
         output["id"] = question.get("id")
         correct += output["correct"]
-    return {"accuracy": correct / max(1, len(questions)), "questions": len(questions), "outputs": outputs}
+        if not output["answer_text"].strip():
+            empty += 1  # with latents: no latent ever closed (no EoL within --max-answer-tokens), or nothing after it
+        elif output["extracted"] is None:
+            unparseable += 1
+    return {"accuracy": correct / max(1, len(questions)), "questions": len(questions), "empty_answers": empty, "unparseable_answers": unparseable, "outputs": outputs}
+
+
+def answer_warnings(answered: dict, config: EvalConfig, latent: bool, strict: bool = False) -> None:
+    """A warning (an error with ``strict``) when most answers are empty or unreadable: an accuracy of 0 that says nothing about the task."""
+    n, empty, unparseable = answered["questions"], answered["empty_answers"], answered["unparseable_answers"]
+    if n and (empty + unparseable) * 2 > n:
+        why = []
+        if empty:
+            why.append(f"{empty} empty" + (" (no latent ever closed: no EoL within --max-answer-tokens)" if latent else ""))
+        if unparseable:
+            why.append(f"{unparseable} that --answer-pattern {config.answer_pattern!r} cannot read")
+        fix = ("train the model on latent data (or longer), raise --max-answer-tokens, or measure the base model with --direct" if latent and empty * 2 > n
+               else "fix --answer-pattern to match the answers' form")
+        warn(f"{empty + unparseable} of {n} answers are unusable ({', '.join(why)}), so the accuracy says little: {fix}.", strict)
+
+
+def extracted_part(pattern: str) -> str:
+    """The part of ``pattern`` whose text is the extracted answer: its first capturing group's source
+    (``= (\\d+)\\.`` -> ``\\d+``), or the whole pattern when it has none."""
+    depth, start, in_class, i = 0, None, False, 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]":
+                i += 1
+        elif char == "(":
+            depth += 1
+            named = pattern.startswith("?P<", i + 1)
+            if start is None and (not pattern.startswith("?", i + 1) or named):
+                start, open_depth = (pattern.index(">", i) + 1 if named else i + 1), depth
+        elif char == ")":
+            if start is not None and depth == open_depth:
+                return pattern[start:i]
+            depth -= 1
+        i += 1
+    return pattern
+
+
+def gold_answer_check(questions: list[dict], config: EvalConfig, strict: bool = False) -> int:
+    """How many gold answers the answer pattern can never reproduce (the pattern applied to the gold text
+    does not give it back), with a warning (an error with ``strict``) when there are any."""
+    answer = re.compile(extracted_part(config.answer_pattern))
+    golds = [str(q["answer"]).strip() for q in questions]
+    never = [gold for gold in golds if not answer.fullmatch(gold)]
+    if never:
+        default = config.answer_pattern == DEFAULT_ANSWER_PATTERN
+        warn(f"{len(never)} of {len(golds)} gold answers (e.g. {never[0][:40]!r}) can never match "
+             + ("the default --answer-pattern, which reads a number" if default else f"--answer-pattern {config.answer_pattern!r}")
+             + ": those questions count as wrong whatever the model says; pass an --answer-pattern that reads them (e.g. '[A-D]' or '\\w+')", strict)
+    return len(never)
 
 
 
@@ -183,12 +246,13 @@ def evaluate_model(
     partial_path: Path | None = None,
     config_key: str = "",
     device: str = "auto",
+    strict: bool = False,
 ) -> dict:
     """Every metric that applies: NLL (and bounds, for latent models, resumable through ``partial_path``) on documents, accuracy on questions."""
     config.validate()
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, device=device).eval()
-    m = marker_ids(tokenizer)
+    m = marker_ids(tokenizer) if latent or has_latent_tokens(tokenizer) else direct_ids(tokenizer)
     results: dict = {"model": str(model_dir)}
     if documents:
         results.update(nll(model, tokenizer, documents, m))
@@ -196,10 +260,20 @@ def evaluate_model(
             results.update(likelihood_bounds(model, tokenizer, documents, m, config, partial_path, config_key))
     if questions:
         answered = answer_questions(model, tokenizer, questions, m, config, latent=latent)
+        answer_warnings(answered, config, latent, strict)
         results["accuracy"] = answered["accuracy"]
         results["questions"] = answered["questions"]
+        results["empty_answers"] = answered["empty_answers"]
+        results["unparseable_answers"] = answered["unparseable_answers"]
         results["answers"] = answered["outputs"]
     return results
+
+
+def direct_ids(tokenizer) -> MarkerIds:
+    """A base model's delimiters for ``--direct``: no latent markers (ids that never occur), its BOS and EOS."""
+    if tokenizer.eos_token_id is None:
+        raise BoltError("the tokenizer has no EOS token; set `eos_token` in its tokenizer_config.json.")
+    return MarkerIds(sol=-1, eol=-1, prior=-1, post=-1, bos=tokenizer.bos_token_id, eos=tokenizer.eos_token_id)
 
 
 def read_questions(path: Path) -> list[dict]:
@@ -223,12 +297,14 @@ def load_eval_documents(path: Path, uniform_units: int) -> list[Document]:
 
 def eval_stage(
     model_dir: Path, output_dir: Path, config: EvalConfig, documents_path: Path | None = None, questions_path: Path | None = None, latent: bool = True, device: str = "auto",
-    overwrite: bool | None = None,
+    overwrite: bool | None = None, strict: bool = False,
 ) -> dict:
     """``bolt eval``: metrics to ``OUT/eval.json``, each generated answer to ``OUT/answers.jsonl``.
 
     ``overwrite``: replace an evaluation of another config (``bolt.rundir.RunDir.claim``); the
-    benchmark results ``bolt eval --tasks`` put in ``OUT/tasks*`` are bolt's own."""
+    benchmark results ``bolt eval --tasks`` put in ``OUT/tasks*`` are bolt's own. ``strict``: a quality warning
+    (gold answers the pattern cannot match, mostly empty or unreadable answers) is an error. ``latent`` False
+    (``--direct``) also takes a base model without the latent markers: its NLL and direct answers, the baseline."""
     if documents_path is None and questions_path is None:
         raise BoltError("nothing to evaluate: give held-out documents (positional) and/or --questions FILE.")
     config.validate()
@@ -242,8 +318,11 @@ def eval_stage(
     def work(run) -> dict:
         documents = load_eval_documents(documents_path, config.uniform_units) if documents_path else None
         questions = read_questions(questions_path) if questions_path else None
+        unmatchable = gold_answer_check(questions, config, strict) if questions else 0
         key = partial_key(stage_config, documents_path) if documents_path else ""
-        results = evaluate_model(model_dir, documents, questions, config, latent=latent, partial_path=output_dir / "bounds.partial.jsonl", config_key=key, device=device)
+        results = evaluate_model(model_dir, documents, questions, config, latent=latent, partial_path=output_dir / "bounds.partial.jsonl", config_key=key, device=device, strict=strict)
+        if questions:
+            results["unmatchable_gold_answers"] = unmatchable
         write_jsonl(output_dir / "answers.jsonl", results.pop("answers", []))
         write_json(output_dir / "eval.json", results)
         (output_dir / "bounds.partial.jsonl").unlink(missing_ok=True)

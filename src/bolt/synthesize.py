@@ -18,7 +18,6 @@ the output is those files merged in input order.
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bolt.errors import BoltError
+from bolt.quality import is_repetitive, warn
 from bolt.executors import ExecutorConfig, run_shards, split_shards
 from bolt.records import (
     Chunk, Document, PartialDocuments, finished_documents, is_chunked_file, read_corpus, read_documents, shard_partial_paths, write_json, write_jsonl,
@@ -36,6 +36,8 @@ from bolt.teachers.base import LatentRequest, Teacher, TeacherSpec
 from bolt.teachers.prompts import METHODS, PromptTemplate, load_templates
 
 CACHE_NAME = "teacher-cache.sqlite"
+TRUNCATED = "teacher_truncated"
+"""A chunk field, true where a local teacher's latent was cut at --max-new-tokens (absent otherwise)."""
 
 
 @dataclass
@@ -145,12 +147,13 @@ def synthesize_documents(teacher: Teacher, documents: list[Document], config: Sy
         answers = teacher.write_latents(batch)
         if len(answers) != len(batch):
             raise RuntimeError(f"teacher {teacher.name} returned {len(answers)} latents for {len(batch)} requests")
-        for request, answer in zip(batch, answers):
+        cut = list(getattr(teacher, "last_truncated", None) or []) or [False] * len(batch)
+        for request, answer, truncated in zip(batch, answers, cut):
             document = by_id[request.document_id]
             slots = latents.setdefault(document.id, [None] * len(document.chunks))
-            slots[request.chunk_index] = answer
+            slots[request.chunk_index] = (answer, truncated)
             if all(slot is not None for slot in slots):
-                chunks = [Chunk(text=c.text, prefix=c.prefix, latent=z, extra=c.extra) for c, z in zip(document.chunks, slots)]
+                chunks = [Chunk(text=c.text, prefix=c.prefix, latent=z, extra={**c.extra, TRUNCATED: True} if t else c.extra) for c, (z, t) in zip(document.chunks, slots)]
                 partial.add(Document(id=document.id, chunks=chunks, meta=document.meta))
                 del latents[document.id]
         progress.update(len(batch))
@@ -188,17 +191,35 @@ def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document], c
     return {**result, "failures": failures, "spend": teacher.spend.to_json()}
 
 
-def _finish_local(teacher: Teacher, rows: list[dict], output_path: Path) -> dict:
-    chunks = [chunk for row in rows for chunk in row["chunks"]]
-    empty = sum(not chunk["latent"].strip() for chunk in chunks)
-    if empty and not getattr(teacher, "allows_empty_latents", False):
-        warnings.warn(f"the teacher returned {empty} empty latent(s) of {len(chunks)}; check the teacher model and prompt.", stacklevel=4)
+def latent_quality(rows: list[dict], teacher: Any, strict: bool = False) -> dict:
+    """Counts of empty, cut (at the token limit) and repeating latents, with a warning (an error with ``strict``) for each kind found."""
+    chunks = [chunk for row in rows for chunk in row.get("chunks", []) if "latent" in chunk]
+    counts = {
+        "empty_latents": sum(not (chunk["latent"] or "").strip() for chunk in chunks),
+        "truncated_latents": sum(bool(chunk.get(TRUNCATED)) for chunk in chunks),
+        "repetitive_latents": sum(is_repetitive(chunk["latent"] or "") for chunk in chunks),
+    }
+    fix = "rerun without --strict to write them anyway; the latents computed so far are kept"
+    if counts["empty_latents"] and not getattr(teacher, "allows_empty_latents", False):
+        warn(f"the teacher returned {counts['empty_latents']} empty latent(s) of {len(chunks)}; check the teacher model and prompt.", strict, fix)
+    if counts["truncated_latents"]:
+        budget = getattr(getattr(teacher, "sampling", None), "max_new_tokens", None)
+        warn(f"{counts['truncated_latents']} of {len(chunks)} latents were cut at the token limit{f' ({budget} tokens)' if budget else ''} before the teacher ended them: "
+             "raise --max-new-tokens, or use a teacher model that follows the prompt (an instruct/chat model)", strict, fix)
+    if counts["repetitive_latents"]:
+        warn(f"{counts['repetitive_latents']} of {len(chunks)} latents repeat themselves (half or more of their 4-word sequences recur: a decoding loop); "
+             "try a larger or instruction-tuned teacher, sampling (--temperature 0.7), or another --prompt-file", strict, fix)
+    return counts
+
+
+def _finish_local(teacher: Teacher, rows: list[dict], output_path: Path, strict: bool = False) -> dict:
+    counts = latent_quality(rows, teacher, strict)
     write_jsonl(output_path, rows)
-    return {"documents": len(rows), "chunks": len(chunks), "empty_latents": empty}
+    return {"documents": len(rows), "chunks": sum(len(row["chunks"]) for row in rows), **counts}
 
 
 def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], results: list[dict], run: RunDir, output_path: Path,
-                    config: SynthesizeConfig, templates: dict[str, PromptTemplate], cache_path: Path) -> dict:
+                    config: SynthesizeConfig, templates: dict[str, PromptTemplate], cache_path: Path, strict: bool = False) -> dict:
     """Merge the shards' failures and spend (spend.json: their sum, and every answer used, counted once), write the output."""
     from bolt.teachers.cache import TeacherCache
     from bolt.teachers.chat import Spend
@@ -215,6 +236,7 @@ def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], r
     write_json(run.path / "spend.json", spend)
     # the reasons quote the provider, who may quote the API key back
     write_jsonl(run.path / "failures.jsonl", [{"request_key": key, "reason": scrub(reason)} for key, reason in sorted(failures.items())])
+    quality = {key: value for key, value in latent_quality(rows, teacher, strict).items() if key != "truncated_latents"} if config.method == "latent" else {}
     write_jsonl(output_path, rows)
     if failures and not config.allow_failures:
         raise BoltError(
@@ -223,11 +245,11 @@ def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], r
             f"{output_path} holds the {len(rows)} complete documents. Rerun the same command to retry only the failed requests, "
             "or add --allow-failures to finish without them."
         )
-    return {"documents": len(rows), "prompts": len(prompts), "failed_requests": len(failures), "failed_documents": len(documents) - len(rows), "spend": spend}
+    return {"documents": len(rows), "prompts": len(prompts), "failed_requests": len(failures), "failed_documents": len(documents) - len(rows), **quality, "spend": spend}
 
 
 def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None,
-                     executor: ExecutorConfig | None = None, overwrite: bool | None = None) -> dict:
+                     executor: ExecutorConfig | None = None, overwrite: bool | None = None, strict: bool = False) -> dict:
     """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``, written to ``output_path``.
 
     The unfinished documents are split into ``executor.workers`` contiguous shards, each run
@@ -237,7 +259,8 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
     workers share. A rerun with the same input and config, any number of workers, continues
     from there, and the output does not depend on the executor or the worker count.
     ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``); adding
-    ``allow_failures`` after a run with failures is the same run, finished.
+    ``allow_failures`` after a run with failures is the same run, finished. ``strict``: a quality warning
+    (empty, cut or repeating latents) is an error, raised before the output is written.
     """
     config.validate()
     executor = executor or ExecutorConfig()
@@ -265,9 +288,9 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         done = finished_documents(run.path, key)
         rows = [done[document.id] for document in documents if document.id in done]
         if templates is None:
-            summary = _finish_local(live, rows, output_path)
+            summary = _finish_local(live, rows, output_path, strict)
         else:
-            summary = _finish_prompts(live, documents, rows, results, run, output_path, config, templates, cache_path)
+            summary = _finish_prompts(live, documents, rows, results, run, output_path, config, templates, cache_path, strict)
         for path in run.path.glob("partial*.jsonl"):
             path.unlink()
         return summary

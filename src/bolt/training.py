@@ -265,7 +265,7 @@ def check_compile_possible() -> None:
 
 
 def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None, tokenize_workers: int = 1, compile: bool = False,
-          overwrite: bool | None = None) -> dict:
+          overwrite: bool | None = None, strict: bool = False) -> dict:
     """Train and save an HF model directory at ``output``; resumes from its checkpoints.
 
     ``output`` must not exist, be empty, or be a run directory of a training with the same
@@ -288,6 +288,9 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     interleaved in one process), after ~5 s of compiling; whole runs of
     ``benchmarks/train_throughput.py --compile`` gave 0.93x and 1.10x, inside that machine's
     run-to-run noise. Made for GPUs, where it is not measured yet.
+
+    A warm-up as long as the run or longer (the learning rate never reaches ``lr``) is warned
+    about (``schedule_warning``), and with ``strict`` refused before the first step.
     """
     config.validate()
     if compile:
@@ -307,7 +310,7 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     created = not output.exists()
     fresh = created or not any(output.iterdir())  # everything in it will be this training's
     try:
-        return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile)
+        return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile, strict)
     except BaseException:
         if fresh and os.environ.get("RANK", "0") == "0" and not any((output / "checkpoints").glob("step-*")):
             # nothing to resume from: leave no directory this training created, and an empty one empty
@@ -319,7 +322,26 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
         raise
 
 
-def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, replace: bool, token_cache: Path | None, tokenize_workers: int, compile: bool) -> dict:
+def peak_lr(config: TrainConfig, total_steps: int) -> float:
+    """The highest learning rate the schedule (linear warm-up, then cosine decay) reaches in ``total_steps`` steps."""
+    if config.warmup_steps <= 0 or total_steps > config.warmup_steps:
+        return config.lr
+    return config.lr * max(0, total_steps - 1) / config.warmup_steps
+
+
+def schedule_warning(config: TrainConfig, total_steps: int, strict: bool = False) -> None:
+    """Warn (with ``strict``: fail) when the warm-up is as long as the run: the peak learning rate is never reached."""
+    from bolt.quality import warn
+
+    if config.warmup_steps and config.warmup_steps >= total_steps:
+        peak = peak_lr(config, total_steps)
+        warn(f"the warm-up ({config.warmup_steps} steps) is longer than the run ({total_steps} steps): the learning rate never reaches its peak "
+             f"--lr {config.lr:g} and tops out at {peak:.3g} ({100 * peak / config.lr:.1f}% of it); lower --warmup-steps (e.g. to {max(1, total_steps // 10)}) "
+             "or train longer (--steps, --epochs)", strict)
+
+
+def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, replace: bool, token_cache: Path | None, tokenize_workers: int, compile: bool,
+           strict: bool = False) -> dict:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import broadcast_object_list
@@ -360,6 +382,10 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
     world = accelerator.num_processes
     windows_per_step = config.batch_size * config.grad_accum * world
     total_steps = plan_steps(config, tokens_per_epoch, windows_per_step)
+    if accelerator.is_main_process:
+        schedule_warning(config, total_steps, strict)
+    elif strict and config.warmup_steps >= total_steps:
+        raise BoltError("the warm-up is longer than the run (see the main process)")
 
     parameters = sum(p.numel() for p in model.parameters())  # before FSDP shards them
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
@@ -424,6 +450,8 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
     summary = {
         "steps": total_steps,
         "final_loss": last_loss,
+        "peak_lr": peak_lr(config, total_steps),
+        "warmup_longer_than_run": bool(config.warmup_steps and config.warmup_steps >= total_steps),
         "tokens": total_steps * windows_per_step * config.seq_len,
         "tokens_per_epoch": tokens_per_epoch,
         "tokens_per_second": tokens_seen / max(time.monotonic() - started, 1e-9),

@@ -30,6 +30,8 @@ class HFTeacher:
         self.seed = seed
         self.dtype = dtype
         self._model = None
+        self.last_truncated: list[bool] = []
+        """Per latent of the last ``write_latents`` call: whether it was cut at ``max_new_tokens``."""
 
     @property
     def model(self):
@@ -59,4 +61,5 @@ class HFTeacher:
         prompts = [self.prompt_ids(request) for request in requests]
         rngs = [np.random.default_rng([self.seed, request.chunk_index, len(request.text)]) for request in requests]
         samples = sample_continuations(self.model, prompts, 1, self.stop_ids(), self.sampling, None if self.sampling.greedy else rngs, pad_id=self.tokenizer.pad_token_id)
+        self.last_truncated = [not sample[0].finished for sample in samples]  # cut at max_new_tokens, not ended by the model
         return [self.tokenizer.decode(sample[0].token_ids, skip_special_tokens=True).strip() for sample in samples]
