@@ -180,7 +180,7 @@ def test_bad_replies_are_counted_and_never_written(family, tmp_path, capsys):
         failures = read_rows(tmp_path / "out.jsonl.run" / "failures.jsonl")
         assert len(failures) == 4 and all(f["reason"] for f in failures)
         manifest = json.loads((tmp_path / "out.jsonl.run" / "manifest.json").read_text())
-        assert manifest["status"] == "running"
+        assert manifest["status"] == "failed" and "got no usable answer" in manifest["error"]  # issue 23: a failed command says so
         summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", *argv_base, "--allow-failures"))
     assert summary["documents"] == 0 and summary["failed_documents"] == 2 and summary["failed_requests"] == 4
     assert server.log.answered == {}

@@ -88,7 +88,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--teacher", "--teacher-model", "--revision", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
             "--base-url", "--batch", "--concurrency", "--dry-run", "--pricing", "--cache-dir", "--env-file", "--max-retries", "--max-bad-replies",
-            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--executor", "--workers", "--gpus-per-worker", "--strict",
+            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--executor", "--workers", "--gpus-per-worker", "--strict", "--limit",
         },
     ),
     "train": (
@@ -103,7 +103,7 @@ SURFACE = {
         ["input"],
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--revision", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
-            "--keep-candidates", "--proposal", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker",
+            "--keep-candidates", "--proposal", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker", "--limit",
         },
     ),
     "eval": (

@@ -284,3 +284,85 @@ def test_estep_warning_names_the_budget_of_each_command(tiny_trained_model, tiny
         estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], tmp_path / "l.jsonl", config)
     message = next(str(w.message) for w in caught if "never reached" in str(w.message))
     assert "--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`" in message
+
+
+# --- 5. --limit, failed manifests, progress in logs, the tiny preset, unknown flags ----
+
+
+def test_limit_on_synthesize_and_estep(tiny_latents, tiny_trained_model, tmp_path, capsys):
+    out = tmp_path / "latents.jsonl"
+    assert main(["synthesize", str(tiny_latents["warm_chunks"]), "--teacher", "oracle", "--limit", "3", "-o", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 3
+    estep_out = tmp_path / "estep.jsonl"
+    assert main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "1", "--max-new-tokens", "2", "--limit", "1", "-o", str(estep_out)]) == 0
+    assert len(estep_out.read_text().splitlines()) == 1
+    assert json.loads((tmp_path / "estep.jsonl.run" / "manifest.json").read_text())["config"]["limit"] == 1
+    assert main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "--limit", "0", "-o", str(tmp_path / "x.jsonl")]) == 2
+
+
+def test_a_failed_command_marks_its_manifest_failed(tiny_latents, tmp_path, capsys):
+    out = tmp_path / "latents.jsonl"
+    args = ["synthesize", str(tiny_latents["bootstrap_chunks"]), "--teacher", "hf", "--teacher-model", str(save_tiny(tmp_path / "base")), "--max-new-tokens", "3", "-o", str(out), "--strict"]
+    assert main(args) == 2
+    manifest = json.loads((tmp_path / "latents.jsonl.run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "cut at the token limit" in manifest["error"]
+
+
+def test_failed_manifest_is_scrubbed(tmp_path):
+    from bolt.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.start("x", {})
+    assert run.fail(RuntimeError("request to https://user:sk-abcdefghijklmnopqrstuvwxyz0123456789@host failed"))
+    manifest = run.read_manifest()
+    assert manifest["status"] == "failed" and "sk-abcdefghijklmnopqrstuvwxyz0123456789" not in manifest["error"]
+    assert not run.fail(RuntimeError("again")), "only a running manifest is marked"
+
+
+def test_progress_in_logs_prints_lines_with_rate_and_eta(monkeypatch):
+    import io
+
+    import bolt.progress as progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    log = io.StringIO()
+    bar = progress.progress_bar(total=100, desc="E-step em_2", unit="chunk", file=log, disable=None)
+    assert isinstance(bar, progress.LogProgress)
+    for _ in range(100):
+        clock[0] += 1.0
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert 8 <= len(lines) <= 11, lines  # one per 10% (the first after the quiet 10 s)
+    assert lines[0].startswith("E-step em_2: 10/100 chunk (10%) in 0:10, 1 chunk/s, 1:30 left")
+    assert lines[-1].startswith("E-step em_2: 100/100 chunk (100%)")
+    assert "\r" not in log.getvalue()
+    # slow runs: a line per minute between the 10% marks
+    log, clock[0] = io.StringIO(), 0.0
+    bar = progress.LogProgress(total=1000, desc="train", unit="step", file=log)
+    for _ in range(30):
+        clock[0] += 30.0
+        bar.update(1)
+    assert len(log.getvalue().splitlines()) == 15  # 15 minutes, one line a minute
+
+
+def test_run_name_names_the_iteration():
+    from bolt.progress import run_name
+
+    assert run_name("runs/em/latents/em_2.jsonl.run/partial-3.jsonl") == "em_2"
+
+
+def test_train_without_model_on_a_real_corpus_warns(tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"doc{i}", "text": "A licence is a grant of rights. " * 20}) + "\n" for i in range(4)))
+    with pytest.warns(UserWarning, match="no --model given: training the built-in 'tiny' preset"):
+        assert main(["train", str(corpus), "--layout", "raw", "--steps", "1", "--seq-len", "64", "--batch-size", "2", "-o", str(tmp_path / "m")]) == 0
+
+
+def test_unknown_flag_names_the_subcommand(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["em", "-o", "x", "--max-new-tokens", "5"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bolt em: error: unrecognized arguments: --max-new-tokens 5; did you mean --max-latent-tokens?") and "`bolt em --help`" in err

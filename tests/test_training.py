@@ -112,7 +112,7 @@ def test_interrupted_run_resumes_exactly(tiny_latents, tmp_path, monkeypatch):
     b = tmp_path / "b"
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**config), data, b)
-    assert json.loads((b / "manifest.json").read_text())["status"] == "running"
+    assert json.loads((b / "manifest.json").read_text())["status"] == "interrupted"  # issue 23: the manifest says why it stopped
     assert (b / "checkpoints" / "step-0000004" / "state.json").is_file()
     assert not (b / "model.safetensors").exists()
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar
 
 from bolt.errors import BoltError
 from bolt.records import Chunk, CorpusDocument, Document, read_corpus, write_jsonl
@@ -137,7 +137,7 @@ def chunk_stage(input_path: Path, output_path: Path, config: ChunkConfig, text_f
 
     def work(run) -> dict[str, int]:
         corpus = read_corpus(input_path, text_field=text_field)
-        documents = [chunk_document(document, config) for document in tqdm(corpus, desc="chunk", unit="doc", disable=None)]
+        documents = [chunk_document(document, config) for document in progress_bar(corpus, desc="chunk", unit="doc", disable=None)]
         write_jsonl(output_path, documents)
         return {"documents": len(documents), "chunks": sum(len(d.chunks) for d in documents)}
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -121,6 +122,7 @@ def _synthesize_parser(sub) -> None:
     api.add_argument("--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)")
     api.add_argument("--allow-failures", action="store_true", help="finish with the documents that got every answer when some requests got none")
     _add_executor(p, "each worker builds its own teacher; API workers share the answer cache")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N documents of the input (a trial run before the whole corpus)")
     _add_strict(p, "empty latents, latents cut at --max-new-tokens, latents that repeat themselves")
     _add_overwrite(p)
     _add_seed(p)
@@ -170,8 +172,9 @@ def _run_synthesize(args) -> dict:
     spec = _synthesize_teacher(args)
     config = SynthesizeConfig(method=args.method, prompt_file=args.prompt_file, seed=args.seed, batch_size=args.batch_size, allow_failures=args.allow_failures)
     if args.dry_run:
-        return synthesize_estimate(spec.build(), args.input, args.output, config, cache_dir=args.cache_dir)
-    return synthesize_stage(spec, args.input, args.output, config, cache_dir=args.cache_dir, executor=_executor_config(args), overwrite=args.overwrite, strict=args.strict)
+        return synthesize_estimate(spec.build(), args.input, args.output, config, cache_dir=args.cache_dir, limit=args.limit)
+    return synthesize_stage(spec, args.input, args.output, config, cache_dir=args.cache_dir, executor=_executor_config(args), overwrite=args.overwrite, strict=args.strict,
+                            limit=args.limit)
 
 
 def _train_parser(sub) -> None:
@@ -282,6 +285,7 @@ def _estep_parser(sub) -> None:
     _add_sampling(p, 1024)
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N documents of the input (a trial run before the whole corpus)")
     p.add_argument("--proposal", default="posterior", choices=PROPOSALS, help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's p(Z|prefix); weights become p(X|Z))")
     p.add_argument("--backend", default="hf", choices=ESTEP_BACKENDS, help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
     _add_device(p)
@@ -323,7 +327,8 @@ def _run_estep(args) -> dict:
     )
     from bolt.modeling import resolve_dtype
 
-    return estep_stage(args.model, args.input, args.output, config, dtype=resolve_dtype(args.dtype), executor=_executor_config(args), device=args.device, overwrite=args.overwrite)
+    return estep_stage(args.model, args.input, args.output, config, dtype=resolve_dtype(args.dtype), executor=_executor_config(args), device=args.device, overwrite=args.overwrite,
+                       limit=args.limit)
 
 
 def _eval_parser(sub) -> None:
@@ -661,11 +666,38 @@ COMMANDS = {
 }
 
 
+BUDGET_NAMES = {"--max-new-tokens": "--max-latent-tokens", "--max-latent-tokens": "--max-new-tokens"}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (the usage is one ``--help`` away)."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """Unknown flags are reported by the subcommand they were given to, with its closest flags."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            import difflib
+
+            command = getattr(parsed, "command", None)
+            sub = _subparser(self, command) if command else None
+            target = sub or self
+            options = [option for action in target._actions for option in action.option_strings]
+            hints = []
+            for extra in (e.split("=")[0] for e in extras if e.startswith("-")):
+                same = BUDGET_NAMES.get(extra)  # the latent budget has another name in another command
+                hints += [same] if same in options else difflib.get_close_matches(extra, options, n=1)
+            target.error(f"unrecognized arguments: {' '.join(extras)}" + (f"; did you mean {' or '.join(hints)}?" if hints else ""))
+        return parsed
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command)
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -743,6 +775,21 @@ def _resolve_models(args) -> None:
         setattr(args, dest, model_path(value, revision))
 
 
+def _mark_failed(args, started: float, error: BaseException) -> None:
+    """The command's own manifest (OUT.run/ of a file output, OUT/ of a directory), when this run left it 'running': 'failed' with the error."""
+    from bolt.rundir import RunDir, run_dir_for_file
+
+    output = getattr(args, "output", None)
+    if output is None or os.environ.get("RANK", "0") != "0":
+        return
+    for run in (run_dir_for_file(output), RunDir(output)):
+        try:
+            if run.manifest_path.is_file() and run.manifest_path.stat().st_mtime >= started - 1:
+                run.fail(error)
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
@@ -754,20 +801,24 @@ def main(argv: list[str] | None = None) -> int:
     before = os.environ.get(OVERWRITE_ENVIRONMENT)
     if getattr(args, "overwrite", False):
         os.environ[OVERWRITE_ENVIRONMENT] = "1"  # for the stages a command runs inside itself (em, demo) and their worker processes
+    started = time.time()
     try:
         _check_finite(args)
         _resolve_models(args)
         result = COMMANDS[args.command][1](args)
     except BoltError as exc:
+        _mark_failed(args, started, exc)
         print(f"bolt {args.command}: error: {scrub(exc)}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
+        _mark_failed(args, started, exc)
         fault = _os_fault(exc)
         if fault is None:
             raise  # a bug: keep its traceback
         print(f"bolt {args.command}: error: {scrub(_describe_os_fault(fault, args))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _mark_failed(args, started, exc)
         print(f"bolt {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130
     finally:

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar, run_name
 
 from bolt.errors import BoltError
 from bolt.importance import effective_sample_size, iwae_bound, log_importance_weights, resample_index
@@ -223,7 +223,7 @@ def run_estep(model, tokenizer, m: MarkerIds, documents: list[Document], config:
     jobs = list(chunk_jobs([documents[i] for i in todo], tokenizer, config, window))
     for job in jobs:
         job.document_index = todo[job.document_index]
-    progress = tqdm(total=sum(len(documents[i].chunks) for i in todo), desc="E-step", unit="chunk", disable=None)
+    progress = progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None)
     for start in range(0, len(jobs), config.batch_prompts):
         batch = jobs[start : start + config.batch_prompts]
         for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
@@ -284,6 +284,7 @@ def estep_stage(
     executor: ExecutorConfig | None = None,
     device: str = "auto",
     overwrite: bool | None = None,
+    limit: int | None = None,
 ) -> dict[str, float]:
     """``bolt estep``: read chunks, resample latents with the model at ``model_dir``, write ``output_path``.
 
@@ -293,21 +294,26 @@ def estep_stage(
     continues from there. The output does not depend on the executor or the worker count.
     ``device`` and ``dtype`` place the HF engine (``auto``: a GPU when there is one); they are
     not part of the resume key, so a run started on one device can be finished on another.
-    ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``).
+    ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``). ``limit``: only the first
+    N documents of the input (part of the config: another limit is another output).
     """
+    if limit is not None and limit < 1:
+        raise BoltError(f"--limit must be at least 1, got {limit}.")
     config.validate()
     resolve_device(device)  # a wrong device fails here, before any worker starts
     check_model_dir(model_dir)  # a missing, unfinished or damaged model: one line, before any warning about it or any output
     executor = executor or ExecutorConfig()
     executor.validate()
     stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "input": str(input_path), "estep": config}
+    if limit is not None:
+        stage_config["limit"] = limit
 
     def work(run) -> dict[str, float]:
         warning = latent_model_warning(Path(model_dir))
         if warning:
             warnings.warn(warning, stacklevel=3)
         marker_ids(load_tokenizer(model_dir))  # a model without the markers fails here, before any worker starts
-        documents = read_documents(input_path)
+        documents = read_documents(input_path)[:limit]
         with_latents = sum(1 for document in documents for chunk in document.chunks if chunk.latent is not None)
         if with_latents:
             # bolt.latents/1 is bolt.chunks/1 with latents added (docs/FORMATS.md): a valid input, whose latents the E-step replaces

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar
 
 from bolt.chunking import ChunkConfig, chunk_document
 from bolt.errors import BoltError
@@ -73,7 +73,7 @@ def nll(model, tokenizer, documents: list[Document], m: MarkerIds, max_batch_tok
     """Raw-text NLL per token and per character (nats)."""
     window = int(getattr(model.config, "max_position_embeddings", 2048))
     total, tokens, chars = 0.0, 0, 0
-    for begin in tqdm(range(0, len(documents), documents_per_step), desc="NLL", unit="batch", disable=None):
+    for begin in progress_bar(range(0, len(documents), documents_per_step), desc="NLL", unit="batch", disable=None):
         sequences = []
         for document in documents[begin : begin + documents_per_step]:
             ids = [token for chunk in document.chunks for token in encode(tokenizer, chunk.text)]
@@ -117,7 +117,7 @@ def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds,
         job.document_index = todo[job.document_index]
     pending: dict[int, list] = {i: [None] * len(documents[i].chunks) for i in todo}
     model.eval()
-    progress = tqdm(total=len(jobs), desc="IWAE bounds", unit="chunk", disable=None)
+    progress = progress_bar(total=len(jobs), desc="IWAE bounds", unit="chunk", disable=None)
     for start in range(0, len(jobs), estep.batch_prompts):
         batch = jobs[start : start + estep.batch_prompts]
         for job, result in zip(batch, run_batch(model, tokenizer, batch, m, estep)):
@@ -158,7 +158,7 @@ def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, conf
     sampling = SamplingConfig(max_new_tokens=config.max_answer_tokens, greedy=True)
     outputs = []
     model.eval()
-    for begin in tqdm(range(0, len(prompts), config.batch_prompts), desc="answers", unit="batch", disable=None):
+    for begin in progress_bar(range(0, len(prompts), config.batch_prompts), desc="answers", unit="batch", disable=None):
         batch = prompts[begin : begin + config.batch_prompts]
         for sample in sample_continuations(model, batch, 1, stop, sampling, pad_id=tokenizer.pad_token_id):
             ids = [t for t in sample[0].token_ids if t not in stop]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar
 
 from bolt.errors import BoltError
 
@@ -85,7 +85,7 @@ def _run_on_ray(function, shard_args, config: ExecutorConfig, desc: str) -> list
     remote = ray.remote(num_cpus=1, num_gpus=config.gpus_per_worker, max_retries=config.max_retries)(function)
     pending = {remote.remote(*args): index for index, args in enumerate(shard_args)}
     results: list[Any] = [None] * len(shard_args)
-    with tqdm(total=len(shard_args), desc=desc, unit="shard", disable=None) as progress:
+    with progress_bar(total=len(shard_args), desc=desc, unit="shard", disable=None) as progress:
         waiting = list(pending)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)

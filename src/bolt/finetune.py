@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar
 
 from bolt.errors import BoltError
 from bolt.layouts import encode
@@ -118,7 +118,7 @@ def finetune(model_dir: Path, pairs: list[tuple[str, str]], config: FinetuneConf
     steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
     total = max(1, math.ceil(config.epochs * steps_per_epoch))
     losses, step = [], 0
-    with tqdm(total=total, desc=f"fine-tune seed {seed}", unit="step", disable=None) as progress:
+    with progress_bar(total=total, desc=f"fine-tune seed {seed}", unit="step", disable=None) as progress:
         while step < total:
             for ids, labels, mask in supervised_batches(tokenizer, pairs, config.batch_size, rng):
                 loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss

@@ -3,7 +3,8 @@
 Layout of a run directory::
 
     manifest.json   command, full config, package versions, seed, input hashes,
-                    start/end times and status ("running" / "complete")
+                    start/end times and status ("running" / "complete", or "failed" / "interrupted"
+                    with the scrubbed error when the command stopped with an error or Ctrl-C)
     metrics.jsonl   one JSON object per logged event (training steps, evaluations)
     ...             the command's own outputs, each written atomically
 
@@ -257,6 +258,20 @@ class RunDir:
         )
         write_json(self.manifest_path, self._manifest)
 
+    def fail(self, error: BaseException | str) -> bool:
+        """Mark a manifest this process left 'running' as 'failed' ('interrupted' after Ctrl-C), with the (scrubbed) error; False where there is none."""
+        manifest = self.read_manifest()
+        if not manifest or manifest.get("status") != "running":
+            return False
+        interrupted = isinstance(error, KeyboardInterrupt)
+        text = "interrupted (Ctrl-C or SIGINT)" if interrupted else str(error) if isinstance(error, BoltError) else f"{type(error).__name__}: {error}"
+        manifest.update(status="interrupted" if interrupted else "failed", failed_at=_now(), error=scrub(text)[:2000])
+        try:
+            write_json(self.manifest_path, manifest)
+        except OSError:
+            return False  # a full or read-only disk: the manifest stays as it was
+        return True
+
     def log_metrics(self, **values: Any) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         if self.metrics_path.is_file() and self.metrics_path.stat().st_size:
@@ -321,9 +336,10 @@ def run_stage(command: str, run: RunDir, output: Path, config: Any, work: Callab
     run.start(command, config, inputs=inputs, seed=seed)
     try:
         summary = work(run)
-    except BaseException:
+    except BaseException as exc:
         if created:
             run.discard_if_unused(keep=(output,))
+        run.fail(exc)
         raise
     run.record_outputs([output, *extra_outputs])
     run.finish(**summary)

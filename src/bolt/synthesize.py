@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar
 
 from bolt.errors import BoltError
 from bolt.quality import is_repetitive, warn
@@ -141,7 +141,7 @@ def synthesize_documents(teacher: Teacher, documents: list[Document], config: Sy
     ]
     by_id = {document.id: document for document in documents}
     latents: dict[str, list[str | None]] = {}
-    progress = tqdm(total=len(requests), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None)
+    progress = progress_bar(total=len(requests), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None)
     for start in range(0, len(requests), config.batch_size):
         batch = requests[start : start + config.batch_size]
         answers = teacher.write_latents(batch)
@@ -249,7 +249,7 @@ def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], r
 
 
 def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None,
-                     executor: ExecutorConfig | None = None, overwrite: bool | None = None, strict: bool = False) -> dict:
+                     executor: ExecutorConfig | None = None, overwrite: bool | None = None, strict: bool = False, limit: int | None = None) -> dict:
     """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``, written to ``output_path``.
 
     The unfinished documents are split into ``executor.workers`` contiguous shards, each run
@@ -260,8 +260,11 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
     from there, and the output does not depend on the executor or the worker count.
     ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``); adding
     ``allow_failures`` after a run with failures is the same run, finished. ``strict``: a quality warning
-    (empty, cut or repeating latents) is an error, raised before the output is written.
+    (empty, cut or repeating latents) is an error, raised before the output is written. ``limit``: only the
+    first N documents of the input (a trial run; part of the config, so a run with another limit is another output).
     """
+    if limit is not None and limit < 1:
+        raise BoltError(f"--limit must be at least 1, got {limit}.")
     config.validate()
     executor = executor or ExecutorConfig()
     executor.validate()
@@ -276,9 +279,11 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         stage_config["templates"] = sorted(template.version for template in templates.values())
     elif config.method != "latent":
         raise BoltError(f"--teacher {live.name} writes latents only; --method {config.method} needs a prompt teacher (openai, anthropic, vllm).")
+    if limit is not None:
+        stage_config["limit"] = limit
 
     def work(run: RunDir) -> dict:
-        documents = read_inputs(input_path, config.method)
+        documents = read_inputs(input_path, config.method)[:limit]
         key = partial_key(stage_config, input_path)
         cache_path = (cache_dir or run.path) / CACHE_NAME
         done = finished_documents(run.path, key)
@@ -298,7 +303,7 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
     return run_stage("synthesize", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path}, overwrite=overwrite, ignore=("allow_failures",))
 
 
-def synthesize_estimate(teacher: Any, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None) -> dict:
+def synthesize_estimate(teacher: Any, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None, limit: int | None = None) -> dict:
     """``--dry-run``: requests, estimated tokens and cost of a run, sending nothing."""
     config.validate()
     if not hasattr(teacher, "estimate"):
@@ -306,7 +311,7 @@ def synthesize_estimate(teacher: Any, input_path: Path, output_path: Path, confi
     from bolt.teachers.cache import TeacherCache
 
     templates = load_templates(config.prompt_file, config.method)
-    prompts, _ = build_prompts(read_inputs(input_path, config.method), config, templates)
+    prompts, _ = build_prompts(read_inputs(input_path, config.method)[:limit], config, templates)
     cache_path = (cache_dir or run_dir_for_file(output_path).path) / CACHE_NAME
     cache = TeacherCache(cache_path if cache_path.exists() else ":memory:")
     try:

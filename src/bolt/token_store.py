@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar
 
 from bolt.errors import BoltError
 from bolt.layouts import Layout, TokenizedDocument, encode, rendered_length, tokenize_document
@@ -348,7 +348,7 @@ def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, r
     temporary.mkdir()
     try:
         writer = _Writer(temporary, dtype)
-        with tqdm(total=_expected_documents(source), desc="tokenize", unit="doc", disable=None) as progress:
+        with progress_bar(total=_expected_documents(source), desc="tokenize", unit="doc", disable=None) as progress:
             for block in _tokenized_blocks(source, require_latents, tokenizer, dtype, workers):
                 writer.write(block)
                 progress.update(len(block.chunks_per_document))

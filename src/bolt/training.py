@@ -36,7 +36,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar
 
 from bolt.errors import BoltError
 from bolt.layouts import Layout, TokenizedDocument, render
@@ -311,7 +311,9 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     fresh = created or not any(output.iterdir())  # everything in it will be this training's
     try:
         return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile, strict)
-    except BaseException:
+    except BaseException as exc:
+        if os.environ.get("RANK", "0") == "0":
+            run.fail(exc)  # a directory kept for its checkpoints says why it stopped
         if fresh and os.environ.get("RANK", "0") == "0" and not any((output / "checkpoints").glob("step-*")):
             # nothing to resume from: leave no directory this training created, and an empty one empty
             if created:
@@ -417,7 +419,7 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
         next(stream)
 
     model.train()
-    progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=None if accelerator.is_main_process else True)
+    progress = progress_bar(total=total_steps, initial=step, desc=f"train {output.name}", unit="step", disable=None if accelerator.is_main_process else True)
     started, tokens_seen, last_loss = time.monotonic(), 0, float("nan")
     while step < total_steps:
         losses = []

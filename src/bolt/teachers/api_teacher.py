@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from bolt.progress import progress_bar
 
 from bolt.errors import BoltError, EnvironmentFault
 from bolt.scrub import register, scrub, scrub_url, url_secrets
@@ -184,7 +184,7 @@ class ApiTeacher:
         pending = {key: body for key, body in requests if key not in cached}
         self.spend.cached = len(set(keys)) - len(pending)
         self.stop.clear()
-        progress = tqdm(total=len(set(keys)), initial=self.spend.cached, desc=scrub(f"synthesize ({self.name} {self.backend.model})"), unit="req", disable=None)
+        progress = progress_bar(total=len(set(keys)), initial=self.spend.cached, desc=scrub(f"synthesize ({self.name} {self.backend.model})"), unit="req", disable=None)
         try:
             failures = self._batched(pending, cache, progress) if self.config.batch else self._online(pending, cache, progress)
         finally:

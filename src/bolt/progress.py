@@ -1,0 +1,109 @@
+"""Progress bars that also work in log files.
+
+On a terminal ``progress_bar`` is tqdm's bar. When stderr is not a terminal (nohup, Slurm,
+``2> log``) a bar's carriage returns make one unreadable line, so there it prints whole lines
+instead: one each time another 10% is done or a minute has passed, with the count, the rate
+and the time left, and a last one when it ends. Runs that end within ``QUIET_SECONDS`` print
+nothing. ``BOLT_PROGRESS=off`` silences both kinds.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Iterable
+
+QUIET_SECONDS = 10.0
+"""No line before this many seconds: a run that short needs no progress report."""
+INTERVAL_SECONDS = 60.0
+STEP_SHARE = 0.1
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class LogProgress:
+    """The subset of tqdm's interface that bolt uses (``update``, ``set_postfix``, ``close``, iteration, ``with``), as log lines."""
+
+    def __init__(self, iterable: Iterable | None = None, total: float | None = None, initial: float = 0, desc: str = "", unit: str = "it",
+                 file=None, interval: float = INTERVAL_SECONDS, step_share: float = STEP_SHARE, quiet: float = QUIET_SECONDS, **_: Any):
+        self.iterable = iterable
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.n = self.initial = initial
+        self.desc, self.unit, self.file = desc, unit, file
+        self.interval, self.step_share, self.quiet = interval, step_share, quiet
+        self.started = self.last_time = time.monotonic()
+        self.last_mark = self._mark()
+        self.postfix = ""
+        self.printed_end = False
+
+    def _mark(self) -> int:
+        return int(self.n / self.total / self.step_share) if self.total else 0
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
+        done = f"{self.n:g}/{self.total:g} {self.unit} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n:g} {self.unit}"
+        eta = f", {_duration((self.total - self.n) / rate)} left" if self.total and rate > 0 and self.n < self.total else ""
+        return f"{self.desc}: {done} in {_duration(elapsed)}, {rate:.3g} {self.unit}/s{eta}{self.postfix}"
+
+    def _print(self) -> None:
+        print(self.line(), file=self.file or sys.stderr, flush=True)
+        self.last_time = time.monotonic()
+        self.printed_end = self.total is not None and self.n >= self.total
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        mark = self._mark()
+        if now - self.started >= self.quiet and (mark > self.last_mark or now - self.last_time >= self.interval):
+            self._print()
+        self.last_mark = max(self.last_mark, mark)
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = ", " + ", ".join(f"{key}={value}" for key, value in values.items()) if values else ""
+
+    def close(self) -> None:
+        if not self.printed_end and time.monotonic() - self.started >= self.quiet:
+            self._print()
+        self.printed_end = True
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_name(path) -> str:
+    """What a bar is about, from a path inside a run: ``runs/em/latents/em_2.jsonl.run/partial.jsonl`` -> ``em_2``, so
+    that ``bolt em`` and ``bolt demo`` bars name the iteration."""
+    from pathlib import Path
+
+    for part in (Path(path), *Path(path).parents):
+        if part.name.endswith(".run"):
+            return part.name[: -len(".run")].removesuffix(".jsonl")
+    return Path(path).stem
+
+
+def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
+    """tqdm on a terminal, ``LogProgress`` lines elsewhere; ``disable=True`` (a worker that is not the main process) and ``BOLT_PROGRESS=off`` silence it."""
+    from tqdm.auto import tqdm
+
+    if kwargs.get("disable") is True or os.environ.get("BOLT_PROGRESS", "").lower() in ("off", "0", "no"):
+        return tqdm(iterable, **{**kwargs, "disable": True})
+    stream = kwargs.get("file") or sys.stderr
+    if getattr(stream, "isatty", lambda: False)():
+        return tqdm(iterable, **{**kwargs, "disable": False})
+    kwargs.pop("disable", None)
+    return LogProgress(iterable, **kwargs)
