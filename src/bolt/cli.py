@@ -511,11 +511,12 @@ def _k_list(text: str) -> list[int]:
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="reproduce the paper's three claims in miniature on the embedded world (CPU, about 1.5 hours per seed)",
+        help="reproduce the paper's three claims in miniature on the embedded world (CPU, a few hours per seed; README has the times)",
         description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
-        "BoLT EM iterations and a K sweep, evaluates all of them, and writes results.json, results.md and plots to the run directory. "
-        "Default: about 1.5 hours per seed on 2 AVX2-only CPU cores, which train in fp32 (more than the 20 minutes we aimed for: with smaller splits the warm start "
-        "did not learn the task on most seeds, see README); --quick about 3 minutes on 2 cores (a smoke test of every stage, too small to show the claims); "
+        "BoLT EM iterations (the engine of `bolt em`), a K sweep and the controls warm_long and wrap_cot, evaluates all of them, and writes results.json "
+        "(with each claim's paired differences over seeds, 95% intervals and verdict), results.md and plots to the run directory. "
+        "Default: hours per seed on 2 CPU cores (README gives the times; with smaller splits the warm start "
+        "did not learn the task on most seeds, see docs/EXPERIMENTS.md); --quick about 3 minutes on 2 cores (a smoke test of every stage, too small to show the claims); "
         "--full is for a bigger machine. Rerunning resumes.",
         epilog="example: bolt demo -o runs/demo --seeds 3",
     )
