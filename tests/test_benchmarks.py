@@ -84,10 +84,12 @@ def test_each_task_end_to_end(task, all_tasks_run):
     entry = summary[task]
     assert entry["questions"] == 2 and entry["samples_per_question"] == 1
     assert json.loads((output / "tasks.json").read_text())[task] == entry
-    for metric in ("exact_match", "maj_at_k", "pass_at_k"):
+    family = task.removesuffix("_latent")
+    metrics = {"world": ("exact_match", "maj_at_k", "pass_at_k"), "math_cot": ("exact_match", "math_verify")}.get(family, ("exact_match",))
+    for metric in metrics:
         assert 0.0 <= entry[metric] <= 1.0
     samples = read_jsonl(output / "tasks" / f"{task}.samples.jsonl")
-    assert len(samples) == 2
+    assert len({(sample.get("task"), sample["doc_id"]) for sample in samples}) == 2  # a row per question and filter (gsm8k: strict and flexible)
     shots = FEWSHOT[task.removesuffix("_latent")]
     for sample in samples:
         prompt, gen_kwargs = sample["arguments"][0]
@@ -151,10 +153,10 @@ def test_world_latent_through_the_harness_matches_bolts_own_answers(marker_happy
 def test_several_samples_give_maj_and_pass_at_k(marker_happy_model, data_dir, tmp_path):
     from bolt.benchmarks.harness import TaskRunConfig, run_tasks
 
-    summary = run_tasks(marker_happy_model, tmp_path, TaskRunConfig(tasks=["gsm8k_cot_latent"], data_dir=data_dir, limit=1, samples=3, max_gen_tokens=8))
-    entry = summary["gsm8k_cot_latent"]
+    summary = run_tasks(marker_happy_model, tmp_path, TaskRunConfig(tasks=["world_latent"], data_dir=data_dir, limit=1, samples=3, max_gen_tokens=8))
+    entry = summary["world_latent"]
     assert entry["samples_per_question"] == 3 and entry["pass_at_k"] >= entry["exact_match"]
-    (row,) = read_jsonl(tmp_path / "tasks" / "gsm8k_cot_latent.samples.jsonl")
+    (row,) = read_jsonl(tmp_path / "tasks" / "world_latent.samples.jsonl")
     gen_kwargs = row["arguments"][0][1]
     assert gen_kwargs["do_sample"] is True and gen_kwargs["temperature"] == 0.6 and gen_kwargs["top_p"] == 0.9
     assert len(row["resps"][0]) == 3
@@ -188,3 +190,122 @@ def test_prompts_start_with_bos_after_the_left_padding(marker_happy_model):
     bos, pad, sol = tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids(SOL)
     assert ids.tolist() == [[pad, pad, pad, bos, a, b], [bos, a, b, c, d, sol]]
     assert mask.tolist() == [[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+
+
+# --- the standard variants are lm-eval's own tasks; the latent ones are derived from them ---
+
+GOLDEN = {  # bolt task -> (lm-eval task, dataset folder, one document in that dataset's fields)
+    "gsm8k_cot": ("gsm8k_cot", "gsm8k", {"question": "Ada has 3 pens and buys 4 more. How many pens does she have?", "answer": "She has 3 + 4 = <<3+4=7>>7 pens.\n#### 7"}),
+    "math_cot": ("minerva_math_algebra", "math", {"problem": "Solve $2x = 10$.", "solution": "Dividing by 2, $x = \\boxed{5}$."}),
+    "mmlu_stem_cot": (
+        "mmlu_flan_cot_fewshot_college_physics", "mmlu_stem",
+        {"question": "What is the SI unit of force?", "choices": ["joule", "newton", "watt", "pascal"], "answer": 1, "subject": "college_physics"},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def upstream_manager():
+    """lm-eval's default task index (its own YAMLs, found by task name)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def _upstream_task(manager, name: str, path: Path):
+    """lm-eval's own task by name, with only its dataset replaced by a local file (so it runs offline)."""
+    import importlib.metadata
+    from unittest import mock
+
+    from lm_eval.tasks._factory import TaskFactory
+
+    real = importlib.metadata.version
+    data = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}, "test_split": "test", "validation_split": None}
+    # minerva_math/utils.py asserts antlr4 4.11 at import; this venv has 4.13 (math-verify's). Prompts do not use antlr.
+    with mock.patch.object(importlib.metadata, "version", lambda n: "4.11.0" if n == "antlr4-python3-runtime" else real(n)):
+        return TaskFactory().build(manager.task_index[name], overrides=data, registry=manager.task_index)
+
+
+def _first_request(task):
+    task.build_all_requests(limit=1)
+    return task.instances[0].arguments
+
+
+@pytest.mark.parametrize("task", sorted(GOLDEN))
+def test_standard_variant_renders_the_upstream_prompt(task, upstream_manager, tmp_path):
+    from bolt.benchmarks.upstream import build_tasks
+
+    name, folder, doc = GOLDEN[task]
+    write_jsonl(tmp_path / folder / "test.jsonl", [doc])
+    ours = build_tasks(task, tmp_path)
+    assert len(ours) == 1
+    prompt, gen_kwargs = _first_request(ours[0])
+    upstream_prompt, upstream_gen_kwargs = _first_request(_upstream_task(upstream_manager, name, tmp_path / folder / "test.jsonl"))
+    assert prompt == upstream_prompt
+    assert set(gen_kwargs.pop("bolt_banned_tokens")) == set(LATENT_TOKENS)
+    assert gen_kwargs == upstream_gen_kwargs  # stops, greedy decoding and the (default) generation budget
+    assert ours[0].config.metric_list == upstream_task_config(upstream_manager, name)["metric_list"]
+
+
+def upstream_task_config(manager, name):
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(manager.task_index[name].yaml_path, resolve_func=False)
+
+
+def test_mmlu_stem_is_upstreams_stem_subjects_each_with_its_own_description(tmp_path):
+    from bolt.benchmarks.upstream import STEM_SUBJECTS, build_tasks
+
+    write_jsonl(tmp_path / "mmlu_stem" / "test.jsonl", [
+        {"question": "q1", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "anatomy"},
+        {"question": "q2", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "astronomy"},
+        {"question": "q3", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "philosophy"},
+    ])
+    tasks = build_tasks("mmlu_stem_cot", tmp_path)
+    assert [t.config.task for t in tasks] == ["mmlu_flan_cot_fewshot_anatomy", "mmlu_flan_cot_fewshot_astronomy"]
+    assert [len(t.eval_docs) for t in tasks] == [1, 1]
+    assert tasks[0].config.description.startswith("The following are multiple choice questions (with answers) about anatomy")
+    assert len(STEM_SUBJECTS) == 19
+
+
+@pytest.mark.parametrize("task", sorted(GOLDEN))
+def test_latent_exemplars_are_the_upstream_ones_transformed(task, tmp_path):
+    from bolt.benchmarks.upstream import build_tasks, exemplars_of, task_configs, upstream_config
+
+    name, folder, doc = GOLDEN[task]
+    write_jsonl(tmp_path / folder / "test.jsonl", [doc])
+    subject = {"math_cot": "algebra", "mmlu_stem_cot": "college_physics"}.get(task)
+    upstream = exemplars_of(upstream_config(task, subject))
+    (latent,) = build_tasks(task + "_latent", tmp_path)
+    key = "solution" if task == "math_cot" else "target"
+    (config,) = task_configs(task + "_latent", tmp_path)
+    transformed = [sample[key] for sample in exemplars_of(config)]
+    assert len(transformed) == len(upstream) >= latent.config.num_fewshot
+    for before, after in zip(upstream, transformed):
+        # the latent target with the markers removed is upstream's target, up to the whitespace around the markers
+        assert after.count(SOL + PRIOR) == 1 and after.count(EOL) == 1
+        assert after.replace(SOL + PRIOR, " ").replace(EOL, " ").split() == before[key].split()
+        reasoning, answer = after.split(EOL)
+        assert answer.strip() == before[key][before[key].rfind("Final Answer:" if task == "math_cot" else "The answer is") :].strip()
+        if task == "mmlu_stem_cot":
+            assert after.startswith(" Let's think step by step." + SOL + PRIOR)
+        else:
+            assert after.startswith(SOL + PRIOR + " ")
+    # the rendered latent prompt: upstream's exemplars transformed, and the test question ending in SoL PRIOR
+    prompt, gen_kwargs = _first_request(latent)
+    assert prompt.endswith(SOL + PRIOR) and prompt.count(EOL) == latent.config.num_fewshot
+    assert gen_kwargs["until"][0] == SOL and "bolt_banned_tokens" not in gen_kwargs
+    assert all(after in prompt for after in transformed[: latent.config.num_fewshot])
+
+
+def test_latent_grading_reads_the_answer_after_eol_with_upstreams_metrics(tmp_path):
+    from bolt.benchmarks.upstream import build_tasks
+
+    write_jsonl(tmp_path / "math" / "test.jsonl", [GOLDEN["math_cot"][2]])
+    (standard,) = build_tasks("math_cot", tmp_path)
+    (latent,) = build_tasks("math_cot_latent", tmp_path)
+    doc = standard.eval_docs[0]
+    right = " Divide by 2." + EOL + " Final Answer: The final answer is $5$. I hope it is correct."
+    assert standard.process_results(doc, ["Final Answer: The final answer is $5$. I hope it is correct."]) == {"exact_match": 1, "math_verify": 1}
+    assert latent.process_results(doc, [right]) == {"exact_match": 1, "math_verify": 1}
+    assert latent.process_results(doc, [" x = 5, Final Answer: The final answer is $5$. I hope it is correct."]) == {"exact_match": 0, "math_verify": 0}  # no EoL

@@ -1,8 +1,11 @@
 """bolt's benchmark tasks for lm-evaluation-harness (the optional ``eval`` extra).
 
-The task YAMLs in this folder are registered with the harness through its
-``include_path``; ``hooks.py`` holds the Python they call, ``exemplars.py`` the few-shot
-exemplars, ``harness.py`` the model wrapper and the runner behind ``bolt eval --tasks``.
+GSM8K, MATH and MMLU-STEM (``gsm8k_cot``, ``math_cot``, ``mmlu_stem_cot``) are lm-eval's own
+``gsm8k_cot``, ``minerva_math`` and ``mmlu_flan_cot_fewshot`` STEM tasks, built from the installed
+harness's configs, and their ``_latent`` variants are derived from those by code
+(``upstream.py``). The world task YAMLs in this folder are registered with the harness through
+its ``include_path``; ``hooks.py`` holds the Python they call, ``harness.py`` the model wrapper
+and the runner behind ``bolt eval --tasks``.
 """
 
 from __future__ import annotations

@@ -29,10 +29,15 @@ from tqdm.auto import tqdm
 
 from bolt.benchmarks import TASK_DIR, TASKS, dataset_of
 from bolt.benchmarks.hooks import MATH_TIMEOUT_ENV
+from bolt.benchmarks.upstream import UPSTREAM_NAMES, build_tasks
 from bolt.errors import BoltError
 from bolt.modeling import model_fingerprint, resolve_device
 from bolt.records import write_json, write_jsonl
 from bolt.rundir import RunDir, config_to_json, file_sha256
+
+
+TASK_FORMAT = 2
+"""Revision of bolt's task definitions, part of a finished task's key (a rerun after a change re-evaluates)."""
 
 
 @register_model("bolt-hf")
@@ -121,7 +126,10 @@ def _data_files(config: TaskRunConfig, task: str) -> list[Path]:
 def _task_key(model_dir: Path, fingerprint: str, task: str, config: TaskRunConfig) -> str:
     """Identifies a finished task: model weights, task, settings and data bytes."""
     settings = config_to_json(config) | {"tasks": None}
-    payload = [fingerprint, task, settings, [(p.name, file_sha256(p)) for p in _data_files(config, task)]]
+    from importlib.metadata import version
+
+    # the task definitions: bolt's format revision (2: GSM8K/MATH/MMLU are lm-eval's own tasks) and the harness version
+    payload = [fingerprint, task, settings, [(p.name, file_sha256(p)) for p in _data_files(config, task)], TASK_FORMAT, version("lm_eval")]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -135,8 +143,34 @@ def _gen_kwargs(config: TaskRunConfig) -> dict | None:
 
 
 def _metrics(task_results: dict) -> dict:
-    """``{"exact_match,all-samples": x, "exact_match_stderr,all-samples": s}`` -> ``{"exact_match": x, "exact_match_stderr": s}``."""
-    return {key.split(",")[0]: value for key, value in task_results.items() if "," in key and value != "N/A"}
+    """The harness's ``"metric,filter"`` keys as bolt's names: ``exact_match,strict-match`` -> ``exact_match``,
+    ``exact_match,flexible-extract`` -> ``exact_match_flexible``, ``x_stderr,f`` -> ``x_stderr``."""
+    metrics = {}
+    for key, value in task_results.items():
+        if "," not in key or value == "N/A":
+            continue
+        metric, filter_name = key.split(",", 1)
+        stderr = "_stderr" if metric.endswith("_stderr") else ""
+        name = metric.removesuffix("_stderr") + ("_flexible" if filter_name == "flexible-extract" else "")
+        metrics[name + stderr] = value
+    return metrics
+
+
+def _combine(per_task: list[dict], sizes: list[int]) -> dict:
+    """Subtask metrics averaged over questions (upstream's group aggregation, ``weight_by_size``)."""
+    from lm_eval.api.metrics import pooled_sample_stderr
+
+    if len(per_task) == 1:
+        return per_task[0]
+    combined = {}
+    for name in per_task[0]:
+        if name.endswith("_stderr") or not all(name in m for m in per_task):
+            continue
+        combined[name] = sum(m[name] * n for m, n in zip(per_task, sizes)) / max(sum(sizes), 1)
+        stderrs = [m.get(name + "_stderr") for m in per_task]
+        if all(isinstance(e, (int, float)) for e in stderrs) and sum(sizes) > len(sizes):
+            combined[name + "_stderr"] = pooled_sample_stderr(stderrs, sizes)
+    return combined
 
 
 def _plain(value):
@@ -144,24 +178,39 @@ def _plain(value):
 
 
 def run_task(lm, task: str, config: TaskRunConfig, cache: Path) -> tuple[dict, list[dict]]:
-    """One task through ``lm_eval.simple_evaluate``: its metrics entry and its per-question samples."""
+    """One task through ``lm_eval.simple_evaluate``: its metrics entry and its per-question samples.
+
+    GSM8K, MATH and MMLU-STEM are lm-eval's own tasks (bolt.benchmarks.upstream), possibly
+    several per-subject tasks whose metrics are averaged over questions; the world tasks are
+    bolt's YAMLs in this folder.
+    """
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     metadata = {"data_dir": str(config.data_dir) if config.data_dir else None}
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False, metadata=metadata)
-    loaded = manager.load(task)["tasks"][task]
-    loaded.set_config(key="repeats", value=config.samples)
+    if task.removesuffix("_latent") in UPSTREAM_NAMES:
+        loaded = build_tasks(task, config.data_dir)
+    else:
+        loaded = [manager.load(task)["tasks"][task]]
+    for one in loaded:
+        one.set_config(key="repeats", value=config.samples)
     seed = config.seed
     results = simple_evaluate(
-        model=lm, tasks=[loaded], task_manager=manager, limit=config.limit, gen_kwargs=_gen_kwargs(config), num_fewshot=config.num_fewshot, log_samples=True,
+        model=lm, tasks=loaded, task_manager=manager, limit=config.limit, gen_kwargs=_gen_kwargs(config), num_fewshot=config.num_fewshot, log_samples=True,
         use_cache=str(cache), random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
     )
-    entry = _metrics(results["results"][task]) | {
-        "questions": results["n-samples"][task]["effective"], "samples_per_question": config.samples,
-        "harness_config": _plain(results["configs"][task]), "versions": _plain(results.get("versions", {})),
+    names = [one.config.task for one in loaded]
+    sizes = [results["n-samples"][name]["effective"] for name in names]
+    entry = _combine([_metrics(results["results"][name]) for name in names], sizes) | {
+        "questions": sum(sizes), "samples_per_question": config.samples,
+        "harness_config": _plain(results["configs"][names[0]] if len(names) == 1 else {name: results["configs"][name] for name in names}),
+        "versions": _plain(results.get("versions", {})),
     }
-    return entry, _plain(results["samples"][task])
+    if task.removesuffix("_latent") in UPSTREAM_NAMES:
+        entry["upstream_task"] = UPSTREAM_NAMES[task.removesuffix("_latent")]
+    samples = [row | ({"task": name} if len(names) > 1 else {}) for name in names for row in _plain(results["samples"][name])]
+    return entry, samples
 
 
 def load_lm(model_dir: Path, batch_size: int) -> BoltHFLM:

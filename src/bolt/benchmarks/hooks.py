@@ -1,4 +1,8 @@
-"""The Python behind the task YAMLs: data loading, prompt formats and grading per task.
+"""The Python behind the world task YAMLs, and bolt's own GSM8K/MATH/MMLU formats and graders.
+
+GSM8K, MATH and MMLU-STEM are evaluated as lm-eval's own tasks (``bolt.benchmarks.upstream``);
+the ``gsm8k_*``, ``math_*`` and ``mmlu_*`` functions here are bolt's earlier formats, still used by
+``bolt finetune-eval`` to format its training pairs and kept with their graders for it.
 
 Every task comes in two variants. The standard one asks for a chain of thought in plain
 text (``... The answer is N.``) with the latent markers banned from generation. The
@@ -15,7 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from bolt.benchmarks import exemplars
 from bolt.errors import BoltError
 from bolt.grading import (
     INVALID, after_latent, gsm8k_flexible, gsm8k_gold, gsm8k_strict, last_boxed, math_answer, math_equivalent, mmlu_letter, numbers_equal,
@@ -245,18 +248,6 @@ def world_results(doc: dict, results: list[str], latent: bool = False) -> dict[s
 
     gold = str(doc["answer"]).strip()
     return grade_samples(results, latent, {"exact_match": first_match_extractor(ANSWER_PATTERN)}, lambda answer: answer == gold, vote="exact_match")
-
-
-def gsm8k_exemplars() -> list[dict]:
-    return exemplars.GSM8K
-
-
-def math_exemplars() -> list[dict]:
-    return exemplars.MATH
-
-
-def mmlu_exemplars() -> list[dict]:
-    return exemplars.MMLU_STEM
 
 
 gsm8k_text_latent = partial(gsm8k_text, latent=True)
