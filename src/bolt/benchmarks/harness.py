@@ -91,13 +91,14 @@ class TaskRunConfig:
     limit: int | None = None
     """Questions per task (the first N of the test split); None: all."""
     samples: int = 1
-    """Generations per question; 1 is greedy, more are sampled and give maj@k and pass@k."""
+    """Generations per question; 1 is greedy, more are sampled. maj@k and pass@k are computed for the world
+    tasks only; GSM8K, MATH and MMLU are lm-eval's tasks, graded (as upstream) on the first sample."""
     temperature: float = 0.6
     """Sampling temperature when samples > 1."""
     top_p: float = 0.9
     """Nucleus truncation when samples > 1."""
     max_gen_tokens: int | None = None
-    """Generation budget per answer; None: each task's own (128-512)."""
+    """Generation budget per answer; None: each task's own (lm-eval's default 256 for GSM8K, MATH and MMLU; 128 for the world)."""
     batch_size: int = 8
     num_fewshot: int | None = None
     """Few-shot exemplars per prompt; None: each task's own (8 for GSM8K, 4 for MATH and MMLU, 0 for the world)."""
