@@ -137,13 +137,7 @@ def _synthesize_teacher(args):
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise BoltError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
     max_new = args.max_new_tokens or (256 if args.method == "latent" else 2048)
-    if args.teacher not in ("openai", "anthropic"):
-        given = [flag for flag, value in (("--batch", args.batch), ("--base-url", args.base_url), ("--env-file", args.env_file)) if value]
-        if given:
-            raise BoltError(
-                f"{given[0]} is for the API teachers (--teacher openai or anthropic); --teacher {args.teacher} would ignore it: drop {given[0]}"
-                + (" (--batch-size sets how many chunks a local teacher takes at once)." if given[0] == "--batch" else ".")
-            )
+    _refuse_api_flags(args)
     if args.teacher == "hf":
         if not args.teacher_model:
             raise BoltError("--teacher hf needs --teacher-model DIR (a Hugging Face model directory).")
@@ -759,6 +753,18 @@ def _describe_os_fault(fault: OSError, args) -> str:
     return f"{path}: {fault.strerror or os.strerror(fault.errno)} ({name}); {fix}."
 
 
+def _refuse_api_flags(args) -> None:
+    """``synthesize``'s API-only flags with a local teacher: one line, before anything (a model) is loaded."""
+    if args.command != "synthesize" or args.teacher in ("openai", "anthropic"):
+        return
+    given = [flag for flag, value in (("--batch", args.batch), ("--base-url", args.base_url), ("--env-file", args.env_file)) if value]
+    if given:
+        raise BoltError(
+            f"{given[0]} is for the API teachers (--teacher openai or anthropic); --teacher {args.teacher} would ignore it: drop {given[0]}"
+            + (" (--batch-size sets how many chunks a local teacher takes at once)." if given[0] == "--batch" else ".")
+        )
+
+
 def _resolve_models(args) -> None:
     """``--model`` / ``--teacher-model`` (hf) given as a Hugging Face hub id -> its local snapshot directory
     (downloaded unless HF_HUB_OFFLINE); local directories and presets stay as they are."""
@@ -805,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         _check_finite(args)
+        _refuse_api_flags(args)
         _resolve_models(args)
         result = COMMANDS[args.command][1](args)
     except BoltError as exc:
