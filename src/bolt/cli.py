@@ -137,7 +137,6 @@ def _synthesize_teacher(args):
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise BoltError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
     max_new = args.max_new_tokens or (256 if args.method == "latent" else 2048)
-    _refuse_api_flags(args)
     if args.teacher == "hf":
         if not args.teacher_model:
             raise BoltError("--teacher hf needs --teacher-model DIR (a Hugging Face model directory).")
