@@ -79,3 +79,62 @@ def test_finetune_eval_needs_local_data(tiny_trained_model, tmp_path):
 
     with pytest.raises(BoltError, match="--data-dir"):
         finetune_eval(tiny_trained_model, tmp_path, FinetuneConfig(task="world"))
+
+
+# --- GSM8K, MATH and MMLU: the evaluation's own zero-shot prompt, the exemplars' target form ---
+
+FINETUNE_GOLDEN = {  # bolt task -> (lm-eval task, folder, a training row, its standard target, its latent target)
+    "gsm8k_cot": (
+        "gsm8k_cot", "gsm8k", {"question": "Ada has 3 pens and buys 4 more. How many pens does she have?", "answer": "She has\n3 + 4 = <<3+4=7>>7 pens.\n#### 7"},
+        " She has 3 + 4 = 7 pens. The answer is 7.", f" She has 3 + 4 = 7 pens.{EOL} The answer is 7.",
+    ),
+    "math_cot": (
+        "minerva_math_algebra", "math", {"problem": "Solve $2x = 10$.", "solution": "Dividing by 2, $x = \\boxed{5}$."},
+        " Dividing by 2, $x = \\boxed{5}$.\nFinal Answer: The final answer is $5$. I hope it is correct.",
+        f" Dividing by 2, $x = \\boxed{{5}}$.{EOL} Final Answer: The final answer is $5$. I hope it is correct.",
+    ),
+    "mmlu_stem_cot": (
+        "mmlu_flan_cot_fewshot_college_physics", "mmlu_stem",
+        {"question": "What is the SI unit of force?", "choices": ["joule", "newton", "watt", "pascal"], "answer": 1, "subject": "college_physics"},
+        " The answer is (B).", f"{EOL} The answer is (B).",
+    ),
+}
+
+
+def _graded(harness_task, response: str) -> dict:
+    """Each of the task's own filters with its metrics, applied to one response to its first document."""
+    harness_task.build_all_requests(limit=1)
+    instance = harness_task.instances[0]
+    instance.resps = [response]
+    harness_task.apply_filters()
+    return {
+        f"{name}/{metric}": value
+        for name, filtered in instance.filtered_resps.items()
+        for metric, value in harness_task.process_results(instance.doc, [filtered]).items()
+    }
+
+
+@pytest.mark.parametrize("latent", [False, True], ids=["standard", "latent"])
+@pytest.mark.parametrize("task", sorted(FINETUNE_GOLDEN))
+def test_finetune_pairs_are_the_evaluations_prompt_and_a_target_it_grades_right(task, latent, tmp_path):
+    """The fine-tuning prompt is lm-eval's own zero-shot prompt for the row (what the evaluation after
+    fine-tuning shows), the target has the exemplars' form, and upstream's metrics grade it right."""
+    from test_benchmarks import _upstream_task
+    from lm_eval.tasks import TaskManager
+
+    from bolt.benchmarks.upstream import build_tasks
+    from bolt.records import write_jsonl
+
+    name, folder, row, standard_target, latent_target = FINETUNE_GOLDEN[task]
+    for split in ("train", "test"):
+        write_jsonl(tmp_path / folder / f"{split}.jsonl", [row])
+    bolt_task = task + ("_latent" if latent else "")
+    (prompt, target), = training_pairs(bolt_task, tmp_path, limit=None)
+    assert target == (latent_target if latent else standard_target)
+    upstream = _upstream_task(TaskManager(), name, tmp_path / folder / "test.jsonl")
+    upstream_prompt = upstream.fewshot_context(upstream.eval_docs[0], num_fewshot=0)
+    assert prompt == upstream_prompt + (SOL + PRIOR if latent else "")
+    (evaluation,) = build_tasks(bolt_task, tmp_path)
+    metrics = _graded(evaluation, target)
+    assert metrics and all(value == 1 for value in metrics.values()), metrics
+    assert not all(value == 1 for value in _graded(build_tasks(bolt_task, tmp_path)[0], target.replace("(B)", "(C)").replace("7", "8").replace("5$", "6$")).values())

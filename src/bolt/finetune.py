@@ -3,7 +3,8 @@
 The paper's less noisy protocol for small models. For each seed:
 
 1. supervised fine-tuning on ``DIR/<dataset>/train.jsonl`` with the loss only on the
-   answer: the prompt is the task's question format, the target its solution format
+   answer: the prompt is the task's own zero-shot prompt (for GSM8K, MATH and MMLU lm-eval's,
+   as step 2 shows it), the target the row's solution in the form of the task's exemplars
    (for a ``_latent`` task the reasoning sits inside ``SoL PRIOR ... EoL``, so the model
    learns to reason in latent space), then EOS;
 2. the task through lm-evaluation-harness, zero-shot, with several sampled answers per
@@ -71,18 +72,18 @@ class FinetuneConfig:
 
 
 def training_pairs(task: str, data_dir: Path, limit: int | None) -> list[tuple[str, str]]:
-    """(prompt, target) texts of the task's training split, formatted exactly as its test questions."""
-    from bolt.benchmarks import dataset_of, hooks
+    """(prompt, target) texts of the task's training split: the prompt exactly as the evaluation
+    after fine-tuning shows the task's test questions (zero-shot), the target in its exemplars' form.
+    GSM8K, MATH and MMLU: ``bolt.benchmarks.upstream.finetune_pairs``; the world: its hooks."""
+    from bolt.benchmarks import dataset_of, hooks, upstream
 
-    dataset = dataset_of(task)
-    splits = hooks.load(dataset, data_dir=str(data_dir))
-    if "train" not in splits:
-        raise BoltError(f"{Path(data_dir) / dataset}: no train.jsonl (or train.json / train.parquet) to fine-tune on.")
     family, latent = task.removesuffix("_latent"), task.endswith("_latent")
-    prefix = {"gsm8k_cot": "gsm8k", "math_cot": "math", "mmlu_stem_cot": "mmlu", "world": "world"}[family]
-    text, target = getattr(hooks, f"{prefix}_text"), getattr(hooks, f"{prefix}_target")
-    rows = list(splits["train"])[:limit]
-    return [(text(row, latent=latent), target(row, latent=latent)) for row in rows]
+    if family != "world":
+        return upstream.finetune_pairs(task, data_dir, limit)
+    splits = hooks.load(dataset_of(task), data_dir=str(data_dir))
+    if "train" not in splits:
+        raise BoltError(f"{Path(data_dir) / 'world'}: no train.jsonl (or train.json / train.parquet) to fine-tune on.")
+    return [(hooks.world_text(row, latent=latent), hooks.world_target(row, latent=latent)) for row in list(splits["train"])[:limit]]
 
 
 def supervised_batches(tokenizer, pairs: list[tuple[str, str]], batch_size: int, rng: np.random.Generator):

@@ -1,8 +1,9 @@
 """The Python behind the world task YAMLs, and bolt's own GSM8K/MATH/MMLU formats and graders.
 
-GSM8K, MATH and MMLU-STEM are evaluated as lm-eval's own tasks (``bolt.benchmarks.upstream``);
-the ``gsm8k_*``, ``math_*`` and ``mmlu_*`` functions here are bolt's earlier formats, still used by
-``bolt finetune-eval`` to format its training pairs and kept with their graders for it.
+GSM8K, MATH and MMLU-STEM are evaluated as lm-eval's own tasks (``bolt.benchmarks.upstream``,
+which also formats ``bolt finetune-eval``'s training pairs); the ``gsm8k_*``, ``math_*`` and
+``mmlu_*`` graders here (first sample, maj@k and pass@k over samples) are bolt's earlier ones,
+which no task uses today.
 
 Every task comes in two variants. The standard one asks for a chain of thought in plain
 text (``... The answer is N.``) with the latent markers banned from generation. The
@@ -124,31 +125,8 @@ def keep_all_samples(responses, docs):
 # --- prompts ------------------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<<[^>]*>>", "", text)).strip()
-
-
 def _prompt(question: str, latent: bool) -> str:
     return question + (LATENT_OPEN if latent else "")
-
-
-def _target(reasoning: str, answer_sentence: str, latent: bool) -> str:
-    if latent:
-        return f" {reasoning}{EOL} {answer_sentence}"
-    return f" {reasoning} {answer_sentence}" if reasoning else f" {answer_sentence}"
-
-
-def gsm8k_text(doc: dict, latent: bool = False) -> str:
-    return _prompt(f"Question: {doc['question']}\nAnswer:", latent)
-
-
-def gsm8k_target(doc: dict, latent: bool = False) -> str:
-    reasoning = _one_line(doc["answer"].split("####")[0])
-    return _target(reasoning, f"The answer is {gsm8k_gold(doc['answer'])}.", latent)
-
-
-def math_text(doc: dict, latent: bool = False) -> str:
-    return _prompt(f"Problem:\n{doc['problem']}\n\nSolution:", latent)
 
 
 def math_gold(doc: dict) -> str:
@@ -156,15 +134,6 @@ def math_gold(doc: dict) -> str:
     if gold is None:
         raise BoltError(f"a MATH problem has neither an 'answer' nor a \\boxed{{}} answer in its 'solution': {doc['problem'][:60]!r}.")
     return str(gold)
-
-
-def math_target(doc: dict, latent: bool = False) -> str:
-    return _target(_one_line(doc["solution"]), f"The final answer is ${math_gold(doc)}$.", latent)
-
-
-def mmlu_text(doc: dict, latent: bool = False) -> str:
-    options = "\n".join(f"({letter}) {choice}" for letter, choice in zip("ABCD", doc["choices"]))
-    return _prompt(f"Question: {doc['question']}\n{options}\nAnswer:", latent)
 
 
 def mmlu_gold(doc: dict) -> str:
@@ -179,10 +148,6 @@ def mmlu_gold(doc: dict) -> str:
     if not 0 <= index <= 3:  # -1 would silently index "D"
         raise BoltError(f"an MMLU row's 'answer' must be 0-3 or A-D, got {answer!r} (question {doc['question'][:60]!r}).")
     return "ABCD"[index]
-
-
-def mmlu_target(doc: dict, latent: bool = False) -> str:
-    return _target(doc.get("reasoning", ""), f"The answer is ({mmlu_gold(doc)}).", latent)
 
 
 def world_text(doc: dict, latent: bool = False) -> str:
@@ -250,14 +215,8 @@ def world_results(doc: dict, results: list[str], latent: bool = False) -> dict[s
     return grade_samples(results, latent, {"exact_match": first_match_extractor(ANSWER_PATTERN)}, lambda answer: answer == gold, vote="exact_match")
 
 
-gsm8k_text_latent = partial(gsm8k_text, latent=True)
-gsm8k_target_latent = partial(gsm8k_target, latent=True)
 gsm8k_results_latent = partial(gsm8k_results, latent=True)
-math_text_latent = partial(math_text, latent=True)
-math_target_latent = partial(math_target, latent=True)
 math_results_latent = partial(math_results, latent=True)
-mmlu_text_latent = partial(mmlu_text, latent=True)
-mmlu_target_latent = partial(mmlu_target, latent=True)
 mmlu_results_latent = partial(mmlu_results, latent=True)
 world_text_latent = partial(world_text, latent=True)
 world_target_latent = partial(world_target, latent=True)

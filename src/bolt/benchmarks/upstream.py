@@ -22,6 +22,7 @@ stops at SoL, and grading reads the text after EoL with upstream's own filters a
 from __future__ import annotations
 
 import copy
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -115,16 +116,16 @@ def _math_config(path: Path) -> dict[str, Any]:
 # --- data ---------------------------------------------------------------------------
 
 
-def _local_test_file(data_dir: Path, family: str) -> Path:
+def _local_file(data_dir: Path, family: str, split: str = "test") -> Path:
     directory = Path(data_dir) / DATASET_DIRS[family]
     for suffix in (".jsonl", ".json", ".parquet"):
-        if (directory / f"test{suffix}").is_file():
-            return directory / f"test{suffix}"
-    raise BoltError(f"{directory}: no test.jsonl (or test.json / test.parquet) for the {family} tasks. Put the dataset's test split there.")
+        if (directory / f"{split}{suffix}").is_file():
+            return directory / f"{split}{suffix}"
+    raise BoltError(f"{directory}: no {split}.jsonl (or {split}.json / {split}.parquet) for the {family} tasks. Put the dataset's {split} split there.")
 
 
 def _local_data(config: dict, path: Path) -> dict:
-    """Point a config at one local test file (the exemplars come from the config, so no other split is read)."""
+    """Point a config at one local file, read as its test split (the exemplars come from the config, so no other split is read)."""
     builder = "parquet" if path.suffix == ".parquet" else "json"
     return config | {
         "dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}},
@@ -146,20 +147,21 @@ def _subjects_in(path: Path) -> set[str]:
 # --- configs ------------------------------------------------------------------------
 
 
-def standard_configs(family: str, data_dir: Path | None) -> list[dict[str, Any]]:
-    """The configs of a bolt standard variant: upstream's, with local data and the markers banned."""
+def standard_configs(family: str, data_dir: Path | None, split: str = "test") -> list[dict[str, Any]]:
+    """The configs of a bolt standard variant: upstream's, with local data and the markers banned.
+    ``split``: the local file the tasks read as their documents (``train`` for ``finetune_pairs``)."""
     if family == "gsm8k_cot":
         configs = [upstream_config(family)]
         if data_dir is not None:
-            configs = [_local_data(configs[0], _local_test_file(data_dir, family))]
+            configs = [_local_data(configs[0], _local_file(data_dir, family, split))]
     elif family == "math_cot":
         if data_dir is not None:  # one local file holds every subject; the prompt and metrics are the same for all
-            configs = [_local_data(upstream_config(family, "algebra"), _local_test_file(data_dir, family))]
+            configs = [_local_data(upstream_config(family, "algebra"), _local_file(data_dir, family, split))]
         else:
             configs = [upstream_config(family, subject) for subject in MATH_SUBJECTS]
     elif family == "mmlu_stem_cot":
         if data_dir is not None:
-            path = _local_test_file(data_dir, family)
+            path = _local_file(data_dir, family, split)
             present = _subjects_in(path)
             configs = []
             for subject in (s for s in STEM_SUBJECTS if s in present):
@@ -252,19 +254,19 @@ def latent_config(family: str, config: dict) -> dict:
     return config
 
 
-def task_configs(task: str, data_dir: Path | None) -> list[dict[str, Any]]:
+def task_configs(task: str, data_dir: Path | None, split: str = "test") -> list[dict[str, Any]]:
     """Configs of a bolt task (standard or ``_latent``); several for a task made of per-subject tasks."""
     family = task.removesuffix("_latent")
-    configs = standard_configs(family, data_dir)
+    configs = standard_configs(family, data_dir, split)
     return [latent_config(family, c) for c in configs] if task.endswith("_latent") else configs
 
 
-def build_tasks(task: str, data_dir: Path | None) -> list:
+def build_tasks(task: str, data_dir: Path | None, split: str = "test") -> list:
     """The harness Task objects of a bolt task; a dataset that cannot be loaded is one BoltError naming --data-dir."""
     from lm_eval.api.task import ConfigurableTask
 
     tasks = []
-    for config in task_configs(task, data_dir):
+    for config in task_configs(task, data_dir, split):
         try:
             tasks.append(ConfigurableTask(config=config))
         except BoltError:
@@ -278,3 +280,50 @@ def build_tasks(task: str, data_dir: Path | None) -> list:
                 f"Offline, pass --data-dir DIR with DIR/{dataset}/test.jsonl."
             ) from None
     return tasks
+
+
+# --- fine-tuning pairs ----------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    """A GSM8K solution as upstream's exemplars write theirs: one paragraph, no ``<<...>>`` calculator notes."""
+    return re.sub(r"\s+", " ", re.sub(r"<<[^>]*>>", "", text)).strip()
+
+
+def solution_parts(family: str, doc: dict) -> tuple[str, str, str]:
+    """(reasoning, joiner, answer sentence) of a dataset row, in the form of the task's upstream
+    exemplars: GSM8K ``<reasoning> The answer is N.``; MATH ``<solution>\\nFinal Answer: The final
+    answer is $X$. I hope it is correct.``; MMLU ``<reasoning> The answer is (B).`` (the hub's MMLU
+    has no reasoning, a row's optional ``reasoning`` field is used)."""
+    if family == "gsm8k_cot":
+        reasoning, _, gold = doc["answer"].rpartition("####")
+        return _one_line(reasoning), " ", f"The answer is {gold.strip()}."
+    if family == "math_cot":
+        return doc["solution"].strip(), "\n", f"Final Answer: The final answer is ${doc['answer']}$. I hope it is correct."
+    from bolt.benchmarks.hooks import mmlu_gold
+
+    letter = mmlu_gold(doc)
+    return str(doc.get("reasoning") or "").strip(), " ", f"The answer is ({letter})."
+
+
+def finetune_pairs(task: str, data_dir: Path, limit: int | None = None) -> list[tuple[str, str]]:
+    """(prompt, target) of each row of ``DIR/<dataset>/train.jsonl`` for ``bolt finetune-eval``.
+
+    The prompt is the task's own zero-shot prompt for that row (what the evaluation after
+    fine-tuning shows the model: upstream's template and description, with ``SoL PRIOR`` at
+    its end for a latent variant); the target is the row's solution in the form of the task's
+    exemplars (``solution_parts``), after upstream's target delimiter, or for a latent variant
+    `` <reasoning> EoL <answer>``, as ``latent_exemplar`` writes the exemplars. For a task made
+    of per-subject tasks the rows come subject by subject; ``limit`` keeps the first N."""
+    family, latent = task.removesuffix("_latent"), task.endswith("_latent")
+    pairs = []
+    for harness_task in build_tasks(task, data_dir, split="train"):
+        delimiter = harness_task.config.target_delimiter
+        for doc in harness_task.test_docs():
+            reasoning, joiner, answer = solution_parts(family, doc)
+            if latent:
+                target = f" {reasoning}{EOL} {answer}" if reasoning else f"{EOL} {answer}"
+            else:
+                target = delimiter + (f"{reasoning}{joiner}{answer}" if reasoning else answer)
+            pairs.append((harness_task.fewshot_context(doc, num_fewshot=0), target))
+    return pairs[:limit]
