@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import torch
 from bolt import __version__
 from bolt.cli import COMMANDS, build_parser, main
 from bolt.errors import BoltError
-from bolt.loop import LoopConfig
+from bolt.loop import LoopConfig, demo_loop
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -122,7 +123,7 @@ SURFACE = {
             "--steps", "--tokens", "--warmup-steps", "--answer-pattern", "--max-answer-tokens", "--eval-max-latent-tokens", "--iwae-samples",
         },
     ),
-    "demo": ([], HELP | SEED | OVERWRITE | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--paper-loop", "--wrap-cot", "--no-wrap-cot", "--warm-long", "--no-warm-long", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
+    "demo": ([], HELP | SEED | OVERWRITE | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--demo-loop", "--paper-loop", "--wrap-cot", "--no-wrap-cot", "--warm-long", "--no-warm-long", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
     "finetune-eval": (
         [],
         HELP | SEED | {
@@ -305,8 +306,11 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     from bolt.demo import DemoConfig
 
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True
-    assert main(["demo", "-o", str(tmp_path / "p"), "--paper-loop", "--iterations", "4"]) == 0
-    assert seen["config"].loop == LoopConfig(iterations=4, max_latent_tokens=DemoConfig().loop.max_latent_tokens), "the paper's loop, flags on top"
+    assert DemoConfig().loop == LoopConfig(max_latent_tokens=48) and DemoConfig().sweep == [1, 4, 16], "the paper's loop is the default"
+    assert main(["demo", "-o", str(tmp_path / "p"), "--demo-loop", "--iterations", "4"]) == 0
+    assert seen["config"].loop == dataclasses.replace(demo_loop(), iterations=4), "the deviation, flags on top"
+    assert main(["demo", "-o", str(tmp_path / "old"), "--paper-loop"]) == 0
+    assert seen["config"].loop == DemoConfig().loop, "--paper-loop (the earlier flag) is the default"
     assert (seen["config"].wrap_cot, seen["config"].warm_long) == (True, True)
     assert main(["demo", "-o", str(tmp_path / "n"), "--no-wrap-cot", "--quick", "--warm-long"]) == 0
     assert (seen["config"].wrap_cot, seen["config"].warm_long) == (False, True)

@@ -124,9 +124,9 @@ def test_m_step_steps_fixes_every_m_step_and_scales_fold_models_by_their_data():
     from bolt.errors import BoltError
 
     config = DemoConfig(world=WorldConfig(warm_documents=50, bootstrap_documents=150), m_step_steps=0)
+    assert m_step_steps(config) == 3 * config.train.steps, "the data rule on the bootstrap latents alone (the paper's M-step data)"
+    config.loop.m_step_data = "teacher+bootstrap"
     assert m_step_steps(config) == 4 * config.train.steps, "the data rule: as many epochs of warm-start + bootstrap latents as the warm start"
-    config.loop.m_step_data = "bootstrap"
-    assert m_step_steps(config) == 3 * config.train.steps, "the data rule on the bootstrap latents alone"
     config.m_step_steps = 1600
     assert m_step_steps(config) == 1600
     config.m_step_budget = "steps"

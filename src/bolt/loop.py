@@ -57,11 +57,18 @@ class LoopConfig:
             raise BoltError("--estep-folds above 1 needs M-steps that restart from the base model; drop --continue-from-previous or use --estep-folds 1.")
 
 
+def paper_loop_for_the_world() -> LoopConfig:
+    """The paper's loop as ``bolt demo`` runs it by default: every setting the paper's, with latents
+    cut at 48 tokens (the world's chains take at most about 30)."""
+    return LoopConfig(max_latent_tokens=48)
+
+
 def demo_loop() -> LoopConfig:
-    """The loop ``bolt demo`` runs by default on the embedded world, and why it deviates from the
-    paper's (each measured on that world: README, docs/EXPERIMENTS.md): candidates from the prior
+    """The deviation ``bolt demo --demo-loop`` runs, and why it was tried (each measured on the
+    embedded world: README, docs/EXPERIMENTS.md): candidates from the prior
     (it proposes correct chains about twice as often as the small model's posterior) at
     temperature 1.5 (at K = 4 and T = 1 the candidates were mostly one chain), K = 16 (at K = 4
     em_1 only equalled the warm start), the teacher's latents kept in every M-step, 2 iterations,
-    48-token latents (the world's chains are short). ``bolt demo --paper-loop`` runs the paper's."""
+    48-token latents (the world's chains are short). Over 3 seeds it passed claim 3 and failed claim 2,
+    as the paper's loop did over 2, so the demo's default is the paper's loop."""
     return LoopConfig(iterations=2, samples=16, proposal="prior", temperature=1.5, max_latent_tokens=48, m_step_data="teacher+bootstrap")
