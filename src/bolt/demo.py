@@ -82,9 +82,9 @@ class DemoConfig:
     """When above 0, every M-step trains this many steps whatever its data (overrides
     ``m_step_budget``; 0: the budget rule): with a bigger bootstrap split the model then sees
     each document for fewer epochs, nearer the paper's ~2 epochs per M-step, instead of learning
-    its latents by heart (1,600 steps: about 76 epochs of the default's 200 documents, against
-    about 150 of 100 under the data rule with 50 bootstrap documents; the warm start's 800 steps
-    are about 150 epochs of its 50, as many as it needs to learn the task)."""
+    its latents by heart (1,600 steps: about 100 epochs of the default's 150 bootstrap documents,
+    or 76 of 200 with ``--demo-loop``'s teacher latents; the warm start's 800 steps are about 150
+    epochs of its 50, as many as it needs to learn the task)."""
     wrap: bool = False
     """Also train the WRAP-like rephrasing baseline ``wrap`` (one more FLOPs-matched training per seed)."""
     wrap_cot: bool = True
