@@ -112,7 +112,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--revision", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
             "--max-answer-tokens", "--answer-pattern", "--tasks", "--data-dir", "--limit", "--samples", "--temperature", "--top-p",
-            "--max-gen-tokens", "--batch-size", "--math-timeout", "--batch-prompts", "--device", "--strict",
+            "--max-gen-tokens", "--num-fewshot", "--batch-size", "--math-timeout", "--batch-prompts", "--device", "--strict",
         },
     ),
     "em": (

@@ -348,6 +348,8 @@ def _eval_parser(sub) -> None:
     tasks.add_argument("--temperature", type=float, default=0.6, help="sampling temperature with --samples > 1 (default: 0.6)")
     tasks.add_argument("--top-p", type=float, default=0.9, help="nucleus truncation with --samples > 1 (default: 0.9)")
     tasks.add_argument("--max-gen-tokens", type=int, help="generation budget per answer (default: each task's own)")
+    tasks.add_argument("--num-fewshot", type=int, metavar="N", help="few-shot exemplars per prompt (default: each task's own: 8 for GSM8K, 4 for MATH and MMLU, 0 for the world); "
+                       "numbers comparable with published lm-eval ones keep the default")
     tasks.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default: 8)")
     tasks.add_argument("--math-timeout", type=float, default=5.0, help="seconds math-verify may spend grading one answer (default: 5)")
     p.add_argument("--questions", type=Path, help="JSONL of {prompt, answer} for accuracy")
@@ -380,7 +382,7 @@ def _run_benchmarks(args) -> dict:
     config = TaskRunConfig(
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], data_dir=args.data_dir, limit=args.limit, samples=args.samples,
         temperature=args.temperature, top_p=args.top_p, max_gen_tokens=args.max_gen_tokens, batch_size=args.batch_size,
-        math_timeout=args.math_timeout, seed=args.seed,
+        math_timeout=args.math_timeout, seed=args.seed, num_fewshot=args.num_fewshot,
     )
     return run_tasks(args.model, args.output, config)
 
@@ -388,15 +390,16 @@ def _run_benchmarks(args) -> dict:
 def _run_eval(args) -> dict:
     from bolt.evaluation import EvalConfig, eval_stage
 
-    results = {"tasks": _run_benchmarks(args)} if args.tasks else {}
     if args.tasks and args.input is None and args.questions is None:
-        return results
+        return {"tasks": _run_benchmarks(args)}
     config = EvalConfig(
         iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
         max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern, batch_prompts=args.batch_prompts,
     )
-    return eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device,
-                      overwrite=args.overwrite, strict=args.strict) | results
+    # the likelihood stage first: it claims OUTPUT (manifest.json), the tasks then write OUTPUT/tasks and tasks.json inside it
+    results = eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device,
+                         overwrite=args.overwrite, strict=args.strict)
+    return results | ({"tasks": _run_benchmarks(args)} if args.tasks else {})
 
 
 def _em_parser(sub) -> None:

@@ -6,7 +6,9 @@ Reads, from each run directory given:
 - ``results.json`` of ``bolt em`` (one row per iteration: iteration 0 is ``warm_start``,
   iteration i is ``em_i``);
 - ``tasks.json`` and ``eval.json`` of ``bolt eval`` (the model is named after the run
-  directory; task metrics become ``<task>/<metric>``).
+  directory; task metrics become ``<task>/<metric>``);
+- ``finetune_eval.json`` of ``bolt finetune-eval`` (named after its directory too; its per-seed
+  values become ``finetune/<task>/<metric>``).
 
 Runs that hold the same model (several seeds of a demo, say) pool their values. Tables
 show mean ± standard deviation over the pooled values (n of them); the plots' error bars
@@ -92,8 +94,12 @@ def collect(run_dirs: list[Path]) -> tuple[Models, dict]:
         if (run / "eval.json").is_file():
             _add(models, run.name, json.loads((run / "eval.json").read_text(encoding="utf-8")))
             found = True
+        if (run / "finetune_eval.json").is_file():
+            tuned = json.loads((run / "finetune_eval.json").read_text(encoding="utf-8"))
+            _add(models, run.name, {f"finetune/{tuned['task']}/{metric}": entry["values"] for metric, entry in tuned.items() if isinstance(entry, dict) and "values" in entry})
+            found = True
         if not found:
-            raise BoltError(f"{run}: no results.json (bolt demo / bolt em), tasks.json or eval.json (bolt eval) to report on.")
+            raise BoltError(f"{run}: no results.json (bolt demo / bolt em), tasks.json or eval.json (bolt eval) or finetune_eval.json (bolt finetune-eval) to report on.")
     return models, k_info
 
 
