@@ -132,6 +132,7 @@ SURFACE = {
         },
     ),
     "report": (["runs"], HELP | {"-o", "--output"}),
+    "contamination": (["files"], HELP | {"-o", "--output", "--data-dir", "--datasets", "--ngram"}),
 }
 
 

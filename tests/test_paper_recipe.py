@@ -67,6 +67,7 @@ def test_plan_prints_every_command_with_its_tokens_and_gpu_hours():
     assert any("--teacher openai --teacher-model gpt-4o-mini --temperature 0.7" in c and "--batch" in c for c in commands)
     assert any(c.startswith("bolt eval") and "--direct" in c and "runs/paper/base/eval/base" in c for c in commands), "the base model's row"
     assert "# seed 0: M-step 1: 13,000,000,000 tokens, ~113 GPU-hours" in lines
+    assert any(c.startswith("bolt contamination data/finemath/warm.latents.jsonl") and "runs/paper/seed-2/latents/em_3.jsonl" in c for c in commands)
     assert any(line.startswith("# total training:") for line in lines) and any("$" in line for line in lines[:4])
 
 
@@ -126,5 +127,7 @@ def test_recipe_runs_end_to_end_at_toy_scale(tmp_path):
     flops = json.loads((tmp_path / "runs" / "seed-0" / "models" / "raw_flops_matched" / "manifest.json").read_text())["summary"]["tokens"]
     em_3 = json.loads((tmp_path / "runs" / "seed-0" / "models" / "em_3" / "manifest.json").read_text())["summary"]["tokens"]
     assert flops == em_3, "the FLOPs-matched baseline trains on as many tokens as em_3"
+    contaminated = json.loads((tmp_path / "runs" / "contamination" / "contamination.json").read_text())
+    assert set(contaminated["datasets"]) == {"gsm8k", "math", "mmlu_stem"} and len(contaminated["files"]) == 2 + 3
     rerun = _recipe([], env, cwd=tmp_path)  # resumable: a rerun finds every stage done
     assert rerun.returncode == 0, rerun.stderr[-3000:]

@@ -4,7 +4,8 @@
 # iterations with K = 4 from the posterior; every M-step 13B tokens from the same base; raw
 # token- and FLOPs-matched baselines (fresh-raw, WRAP and WRAP-CoT as options); 3 seeds; every model
 # evaluated on held-out NLL/IWAE, on lm-eval's GSM8K, MATH and MMLU-STEM (standard and latent
-# variants) and by fine-tune-then-evaluate; `bolt report` over the seeds at the end.
+# variants) and by fine-tune-then-evaluate; a decontamination report (13-gram overlap of the corpus
+# and all latents with the test sets); `bolt report` over the seeds at the end.
 #
 #   bash configs/paper/recipe.sh --plan        # every command, with tokens, API cost and GPU-hours; runs nothing
 #   BASE_REVISION=<commit> TASK_DATA=data/tasks OPENAI_API_KEY=... bash configs/paper/recipe.sh
@@ -187,7 +188,14 @@ for SEED in $SEEDS; do
     done
 done
 
-# 7. one table over the seeds: every model's metrics as mean ± std, with the base model's row
+# 7. decontamination: 13-gram overlap of the corpus, the teacher's latents and every E-step's latents
+#    with the benchmark test sets, to read before comparing any benchmark number
+stage "contamination"
+LATENT_FILES=()
+for SEED in $SEEDS; do for i in 1 2 3; do LATENT_FILES+=("$RUNS/seed-$SEED/latents/em_$i.jsonl"); done; done
+on_node0 bolt contamination "$DATA/warm.latents.jsonl" "$DATA/bootstrap.chunks.jsonl" "${LATENT_FILES[@]}" "${TASK_DIR[@]}" -o "$RUNS/contamination"
+
+# 8. one table over the seeds: every model's metrics as mean ± std, with the base model's row
 stage "report"
 if [ "$PLAN" = 1 ]; then
     echo "bolt report $RUNS/base/eval/base $RUNS/seed-*/eval/* $RUNS/seed-*/finetune/* -o $RUNS/report"

@@ -652,6 +652,32 @@ def _run_report(args) -> dict:
     return result
 
 
+def _contamination_parser(sub) -> None:
+    p = sub.add_parser(
+        "contamination",
+        help="n-gram overlap of a corpus and its latents with the GSM8K, MATH and MMLU-STEM test sets (before comparing benchmark numbers)",
+        description="Checks training files against benchmark test sets the way the field decontaminates: lower-cased words of letters and digits, "
+        "cut into 13-grams (--ngram); a test document is contaminated when one of its n-grams occurs in a training file's text or, for a "
+        "latents file, in a latent (a teacher or an E-step can write a test solution into one). Writes contamination.json and contamination.md: "
+        "per dataset the contaminated test documents, per file the documents (and latents) holding a test n-gram, with examples.",
+        epilog="example: bolt contamination data/warm.latents.jsonl data/bootstrap.jsonl runs/seed-0/latents/em_3.jsonl --data-dir data/tasks -o runs/contamination",
+    )
+    p.add_argument("files", type=Path, nargs="+", help="JSONL corpora ({id, text}) or bolt.chunks/1 / bolt.latents/1 files")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (contamination.json, contamination.md, manifest.json)")
+    p.add_argument("--data-dir", type=Path, help="DIR/<dataset>/test.jsonl, as `bolt eval --data-dir` reads them (default: the Hugging Face hub, which needs network)")
+    p.add_argument("--datasets", default="gsm8k,math,mmlu_stem", help="comma-separated test sets to check against (default: gsm8k,math,mmlu_stem)")
+    p.add_argument("--ngram", type=int, default=13, help="words per n-gram (default: 13, as GPT-3 and lm-eval's decontamination)")
+
+
+def _run_contamination(args) -> dict:
+    from bolt.contamination import ContaminationConfig, contamination
+
+    config = ContaminationConfig(ngram=args.ngram, datasets=[d.strip() for d in args.datasets.split(",") if d.strip()], data_dir=args.data_dir)
+    result = contamination(args.files, args.output, config)
+    print((args.output / "contamination.md").read_text(), end="")
+    return result
+
+
 COMMANDS = {
     "chunk": (_chunk_parser, _run_chunk),
     "synthesize": (_synthesize_parser, _run_synthesize),
@@ -662,6 +688,7 @@ COMMANDS = {
     "demo": (_demo_parser, _run_demo),
     "finetune-eval": (_finetune_eval_parser, _run_finetune_eval),
     "report": (_report_parser, _run_report),
+    "contamination": (_contamination_parser, _run_contamination),
 }
 
 
