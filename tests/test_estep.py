@@ -118,3 +118,27 @@ def test_estep_config_validation():
         _config(sampling=SamplingConfig(temperature=0)).validate()
     with pytest.raises(BoltError, match="unknown --proposal 'likelihood'"):
         _config(proposal="likelihood").validate()
+
+
+def test_estimate_times_chunks_spread_over_the_input_and_projects_the_whole(tiny_trained_model, tiny_latents, tmp_path, monkeypatch, capsys):
+    import bolt.estep as estep_module
+    from bolt.cli import main
+
+    inputs = read_documents(tiny_latents["bootstrap_chunks"])
+    total = sum(len(d.chunks) for d in inputs)
+    timed, sampled = [], []
+    real, real_jobs = estep_module.run_batch, estep_module.chunk_jobs
+    monkeypatch.setattr(estep_module, "run_batch", lambda backend, tokenizer, jobs, m, config: timed.extend(jobs) or real(backend, tokenizer, jobs, m, config))
+    monkeypatch.setattr(estep_module, "chunk_jobs", lambda documents, *a: sampled.extend(documents) or real_jobs(documents, *a))
+    result = estep_module.estimate(tiny_trained_model, tiny_latents["bootstrap_chunks"], _config(), workers=2, sample_chunks=3)
+    assert result["chunks_timed"] == 3 and len(timed) == 1 + 3  # one warm-up chunk, then the timed ones
+    every = [(d.id, c.text) for d in inputs for c in d.chunks]
+    assert [(d.id, d.chunks[0].text) for d in sampled] == [every[0], every[round((total - 1) / 2)], every[-1]]
+    assert (sampled[0].id, sampled[-1].id) == (inputs[0].id, inputs[-1].id), "chunks spread over the input, first to last"
+    assert result["input_chunks"] == total
+    assert result["projected_device_hours"] == pytest.approx(total / result["chunks_per_second"] / 3600)
+    assert result["projected_wall_hours"] == pytest.approx(result["projected_device_hours"] / 2)
+    output = tmp_path / "never.jsonl"
+    assert main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "4", "--estimate", "2", "-o", str(output)]) == 0
+    assert f"The whole input, {total:,} chunks" in capsys.readouterr().out
+    assert not output.exists() and not (tmp_path / "never.jsonl.run").exists(), "an estimate writes nothing"

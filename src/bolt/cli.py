@@ -279,6 +279,9 @@ def _estep_parser(sub) -> None:
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N documents of the input (a trial run before the whole corpus)")
+    p.add_argument("--estimate", type=int, nargs="?", const=32, metavar="CHUNKS", help="time the E-step on CHUNKS chunks (default: 32) spread over the input, "
+                   "with this model, device, dtype, K and budget, and print the projected wall time (on --workers such workers) and device-hours of the whole "
+                   "input; writes nothing")
     p.add_argument("--proposal", default="posterior", choices=PROPOSALS, help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's p(Z|prefix); weights become p(X|Z))")
     p.add_argument("--backend", default="hf", choices=ESTEP_BACKENDS, help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
     _add_device(p)
@@ -320,6 +323,15 @@ def _run_estep(args) -> dict:
     )
     from bolt.modeling import resolve_dtype
 
+    if args.estimate is not None:
+        from bolt.estep import estimate
+
+        result = estimate(args.model, args.input, config, dtype=resolve_dtype(args.dtype), device=args.device, workers=args.workers, sample_chunks=args.estimate)
+        print(f"{result['chunks_timed']} chunks in {result['seconds']:.1f} s: {result['chunks_per_second']:.2f} chunks/s, "
+              f"{result['sampled_tokens_per_second']:,.0f} sampled tokens/s ({result['unfinished_latent_share']:.0%} of chosen latents ran to the budget). "
+              f"The whole input, {result['input_chunks']:,} chunks: ~{result['projected_wall_hours']:,.2f} h on {result['workers']} worker(s), "
+              f"~{result['projected_device_hours']:,.2f} device-hours.")
+        return result
     return estep_stage(args.model, args.input, args.output, config, dtype=resolve_dtype(args.dtype), executor=_executor_config(args), device=args.device, overwrite=args.overwrite,
                        limit=args.limit)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,3 +356,45 @@ def latent_model_warning(model_dir: Path) -> str | None:
         return f"{model_dir} was trained with --layout {layout}, without latent markers in context: its posterior samples will be noise."
     return None
 
+
+
+def estimate(
+    model_dir: Path, input_path: Path, config: EStepConfig, dtype: torch.dtype = torch.float32, device: str = "auto", workers: int = 1, sample_chunks: int = 32,
+) -> dict[str, float]:
+    """``bolt estep --estimate``: time the E-step on ``sample_chunks`` chunks spread over the input,
+    with the user's model, device, dtype, K and budget, and project the whole input's wall time on
+    ``workers`` such workers and its device-hours. Writes nothing; the output path is left alone.
+
+    The timed chunks are taken at even intervals over the input, so the projection sees the
+    corpus's mix of short and long chunks and prefixes; a model that rarely closes its latents runs every sample
+    to the budget, which the projection then includes (its ``unfinished_latent_share`` says so)."""
+    if sample_chunks < 1:
+        raise BoltError(f"--estimate takes a number of chunks of at least 1, got {sample_chunks}.")
+    config.validate()
+    check_model_dir(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    m = marker_ids(tokenizer)
+    documents = read_documents(input_path)
+    total_chunks = sum(len(d.chunks) for d in documents)
+    if not total_chunks:
+        raise BoltError(f"{input_path}: no chunks to estimate the E-step on.")
+    # chunks at even intervals over the whole input, each with the prefix it carries (as the E-step reads it)
+    every = [(document, chunk) for document in documents for chunk in document.chunks]
+    picked = sorted(set(np.linspace(0, total_chunks - 1, num=min(total_chunks, sample_chunks)).round().astype(int).tolist()))
+    chosen = [Document(id=every[i][0].id, chunks=[every[i][1]], meta=every[i][0].meta) for i in picked]
+    backend = make_backend(config.backend, model_dir, tokenizer, dtype, config.max_batch_tokens, device)
+    window = config.context_window or backend.context_window
+    jobs = list(chunk_jobs(chosen, tokenizer, config, window))
+    run_batch(backend, tokenizer, jobs[:1], m, config)  # warm-up: first-call allocations are not the E-step's rate
+    started, rows = time.perf_counter(), []
+    for begin in range(0, len(jobs), config.batch_prompts):
+        rows += run_batch(backend, tokenizer, jobs[begin : begin + config.batch_prompts], m, config)
+    seconds = time.perf_counter() - started
+    rate = len(jobs) / seconds
+    hours = total_chunks / rate / 3600
+    return {
+        "chunks_timed": len(jobs), "seconds": seconds, "chunks_per_second": rate,
+        "sampled_tokens_per_second": sum(r["sampled_tokens"] for r in rows) / seconds,
+        "unfinished_latent_share": sum(not r["latent_finished"] for r in rows) / len(rows),
+        "input_chunks": total_chunks, "workers": workers, "projected_wall_hours": hours / workers, "projected_device_hours": hours,
+    }
