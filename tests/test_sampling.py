@@ -124,3 +124,27 @@ def test_sampling_frequencies_follow_the_distribution(tiny):
     with torch.no_grad():
         probs = torch.softmax(model(input_ids=torch.tensor([prompt])).logits[0, -1], -1).numpy()
     assert 0.5 * np.abs(counts / n - probs).sum() < 0.06
+
+
+@pytest.mark.parametrize("budget", [16384, 40], ids=["one batch", "token budget splits it"])
+def test_scoring_shared_beginnings_once_gives_the_full_forward_sums(tiny, budget):
+    """The E-step's joint scores with each chunk's BOS + prefix run once and its KV cache shared by
+    the K candidates: the same sums as scoring every full sequence (float rounding apart)."""
+    from bolt.scoring import score_shared_beginnings
+
+    model, tokenizer = tiny
+    rng = np.random.default_rng(0)
+    sequences, starts = [], []
+    for prefix_length in (1, 3, 17, 6):  # beginnings of different lengths (left padding), K = 4 ends each of different lengths
+        beginning = rng.integers(3, 200, size=prefix_length).tolist()
+        for _ in range(4):
+            sequences.append(beginning + rng.integers(3, 200, size=int(rng.integers(1, 12))).tolist())
+            starts.append(prefix_length)
+    sequences.append(sequences[0][: starts[0]])  # a sequence with nothing to score
+    starts.append(starts[0])
+    order = rng.permutation(len(sequences))  # rows sharing a beginning need not be next to each other
+    sequences, starts = [sequences[i] for i in order], [starts[i] for i in order]
+    expected = score(model, sequences, starts)
+    shared = score_shared_beginnings(model, sequences, starts, max_batch_tokens=budget, pad_id=tokenizer.pad_token_id)
+    assert shared == pytest.approx(expected, abs=1e-4)
+    assert 0.0 in shared and min(shared) < -1.0

@@ -18,7 +18,7 @@ import torch
 
 from bolt.errors import BoltError
 from bolt.sampling import Sample, SamplingConfig, sample_continuations
-from bolt.scoring import score
+from bolt.scoring import score_shared_beginnings
 
 BACKENDS = ("hf", "vllm")
 
@@ -53,7 +53,8 @@ class HFBackend:
         return sample_continuations(self.model, prompts, k, stop_ids, sampling, rngs, pad_id=self.pad_id)
 
     def score_sequences(self, sequences, starts):
-        return score(self.model, sequences, starts, self.max_batch_tokens, pad_id=self.pad_id)
+        # the K candidates of a chunk share BOS + prefix: run it once per chunk, score only SoL ... text
+        return score_shared_beginnings(self.model, sequences, starts, self.max_batch_tokens, pad_id=self.pad_id)
 
 
 def make_backend(

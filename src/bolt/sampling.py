@@ -99,7 +99,7 @@ def new_cache(model):
     return DynamicCache(config=model.config)
 
 
-def _cache_argument(model) -> str:
+def cache_argument(model) -> str:
     """transformers 5.x renamed ``past_key_values`` to ``cache``; accept either."""
     parameters = inspect.signature(model.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
@@ -136,7 +136,7 @@ def sample_continuations(
     input_ids, mask = left_pad(prompts, pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = new_cache(model)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{_cache_argument(model): cache})
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
     if k > 1:
         cache.batch_repeat_interleave(k)
     logits = out.logits[:, -1, :].repeat_interleave(k, dim=0)  # (N, V)
@@ -167,7 +167,7 @@ def sample_continuations(
             drawn, mask, next_position = drawn[index], mask[index], next_position[index]
             active = [active[i] for i in keep]
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-        out = model(input_ids=drawn.unsqueeze(1), attention_mask=mask, position_ids=next_position, use_cache=True, **{_cache_argument(model): cache})
+        out = model(input_ids=drawn.unsqueeze(1), attention_mask=mask, position_ids=next_position, use_cache=True, **{cache_argument(model): cache})
         next_position = next_position + 1
         logits = out.logits[:, -1, :]
     samples = [Sample(tokens[row], log_prob[row], finished[row]) for row in range(n_rows)]
