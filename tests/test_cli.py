@@ -133,6 +133,7 @@ SURFACE = {
     ),
     "report": (["runs"], HELP | {"-o", "--output"}),
     "contamination": (["files"], HELP | {"-o", "--output", "--data-dir", "--datasets", "--ngram"}),
+    "view": (["inputs"], HELP | {"-o", "--output"}),
 }
 
 

@@ -664,6 +664,27 @@ def _run_report(args) -> dict:
     return result
 
 
+def _view_parser(sub) -> None:
+    p = sub.add_parser(
+        "view",
+        help="one HTML page (opens from disk) to look at latents, E-step candidates and weights, and EM runs",
+        description="Writes OUTPUT/view.html, a self-contained page: one row per chunk with a latent (its prefix, text, chosen latent, "
+        "log p, log q, log w, ESS, weight entropy, whether it was cut at the token budget, and the embedded world's verdict where it knows the chunk); "
+        "a row opens to the K candidates with their normalised weights (E-step output written with --keep-candidates) and to the same chunk's latent "
+        "in the other files given (per EM iteration for a run directory). Sort and filter by ESS, entropy, log w, length, cut, wrong, or text; "
+        "50 rows per page, so 100,000 chunks stay fast; an ESS histogram and latent lengths on top.",
+        epilog="example: bolt view runs/em -o runs/em-view   |   bolt view latents-iter1.jsonl -o runs/iter1-view   (then open runs/iter1-view/view.html)",
+    )
+    p.add_argument("inputs", type=Path, nargs="+", help="latents files (bolt.latents/1), or run directories of bolt em / bolt demo (their latents/*.jsonl)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (view.html, manifest.json)")
+
+
+def _run_view(args) -> dict:
+    from bolt.view import view
+
+    return view(args.inputs, args.output)
+
+
 def _contamination_parser(sub) -> None:
     p = sub.add_parser(
         "contamination",
@@ -701,6 +722,7 @@ COMMANDS = {
     "finetune-eval": (_finetune_eval_parser, _run_finetune_eval),
     "report": (_report_parser, _run_report),
     "contamination": (_contamination_parser, _run_contamination),
+    "view": (_view_parser, _run_view),
 }
 
 
