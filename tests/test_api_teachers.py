@@ -520,3 +520,41 @@ def test_a_rejected_batch_is_reported_not_resubmitted(tmp_path, capsys, monkeypa
         assert server.log.batches_created == 1
         assert main(argv) == 2, "the rerun submits anew (the rejected batch is closed) and is rejected again"
         assert server.log.batches_created == 2
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["online", "batch"])
+def test_max_spend_stops_sending_at_the_cap_and_a_rerun_sends_only_the_rest(family, tmp_path, capsys, batch):
+    """No request goes out once what was spent plus the worst case in flight would pass --max-spend;
+    the run says so, keeps what it got, and a rerun without the cap sends only the unanswered ones."""
+    documents = make_chunks(tmp_path / "chunks.jsonl")
+    n_chunks = sum(len(d.chunks) for d in documents)
+    (tmp_path / "prices.json").write_text(json.dumps({"test-model": {"input": 1000.0, "output": 1000.0}}))  # USD per 1M tokens: a request costs cents
+    mode = ["--batch"] if batch else ["--concurrency", "2"]
+    cap = ["--max-spend", "1.5", "--max-new-tokens", "256", "--pricing", str(tmp_path / "prices.json")]
+    with FakeLLMServer(Faults(polls_to_finish=1)) as server:
+        code = main(api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", *mode, *cap))
+        err = capsys.readouterr().err
+        assert code == 2 and "--max-spend reached" in err and "not sent" in err
+        sent = len(server.log.answered)
+        assert 0 < sent < n_chunks
+        spend = json.loads((tmp_path / "out.jsonl.run" / "spend.json").read_text())["this_run"]
+        assert 0 < spend["cost_usd"] <= 1.5
+        summary = run_json(capsys, api_args(family, server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", *mode, "--max-new-tokens", "256",
+                                            "--pricing", str(tmp_path / "prices.json")))
+    assert len(server.log.answered) == n_chunks and set(server.log.answered.values()) == {1}, "every chunk asked once over both runs"
+    assert summary["spend"]["this_run"]["requests"] == n_chunks - sent
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert [[c["latent"] for c in row["chunks"]] for row in rows] == [[expected_latent(c) for c in d.chunks] for d in documents]
+
+
+def test_max_spend_needs_a_price_and_an_api_teacher(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    make_chunks(tmp_path / "chunks.jsonl")
+    with FakeLLMServer(Faults()) as server:
+        assert main(api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--max-spend", "1")) == 2
+        assert "--max-spend needs the price of test-model" in capsys.readouterr().err
+        assert main(api_args("openai", server, tmp_path / "chunks.jsonl", tmp_path / "o2.jsonl", "--max-spend", "0")) == 2
+        assert "--max-spend must be a positive amount" in capsys.readouterr().err
+        assert not server.log.answered
+    assert main(["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "o3.jsonl"), "--teacher", "oracle", "--max-spend", "1"]) == 2
+    assert "--max-spend is for the API teachers" in capsys.readouterr().err

@@ -89,7 +89,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--teacher", "--teacher-model", "--revision", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
             "--base-url", "--batch", "--concurrency", "--dry-run", "--pricing", "--cache-dir", "--env-file", "--max-retries", "--max-bad-replies",
-            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--executor", "--workers", "--gpus-per-worker", "--strict", "--limit",
+            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--max-spend", "--executor", "--workers", "--gpus-per-worker", "--strict", "--limit",
         },
     ),
     "train": (

@@ -121,6 +121,9 @@ def _synthesize_parser(sub) -> None:
     api.add_argument("--request-timeout", type=float, default=120.0, help="seconds before an online request times out (default: 120)")
     api.add_argument("--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)")
     api.add_argument("--allow-failures", action="store_true", help="finish with the documents that got every answer when some requests got none")
+    api.add_argument("--max-spend", type=float, metavar="USD", help="spend at most this much in this run: a request goes out only while what was spent plus the worst "
+                     "case of the requests in flight and its own (its input and --max-new-tokens of output) stay within it; the rest is not sent and the run says so "
+                     "(cached answers cost nothing; with --workers N each worker gets USD / N; needs the model's price, built in or --pricing)")
     _add_executor(p, "each worker builds its own teacher; API workers share the answer cache")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N documents of the input (a trial run before the whole corpus)")
     _add_strict(p, "empty latents, latents cut at --max-new-tokens, latents that repeat themselves")
@@ -152,7 +155,7 @@ def _synthesize_teacher(args):
             return TeacherSpec("vllm", {"model": args.teacher_model, "sampling": sampling, "seed": args.seed})
         config = ApiConfig(
             batch=args.batch, concurrency=args.concurrency, max_retries=args.max_retries, max_bad_replies=args.max_bad_replies, backoff_base=args.backoff,
-            timeout=args.request_timeout, poll_interval=args.poll_interval,
+            timeout=args.request_timeout, poll_interval=args.poll_interval, max_spend=None if args.max_spend is None else args.max_spend / max(1, args.workers),
         )
         options = {"model": args.teacher_model, "sampling": sampling, "config": config, "base_url": args.base_url, "env_file": args.env_file, "pricing_file": args.pricing, "seed": args.seed}
         return TeacherSpec(args.teacher, {**options, "require_key": not args.dry_run})
@@ -822,7 +825,7 @@ def _refuse_api_flags(args) -> None:
     """``synthesize``'s API-only flags with a local teacher: one line, before anything (a model) is loaded."""
     if args.command != "synthesize" or args.teacher in ("openai", "anthropic"):
         return
-    given = [flag for flag, value in (("--batch", args.batch), ("--base-url", args.base_url), ("--env-file", args.env_file)) if value]
+    given = [flag for flag, value in (("--batch", args.batch), ("--base-url", args.base_url), ("--env-file", args.env_file), ("--max-spend", args.max_spend)) if value]
     if given:
         raise BoltError(
             f"{given[0]} is for the API teachers (--teacher openai or anthropic); --teacher {args.teacher} would ignore it: drop {given[0]}"

@@ -18,6 +18,7 @@ the output is those files merged in input order.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,10 @@ def latent_quality(rows: list[dict], teacher: Any, strict: bool = False) -> dict
     return counts
 
 
+CAPPED = "not sent: --max-spend"
+"""How a request held back by ``ApiConfig.max_spend`` is recorded among the failures."""
+
+
 def _finish_local(teacher: Teacher, rows: list[dict], output_path: Path, strict: bool = False) -> dict:
     counts = latent_quality(rows, teacher, strict)
     write_jsonl(output_path, rows)
@@ -238,6 +243,14 @@ def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], r
     write_jsonl(run.path / "failures.jsonl", [{"request_key": key, "reason": scrub(reason)} for key, reason in sorted(failures.items())])
     quality = {key: value for key, value in latent_quality(rows, teacher, strict).items() if key != "truncated_latents"} if config.method == "latent" else {}
     write_jsonl(output_path, rows)
+    capped = sum(reason.startswith(CAPPED) for reason in failures.values())
+    if capped:
+        message = (f"--max-spend reached: {capped} request(s) not sent, whose worst case would have gone over it (this run spent "
+                   f"{spend['this_run'].get('cost_usd') or 0:.4f} USD). {output_path} holds the {len(rows)} complete documents; the answers are cached, "
+                   "so rerunning with a higher --max-spend (or without it) sends only what is unanswered.")
+        if not config.allow_failures:
+            raise BoltError(message)
+        warnings.warn(message, stacklevel=2)
     if failures and not config.allow_failures:
         raise BoltError(
             f"{len(failures)} request(s) got no usable answer ({sum(spend['this_run']['bad_replies'].values())} bad replies, "

@@ -72,6 +72,10 @@ class ApiConfig:
     """Requests in a row that reach no server (refused, name not resolved, connect timeout) before the run stops, if no server answered yet."""
     outage_seconds: float = 120.0
     """How long such a streak may last once a server has answered, before the run stops (rerun to resume)."""
+    max_spend: float | None = None
+    """USD this run may spend at most (None: no cap). A request is sent only while what was spent,
+    plus the worst case of every request in flight (its input and ``max_tokens`` of output), plus its
+    own worst case stay within it; answers already cached cost nothing and are not counted."""
 
     def validate(self) -> None:
         if self.concurrency < 1:
@@ -82,6 +86,8 @@ class ApiConfig:
             raise BoltError("--request-timeout must be positive, and backoff and poll intervals not negative.")
         if self.unreachable_limit < 1 or self.outage_seconds < 0:
             raise BoltError("unreachable_limit must be at least 1 and outage_seconds not negative.")
+        if self.max_spend is not None and not self.max_spend > 0:
+            raise BoltError(f"--max-spend must be a positive amount of USD, got {self.max_spend}.")
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,13 @@ class ApiTeacher:
         """Whether any request of this teacher reached a server (an answer or an HTTP error)."""
         self.unreachable: list[float] = []
         """``time.monotonic()`` of each request in the current streak that reached no server."""
+        self.reserved = 0.0
+        """Worst-case USD of the requests in flight (``config.max_spend``)."""
+        self.capped = 0
+        """Requests not sent because of ``config.max_spend``."""
+        self.budget_lock = threading.Lock()
+        if config.max_spend is not None and price is None:
+            raise BoltError(f"--max-spend needs the price of {backend.model}: it is not in the built-in table; give one with --pricing FILE.")
 
     def describe(self) -> dict[str, Any]:
         """Goes into the manifest: the URL without credentials."""
@@ -161,6 +174,31 @@ class ApiTeacher:
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         return None if self.price is None else round(self.price.cost(input_tokens, output_tokens, self.config.batch), 6)
+
+    def worst_case(self, body: dict[str, Any]) -> float:
+        """USD a request can cost at most: its estimated input and every output token it may write."""
+        texts = [m["content"] for m in body["messages"]] + ([body["system"]] if "system" in body else [])
+        return self.cost(sum(estimate_tokens(text) + 4 for text in texts), self.sampling.max_tokens) or 0.0
+
+    def spent(self) -> float:
+        return self.cost(self.spend.input_tokens, self.spend.output_tokens) or 0.0
+
+    def reserve(self, body: dict[str, Any]) -> float | None:
+        """Reserve a request's worst case under ``max_spend``: its amount, or None if it does not fit (then it is not sent)."""
+        cap = self.config.max_spend
+        if cap is None:
+            return 0.0
+        worst = self.worst_case(body)
+        with self.budget_lock:
+            if self.spent() + self.reserved + worst > cap:
+                self.capped += 1
+                return None
+            self.reserved += worst
+        return worst
+
+    def release(self, amount: float) -> None:
+        with self.budget_lock:
+            self.reserved -= amount
 
     def estimate(self, prompts: list[Prompt], cache: TeacherCache) -> dict[str, Any]:
         """What a run would send, before anything is sent (``--dry-run``)."""
@@ -298,9 +336,13 @@ class ApiTeacher:
         while True:
             if self.stop.is_set():
                 return None, "not sent: the run stopped"
+            reserved = self.reserve(body)
+            if reserved is None:
+                return None, f"not sent: --max-spend {self.config.max_spend:g} USD reached"
             try:
                 reply = self.backend.send(body)
             except Exception as error:  # the backend says which SDK errors are transient
+                self.release(reserved)
                 kind, retry_after = self.backend.transient(error)
                 if kind is not None:
                     self.spend.add_error(kind)
@@ -316,7 +358,9 @@ class ApiTeacher:
                 errors += 1
                 continue
             self._heard(OK)
-            self.spend.add_reply(reply)
+            with self.budget_lock:
+                self.spend.add_reply(reply)
+                self.reserved -= reserved
             if reply.status == OK:
                 return reply, ""
             if bad >= self.config.max_bad_replies:
@@ -334,6 +378,18 @@ class ApiTeacher:
             open_batches = self._open_batches(cache)
             covered = {key for _, keys in open_batches.values() for key in keys}
             todo = [key for key in pending if key not in covered and key not in failures]
+            if self.config.max_spend is not None:  # submit only what fits under the cap, counting the open batches' worst case
+                room = self.config.max_spend - self.spent() - sum(self.worst_case(pending[key]) for key in covered if key in pending)
+                fits = []
+                for key in todo:
+                    worst = self.worst_case(pending[key])
+                    if worst > room:
+                        failures[key] = f"not sent: --max-spend {self.config.max_spend:g} USD reached"
+                        self.capped += 1
+                        continue
+                    room -= worst
+                    fits.append(key)
+                todo = fits
             for part in self._split(todo, pending):
                 submission = uuid.uuid4().hex
                 cache.begin_batch(submission, self.name, part)
