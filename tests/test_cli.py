@@ -240,7 +240,8 @@ def test_estep_on_a_raw_corpus_says_chunk_first(tiny_latents, tiny_trained_model
 @pytest.mark.parametrize(
     ("flags", "message"),
     [(["--device", "tpu"], "unknown --device 'tpu'"), (["--dtype", "fp8"], "unknown --dtype 'fp8'")]
-    + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "torch sees no CUDA GPU")]),
+    + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "torch sees no CUDA GPU")])
+    + ([] if torch.backends.mps.is_available() else [(["--device", "mps"], "torch sees no Apple GPU")]),
 )
 def test_estep_bad_device_or_dtype_is_refused_before_any_work(flags, message, tiny_latents, tiny_trained_model, tmp_path, capsys):
     output = tmp_path / "latents.jsonl"
@@ -588,3 +589,14 @@ def test_em_estep_folds_reach_the_config(tmp_path, monkeypatch):
     assert (loop.estep_folds, loop.proposal, loop.m_step_data) == (4, "prior", "teacher+bootstrap")
     assert main(["em", "-o", str(tmp_path / "em2")]) == 0
     assert seen["config"].loop == LoopConfig(max_latent_tokens=128), "the paper's loop by default"
+
+
+def test_auto_device_prefers_cuda_then_apples_gpu_then_the_cpu(monkeypatch):
+    import bolt.modeling as modeling
+
+    for cuda, mps, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(modeling, "_mps_available", lambda mps=mps: mps)
+        assert modeling.resolve_device("auto").type == expected
+    monkeypatch.setattr(modeling, "_mps_available", lambda: True)
+    assert modeling.resolve_device("mps").type == "mps"

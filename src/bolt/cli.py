@@ -295,7 +295,7 @@ def _estep_parser(sub) -> None:
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="where the model runs: auto (default: the first GPU torch sees, else the CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", help="where the model runs: auto (default: the first CUDA GPU torch sees, else an Apple GPU, else the CPU), cpu, cuda, cuda:N or mps")
 
 
 def _add_executor(parser: argparse.ArgumentParser, what_workers_do: str) -> None:

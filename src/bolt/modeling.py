@@ -219,17 +219,27 @@ def load_tokenizer(path: str | Path):
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: the first GPU when torch sees one, else the CPU; ``cpu``; ``cuda`` or ``cuda:N``."""
+    """``auto``: the first CUDA GPU when torch sees one, else Apple's GPU (``mps``) when it sees that,
+    else the CPU; ``cpu``; ``cuda`` or ``cuda:N``; ``mps``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise BoltError(f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
         return torch.device(name)
-    raise BoltError(f"unknown --device {name!r}; choose auto, cpu, cuda or cuda:N.")
+    if name == "mps":
+        if not _mps_available():
+            raise BoltError(f"--device mps: torch sees no Apple GPU here (torch {torch.__version__}; MPS needs macOS on Apple silicon). Use --device cpu.")
+        return torch.device("mps")
+    raise BoltError(f"unknown --device {name!r}; choose auto, cpu, cuda, cuda:N or mps.")
 
 
 def resolve_dtype(name: str) -> torch.dtype:
