@@ -308,3 +308,51 @@ def test_chunk_stage_bad_corpus_is_a_bolt_error(tmp_path):
     with pytest.raises(BoltError, match=r"corpus.jsonl:2"):
         chunk_stage(corpus, output, ChunkConfig())
     assert not output.exists()
+
+
+# --- corpora by Hugging Face dataset id, streamed ------------------------------------------
+
+
+@pytest.fixture()
+def fake_hub(monkeypatch):
+    """datasets.load_dataset answering with a streamed dataset built here (nothing is downloaded); records its arguments."""
+    import datasets
+
+    calls = []
+    rows = [{"id": None, "text": f"Row {i} says one thing. Then another thing. And a third.", "url": f"u{i}", "score": 4.5} for i in range(30)]
+    rows[3]["text"] = "   "
+
+    def load_dataset(name, config=None, split=None, streaming=False, revision=None):
+        calls.append({"name": name, "config": config, "split": split, "streaming": streaming, "revision": revision})
+        if name == "org/missing":
+            raise FileNotFoundError("Dataset 'org/missing' doesn't exist on the Hub")
+        return datasets.IterableDataset.from_generator(lambda: iter(rows))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_a_hub_dataset_is_streamed_and_chunked(fake_hub, tmp_path, capsys):
+    import json
+
+    from bolt.cli import main
+    from bolt.records import read_documents
+
+    output = tmp_path / "chunks.jsonl"
+    argv = ["chunk", "hf:org/corpus", "--dataset-config", "sub", "--split", "train", "--revision", "abc123", "--limit", "10", "--mean-units", "2", "-o", str(output)]
+    assert main(argv) == 0
+    assert fake_hub == [{"name": "org/corpus", "config": "sub", "split": "train", "streaming": True, "revision": "abc123"}]
+    documents = read_documents(output)
+    assert [d.id for d in documents] == [f"corpus-{i}" for i in range(11) if i != 3], "the empty row is skipped, ids follow the rows"
+    assert documents[0].meta == {"url": "u0", "score": 4.5} and documents[0].text.startswith("Row 0 says")
+    manifest = json.loads((tmp_path / "chunks.jsonl.run" / "manifest.json").read_text())
+    assert manifest["config"]["hub"] == {"config": "sub", "split": "train", "revision": "abc123"} and manifest["config"]["limit"] == 10
+    capsys.readouterr()
+    assert main(argv) == 0 and len(fake_hub) == 1, "a finished chunking is not streamed again"
+    assert main(["chunk", "hf:org/missing", "-o", str(tmp_path / "m.jsonl")]) == 2
+    assert "cannot stream the dataset org/missing" in capsys.readouterr().err
+    assert main(["chunk", "hf:org/corpus", "--text-field", "body", "-o", str(tmp_path / "b.jsonl")]) == 2
+    assert "no 'body' field" in capsys.readouterr().err
+    (tmp_path / "c.jsonl").write_text('{"text": "a. b."}\n')
+    assert main(["chunk", str(tmp_path / "c.jsonl"), "--split", "test", "-o", str(tmp_path / "d.jsonl")]) == 2
+    assert "are for a Hugging Face dataset input" in capsys.readouterr().err

@@ -83,7 +83,7 @@ HELP = {"-h", "--help"}
 SEED = {"--seed"}
 OVERWRITE = {"--overwrite"}  # every command that writes stage outputs into a run directory
 SURFACE = {
-    "chunk": (["input"], HELP | SEED | OVERWRITE | {"-o", "--output", "--mean-units", "--max-units", "--uniform", "--prefix-chunks", "--text-field"}),
+    "chunk": (["input"], HELP | SEED | OVERWRITE | {"-o", "--output", "--mean-units", "--max-units", "--uniform", "--prefix-chunks", "--text-field", "--limit", "--dataset-config", "--split", "--revision"}),
     "synthesize": (
         ["input"],
         HELP | SEED | OVERWRITE | {

@@ -14,6 +14,7 @@ same document always chunks the same way, wherever it appears in a corpus.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 from bolt.progress import progress_bar
 
 from bolt.errors import BoltError
-from bolt.records import Chunk, CorpusDocument, Document, read_corpus, write_jsonl
+from bolt.records import Chunk, CorpusDocument, Document, is_hub_corpus, iter_corpus, iter_hub_corpus, write_jsonl
 from bolt.rundir import run_dir_for_file, run_stage
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
@@ -129,17 +130,46 @@ def chunk_document(document: CorpusDocument, config: ChunkConfig) -> Document:
     return Document(id=document.id, chunks=with_prefixes(texts, config.prefix_chunks), meta=document.meta)
 
 
-def chunk_stage(input_path: Path, output_path: Path, config: ChunkConfig, text_field: str = "text", overwrite: bool | None = None) -> dict[str, int]:
-    """``bolt chunk``: a corpus file to ``bolt.chunks/1`` at ``output_path``, written atomically.
+@dataclass
+class HubSource:
+    """Where ``bolt chunk`` streams a Hugging Face dataset from (``hf:ORG/NAME``)."""
 
-    ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``)."""
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+
+def chunk_stage(input_path: Path | str, output_path: Path, config: ChunkConfig, text_field: str = "text", overwrite: bool | None = None,
+                hub: HubSource | None = None, limit: int | None = None) -> dict[str, int]:
+    """``bolt chunk``: a corpus file, or a Hugging Face dataset ``hf:ORG/NAME`` (streamed; ``hub``
+    says which config, split and revision), to ``bolt.chunks/1`` at ``output_path``, written
+    atomically as the documents stream through (memory does not grow with the corpus).
+    ``limit``: only the first N documents. ``overwrite``: replace an output of another config
+    (``bolt.rundir.RunDir.claim``)."""
     config.validate()
+    if limit is not None and limit < 1:
+        raise BoltError(f"--limit must be at least 1, got {limit}.")
+    from_hub = is_hub_corpus(input_path)
+    hub = hub or HubSource()
 
     def work(run) -> dict[str, int]:
-        corpus = read_corpus(input_path, text_field=text_field)
-        documents = [chunk_document(document, config) for document in progress_bar(corpus, desc="chunk", unit="doc", disable=None)]
-        write_jsonl(output_path, documents)
-        return {"documents": len(documents), "chunks": sum(len(d.chunks) for d in documents)}
+        corpus = iter_hub_corpus(str(input_path), text_field, hub.config, hub.split, hub.revision) if from_hub else iter_corpus(input_path, text_field=text_field)
+        counts = {"documents": 0, "chunks": 0}
+
+        def documents():
+            for document in progress_bar(itertools.islice(corpus, limit), desc="chunk", unit="doc", disable=None):
+                chunked = chunk_document(document, config)
+                counts["documents"] += 1
+                counts["chunks"] += len(chunked.chunks)
+                yield chunked
+
+        write_jsonl(output_path, documents())
+        return counts
 
     stage_config = {"input": str(input_path), "text_field": text_field, "chunk": config}
-    return run_stage("chunk", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"corpus": input_path}, seed=config.seed, overwrite=overwrite)
+    if from_hub:
+        stage_config["hub"] = hub
+    if limit is not None:
+        stage_config["limit"] = limit
+    inputs = None if from_hub else {"corpus": Path(input_path)}
+    return run_stage("chunk", run_dir_for_file(output_path), output_path, stage_config, work, inputs=inputs, seed=config.seed, overwrite=overwrite)

@@ -62,25 +62,36 @@ def _chunk_parser(sub) -> None:
         "chunk",
         help="split a corpus into chunks of sentences",
         description="Split each document into chunks of 1 + Poisson(mean-1) sentence units, each with the text of the previous chunks as its prefix. "
-        "Input: JSONL/JSON/Parquet with a 'text' field (optional 'id'). Output: bolt.chunks/1 JSONL.",
-        epilog="example: bolt chunk corpus.jsonl -o chunks.jsonl --prefix-chunks 1",
+        "Input: JSONL/JSON/Parquet with a 'text' field (optional 'id'), or a Hugging Face dataset named hf:ORG/NAME, streamed row by row. "
+        "Output: bolt.chunks/1 JSONL, written as the documents stream through.",
+        epilog="example: bolt chunk corpus.jsonl -o chunks.jsonl --prefix-chunks 1   |   bolt chunk hf:HuggingFaceTB/finemath --dataset-config finemath-4plus --limit 10000 -o chunks.jsonl",
     )
-    p.add_argument("input", type=Path, help="corpus file (.jsonl, .json or .parquet)")
+    p.add_argument("input", help="corpus file (.jsonl, .json or .parquet), or hf:ORG/NAME for a Hugging Face dataset (streamed)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output chunks file (.jsonl)")
     p.add_argument("--mean-units", type=float, default=8.0, help="mean sentences per chunk (default: 8, as in the paper)")
     p.add_argument("--max-units", type=int, default=20, help="cap on sentences per chunk (default: 20)")
     p.add_argument("--uniform", action="store_true", help="every chunk gets exactly --mean-units sentences (for evaluation)")
     p.add_argument("--prefix-chunks", type=int, default=1, help="previous chunks in each prefix: 1 for teacher latents, 3 for the E-step, -1 for all (default: 1)")
     p.add_argument("--text-field", default="text", help="name of the text field (default: text)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N documents (of a file, or of a streamed dataset)")
+    hub = p.add_argument_group("Hugging Face datasets (input hf:ORG/NAME)")
+    hub.add_argument("--dataset-config", help="the dataset's configuration (subset) name, e.g. finemath-4plus")
+    hub.add_argument("--split", default="train", help="split to stream (default: train)")
+    hub.add_argument("--revision", help="branch, tag or commit of the dataset (default: main); pin it for a reproducible corpus")
     _add_overwrite(p)
     _add_seed(p)
 
 
 def _run_chunk(args) -> dict:
-    from bolt.chunking import ChunkConfig, chunk_stage
+    from bolt.chunking import ChunkConfig, HubSource, chunk_stage
+    from bolt.records import is_hub_corpus
 
     config = ChunkConfig(mean_units=args.mean_units, max_units=args.max_units, uniform=args.uniform, prefix_chunks=args.prefix_chunks, seed=args.seed)
-    return chunk_stage(args.input, args.output, config, text_field=args.text_field, overwrite=args.overwrite)
+    hub = HubSource(config=args.dataset_config, split=args.split, revision=args.revision)
+    if not is_hub_corpus(args.input) and (args.dataset_config or args.revision or args.split != "train"):
+        raise BoltError("--dataset-config, --split and --revision are for a Hugging Face dataset input (hf:ORG/NAME); a file is read whole.")
+    return chunk_stage(args.input if is_hub_corpus(args.input) else Path(args.input), args.output, config, text_field=args.text_field, overwrite=args.overwrite,
+                       hub=hub, limit=args.limit)
 
 
 def _synthesize_parser(sub) -> None:

@@ -173,6 +173,54 @@ def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"{path}:{line_number}", row
 
 
+HUB_PREFIX = "hf:"
+"""A corpus named ``hf:ORG/NAME`` is a Hugging Face dataset, streamed (``iter_hub_corpus``)."""
+
+
+def is_hub_corpus(source: str | Path) -> bool:
+    return str(source).startswith(HUB_PREFIX)
+
+
+def iter_hub_corpus(source: str, text_field: str = "text", config: str | None = None, split: str = "train", revision: str | None = None) -> Iterator[CorpusDocument]:
+    """The documents of a Hugging Face dataset (``hf:ORG/NAME``), streamed row by row (nothing is
+    downloaded whole); the same checks as ``iter_corpus``. Ids: the row's ``id``, else ``NAME-<row>``."""
+    import datasets
+
+    name = str(source)[len(HUB_PREFIX) :]
+    if not name:
+        raise BoltError(f"{source!r}: name the dataset after hf:, e.g. hf:HuggingFaceTB/finemath.")
+    try:
+        rows = datasets.load_dataset(name, config, split=split, streaming=True, revision=revision)
+    except Exception as exc:
+        raise BoltError(
+            f"cannot stream the dataset {name} (config {config or 'default'}, split {split}): {type(exc).__name__}: {str(exc)[:200]}. "
+            "Check the id, --dataset-config and --split; offline (HF_DATASETS_OFFLINE=1) only what the cache holds can be read."
+        ) from None
+    seen: set[str] = set()
+    count = skipped = 0
+    for index, row in enumerate(rows):
+        position = f"{name} row {index}"
+        if text_field not in row:
+            raise BoltError(f"{position}: no '{text_field}' field (fields: {sorted(row)}); pass --text-field NAME.")
+        text = row[text_field]
+        if not isinstance(text, str):
+            raise BoltError(f"{position}: '{text_field}' must be a string, got {type(text).__name__}.")
+        if not text.strip():
+            skipped += 1
+            continue
+        doc_id = str(row["id"]) if row.get("id") is not None else f"{name.rsplit('/', 1)[-1]}-{index}"
+        if doc_id in seen:
+            raise BoltError(f"{position}: duplicate id {doc_id!r}. Ids must be unique.")
+        seen.add(doc_id)
+        meta = {key: value for key, value in row.items() if key not in (text_field, "id") and (value is None or isinstance(value, (str, int, float, bool)))}
+        count += 1
+        yield CorpusDocument(id=doc_id, text=text, meta=meta)
+    if skipped:
+        warnings.warn(f"{name}: skipped {skipped} empty document(s).", stacklevel=3)
+    if not count:
+        raise BoltError(f"{name} ({split}): no non-empty documents found.")
+
+
 def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocument]:
     """Read raw documents. Empty documents are skipped with a warning; ids must be unique."""
     return list(iter_corpus(path, text_field))
