@@ -97,7 +97,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--revision", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
             "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
-            "--log-every", "--token-cache", "--tokenize-workers", "--compile", "--strict",
+            "--log-every", "--token-cache", "--tokenize-workers", "--compile", "--report-to", "--strict",
         },
     ),
     "estep": (
@@ -120,7 +120,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--revision", "--from-scratch", "--iterations", "-k",
             "--samples", "--proposal", "--estep-temperature", "--m-step-data", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
-            "--steps", "--tokens", "--warmup-steps", "--answer-pattern", "--max-answer-tokens", "--eval-max-latent-tokens", "--iwae-samples",
+            "--steps", "--tokens", "--warmup-steps", "--answer-pattern", "--max-answer-tokens", "--eval-max-latent-tokens", "--iwae-samples", "--report-to",
         },
     ),
     "demo": ([], HELP | SEED | OVERWRITE | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--demo-loop", "--paper-loop", "--wrap-cot", "--no-wrap-cot", "--warm-long", "--no-warm-long", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),

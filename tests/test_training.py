@@ -461,3 +461,22 @@ def test_random_layout_redraws_coins_every_epoch():
         posterior = render.count(MARKERS.post)
         assert joint + posterior == 16 and joint > 0 and posterior > 0
     assert renders[0] != renders[1] and renders[1] != renders[2]
+
+
+def test_report_to_tensorboard_logs_every_logged_step_and_is_not_part_of_the_runs_identity(tiny_latents, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="tensorboard is part of the test extra: pip install -e '.[test]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=6, lr=3e-3, log_every=2)
+    summary = train(config, tiny_latents["warm_latents"], tmp_path / "run", report_to="tensorboard")
+    events = [path for path in (tmp_path / "run" / "tracking").rglob("events.out.tfevents.*")]
+    assert events, "TensorBoard wrote no event file"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    losses = accumulator.Scalars("loss")
+    assert [event.step for event in losses] == [2, 4, 6] and losses[-1].value == pytest.approx(summary["final_loss"], rel=1e-5)
+    assert {"lr", "tokens_per_second"} <= set(accumulator.Tags()["scalars"])
+    monkeypatch.setattr(training, "_train", lambda *a, **k: pytest.fail("a finished run was trained again for --report-to"))
+    assert train(config, tiny_latents["warm_latents"], tmp_path / "run")["final_loss"] == summary["final_loss"]
+    with pytest.raises(BoltError, match="unknown --report-to tensorbored"):
+        train(config, tiny_latents["warm_latents"], tmp_path / "other", report_to="tensorbored")

@@ -227,6 +227,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="run the training steps through torch.compile: same model, other kernels after a few seconds of compiling "
                    "(meant for GPUs; on one AVX2 CPU core the world model's steps ran 1.16x faster, whole runs within noise; a CPU needs a C++ compiler such as g++)")
+    _add_report_to(p)
     _add_strict(p, "a warm-up as long as the run, so that the learning rate never reaches --lr")
     _add_overwrite(p, "the output directory")
     _add_seed(p)
@@ -264,7 +265,7 @@ def _run_train(args) -> dict:
             warnings.warn(f"no --model given: training the built-in 'tiny' preset (140k parameters, a byte-level toy for tests and the embedded world) "
                           f"on {args.input}; pass --model DIR or a hub id such as HuggingFaceTB/SmolLM2-135M to train a real model.", stacklevel=2)
     return train(_train_config(args), args.input, args.output, token_cache=args.token_cache, tokenize_workers=args.tokenize_workers, compile=args.compile,
-                 overwrite=args.overwrite, strict=args.strict)
+                 overwrite=args.overwrite, strict=args.strict, report_to=args.report_to)
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:
@@ -450,6 +451,7 @@ def _em_parser(sub) -> None:
     _add_revision(p)
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights")
     _add_loop_flags(p, LoopConfig())
+    _add_report_to(p)
     p.add_argument("--max-latent-tokens", type=int, default=128, help="latent budget per E-step sample, what `bolt estep` calls --max-new-tokens (default: 128)")
     training = p.add_argument_group("training (the warm start and every M-step, as `bolt train`)")
     budget = training.add_mutually_exclusive_group()
@@ -480,6 +482,11 @@ LOOP_FLAGS = {  # flag -> LoopConfig field
 }
 
 
+def _add_report_to(p) -> None:
+    p.add_argument("--report-to", metavar="TRACKERS", help="also log every training's loss, learning rate and throughput to accelerate's experiment trackers, "
+                   "comma-separated: tensorboard (under each model's tracking/), wandb, mlflow, ... or all (the tracker's package must be installed)")
+
+
 def _add_loop_flags(p, defaults: LoopConfig) -> None:
     """The EM loop's flags (``bolt.em.LoopConfig``), shared by ``bolt em`` and ``bolt demo``; ``defaults`` fills the help."""
     p.add_argument("--iterations", type=int, help=f"EM iterations after the warm start (default: {defaults.iterations})")
@@ -505,7 +512,10 @@ def _loop_from_flags(args, loop: LoopConfig) -> LoopConfig:
 def _run_em(args) -> list:
     from bolt.em import EMConfig, run_em
     from bolt.evaluation import DEFAULT_ANSWER_PATTERN, EvalConfig
-    from bolt.training import TrainConfig
+    from bolt.training import REPORT_TO_ENVIRONMENT, TrainConfig
+
+    if args.report_to:
+        os.environ[REPORT_TO_ENVIRONMENT] = args.report_to  # every training of the loop, in this process and its workers
 
     epochs = 2.0 if args.steps is None and args.tokens is None and args.epochs is None else args.epochs
     train = TrainConfig(model=str(args.model), from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps, tokens=args.tokens,

@@ -264,8 +264,13 @@ def check_compile_possible() -> None:
         raise BoltError("--compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX) for torch.compile's inductor backend; install one or drop --compile.")
 
 
+REPORT_TO_ENVIRONMENT = "BOLT_REPORT_TO"
+"""Trackers for every training of a process and its workers (``bolt em --report-to``), when ``train``'s ``report_to`` is not given."""
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "trackio", "swanlab", "all")
+
+
 def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None, tokenize_workers: int = 1, compile: bool = False,
-          overwrite: bool | None = None, strict: bool = False) -> dict:
+          overwrite: bool | None = None, strict: bool = False, report_to: str | None = None) -> dict:
     """Train and save an HF model directory at ``output``; resumes from its checkpoints.
 
     ``output`` must not exist, be empty, or be a run directory of a training with the same
@@ -291,8 +296,17 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
 
     A warm-up as long as the run or longer (the learning rate never reaches ``lr``) is warned
     about (``schedule_warning``), and with ``strict`` refused before the first step.
+
+    ``report_to`` (or ``$BOLT_REPORT_TO``): accelerate's experiment trackers, comma-separated
+    (tensorboard, wandb, mlflow, ... or all), fed the loss, learning rate and throughput at every
+    logged step; TensorBoard writes under ``output/tracking/``. Not part of the run's identity.
     """
     config.validate()
+    report_to = report_to or os.environ.get(REPORT_TO_ENVIRONMENT) or None
+    trackers = [t.strip() for t in report_to.split(",") if t.strip()] if report_to else []
+    unknown = [t for t in trackers if t not in TRACKERS]
+    if unknown:
+        raise BoltError(f"unknown --report-to {', '.join(unknown)}; choose from {', '.join(TRACKERS)} (comma-separated).")
     if compile:
         check_compile_possible()
     output, data_path = Path(output), Path(data_path)
@@ -310,7 +324,7 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     created = not output.exists()
     fresh = created or not any(output.iterdir())  # everything in it will be this training's
     try:
-        return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile, strict)
+        return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile, strict, trackers, report_to)
     except BaseException as exc:
         if os.environ.get("RANK", "0") == "0":
             run.fail(exc)  # a directory kept for its checkpoints says why it stopped
@@ -343,7 +357,7 @@ def schedule_warning(config: TrainConfig, total_steps: int, strict: bool = False
 
 
 def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, replace: bool, token_cache: Path | None, tokenize_workers: int, compile: bool,
-           strict: bool = False) -> dict:
+           strict: bool = False, trackers: list[str] | None = None, report_to: str | None = None) -> dict:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import broadcast_object_list
@@ -361,6 +375,8 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
         cpu=not torch.cuda.is_available(),
         mixed_precision=None if config.precision == "no" else precision,  # "no": the launcher's setting; auto decides itself
         gradient_accumulation_steps=config.grad_accum,
+        log_with=trackers or None,
+        project_dir=str(output / "tracking") if trackers else None,
     )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and accelerator.distributed_type.value != "FSDP":
         warnings.warn(f"FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} (FSDP needs GPUs): training without sharding.", stacklevel=2)
@@ -369,6 +385,12 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
         if replace:
             run.remove_written()  # a training of another config, replaced with --overwrite
         run.start("train", config, inputs={"data": data_path}, seed=config.seed)  # from here the directory is marked as bolt's
+    if trackers:
+        try:
+            hparams = {key: value for key, value in config_to_json(config).items() if isinstance(value, (int, float, str, bool))}
+            accelerator.init_trackers(output.name, config=hparams)
+        except (ImportError, ModuleNotFoundError, ValueError) as exc:
+            raise BoltError(f"--report-to {report_to}: {exc}. Install the tracker's package (pip install tensorboard, wandb, ...).") from None
     accelerator.wait_for_everyone()
     # every process saves its part of a checkpoint into one temporary directory named after the main process
     writer = broadcast_object_list([writer_tag()])[0]
@@ -443,10 +465,15 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
         progress.set_postfix(loss=f"{last_loss:.3f}")
         if accelerator.is_main_process and (step % config.log_every == 0 or step == total_steps):
             elapsed = time.monotonic() - started
-            run.log_metrics(step=step, loss=last_loss, lr=scheduler.get_last_lr()[0], tokens=step * windows_per_step * config.seq_len, tokens_per_second=tokens_seen / max(elapsed, 1e-9))
+            logged = {"loss": last_loss, "lr": scheduler.get_last_lr()[0], "tokens": step * windows_per_step * config.seq_len, "tokens_per_second": tokens_seen / max(elapsed, 1e-9)}
+            run.log_metrics(step=step, **logged)
+            if trackers:
+                accelerator.log(logged, step=step)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
             _save_checkpoint(accelerator, output, step, identity, writer)
     progress.close()
+    if trackers:
+        accelerator.end_training()
 
     accelerator.wait_for_everyone()
     summary = {
