@@ -154,7 +154,7 @@ def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, conf
     extract = extract or first_match_extractor(config.answer_pattern)
     start = [m.bos] if m.bos is not None else []
     prompts = [start + encode(tokenizer, q["prompt"]) + ([m.sol, m.prior] if latent else []) for q in questions]
-    stop = {m.sol, m.eos} if latent else {m.eos, m.sol}
+    stop = {m.sol, m.eos}  # with or without latents, an answer ends at EOS or where the next latent would begin
     sampling = SamplingConfig(max_new_tokens=config.max_answer_tokens, greedy=True)
     outputs = []
     model.eval()
