@@ -138,3 +138,28 @@ def test_finetune_pairs_are_the_evaluations_prompt_and_a_target_it_grades_right(
     metrics = _graded(evaluation, target)
     assert metrics and all(value == 1 for value in metrics.values()), metrics
     assert not all(value == 1 for value in _graded(build_tasks(bolt_task, tmp_path)[0], target.replace("(B)", "(C)").replace("7", "8").replace("5$", "6$")).values())
+
+
+@pytest.mark.parametrize("latent", [False, True], ids=["standard", "latent"])
+@pytest.mark.parametrize("task", ["gsm8k_cot", "mmlu_stem_cot"])
+def test_several_samples_add_upstreams_majority_vote(task, latent, tmp_path):
+    """With K samples per question the upstream tasks gain upstream's self-consistency filter (the
+    last filter's extraction, then majority_vote): a first sample that is wrong, a majority that is right."""
+    from bolt.benchmarks.harness import _metrics
+    from bolt.benchmarks.upstream import build_tasks
+    from bolt.records import write_jsonl
+
+    _, folder, row, standard_target, latent_target = FINETUNE_GOLDEN[task]
+    write_jsonl(tmp_path / folder / "test.jsonl", [row])
+    right = latent_target if latent else standard_target
+    wrong = right.replace("(B)", "(C)").replace("is 7", "is 8")
+    (evaluation,) = build_tasks(task + ("_latent" if latent else ""), tmp_path, samples=3)
+    evaluation.build_all_requests(limit=1)
+    instance = evaluation.instances[0]
+    instance.resps = [wrong, right, right]
+    evaluation.apply_filters()
+    graded = {f"{metric},{name}": value for name, filtered in instance.filtered_resps.items() for metric, value in evaluation.process_results(instance.doc, [filtered]).items()}
+    metrics = _metrics(graded)
+    assert metrics["maj_at_k"] == 1 and metrics["exact_match"] == 0
+    (single,) = build_tasks(task, tmp_path)
+    assert "maj@k" not in [f["name"] for f in single.config.filter_list], "one sample: upstream's filters only"

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from bolt.benchmarks import TASK_DIR, TASKS, dataset_of
 from bolt.benchmarks.hooks import MATH_TIMEOUT_ENV
-from bolt.benchmarks.upstream import UPSTREAM_NAMES, build_tasks
+from bolt.benchmarks.upstream import MAJORITY_FILTER, UPSTREAM_NAMES, build_tasks
 from bolt.errors import BoltError
 from bolt.modeling import model_fingerprint, resolve_device
 from bolt.records import write_json, write_jsonl
@@ -145,7 +145,7 @@ def _gen_kwargs(config: TaskRunConfig) -> dict | None:
 
 def _metrics(task_results: dict) -> dict:
     """The harness's ``"metric,filter"`` keys as bolt's names: ``exact_match,strict-match`` -> ``exact_match``,
-    ``exact_match,flexible-extract`` -> ``exact_match_flexible``, ``x_stderr,f`` -> ``x_stderr``."""
+    ``exact_match,flexible-extract`` -> ``exact_match_flexible``, ``exact_match,maj@k`` -> ``maj_at_k``, ``x_stderr,f`` -> ``x_stderr``."""
     metrics = {}
     for key, value in task_results.items():
         if "," not in key or value == "N/A":
@@ -153,6 +153,8 @@ def _metrics(task_results: dict) -> dict:
         metric, filter_name = key.split(",", 1)
         stderr = "_stderr" if metric.endswith("_stderr") else ""
         name = metric.removesuffix("_stderr") + ("_flexible" if filter_name == "flexible-extract" else "")
+        if filter_name == MAJORITY_FILTER:  # upstream's tasks voting over the samples (bolt.benchmarks.upstream)
+            name = "maj_at_k"
         metrics[name + stderr] = value
     return metrics
 
@@ -191,7 +193,7 @@ def run_task(lm, task: str, config: TaskRunConfig, cache: Path) -> tuple[dict, l
     metadata = {"data_dir": str(config.data_dir) if config.data_dir else None}
     manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False, metadata=metadata)
     if task.removesuffix("_latent") in UPSTREAM_NAMES:
-        loaded = build_tasks(task, config.data_dir)
+        loaded = build_tasks(task, config.data_dir, samples=config.samples)
     else:
         loaded = [manager.load(task)["tasks"][task]]
     for one in loaded:

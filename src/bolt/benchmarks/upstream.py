@@ -42,6 +42,8 @@ MATH_SUBJECTS = ("algebra", "counting_and_prob", "geometry", "intermediate_algeb
 
 UPSTREAM_NAMES = {"gsm8k_cot": "gsm8k_cot", "math_cot": "minerva_math", "mmlu_stem_cot": "mmlu_flan_cot_fewshot (STEM subjects)"}
 """The lm-eval task each bolt standard variant is."""
+MAJORITY_FILTER = "maj@k"
+"""The filter added for several samples per question; its metric is reported as ``maj_at_k``."""
 DATASET_DIRS = {"gsm8k_cot": "gsm8k", "math_cot": "math", "mmlu_stem_cot": "mmlu_stem"}
 
 
@@ -147,9 +149,12 @@ def _subjects_in(path: Path) -> set[str]:
 # --- configs ------------------------------------------------------------------------
 
 
-def standard_configs(family: str, data_dir: Path | None, split: str = "test") -> list[dict[str, Any]]:
+def standard_configs(family: str, data_dir: Path | None, split: str = "test", samples: int = 1) -> list[dict[str, Any]]:
     """The configs of a bolt standard variant: upstream's, with local data and the markers banned.
-    ``split``: the local file the tasks read as their documents (``train`` for ``finetune_pairs``)."""
+    ``split``: the local file the tasks read as their documents (``train`` for ``finetune_pairs``).
+    With ``samples`` > 1, a ``maj@k`` filter as upstream's self-consistency tasks write it (the
+    last filter's extraction, then ``majority_vote``); MATH grades inside its ``process_results``
+    and gets none."""
     if family == "gsm8k_cot":
         configs = [upstream_config(family)]
         if data_dir is not None:
@@ -175,6 +180,10 @@ def standard_configs(family: str, data_dir: Path | None, split: str = "test") ->
     else:
         raise KeyError(family)
     for config in configs:
+        if samples > 1 and config.get("filter_list"):
+            extraction = [step for step in config["filter_list"][-1]["filter"] if step["function"] != "take_first"]
+            vote = {"name": MAJORITY_FILTER, "filter": [*extraction, {"function": "majority_vote"}, {"function": "take_first"}]}
+            config["filter_list"] = [*config["filter_list"], vote]
         generation = dict(config.get("generation_kwargs") or {})
         generation["bolt_banned_tokens"] = list(LATENT_TOKENS)
         config["generation_kwargs"] = generation
@@ -254,19 +263,19 @@ def latent_config(family: str, config: dict) -> dict:
     return config
 
 
-def task_configs(task: str, data_dir: Path | None, split: str = "test") -> list[dict[str, Any]]:
+def task_configs(task: str, data_dir: Path | None, split: str = "test", samples: int = 1) -> list[dict[str, Any]]:
     """Configs of a bolt task (standard or ``_latent``); several for a task made of per-subject tasks."""
     family = task.removesuffix("_latent")
-    configs = standard_configs(family, data_dir, split)
+    configs = standard_configs(family, data_dir, split, samples)
     return [latent_config(family, c) for c in configs] if task.endswith("_latent") else configs
 
 
-def build_tasks(task: str, data_dir: Path | None, split: str = "test") -> list:
+def build_tasks(task: str, data_dir: Path | None, split: str = "test", samples: int = 1) -> list:
     """The harness Task objects of a bolt task; a dataset that cannot be loaded is one BoltError naming --data-dir."""
     from lm_eval.api.task import ConfigurableTask
 
     tasks = []
-    for config in task_configs(task, data_dir, split):
+    for config in task_configs(task, data_dir, split, samples):
         try:
             tasks.append(ConfigurableTask(config=config))
         except BoltError:
