@@ -37,9 +37,9 @@ for batch in 8 16; do
         --batch-size "$batch" --precision bf16 --steps 30 --warmup 5 --nproc 1 --documents 2000
 done
 step estep_p16 240 python3 benchmarks/estep.py --hidden 1024 --layers 24 --heads 16 --dtype bfloat16 --chunks 64 --batch-prompts 16 \
-    --max-new-tokens 256 --naive-chunks 2
+    --max-new-tokens 256 --per-sample --naive-chunks 2
 step estep_p64 240 python3 benchmarks/estep.py --hidden 1024 --layers 24 --heads 16 --dtype bfloat16 --chunks 128 --batch-prompts 64 \
-    --max-new-tokens 256 --skip-naive
+    --max-new-tokens 256
 
 work="$out/cli"
 rm -rf "$work" && mkdir -p "$work"
