@@ -74,6 +74,7 @@ def test_plan_prints_every_command_with_its_tokens_and_gpu_hours():
 @pytest.mark.parametrize(("env", "message"), [
     ({"GPUS_PER_NODE": "7"}, "GLOBAL_BATCH=192 is not a multiple of NODES x GPUS_PER_NODE x MICRO_BATCH = 7 x 6"),
     ({}, "pin it with BASE_REVISION"),
+    ({"NODES": "2", "NODE_RANK": "2"}, "NODE_RANK=2 must be between 0 and NODES - 1 = 1"),
     ({"BASELINES": "raw-token fresh-raw", "BASE_REVISION": "abc", "DATA": "/nonexistent"}, None),
 ])
 def test_recipe_refuses_a_silently_changed_batch_and_an_unpinned_base(env, message, tmp_path):

@@ -69,6 +69,8 @@ TOKENS_PER_GPU_SECOND=${TOKENS_PER_GPU_SECOND:-32000}   # for --plan: README's e
 
 # --- checks -----------------------------------------------------------------------------------
 die() { echo "recipe.sh: $*" >&2; exit 2; }
+[ "$NODES" -ge 1 ] && [ "$NODE_RANK" -ge 0 ] && [ "$NODE_RANK" -lt "$NODES" ] ||
+    die "NODE_RANK=$NODE_RANK must be between 0 and NODES - 1 = $((NODES - 1)) (set both on every node; see configs/paper/slurm.sbatch)."
 PROCS=$((NODES * GPUS_PER_NODE))
 [ $((GLOBAL_BATCH % (PROCS * MICRO_BATCH))) -eq 0 ] ||
     die "GLOBAL_BATCH=$GLOBAL_BATCH is not a multiple of NODES x GPUS_PER_NODE x MICRO_BATCH = $PROCS x $MICRO_BATCH; change MICRO_BATCH (the global batch is never changed silently)."
