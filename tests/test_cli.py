@@ -104,7 +104,7 @@ SURFACE = {
         ["input"],
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--revision", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
-            "--keep-candidates", "--proposal", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker", "--limit", "--estimate",
+            "--keep-candidates", "--proposal", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker", "--limit", "--estimate", "--strict",
         },
     ),
     "eval": (

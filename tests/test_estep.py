@@ -142,3 +142,15 @@ def test_estimate_times_chunks_spread_over_the_input_and_projects_the_whole(tiny
     assert main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "4", "--estimate", "2", "-o", str(output)]) == 0
     assert f"The whole input, {total:,} chunks" in capsys.readouterr().out
     assert not output.exists() and not (tmp_path / "never.jsonl.run").exists(), "an estimate writes nothing"
+
+
+def test_strict_refuses_latents_mostly_cut_and_a_rerun_keeps_what_was_sampled(tiny_trained_model, tiny_latents, tmp_path, capsys, monkeypatch):
+    import bolt.estep as estep_module
+    from bolt.cli import main
+
+    output = tmp_path / "latents.jsonl"
+    argv = ["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "2", "-o", str(output)]
+    assert main([*argv, "--strict"]) == 2
+    assert "never reached <|END_OF_LATENT|>" in capsys.readouterr().err and not output.exists()
+    monkeypatch.setattr(estep_module, "run_batch", lambda *a, **k: pytest.fail("the rerun sampled again"))
+    assert main(argv) == 0 and output.exists()

@@ -302,6 +302,7 @@ def _estep_parser(sub) -> None:
     _add_device(p)
     p.add_argument("--dtype", default="float32", help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser log-probs)")
     _add_executor(p, "each worker loads the model")
+    _add_strict(p, "most chosen latents cut at --max-new-tokens (a model that has not learned the latent format)")
     _add_overwrite(p)
     _add_seed(p)
 
@@ -348,7 +349,7 @@ def _run_estep(args) -> dict:
               f"~{result['projected_device_hours']:,.2f} device-hours.")
         return result
     return estep_stage(args.model, args.input, args.output, config, dtype=resolve_dtype(args.dtype), executor=_executor_config(args), device=args.device, overwrite=args.overwrite,
-                       limit=args.limit)
+                       limit=args.limit, strict=args.strict)
 
 
 def _eval_parser(sub) -> None:

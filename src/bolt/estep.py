@@ -286,6 +286,7 @@ def estep_stage(
     device: str = "auto",
     overwrite: bool | None = None,
     limit: int | None = None,
+    strict: bool = False,
 ) -> dict[str, float]:
     """``bolt estep``: read chunks, resample latents with the model at ``model_dir``, write ``output_path``.
 
@@ -296,7 +297,8 @@ def estep_stage(
     ``device`` and ``dtype`` place the HF engine (``auto``: a GPU when there is one); they are
     not part of the resume key, so a run started on one device can be finished on another.
     ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``). ``limit``: only the first
-    N documents of the input (part of the config: another limit is another output).
+    N documents of the input (part of the config: another limit is another output). ``strict``: most chosen
+    latents cut at the budget is an error, raised before the output is written.
     """
     if limit is not None and limit < 1:
         raise BoltError(f"--limit must be at least 1, got {limit}.")
@@ -332,11 +334,13 @@ def estep_stage(
         rows = [done[document.id] for document in documents]
         summary = summarize(rows)
         if summary["unfinished_latent_share"] > 0.5:
-            warnings.warn(
+            from bolt.quality import warn
+
+            warn(
                 f"{summary['unfinished_latent_share']:.0%} of chosen latents never reached <|END_OF_LATENT|> within "
                 f"{config.sampling.max_new_tokens} tokens: the model has probably not learned the latent format. "
                 "Train it on latent data first, or raise the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`).",
-                stacklevel=3,
+                strict, "the sampled latents are kept in the run directory, so a rerun without --strict writes them without sampling again",
             )
         write_jsonl(output_path, rows)
         for path in run.path.glob("partial*.jsonl"):
