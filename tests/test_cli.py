@@ -97,7 +97,7 @@ SURFACE = {
         HELP | SEED | OVERWRITE | {
             "-o", "--output", "--model", "--revision", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
             "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
-            "--log-every", "--token-cache", "--tokenize-workers", "--compile", "--report-to", "--strict",
+            "--log-every", "--token-cache", "--tokenize-workers", "--compile", "--gradient-checkpointing", "--report-to", "--strict",
         },
     ),
     "estep": (

@@ -480,3 +480,26 @@ def test_report_to_tensorboard_logs_every_logged_step_and_is_not_part_of_the_run
     assert train(config, tiny_latents["warm_latents"], tmp_path / "run")["final_loss"] == summary["final_loss"]
     with pytest.raises(BoltError, match="unknown --report-to tensorbored"):
         train(config, tiny_latents["warm_latents"], tmp_path / "other", report_to="tensorbored")
+
+
+def test_gradient_checkpointing_takes_the_same_steps_and_is_not_part_of_the_runs_identity(tiny_latents, tmp_path, monkeypatch):
+    config = TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=4, lr=3e-3, log_every=1)
+    plain = train(config, tiny_latents["warm_latents"], tmp_path / "plain")
+    checkpointed = train(config, tiny_latents["warm_latents"], tmp_path / "checkpointed", gradient_checkpointing=True)
+    assert [m["loss"] for m in metrics(tmp_path / "checkpointed")] == pytest.approx([m["loss"] for m in metrics(tmp_path / "plain")], abs=1e-5)
+    assert checkpointed["final_loss"] == pytest.approx(plain["final_loss"], abs=1e-5)
+    monkeypatch.setattr(training, "_train", lambda *a, **k: pytest.fail("a finished run was trained again for --gradient-checkpointing"))
+    train(config, tiny_latents["warm_latents"], tmp_path / "plain", gradient_checkpointing=True)
+
+
+def test_a_training_that_will_not_fit_is_warned_about_before_the_first_step(tiny_latents, tmp_path, monkeypatch):
+    model, _ = preset_model("tiny")
+    plain = training.training_memory_bytes(model, 8, 2048)
+    assert training.training_memory_bytes(model, 8, 2048, gradient_checkpointing=True) < plain < training.training_memory_bytes(model, 16, 2048)
+    monkeypatch.setattr(training, "available_memory_bytes", lambda device: 1024)  # a machine with 1 KiB free
+    config = TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=2, lr=3e-3)
+    with pytest.warns(UserWarning, match=r"needs about .* GiB .* will likely run out of memory; lower --batch-size"):
+        train(config, tiny_latents["warm_latents"], tmp_path / "warned")
+    with pytest.raises(BoltError, match="--strict makes this an error"):
+        train(config, tiny_latents["warm_latents"], tmp_path / "refused", strict=True)
+    assert not (tmp_path / "refused" / "model.safetensors").exists()

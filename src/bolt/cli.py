@@ -227,8 +227,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="run the training steps through torch.compile: same model, other kernels after a few seconds of compiling "
                    "(meant for GPUs; on one AVX2 CPU core the world model's steps ran 1.16x faster, whole runs within noise; a CPU needs a C++ compiler such as g++)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer's activations in the backward pass instead of keeping them: "
+                   "far less memory for long windows, about a third more compute, the same steps (bolt warns before the first step when a training will not fit)")
     _add_report_to(p)
-    _add_strict(p, "a warm-up as long as the run, so that the learning rate never reaches --lr")
+    _add_strict(p, "a warm-up as long as the run, or a training that will likely not fit in memory")
     _add_overwrite(p, "the output directory")
     _add_seed(p)
 
@@ -265,7 +267,7 @@ def _run_train(args) -> dict:
             warnings.warn(f"no --model given: training the built-in 'tiny' preset (140k parameters, a byte-level toy for tests and the embedded world) "
                           f"on {args.input}; pass --model DIR or a hub id such as HuggingFaceTB/SmolLM2-135M to train a real model.", stacklevel=2)
     return train(_train_config(args), args.input, args.output, token_cache=args.token_cache, tokenize_workers=args.tokenize_workers, compile=args.compile,
-                 overwrite=args.overwrite, strict=args.strict, report_to=args.report_to)
+                 overwrite=args.overwrite, strict=args.strict, report_to=args.report_to, gradient_checkpointing=args.gradient_checkpointing)
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:

@@ -270,7 +270,7 @@ TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvc
 
 
 def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None, tokenize_workers: int = 1, compile: bool = False,
-          overwrite: bool | None = None, strict: bool = False, report_to: str | None = None) -> dict:
+          overwrite: bool | None = None, strict: bool = False, report_to: str | None = None, gradient_checkpointing: bool = False) -> dict:
     """Train and save an HF model directory at ``output``; resumes from its checkpoints.
 
     ``output`` must not exist, be empty, or be a run directory of a training with the same
@@ -296,6 +296,11 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
 
     A warm-up as long as the run or longer (the learning rate never reaches ``lr``) is warned
     about (``schedule_warning``), and with ``strict`` refused before the first step.
+
+    ``gradient_checkpointing`` recomputes each layer's activations in the backward pass instead of
+    keeping them (less memory, about a third more compute, the same steps); not part of the run's
+    identity. Before the first step, a training that will likely not fit in memory is warned about
+    (``memory_warning``; with ``strict``, refused).
 
     ``report_to`` (or ``$BOLT_REPORT_TO``): accelerate's experiment trackers, comma-separated
     (tensorboard, wandb, mlflow, ... or all), fed the loss, learning rate and throughput at every
@@ -324,7 +329,7 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     created = not output.exists()
     fresh = created or not any(output.iterdir())  # everything in it will be this training's
     try:
-        return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile, strict, trackers, report_to)
+        return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile, strict, trackers, report_to, gradient_checkpointing)
     except BaseException as exc:
         if os.environ.get("RANK", "0") == "0":
             run.fail(exc)  # a directory kept for its checkpoints says why it stopped
@@ -336,6 +341,55 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
                 for entry in output.iterdir():
                     remove_path(entry)
         raise
+
+
+def training_memory_bytes(model, batch_size: int, seq_len: int, gradient_checkpointing: bool = False) -> int:
+    """A rough peak of one process's training memory in fp32: weights, gradients and AdamW's two
+    moments (16 bytes a parameter), the activations a backward pass keeps (about 10 hidden-sized and
+    3 intermediate-sized values per token and layer; one hidden-sized value with gradient
+    checkpointing, plus one layer recomputed), and the logits over the vocabulary with their
+    log-softmax and gradient (3 values per token and vocabulary entry)."""
+    config = model.config
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
+    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+    vocabulary = int(getattr(config, "vocab_size", 0) or 0)
+    tokens = batch_size * seq_len
+    per_layer = tokens * (10 * hidden + 3 * intermediate) * 4
+    activations = tokens * hidden * 4 * layers + per_layer if gradient_checkpointing else per_layer * layers
+    return 16 * sum(p.numel() for p in model.parameters()) + activations + 3 * tokens * vocabulary * 4
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Free memory where the training runs: the GPU's (torch), or the machine's MemAvailable (Linux)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def memory_warning(model, config: TrainConfig, device: torch.device, processes_here: int, gradient_checkpointing: bool, strict: bool = False) -> None:
+    """Warn (an error with ``strict``) before the first step when the training will likely not fit in memory."""
+    from bolt.quality import warn
+
+    available = available_memory_bytes(device)
+    if available is None:
+        return
+    need = training_memory_bytes(model, config.batch_size, config.seq_len, gradient_checkpointing) * (processes_here if device.type == "cpu" else 1)
+    if need <= available:
+        return
+    fixes = "lower --batch-size and raise --grad-accum (the same batch per step), or lower --seq-len"
+    if not gradient_checkpointing:
+        fixes += ", or add --gradient-checkpointing (recompute activations in the backward pass)"
+    warn(f"this training needs about {need / 2**30:.1f} GiB ({config.batch_size} x {config.seq_len} tokens per micro-batch"
+         f"{f' in each of {processes_here} processes' if processes_here > 1 and device.type == 'cpu' else ''}) and {available / 2**30:.1f} GiB are free "
+         f"{'on the GPU' if device.type == 'cuda' else 'on this machine'}: it will likely run out of memory; {fixes}", strict,
+         "nothing was trained yet")
 
 
 def peak_lr(config: TrainConfig, total_steps: int) -> float:
@@ -357,7 +411,7 @@ def schedule_warning(config: TrainConfig, total_steps: int, strict: bool = False
 
 
 def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, replace: bool, token_cache: Path | None, tokenize_workers: int, compile: bool,
-           strict: bool = False, trackers: list[str] | None = None, report_to: str | None = None) -> dict:
+           strict: bool = False, trackers: list[str] | None = None, report_to: str | None = None, gradient_checkpointing: bool = False) -> dict:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import broadcast_object_list
@@ -411,6 +465,14 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
     elif strict and config.warmup_steps >= total_steps:
         raise BoltError("the warm-up is longer than the run (see the main process)")
 
+    if gradient_checkpointing:
+        model.config.use_cache = False
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    memory_warning(model, config, accelerator.device, accelerator.num_processes // max(1, getattr(accelerator.state, "num_machines", 1) or 1),
+                   gradient_checkpointing, strict)
     parameters = sum(p.numel() for p in model.parameters())  # before FSDP shards them
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
