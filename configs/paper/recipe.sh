@@ -113,6 +113,11 @@ if [ "$PLAN" = 1 ]; then
     echo "# The paper's recipe at this scale: seeds $SEEDS, $PROCS GPUs ($NODES node(s)), global batch $GLOBAL_BATCH x $SEQ_LEN (micro-batch $MICRO_BATCH, accumulation $GRAD_ACCUM)."
     echo "# Teacher: $TEACHER $TEACHER_MODEL, ~$(python3 -c "print(f'{$WARM_RAW:,}')") raw tokens in, ~2.3x as many latent tokens out;"
     echo "#   at gpt-4o-mini's Batch API prices (\$0.075 / \$0.30 per 1M tokens in / out): ~\$$(python3 -c "print(f'{$WARM_RAW * 0.075e-6 + 2.3 * $WARM_RAW * 0.30e-6:,.0f}')") before the prompt's own tokens;"
+    for method in wrap wrap-cot; do
+        case " $BASELINES " in *" $method "*)
+            echo "# $method rephrasings of the bootstrap split: ~$(python3 -c "print(f'{1920000000:,}')") tokens in and about as many out: ~\$$(python3 -c "print(f'{1.92e9 * 0.075e-6 + 1.92e9 * 0.30e-6:,.0f}')") at the same prices;" ;;
+        esac
+    done
     echo "#   \`bolt synthesize ... --dry-run\` prices the real chunks exactly. GPU-hours assume $TOKENS_PER_GPU_SECOND tokens/s per GPU (README, Throughput); E-steps are not estimated (measure vLLM with benchmarks/estep.py)."
     [ -n "$BASE_REVISION" ] || [ -d "$BASE" ] || echo "# BASE_REVISION is not set: the real run refuses to start until the base model is pinned."
 fi
