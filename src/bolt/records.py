@@ -25,7 +25,7 @@ import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from bolt.errors import BoltError
 
@@ -196,29 +196,9 @@ def iter_hub_corpus(source: str, text_field: str = "text", config: str | None = 
             f"cannot stream the dataset {name} (config {config or 'default'}, split {split}): {type(exc).__name__}: {str(exc)[:200]}. "
             "Check the id, --dataset-config and --split; offline (HF_DATASETS_OFFLINE=1) only what the cache holds can be read."
         ) from None
-    seen: set[str] = set()
-    count = skipped = 0
-    for index, row in enumerate(rows):
-        position = f"{name} row {index}"
-        if text_field not in row:
-            raise BoltError(f"{position}: no '{text_field}' field (fields: {sorted(row)}); pass --text-field NAME.")
-        text = row[text_field]
-        if not isinstance(text, str):
-            raise BoltError(f"{position}: '{text_field}' must be a string, got {type(text).__name__}.")
-        if not text.strip():
-            skipped += 1
-            continue
-        doc_id = str(row["id"]) if row.get("id") is not None else f"{name.rsplit('/', 1)[-1]}-{index}"
-        if doc_id in seen:
-            raise BoltError(f"{position}: duplicate id {doc_id!r}. Ids must be unique.")
-        seen.add(doc_id)
-        meta = {key: value for key, value in row.items() if key not in (text_field, "id") and (value is None or isinstance(value, (str, int, float, bool)))}
-        count += 1
-        yield CorpusDocument(id=doc_id, text=text, meta=meta)
-    if skipped:
-        warnings.warn(f"{name}: skipped {skipped} empty document(s).", stacklevel=3)
-    if not count:
-        raise BoltError(f"{name} ({split}): no non-empty documents found.")
+    short = name.rsplit("/", 1)[-1]
+    numbered = ((f"{name} row {index}", row) for index, row in enumerate(rows))
+    yield from _documents(numbered, text_field, f"{name} ({split})", lambda index: f"{short}-{index}", scalar_meta=True)
 
 
 def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocument]:
@@ -229,10 +209,17 @@ def read_corpus(path: str | Path, text_field: str = "text") -> list[CorpusDocume
 def iter_corpus(path: str | Path, text_field: str = "text") -> Iterator[CorpusDocument]:
     """``read_corpus`` one document at a time (the same checks, in the same order)."""
     path = Path(path)
-    count = 0
+    yield from _documents(_iter_rows(path), text_field, str(path), lambda index: f"{path.stem}-{index}")
+
+
+def _documents(rows: Iterator[tuple[str, dict[str, Any]]], text_field: str, source: str, default_id: Callable[[int], str],
+               scalar_meta: bool = False) -> Iterator[CorpusDocument]:
+    """Corpus documents from ``(position, row)`` pairs: the text field checked, empty documents skipped
+    with a warning, ids unique (a row's ``id``, else ``default_id(row number)``), the other fields as
+    meta (``scalar_meta``: only strings, numbers, booleans and nulls)."""
+    count = skipped = 0
     seen: dict[str, str] = {}
-    skipped = 0
-    for position, row in _iter_rows(path):
+    for position, row in rows:
         if text_field not in row:
             raise BoltError(
                 f"{position}: no '{text_field}' field (fields: {sorted(row)}). "
@@ -248,20 +235,20 @@ def iter_corpus(path: str | Path, text_field: str = "text") -> Iterator[CorpusDo
                 f"{position}: '{text_field}' holds an unpaired surrogate escape ({text[exc.start]!r} at character {exc.start}), "
                 "which is not Unicode text. Fix or drop it in the source data."
             ) from None
-        doc_id = str(row["id"]) if row.get("id") is not None else f"{path.stem}-{count + skipped}"
+        doc_id = str(row["id"]) if row.get("id") is not None else default_id(count + skipped)
         if not text.strip():
             skipped += 1
             continue
         if doc_id in seen:
             raise BoltError(f"{position}: duplicate id {doc_id!r} (first at {seen[doc_id]}). Ids must be unique.")
         seen[doc_id] = position
-        meta = {key: value for key, value in row.items() if key not in (text_field, "id")}
+        meta = {key: value for key, value in row.items() if key not in (text_field, "id") and (not scalar_meta or value is None or isinstance(value, (str, int, float, bool)))}
         count += 1
         yield CorpusDocument(id=doc_id, text=text, meta=meta)
     if skipped:
-        warnings.warn(f"{path}: skipped {skipped} empty document(s).", stacklevel=3)
+        warnings.warn(f"{source}: skipped {skipped} empty document(s).", stacklevel=3)
     if not count:
-        raise BoltError(f"{path}: no non-empty documents found.")
+        raise BoltError(f"{source}: no non-empty documents found.")
 
 
 def _parse_chunk(position: str, index: int, raw: Any) -> Chunk:
