@@ -99,6 +99,44 @@ def test_estep_resumes_after_interruption(tiny_trained_model, tiny_latents, tmp_
     assert done_before == 3
 
 
+def test_a_resumed_estep_batches_every_chunk_as_the_uninterrupted_run(tiny_trained_model, tiny_latents, tmp_path, monkeypatch):
+    """Batches are fixed windows over the input: a rerun after an interruption in the middle of a
+    window that spans two documents recomputes that same window, so every chunk is sampled and
+    scored with the same neighbours (the same padding), and the output is the same bytes."""
+    import bolt.estep as estep
+
+    config = _config()
+    config.batch_prompts = 4  # windows straddle documents (each has several chunks)
+    original = estep.run_batch
+    seen: list[list[tuple[int, str]]] = []
+
+    def recording(model, tokenizer, jobs, *args, **kwargs):
+        seen.append([(job.chunk_index, job.seeds.entropy[1]) for job in jobs])
+        if kill_at is not None and len(seen) == kill_at:
+            raise KeyboardInterrupt
+        return original(model, tokenizer, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(estep, "run_batch", recording)
+    kill_at = None
+    reference = tmp_path / "reference.jsonl"
+    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], reference, config)
+    windows = [tuple(batch) for batch in seen]
+    chunks_per_document = [len(d.chunks) for d in read_documents(tiny_latents["bootstrap_chunks"])]
+    assert any(sum(chunks_per_document[:i]) % 4 for i in range(1, len(chunks_per_document))), "no window spans two documents"
+
+    for kill in range(2, len(windows)):
+        seen.clear()
+        kill_at = kill
+        output = tmp_path / f"resumed-{kill}.jsonl"
+        with pytest.raises(KeyboardInterrupt):
+            estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, config)
+        seen.clear()
+        kill_at = None
+        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, config)
+        assert seen and all(tuple(batch) in windows for batch in seen), kill
+        assert output.read_bytes() == reference.read_bytes()
+
+
 def test_estep_warns_for_a_model_without_bolt_training(tmp_path, tiny_latents):
     from bolt.modeling import preset_model
     from bolt.special_tokens import add_latent_tokens

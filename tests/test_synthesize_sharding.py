@@ -93,6 +93,39 @@ def test_a_shard_interrupted_mid_way_keeps_its_finished_documents_and_resumes_wi
     assert sum(r["computed"] for r in results) == len(documents) - 5  # the 5 finished documents were not redone
 
 
+def test_a_resumed_run_gives_the_teacher_the_batches_of_the_uninterrupted_run(chunks, tmp_path, monkeypatch):
+    """A local teacher (HF, vLLM) pads a batch together: batches are fixed windows of the input, so
+    after an interruption inside a window that spans two documents the rerun sends that same window."""
+    from bolt.world import OracleTeacher
+
+    real_write = OracleTeacher.write_latents
+    seen, kill = [], {"at": None}
+
+    def recording(self, requests):
+        seen.append(tuple((r.document_id, r.chunk_index) for r in requests))
+        if len(seen) == kill["at"]:
+            raise KeyboardInterrupt
+        return real_write(self, requests)
+
+    monkeypatch.setattr(OracleTeacher, "write_latents", recording)
+    config = SynthesizeConfig(batch_size=5)  # documents of 12 chunks: most windows span two documents
+    reference = tmp_path / "reference.jsonl"
+    synthesize_stage(ORACLE, chunks, reference, config)
+    windows = set(seen)
+    for at in (7, 11):  # after 2 and 3 finished documents
+        seen.clear()
+        kill["at"] = at
+        output = tmp_path / f"resumed-{at}.jsonl"
+        with pytest.raises(KeyboardInterrupt):
+            synthesize_stage(ORACLE, chunks, output, config)
+        seen.clear()
+        kill["at"] = None
+        synthesize_stage(ORACLE, chunks, output, config)
+        assert seen and set(seen) <= windows
+        assert len(seen) < len(windows), "finished documents were sent again"
+        assert output.read_bytes() == reference.read_bytes()
+
+
 def test_the_cli_shards_the_oracle_teacher(chunks, tmp_path, capsys):
     output = tmp_path / "cli.jsonl"
     code = main(["synthesize", str(chunks), "-o", str(output), "--teacher", "oracle", "--batch-size", "12", "--workers", "3"])

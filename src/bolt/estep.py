@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import numpy as np
 import torch
@@ -214,25 +214,58 @@ def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: ESte
     return results
 
 
-def run_estep(model, tokenizer, m: MarkerIds, documents: list[Document], config: EStepConfig, partial_path: Path, config_key: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Run the E-step over ``documents``, resuming from ``partial_path``; return output rows and summary."""
+def run_estep(
+    model, tokenizer, m: MarkerIds, documents: list[Document], config: EStepConfig, partial_path: Path, config_key: str, finished: Collection[str] = ()
+) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
+    """Run the E-step over ``documents``, resuming from ``partial_path``; return output rows and summary.
+
+    ``finished``: ids of documents already written elsewhere (another shard's partial file of an
+    earlier run); they are skipped like those in ``partial_path``, and then no rows are returned.
+
+    Batches are fixed windows of ``batch_prompts`` chunks over all of ``documents``, finished or
+    not, so a resumed run samples and scores every chunk in the same batch (the same padding, the
+    same kernels) as an uninterrupted one and writes the same bytes. A window holding only
+    finished documents is skipped; one that holds a finished document's chunks recomputes them
+    and drops the result.
+    """
     backend = as_backend(model, tokenizer, config)
     window = config.context_window or backend.context_window
     partial = PartialDocuments(partial_path, config_key)
-    todo = [i for i, document in enumerate(documents) if document.id not in partial.done]
+    todo = {i for i, document in enumerate(documents) if document.id not in partial.done and document.id not in finished}
     results: dict[int, list[Any]] = {i: [None] * len(documents[i].chunks) for i in todo}
-    jobs = list(chunk_jobs([documents[i] for i in todo], tokenizer, config, window))
-    for job in jobs:
-        job.document_index = todo[job.document_index]
+    owners = [i for i, document in enumerate(documents) for _ in document.chunks]  # the document of each chunk, in order
+    offsets = np.cumsum([0] + [len(document.chunks) for document in documents]).tolist()  # each document's first chunk
+    tokenized: dict[int, list[ChunkJob]] = {}  # jobs of the documents the current window touches
+
+    def jobs_of(index: int) -> list[ChunkJob]:
+        if index not in tokenized:
+            tokenized[index] = list(chunk_jobs([documents[index]], tokenizer, config, window))
+            for job in tokenized[index]:
+                job.document_index = index
+        return tokenized[index]
+
+    for index in sorted(i for i in todo if not documents[i].chunks):
+        partial.add(_with_latents(documents[index], results.pop(index)))
     progress = progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None)
-    for start in range(0, len(jobs), config.batch_prompts):
-        batch = jobs[start : start + config.batch_prompts]
+    for start in range(0, len(owners), config.batch_prompts):
+        involved = sorted(set(owners[start : start + config.batch_prompts]))
+        if not todo.intersection(involved):
+            continue
+        for index in [i for i in tokenized if i < involved[0]]:
+            del tokenized[index]
+        jobs = [job for index in involved for job in jobs_of(index)]
+        skip = start - offsets[involved[0]]
+        batch = jobs[skip : skip + config.batch_prompts]
         for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
+            if job.document_index not in results:
+                continue  # finished before the interruption: kept as written
             results[job.document_index][job.chunk_index] = result
             if all(r is not None for r in results[job.document_index]):
                 partial.add(_with_latents(documents[job.document_index], results.pop(job.document_index)))
-        progress.update(len(batch))
+        progress.update(sum(job.document_index in todo for job in batch))
     progress.close()
+    if any(document.id not in partial.done for document in documents):
+        return None
     rows = [partial.done[document.id] for document in documents]
     return rows, summarize(rows)
 
@@ -261,18 +294,28 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def estep_shard(
-    model_dir: Path, documents: list[Document], config: EStepConfig, dtype: torch.dtype, partial_path: Path, config_key: str, device: str = "auto"
+    model_dir: Path,
+    documents: list[Document],
+    config: EStepConfig,
+    dtype: torch.dtype,
+    partial_path: Path,
+    config_key: str,
+    device: str = "auto",
+    finished: Collection[str] = (),
 ) -> dict[str, int]:
     """One shard, in whatever process runs it: load the backend, run, append to ``partial_path``.
 
-    Returns how many of its documents this call computed (the rest were in the partial file).
+    ``documents`` is the whole shard, finished documents included, so that its batches are the
+    same on every resume (``run_estep``); ``finished`` names those written to another partial
+    file. Returns how many of its documents this call computed
+    (the rest were in the partial file).
     """
     tokenizer = load_tokenizer(model_dir)
     already = PartialDocuments(partial_path, config_key).done
-    todo = [document for document in documents if document.id not in already]
+    todo = [document for document in documents if document.id not in already and document.id not in finished]
     if todo:
         backend = make_backend(config.backend, model_dir, tokenizer, dtype, config.max_batch_tokens, device)
-        run_estep(backend, tokenizer, marker_ids(tokenizer), todo, config, partial_path, config_key)
+        run_estep(backend, tokenizer, marker_ids(tokenizer), documents, config, partial_path, config_key, finished)
     return {"documents": len(documents), "computed": len(todo)}
 
 
@@ -327,9 +370,15 @@ def estep_stage(
             )
         key = partial_key(stage_config, input_path)
         done = finished_documents(run.path, key)
-        shards = split_shards([d for d in documents if d.id not in done], executor.workers)
-        paths = shard_partial_paths(run.path, len(shards))
-        run_shards(estep_shard, [(model_dir, shard, config, dtype, path, key, device) for shard, path in zip(shards, paths)], executor, desc="E-step shards")
+        # shards of the whole input, finished documents included: a rerun with the same worker count
+        # batches every chunk as the uninterrupted run did (another count: the same latents up to float rounding)
+        shards = split_shards(documents, executor.workers)
+        jobs = [
+            (model_dir, shard, config, dtype, path, key, device, frozenset(d.id for d in shard if d.id in done))
+            for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))
+            if any(d.id not in done for d in shard)
+        ]
+        run_shards(estep_shard, jobs, executor, desc="E-step shards")
         done = finished_documents(run.path, key)
         rows = [done[document.id] for document in documents]
         summary = summarize(rows)

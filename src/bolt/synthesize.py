@@ -21,7 +21,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from bolt.progress import progress_bar
 
@@ -133,23 +133,31 @@ def read_inputs(input_path: Path, method: str) -> list[Document]:
     return read_documents(input_path)
 
 
-def synthesize_documents(teacher: Teacher, documents: list[Document], config: SynthesizeConfig, partial: PartialDocuments) -> list[dict]:
-    requests = [
-        LatentRequest(document.id, index, chunk.prefix, chunk.text)
-        for document in documents
-        if document.id not in partial.done
-        for index, chunk in enumerate(document.chunks)
-    ]
+def synthesize_documents(teacher: Teacher, documents: list[Document], config: SynthesizeConfig, partial: PartialDocuments, finished: Collection[str] = ()) -> None:
+    """Write the latents of every document in neither ``partial`` nor ``finished`` (ids written to
+    another shard's partial file by an earlier run), ``config.batch_size`` chunks at a time.
+
+    Batches are fixed windows over all of ``documents``' chunks, finished documents included, so
+    that a resumed run gives a local teacher every chunk in the same batch (the same padding) as
+    an uninterrupted run; windows with nothing left to write are skipped.
+    """
+    requests = [LatentRequest(document.id, index, chunk.prefix, chunk.text) for document in documents for index, chunk in enumerate(document.chunks)]
     by_id = {document.id: document for document in documents}
+    pending = {document.id for document in documents if document.id not in partial.done and document.id not in finished}
     latents: dict[str, list[str | None]] = {}
-    progress = progress_bar(total=len(requests), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None)
+    progress = progress_bar(total=sum(request.document_id in pending for request in requests), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None)
     for start in range(0, len(requests), config.batch_size):
         batch = requests[start : start + config.batch_size]
+        if not any(request.document_id in pending for request in batch):
+            continue
+        counted = sum(request.document_id in pending for request in batch)
         answers = teacher.write_latents(batch)
         if len(answers) != len(batch):
             raise RuntimeError(f"teacher {teacher.name} returned {len(answers)} latents for {len(batch)} requests")
         cut = list(getattr(teacher, "last_truncated", None) or []) or [False] * len(batch)
         for request, answer, truncated in zip(batch, answers, cut):
+            if request.document_id not in pending:
+                continue  # finished before an interruption: kept as written
             document = by_id[request.document_id]
             slots = latents.setdefault(document.id, [None] * len(document.chunks))
             slots[request.chunk_index] = (answer, truncated)
@@ -157,13 +165,16 @@ def synthesize_documents(teacher: Teacher, documents: list[Document], config: Sy
                 chunks = [Chunk(text=c.text, prefix=c.prefix, latent=z, extra={**c.extra, TRUNCATED: True} if t else c.extra) for c, (z, t) in zip(document.chunks, slots)]
                 partial.add(Document(id=document.id, chunks=chunks, meta=document.meta))
                 del latents[document.id]
-        progress.update(len(batch))
+                pending.discard(document.id)
+        progress.update(counted)
     progress.close()
-    return [partial.done[document.id] for document in documents]
+    for document in documents:  # documents without chunks
+        if document.id in pending and not document.chunks:
+            partial.add(Document(id=document.id, chunks=[], meta=document.meta))
 
 
 def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document], config: SynthesizeConfig, templates: dict[str, PromptTemplate] | None,
-                     partial_path: Path, config_key: str, cache_path: Path) -> dict[str, Any]:
+                     partial_path: Path, config_key: str, cache_path: Path, finished: Collection[str] = ()) -> dict[str, Any]:
     """One shard, in whatever process runs it: build its own teacher from ``source`` (a spec) and
     append the documents it finishes to ``partial_path``.
 
@@ -174,10 +185,10 @@ def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document], c
     """
     teacher = source.build() if isinstance(source, TeacherSpec) else source
     partial = PartialDocuments(partial_path, config_key)
-    todo = [document for document in documents if document.id not in partial.done]
+    todo = [document for document in documents if document.id not in partial.done and document.id not in finished]
     result: dict[str, Any] = {"documents": len(documents), "computed": len(todo)}
     if templates is None:
-        synthesize_documents(teacher, todo, config, partial)
+        synthesize_documents(teacher, documents, config, partial, finished)  # all of them: its batches do not move on a resume
         return result
     from bolt.teachers.cache import TeacherCache
 
@@ -300,8 +311,13 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         key = partial_key(stage_config, input_path)
         cache_path = (cache_dir or run.path) / CACHE_NAME
         done = finished_documents(run.path, key)
-        shards = split_shards([document for document in documents if document.id not in done], executor.workers)
-        shard_args = [(teacher, shard, config, templates, path, key, cache_path) for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))]
+        # shards of the whole input, finished documents included, so a resumed run batches as the first did
+        shards = split_shards(documents, executor.workers)
+        shard_args = [
+            (teacher, shard, config, templates, path, key, cache_path, frozenset(d.id for d in shard if d.id in done))
+            for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))
+            if any(d.id not in done for d in shard)
+        ]
         results = run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
         done = finished_documents(run.path, key)
         rows = [done[document.id] for document in documents if document.id in done]
