@@ -121,6 +121,9 @@ if [ "$PLAN" = 1 ]; then
     echo "#   \`bolt synthesize ... --dry-run\` prices the real chunks exactly. GPU-hours assume $TOKENS_PER_GPU_SECOND tokens/s per GPU (README, Throughput); E-steps are not estimated (measure vLLM with benchmarks/estep.py)."
     [ -n "$BASE_REVISION" ] || [ -d "$BASE" ] || echo "# BASE_REVISION is not set: the real run refuses to start until the base model is pinned."
 fi
+if [ -z "$TASK_DATA" ]; then  # bolt finetune-eval trains on a local train split; the benchmarks alone can stream from the hub
+    echo "# TASK_DATA is not set: the benchmarks are read from the hub and fine-tune-then-evaluate is skipped (set TASK_DATA=DIR with DIR/<dataset>/{train,test}.jsonl)" >&2
+fi
 
 # 1. data: disjoint held-out / warm-start / bootstrap splits, chunked once (CHUNK_SEED) for every seed
 stage "data"
