@@ -214,6 +214,34 @@ def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: ESte
     return results
 
 
+def batch_windows(documents: list[Document], todo: Collection[int], tokenizer, config: EStepConfig, window: int) -> Iterator[list[ChunkJob]]:
+    """The chunks of ``documents`` in fixed windows of ``config.batch_prompts``, finished documents
+    included, yielding only the windows that hold a chunk of a document in ``todo`` (indices).
+
+    The windows do not depend on what is finished, so a resumed run samples and scores every chunk
+    with the same neighbours (the same padding, the same kernels) as an uninterrupted run, and
+    writes the same bytes. A window that also holds chunks of finished documents recomputes them;
+    the caller drops those results. Documents are tokenized only when a window needs them.
+    """
+    owners = [i for i, document in enumerate(documents) for _ in document.chunks]  # the document of each chunk, in order
+    offsets = np.cumsum([0] + [len(document.chunks) for document in documents]).tolist()  # each document's first chunk
+    tokenized: dict[int, list[ChunkJob]] = {}
+    for start in range(0, len(owners), config.batch_prompts):
+        involved = sorted(set(owners[start : start + config.batch_prompts]))
+        if not any(index in todo for index in involved):
+            continue
+        for index in [i for i in tokenized if i < involved[0]]:
+            del tokenized[index]
+        for index in involved:
+            if index not in tokenized:
+                tokenized[index] = list(chunk_jobs([documents[index]], tokenizer, config, window))
+                for job in tokenized[index]:
+                    job.document_index = index
+        jobs = [job for index in involved for job in tokenized[index]]
+        skip = start - offsets[involved[0]]
+        yield jobs[skip : skip + config.batch_prompts]
+
+
 def run_estep(
     model, tokenizer, m: MarkerIds, documents: list[Document], config: EStepConfig, partial_path: Path, config_key: str, finished: Collection[str] = ()
 ) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
@@ -222,40 +250,17 @@ def run_estep(
     ``finished``: ids of documents already written elsewhere (another shard's partial file of an
     earlier run); they are skipped like those in ``partial_path``, and then no rows are returned.
 
-    Batches are fixed windows of ``batch_prompts`` chunks over all of ``documents``, finished or
-    not, so a resumed run samples and scores every chunk in the same batch (the same padding, the
-    same kernels) as an uninterrupted one and writes the same bytes. A window holding only
-    finished documents is skipped; one that holds a finished document's chunks recomputes them
-    and drops the result.
+    Batches are ``batch_windows``: a resumed run writes the same bytes as an uninterrupted one.
     """
     backend = as_backend(model, tokenizer, config)
     window = config.context_window or backend.context_window
     partial = PartialDocuments(partial_path, config_key)
     todo = {i for i, document in enumerate(documents) if document.id not in partial.done and document.id not in finished}
     results: dict[int, list[Any]] = {i: [None] * len(documents[i].chunks) for i in todo}
-    owners = [i for i, document in enumerate(documents) for _ in document.chunks]  # the document of each chunk, in order
-    offsets = np.cumsum([0] + [len(document.chunks) for document in documents]).tolist()  # each document's first chunk
-    tokenized: dict[int, list[ChunkJob]] = {}  # jobs of the documents the current window touches
-
-    def jobs_of(index: int) -> list[ChunkJob]:
-        if index not in tokenized:
-            tokenized[index] = list(chunk_jobs([documents[index]], tokenizer, config, window))
-            for job in tokenized[index]:
-                job.document_index = index
-        return tokenized[index]
-
     for index in sorted(i for i in todo if not documents[i].chunks):
         partial.add(_with_latents(documents[index], results.pop(index)))
     progress = progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None)
-    for start in range(0, len(owners), config.batch_prompts):
-        involved = sorted(set(owners[start : start + config.batch_prompts]))
-        if not todo.intersection(involved):
-            continue
-        for index in [i for i in tokenized if i < involved[0]]:
-            del tokenized[index]
-        jobs = [job for index in involved for job in jobs_of(index)]
-        skip = start - offsets[involved[0]]
-        batch = jobs[skip : skip + config.batch_prompts]
+    for batch in batch_windows(documents, todo, tokenizer, config, window):
         for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
             if job.document_index not in results:
                 continue  # finished before the interruption: kept as written

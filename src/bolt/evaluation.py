@@ -23,7 +23,7 @@ from bolt.progress import progress_bar
 
 from bolt.chunking import ChunkConfig, chunk_document
 from bolt.errors import BoltError
-from bolt.estep import EStepConfig, chunk_jobs, run_batch
+from bolt.estep import EStepConfig, batch_windows, run_batch
 from bolt.importance import iwae_bound
 from bolt.layouts import encode
 from bolt.modeling import check_model_dir, load_model, load_tokenizer, model_fingerprint, resolve_device
@@ -103,24 +103,23 @@ def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds,
     """IWAE NLL upper bounds per token for each n in ``config.iwae_samples``.
 
     Each chunk goes through the E-step's own ``run_batch`` (K = max(n) samples, seeded per
-    chunk, so results do not depend on batching or resumption). With ``partial_path``,
-    finished documents are appended there and a rerun continues after them.
+    chunk) in the E-step's fixed ``batch_windows``. With ``partial_path``, finished documents
+    are appended there and a rerun continues after them with the same batches, so the same
+    numbers.
     """
     k = max(config.iwae_samples)
     estep = EStepConfig(samples=k, seed=config.seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=config.batch_prompts, keep_candidates=True)
     window = int(getattr(model.config, "max_position_embeddings", 2048))
     partial = PartialDocuments(partial_path, config_key) if partial_path else None
     done = partial.done if partial else {}
-    todo = [i for i, document in enumerate(documents) if document.id not in done]
-    jobs = list(chunk_jobs([documents[i] for i in todo], tokenizer, estep, window))
-    for job in jobs:
-        job.document_index = todo[job.document_index]
+    todo = {i for i, document in enumerate(documents) if document.id not in done}
     pending: dict[int, list] = {i: [None] * len(documents[i].chunks) for i in todo}
     model.eval()
-    progress = progress_bar(total=len(jobs), desc="IWAE bounds", unit="chunk", disable=None)
-    for start in range(0, len(jobs), estep.batch_prompts):
-        batch = jobs[start : start + estep.batch_prompts]
+    progress = progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc="IWAE bounds", unit="chunk", disable=None)
+    for batch in batch_windows(documents, todo, tokenizer, estep, window):
         for job, result in zip(batch, run_batch(model, tokenizer, batch, m, estep)):
+            if job.document_index not in pending:
+                continue  # finished before an interruption
             chunks = pending[job.document_index]
             chunks[job.chunk_index] = ([candidate["log_w"] for candidate in result["candidates"]], len(job.context.text))
             if all(chunk is not None for chunk in chunks):
@@ -129,7 +128,8 @@ def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds,
                     partial.add(finished)
                 else:
                     done[finished.id] = finished.to_json()
-        progress.update(len(batch))
+                del pending[job.document_index]
+        progress.update(sum(job.document_index in todo for job in batch))
     progress.close()
     records = [done[document.id] for document in documents]
     tokens = sum(record["tokens"] for record in records)
