@@ -341,7 +341,8 @@ def estep_stage(
     The unfinished documents are split into ``executor.workers`` shards; finished documents
     go to ``OUT.run/partial.jsonl`` (one worker) or ``OUT.run/partial-<shard>.jsonl`` as they
     complete, and a rerun with the same model, input and config (any number of workers)
-    continues from there. The output does not depend on the executor or the worker count.
+    continues from there. The latents do not depend on the executor or the worker count; the bytes
+    of a rerun with the same worker count are those of an uninterrupted run (``batch_windows``).
     ``device`` and ``dtype`` place the HF engine (``auto``: a GPU when there is one); they are
     not part of the resume key, so a run started on one device can be finished on another.
     ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``). ``limit``: only the first
