@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,11 @@ from bolt.records import (
     LATENTS_FORMAT,
     Chunk,
     Document,
+    DocumentRange,
     PartialDocuments,
+    finished_documents,
     is_chunked_file,
+    merged_documents,
     read_corpus,
     read_documents,
     write_json,
@@ -393,6 +397,29 @@ def test_partial_documents_ignore_other_config_keys(tmp_path):
     new.add(doc("b"))
     assert set(PartialDocuments(path, "old").done) == {"a"}
     assert set(PartialDocuments(path, "new").done) == {"b"}
+
+
+def test_merged_documents_reads_the_partial_files_back_in_input_order_one_record_at_a_time(tmp_path):
+    run = tmp_path / "run"
+    first, second = PartialDocuments(run / "partial-0000.jsonl", "key", keep=False), PartialDocuments(run / "partial-0001.jsonl", "key")
+    second.add(doc("c", "ç"))
+    first.add(doc("b"))
+    PartialDocuments(run / "partial-0001.jsonl", "other").add(doc("a", "another config"))
+    first.add(doc("a"))
+    assert first.done == {"b": None, "a": None}, "keep=False holds the ids only"
+    (run / "partial-0000.jsonl").open("ab").write(b'{"config_key": "key", "document": {"id": "d", "chu')  # a kill mid-line
+    merged = merged_documents(run, "key", iter(["a", "x", "c", "b"]))
+    assert list(merged) == [doc("a").to_json(), doc("c", "ç").to_json(), doc("b").to_json()]  # the order asked; "x" has no record
+    assert (run / "partial-0000.jsonl").read_bytes().endswith(b"\n"), "the cut line was dropped"
+    assert set(finished_documents(run, "key", keep=False)) == {"a", "b", "c"}
+
+
+def test_a_document_range_reads_its_documents_when_iterated(tmp_path):
+    path = tmp_path / "chunks.jsonl"
+    write_jsonl(path, [doc(name) for name in "abcde"])
+    part = DocumentRange(path, 1, 4)
+    assert len(part) == 3 and [d.id for d in part] == ["b", "c", "d"] and [d.id for d in part] == ["b", "c", "d"]
+    assert len(pickle.dumps(part)) < 300
 
 
 def half_line(document: Document, key: str = "key", cut_inside: str | None = None) -> bytes:

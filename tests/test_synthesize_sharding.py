@@ -126,6 +126,21 @@ def test_a_resumed_run_gives_the_teacher_the_batches_of_the_uninterrupted_run(ch
         assert output.read_bytes() == reference.read_bytes()
 
 
+def test_a_local_teacher_streams_the_corpus(chunks, reference, tmp_path, monkeypatch):
+    """No list of the corpus is built: shards read their range of the file, and the output is
+    merged from the partial files one record at a time (benchmarks/memory.py measures the RSS)."""
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the corpus was read into memory")
+
+    monkeypatch.setattr(synthesize, "read_inputs", must_not_run)
+    monkeypatch.setattr(synthesize, "read_documents", must_not_run)
+    for workers in (1, 3):
+        output = tmp_path / f"latents-{workers}.jsonl"
+        synthesize_stage(ORACLE, chunks, output, _config(), executor=ExecutorConfig(workers=workers))
+        assert output.read_bytes() == reference.read_bytes()
+
+
 def test_the_cli_shards_the_oracle_teacher(chunks, tmp_path, capsys):
     output = tmp_path / "cli.jsonl"
     code = main(["synthesize", str(chunks), "-o", str(output), "--teacher", "oracle", "--batch-size", "12", "--workers", "3"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from bolt.errors import BoltError
 
@@ -279,6 +280,23 @@ def iter_documents(path: str | Path, require_latents: bool = False) -> Iterator[
         raise BoltError(f"{path}: no documents found.")
 
 
+@dataclass(frozen=True)
+class DocumentRange:
+    """Documents ``start`` to ``stop`` (positions) of a ``bolt.chunks/1`` file, read when iterated:
+    a shard's input that holds no documents in memory (and pickles small, for a Ray worker that
+    reads the same file)."""
+
+    path: Path
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[Document]:
+        return itertools.islice(iter_documents(self.path), self.start, self.stop)
+
+
 def document_from_row(path: Path, line_number: int, row: dict[str, Any], ordinal: int, require_latents: bool = False,
                       seen: set[str] | None = None) -> Document:
     """The document of one line of a ``bolt.chunks/1``/``bolt.latents/1`` file, checked.
@@ -465,50 +483,64 @@ class PartialDocuments:
 
     Each line carries a key of the stage's config; lines from another config are ignored,
     and a last line cut by a kill is dropped, so a rerun redoes only unfinished documents.
+    The file is read a line at a time. ``done`` maps each finished document's id to its record,
+    or to None with ``keep=False`` (a stage that only needs to know what is finished, and reads
+    the records back with ``merged_documents`` when it writes its output).
     """
 
-    def __init__(self, path: Path, config_key: str):
+    def __init__(self, path: Path, config_key: str, keep: bool = True):
         self.path = path
         self.config_key = config_key
-        self.done: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            data = path.read_bytes()
-            complete = data[: data.rfind(b"\n") + 1]
-            if len(complete) < len(data):
-                # A kill cut the last line (perhaps inside a character): drop it, so the
-                # next ``add`` starts on a line of its own.
-                with open(path, "r+b") as handle:
-                    handle.truncate(len(complete))
-            # Split on "\n" only: JSON escapes it in strings, but not U+2028 or U+0085,
-            # which ``str.splitlines`` would also break on.
-            lines = complete.split(b"\n")[:-1]
-            kept, damaged = [], []
-            for number, line in enumerate(lines, start=1):
-                row = _partial_row(line)
-                if row is None:
-                    if line.strip():
-                        damaged.append(number)
-                    continue
-                kept.append(line + b"\n")
-                if row["config_key"] == config_key:
-                    self.done[row["document"]["id"]] = row["document"]
-            if damaged:
-                # A damaged line (not UTF-8, not JSON: a bad disk or an editor) in the middle: drop it,
-                # once, and compute its document again, instead of failing every rerun.
-                warnings.warn(
-                    f"{path}: {len(damaged)} damaged line(s) dropped (line {damaged[0]}{' and more' if len(damaged) > 1 else ''}: not a UTF-8 JSON record); "
-                    "their documents are computed again.",
-                    stacklevel=2,
-                )
-                with atomic_path(path) as temporary:
-                    temporary.write_bytes(b"".join(kept))
+        self.keep = keep
+        self.done: dict[str, dict[str, Any] | None] = {}
+        if not path.exists():
+            return
+        damaged = []
+        for number, offset, line in _lines(path):
+            row = _partial_row(line)
+            if row is None:
+                if line.strip():
+                    damaged.append(number)
+            elif row["config_key"] == config_key:
+                self.done[row["document"]["id"]] = row["document"] if keep else None
+        if damaged:
+            # A damaged line (not UTF-8, not JSON: a bad disk or an editor) in the middle: drop it,
+            # once, and compute its document again, instead of failing every rerun.
+            warnings.warn(
+                f"{path}: {len(damaged)} damaged line(s) dropped (line {damaged[0]}{' and more' if len(damaged) > 1 else ''}: not a UTF-8 JSON record); "
+                "their documents are computed again.",
+                stacklevel=2,
+            )
+            with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+                for _, _, line in _lines(path):
+                    if _partial_row(line) is not None:
+                        handle.write(line + b"\n")
 
     def add(self, document: Document) -> None:
         row = {"config_key": self.config_key, "document": document.to_json()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.done[document.id] = row["document"]
+        self.done[document.id] = row["document"] if self.keep else None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, line without its newline) of each complete line of a partial file.
+
+    A last line without its newline was cut by a kill (perhaps inside a character): the file is
+    truncated before it, so the next append starts on a line of its own. Lines end at "\n" only:
+    JSON escapes it in strings, but not U+2028 or U+0085, which ``str.splitlines`` would also break on.
+    """
+    offset = 0
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                break
+            yield number, offset, line[:-1]
+            offset += len(line)
+    if offset < path.stat().st_size:
+        with open(path, "r+b") as handle:
+            handle.truncate(offset)
 
 
 def shard_partial_paths(directory: Path, shards: int) -> list[Path]:
@@ -518,12 +550,37 @@ def shard_partial_paths(directory: Path, shards: int) -> list[Path]:
     return [directory / f"partial-{index:04d}.jsonl" for index in range(shards)]
 
 
-def finished_documents(directory: Path, config_key: str) -> dict[str, dict[str, Any]]:
-    """Every document of config ``config_key`` in the partial files of ``directory``, whatever worker count wrote them."""
-    done: dict[str, dict[str, Any]] = {}
+def finished_documents(directory: Path, config_key: str, keep: bool = True) -> dict[str, dict[str, Any] | None]:
+    """Every document of config ``config_key`` in the partial files of ``directory``, whatever worker count wrote them
+    (with ``keep=False`` the ids only, each mapped to None)."""
+    done: dict[str, dict[str, Any] | None] = {}
     for path in sorted(directory.glob("partial*.jsonl")):
-        done.update(PartialDocuments(path, config_key).done)
+        done.update(PartialDocuments(path, config_key, keep).done)
     return done
+
+
+def merged_documents(directory: Path, config_key: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The records of config ``config_key`` in the partial files of ``directory``, in the order of ``ids``
+    (ids without a record are skipped), read one at a time: only each record's place is held in memory."""
+    places: dict[str, tuple[int, int, int]] = {}
+    paths = sorted(directory.glob("partial*.jsonl"))
+    for file_index, path in enumerate(paths):
+        for _, offset, line in _lines(path):
+            row = _partial_row(line)
+            if row is not None and row["config_key"] == config_key:
+                places[row["document"]["id"]] = (file_index, offset, len(line))
+    handles = [open(path, "rb") for path in paths]
+    try:
+        for document_id in ids:
+            place = places.get(document_id)
+            if place is None:
+                continue
+            handle = handles[place[0]]
+            handle.seek(place[1])
+            yield json.loads(handle.read(place[2]).decode("utf-8"))["document"]
+    finally:
+        for handle in handles:
+            handle.close()
 
 
 def is_chunked_file(path: str | Path) -> bool:

@@ -80,7 +80,7 @@ def package_versions() -> dict[str, str]:
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        for block in iter(lambda: handle.read(1 << 16), b""):  # 64 KiB: hashing holds no more than that of any file
             digest.update(block)
     return digest.hexdigest()
 

@@ -18,10 +18,11 @@ the output is those files merged in input order.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Iterable, Iterator
 
 from bolt.progress import progress_bar
 
@@ -29,7 +30,8 @@ from bolt.errors import BoltError
 from bolt.quality import is_repetitive, warn
 from bolt.executors import ExecutorConfig, run_shards, split_shards
 from bolt.records import (
-    Chunk, Document, PartialDocuments, finished_documents, is_chunked_file, read_corpus, read_documents, shard_partial_paths, write_json, write_jsonl,
+    Chunk, Document, DocumentRange, PartialDocuments, finished_documents, is_chunked_file, iter_documents, merged_documents, read_corpus,
+    read_documents, shard_partial_paths, write_json, write_jsonl,
 )
 from bolt.rundir import RunDir, partial_key, run_dir_for_file, run_stage
 from bolt.scrub import scrub, scrub_data
@@ -133,44 +135,55 @@ def read_inputs(input_path: Path, method: str) -> list[Document]:
     return read_documents(input_path)
 
 
-def synthesize_documents(teacher: Teacher, documents: list[Document], config: SynthesizeConfig, partial: PartialDocuments, finished: Collection[str] = ()) -> None:
+def synthesize_documents(teacher: Teacher, documents: Iterable[Document], config: SynthesizeConfig, partial: PartialDocuments, finished: Collection[str] = ()) -> None:
     """Write the latents of every document in neither ``partial`` nor ``finished`` (ids written to
     another shard's partial file by an earlier run), ``config.batch_size`` chunks at a time.
 
-    Batches are fixed windows over all of ``documents``' chunks, finished documents included, so
-    that a resumed run gives a local teacher every chunk in the same batch (the same padding) as
-    an uninterrupted run; windows with nothing left to write are skipped.
+    ``documents`` is read twice (to count, then to work), one window at a time: a list, or a
+    ``DocumentRange`` that holds no documents. Batches are fixed windows over all of its chunks,
+    finished documents included, so that a resumed run gives a local teacher every chunk in the
+    same batch (the same padding) as an uninterrupted run; windows with nothing left to write
+    are skipped.
     """
-    requests = [LatentRequest(document.id, index, chunk.prefix, chunk.text) for document in documents for index, chunk in enumerate(document.chunks)]
-    by_id = {document.id: document for document in documents}
-    pending = {document.id for document in documents if document.id not in partial.done and document.id not in finished}
-    latents: dict[str, list[str | None]] = {}
-    progress = progress_bar(total=sum(request.document_id in pending for request in requests), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None)
-    for start in range(0, len(requests), config.batch_size):
-        batch = requests[start : start + config.batch_size]
-        if not any(request.document_id in pending for request in batch):
+
+    def pending(document: Document) -> bool:
+        return document.id not in partial.done and document.id not in finished
+
+    def windows() -> Iterator[list[tuple[Document, int]]]:
+        window: list[tuple[Document, int]] = []
+        for document in documents:
+            if not document.chunks and pending(document):
+                partial.add(Document(id=document.id, chunks=[], meta=document.meta))
+            for index in range(len(document.chunks)):
+                window.append((document, index))
+                if len(window) == config.batch_size:
+                    yield window
+                    window = []
+        if window:
+            yield window
+
+    slots: dict[str, list[tuple[str, bool] | None]] = {}
+    progress = progress_bar(total=sum(len(d.chunks) for d in documents if pending(d)), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None)
+    for window in windows():
+        counted = sum(pending(document) for document, _ in window)
+        if not counted:
             continue
-        counted = sum(request.document_id in pending for request in batch)
+        batch = [LatentRequest(document.id, index, document.chunks[index].prefix, document.chunks[index].text) for document, index in window]
         answers = teacher.write_latents(batch)
         if len(answers) != len(batch):
             raise RuntimeError(f"teacher {teacher.name} returned {len(answers)} latents for {len(batch)} requests")
         cut = list(getattr(teacher, "last_truncated", None) or []) or [False] * len(batch)
-        for request, answer, truncated in zip(batch, answers, cut):
-            if request.document_id not in pending:
+        for (document, index), answer, truncated in zip(window, answers, cut):
+            if not pending(document):
                 continue  # finished before an interruption: kept as written
-            document = by_id[request.document_id]
-            slots = latents.setdefault(document.id, [None] * len(document.chunks))
-            slots[request.chunk_index] = (answer, truncated)
-            if all(slot is not None for slot in slots):
-                chunks = [Chunk(text=c.text, prefix=c.prefix, latent=z, extra={**c.extra, TRUNCATED: True} if t else c.extra) for c, (z, t) in zip(document.chunks, slots)]
+            entry = slots.setdefault(document.id, [None] * len(document.chunks))
+            entry[index] = (answer, truncated)
+            if all(slot is not None for slot in entry):
+                chunks = [Chunk(text=c.text, prefix=c.prefix, latent=z, extra={**c.extra, TRUNCATED: True} if t else c.extra) for c, (z, t) in zip(document.chunks, entry)]
                 partial.add(Document(id=document.id, chunks=chunks, meta=document.meta))
-                del latents[document.id]
-                pending.discard(document.id)
+                del slots[document.id]
         progress.update(counted)
     progress.close()
-    for document in documents:  # documents without chunks
-        if document.id in pending and not document.chunks:
-            partial.add(Document(id=document.id, chunks=[], meta=document.meta))
 
 
 def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document], config: SynthesizeConfig, templates: dict[str, PromptTemplate] | None,
@@ -184,12 +197,14 @@ def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document], c
     items in flight. Returns counts, and a prompt teacher's failures and spend.
     """
     teacher = source.build() if isinstance(source, TeacherSpec) else source
+    if templates is None:  # a local teacher: every document of the shard, one window at a time (its batches do not move on a resume)
+        partial = PartialDocuments(partial_path, config_key, keep=False)
+        computed = sum(1 for document in documents if document.id not in partial.done and document.id not in finished)
+        synthesize_documents(teacher, documents, config, partial, finished)
+        return {"documents": len(documents), "computed": computed}
     partial = PartialDocuments(partial_path, config_key)
     todo = [document for document in documents if document.id not in partial.done and document.id not in finished]
     result: dict[str, Any] = {"documents": len(documents), "computed": len(todo)}
-    if templates is None:
-        synthesize_documents(teacher, documents, config, partial, finished)  # all of them: its batches do not move on a resume
-        return result
     from bolt.teachers.cache import TeacherCache
 
     prompts, slots = build_prompts(todo, config, templates)
@@ -203,35 +218,65 @@ def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document], c
     return {**result, "failures": failures, "spend": teacher.spend.to_json()}
 
 
-def latent_quality(rows: list[dict], teacher: Any, strict: bool = False) -> dict:
+class LatentQuality:
+    """Counts of empty, cut (at the token limit) and repeating latents, fed one output record at a time."""
+
+    def __init__(self) -> None:
+        self.documents = self.chunks = 0
+        self.counts = {"empty_latents": 0, "truncated_latents": 0, "repetitive_latents": 0}
+
+    def add(self, row: dict) -> None:
+        self.documents += 1
+        for chunk in row.get("chunks", []):
+            if "latent" in chunk:
+                self.chunks += 1
+                self.counts["empty_latents"] += not (chunk["latent"] or "").strip()
+                self.counts["truncated_latents"] += bool(chunk.get(TRUNCATED))
+                self.counts["repetitive_latents"] += is_repetitive(chunk["latent"] or "")
+
+    def warn(self, teacher: Any, strict: bool = False) -> dict:
+        """A warning (an error with ``strict``) for each kind found; returns the counts."""
+        counts, chunks = self.counts, self.chunks
+        fix = "rerun without --strict to write them anyway; the latents computed so far are kept"
+        if counts["empty_latents"] and not getattr(teacher, "allows_empty_latents", False):
+            warn(f"the teacher returned {counts['empty_latents']} empty latent(s) of {chunks}; check the teacher model and prompt.", strict, fix)
+        if counts["truncated_latents"]:
+            budget = getattr(getattr(teacher, "sampling", None), "max_new_tokens", None)
+            warn(f"{counts['truncated_latents']} of {chunks} latents were cut at the token limit{f' ({budget} tokens)' if budget else ''} before the teacher ended them: "
+                 "raise --max-new-tokens, or use a teacher model that follows the prompt (an instruct/chat model)", strict, fix)
+        if counts["repetitive_latents"]:
+            warn(f"{counts['repetitive_latents']} of {chunks} latents repeat themselves (half or more of their 4-word sequences recur: a decoding loop); "
+                 "try a larger or instruction-tuned teacher, sampling (--temperature 0.7), or another --prompt-file", strict, fix)
+        return dict(counts)
+
+
+def latent_quality(rows: Iterable[dict], teacher: Any, strict: bool = False) -> dict:
     """Counts of empty, cut (at the token limit) and repeating latents, with a warning (an error with ``strict``) for each kind found."""
-    chunks = [chunk for row in rows for chunk in row.get("chunks", []) if "latent" in chunk]
-    counts = {
-        "empty_latents": sum(not (chunk["latent"] or "").strip() for chunk in chunks),
-        "truncated_latents": sum(bool(chunk.get(TRUNCATED)) for chunk in chunks),
-        "repetitive_latents": sum(is_repetitive(chunk["latent"] or "") for chunk in chunks),
-    }
-    fix = "rerun without --strict to write them anyway; the latents computed so far are kept"
-    if counts["empty_latents"] and not getattr(teacher, "allows_empty_latents", False):
-        warn(f"the teacher returned {counts['empty_latents']} empty latent(s) of {len(chunks)}; check the teacher model and prompt.", strict, fix)
-    if counts["truncated_latents"]:
-        budget = getattr(getattr(teacher, "sampling", None), "max_new_tokens", None)
-        warn(f"{counts['truncated_latents']} of {len(chunks)} latents were cut at the token limit{f' ({budget} tokens)' if budget else ''} before the teacher ended them: "
-             "raise --max-new-tokens, or use a teacher model that follows the prompt (an instruct/chat model)", strict, fix)
-    if counts["repetitive_latents"]:
-        warn(f"{counts['repetitive_latents']} of {len(chunks)} latents repeat themselves (half or more of their 4-word sequences recur: a decoding loop); "
-             "try a larger or instruction-tuned teacher, sampling (--temperature 0.7), or another --prompt-file", strict, fix)
-    return counts
+    quality = LatentQuality()
+    for row in rows:
+        quality.add(row)
+    return quality.warn(teacher, strict)
 
 
 CAPPED = "not sent: --max-spend"
 """How a request held back by ``ApiConfig.max_spend`` is recorded among the failures."""
 
 
-def _finish_local(teacher: Teacher, rows: list[dict], output_path: Path, strict: bool = False) -> dict:
-    counts = latent_quality(rows, teacher, strict)
-    write_jsonl(output_path, rows)
-    return {"documents": len(rows), "chunks": sum(len(row["chunks"]) for row in rows), **counts}
+def _finish_local(teacher: Teacher, rows: Iterable[dict], output_path: Path, strict: bool = False) -> dict:
+    """Write ``rows`` as they come, counting their quality; with ``strict``, a warning found at the end
+    is raised inside the write, so the output is not put in place."""
+    quality, chunks = LatentQuality(), 0
+
+    def counted() -> Iterator[dict]:
+        nonlocal chunks
+        for row in rows:
+            quality.add(row)
+            chunks += len(row["chunks"])
+            yield row
+        quality.warn(teacher, strict)
+
+    write_jsonl(output_path, counted())
+    return {"documents": quality.documents, "chunks": chunks, **quality.counts}
 
 
 def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], results: list[dict], run: RunDir, output_path: Path,
@@ -307,9 +352,11 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         stage_config["limit"] = limit
 
     def work(run: RunDir) -> dict:
+        cache_path = (cache_dir or run.path) / CACHE_NAME
+        if templates is None:
+            return local_work(run, cache_path)
         documents = read_inputs(input_path, config.method)[:limit]
         key = partial_key(stage_config, input_path)
-        cache_path = (cache_dir or run.path) / CACHE_NAME
         done = finished_documents(run.path, key)
         # shards of the whole input, finished documents included, so a resumed run batches as the first did
         shards = split_shards(documents, executor.workers)
@@ -321,10 +368,27 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         results = run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
         done = finished_documents(run.path, key)
         rows = [done[document.id] for document in documents if document.id in done]
-        if templates is None:
-            summary = _finish_local(live, rows, output_path, strict)
-        else:
-            summary = _finish_prompts(live, documents, rows, results, run, output_path, config, templates, cache_path, strict)
+        summary = _finish_prompts(live, documents, rows, results, run, output_path, config, templates, cache_path, strict)
+        for path in run.path.glob("partial*.jsonl"):
+            path.unlink()
+        return summary
+
+    def local_work(run: RunDir, cache_path: Path) -> dict:
+        """A local teacher streams: shards read their own range of the input, the output is merged
+        from the partial files one record at a time; no step holds the corpus in memory."""
+        count = sum(1 for _ in itertools.islice(iter_documents(input_path), limit))  # and every check of the input, first
+        key = partial_key(stage_config, input_path)
+        done = finished_documents(run.path, key, keep=False)
+        finished = frozenset(done)
+        shards = [DocumentRange(Path(input_path), r.start, r.stop) for r in split_shards(range(count), executor.workers)]
+        shard_args = [
+            (teacher, shard, config, None, path, key, cache_path, finished)
+            for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))
+            if any(d.id not in finished for d in shard)
+        ]
+        run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
+        ids = (document.id for document in itertools.islice(iter_documents(input_path), limit))
+        summary = _finish_local(live, merged_documents(run.path, key, ids), output_path, strict)
         for path in run.path.glob("partial*.jsonl"):
             path.unlink()
         return summary
