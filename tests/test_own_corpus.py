@@ -347,6 +347,39 @@ def test_progress_in_logs_prints_lines_with_rate_and_eta(monkeypatch):
     assert len(log.getvalue().splitlines()) == 15  # 15 minutes, one line a minute
 
 
+def test_a_batch_that_decodes_for_minutes_is_not_silent_in_a_log(monkeypatch, tiny_trained_model, tiny_latents):
+    """One E-step batch can decode 1,024 tokens for many minutes: the sampler's heartbeat gives the
+    open bar a line a minute, naming the token it is at."""
+    import io
+
+    import bolt.progress as progress
+    from bolt.modeling import load_model_and_tokenizer
+    from bolt.sampling import SamplingConfig, sample_continuations
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    log = io.StringIO()
+    bar = progress.progress_bar(total=3, desc="E-step em_1", unit="chunk", file=log, disable=None)
+    model, tokenizer = load_model_and_tokenizer(tiny_trained_model)
+    real_draw = __import__("bolt.sampling", fromlist=["_draw"])._draw
+
+    def slow_draw(*args, **kwargs):
+        clock[0] += 20.0  # 20 s per decoding step
+        return real_draw(*args, **kwargs)
+
+    monkeypatch.setattr("bolt.sampling._draw", slow_draw)
+    import numpy as np
+
+    sample_continuations(model, [[1, 2, 3]], 2, set(), SamplingConfig(max_new_tokens=9), [np.random.default_rng(i) for i in range(2)], pad_id=0)
+    bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) >= 3, lines
+    assert lines[0].startswith("E-step em_1: 0/3 chunk (0%) in 1:00") and "decoding token 4/9, 2 of 2 rows still running" in lines[0]
+    assert progress._OPEN == [], "a closed bar gets no more heartbeats"
+    progress.heartbeat("after the bar closed")  # no bar: nothing, no error
+
+
 def test_run_name_names_the_iteration():
     from bolt.progress import run_name
 

@@ -5,6 +5,10 @@ On a terminal ``progress_bar`` is tqdm's bar. When stderr is not a terminal (noh
 instead: one each time another 10% is done or a minute has passed, with the count, the rate
 and the time left, and a last one when it ends. Runs that end within ``QUIET_SECONDS`` print
 nothing. ``BOLT_PROGRESS=off`` silences both kinds.
+
+Work that spends minutes inside one step of a bar (an E-step batch decoding 1,024 tokens on a
+CPU) calls ``heartbeat``: the innermost open bar shows what it is doing (a log gets a line a
+minute), so a long batch is never silent.
 """
 
 from __future__ import annotations
@@ -67,10 +71,17 @@ class LogProgress:
     def set_postfix(self, **values: Any) -> None:
         self.postfix = ", " + ", ".join(f"{key}={value}" for key, value in values.items()) if values else ""
 
+    def heartbeat(self, note: str) -> None:
+        now = time.monotonic()
+        if now - self.started >= self.quiet and now - self.last_time >= self.interval:
+            print(f"{self.line()}; {note}", file=self.file or sys.stderr, flush=True)
+            self.last_time = now
+
     def close(self) -> None:
         if not self.printed_end and time.monotonic() - self.started >= self.quiet:
             self._print()
         self.printed_end = True
+        _forget(self)
 
     def __iter__(self):
         for item in self.iterable:
@@ -96,6 +107,22 @@ def run_name(path) -> str:
     return Path(path).stem
 
 
+_OPEN: list[Any] = []
+"""Open bars, innermost last: where ``heartbeat`` goes."""
+
+
+def _forget(bar: Any) -> None:
+    if bar in _OPEN:
+        _OPEN.remove(bar)
+
+
+def heartbeat(note: str) -> None:
+    """Say ``note`` (e.g. "decoding token 300/1024") on the innermost open bar: on a terminal as its
+    postfix (redrawn at most every second), in a log as a line when a minute has passed without one."""
+    if _OPEN:
+        _OPEN[-1].heartbeat(note)
+
+
 def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
     """tqdm on a terminal, ``LogProgress`` lines elsewhere; ``disable=True`` (a worker that is not the main process) and ``BOLT_PROGRESS=off`` silence it."""
     from tqdm.auto import tqdm
@@ -104,6 +131,22 @@ def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
         return tqdm(iterable, **{**kwargs, "disable": True})
     stream = kwargs.get("file") or sys.stderr
     if getattr(stream, "isatty", lambda: False)():
-        return tqdm(iterable, **{**kwargs, "disable": False})
-    kwargs.pop("disable", None)
-    return LogProgress(iterable, **kwargs)
+
+        class TerminalBar(tqdm):
+            last_beat = 0.0
+
+            def heartbeat(self, note: str) -> None:
+                if time.monotonic() - self.last_beat >= 1.0:
+                    self.last_beat = time.monotonic()
+                    self.set_postfix_str(note)
+
+            def close(self) -> None:
+                _forget(self)
+                super().close()
+
+        bar = TerminalBar(iterable, **{**kwargs, "disable": False})
+    else:
+        kwargs.pop("disable", None)
+        bar = LogProgress(iterable, **kwargs)
+    _OPEN.append(bar)
+    return bar

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from bolt.errors import BoltError
+from bolt.progress import heartbeat
 
 
 @dataclass
@@ -147,7 +148,8 @@ def sample_continuations(
     log_prob = [0.0] * n_rows
     finished = [False] * n_rows
     stop = torch.tensor(sorted(stop_ids), device=device)
-    for _ in range(config.max_new_tokens):
+    for step in range(config.max_new_tokens):
+        heartbeat(f"decoding token {step + 1}/{config.max_new_tokens}, {len(active)} of {n_rows} rows still running")
         log_probs = processed_log_probs(logits, config)
         drawn = _draw(log_probs, [rngs[row] for row in active] if rngs else [], config.greedy)
         # One device-to-host copy per list: indexing a CUDA tensor row by row would sync per row.
