@@ -149,4 +149,5 @@ def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
         kwargs.pop("disable", None)
         bar = LogProgress(iterable, **kwargs)
     _OPEN.append(bar)
+    del _OPEN[:-16]  # bars left open by an exception are not kept forever
     return bar
