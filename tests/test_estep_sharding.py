@@ -52,6 +52,20 @@ def test_local_shards_merge_to_the_single_process_output(tiny_trained_model, tin
     assert not list((tmp_path / "latents.jsonl.run").glob("partial*.jsonl"))
 
 
+def test_the_estep_streams_the_corpus(tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch):
+    """No list of the corpus is built: shards read their range of the file, and the output is
+    merged from the partial files one record at a time (benchmarks/memory.py measures the RSS)."""
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the corpus was read into memory")
+
+    monkeypatch.setattr(estep, "read_documents", must_not_run)
+    for workers in (1, 3):
+        output = tmp_path / f"latents-{workers}.jsonl"
+        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=workers))
+        assert output.read_bytes() == reference.read_bytes()
+
+
 def test_interrupted_sharded_run_resumes_with_another_worker_count(tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch):
     documents = read_documents(tiny_latents["bootstrap_chunks"])
     original = estep.estep_shard

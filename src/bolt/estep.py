@@ -22,12 +22,13 @@ is those files merged in input order.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from bolt.loop import PROPOSALS
 from bolt.estep_backends import BACKENDS, HFBackend, LatentBackend, make_backend
 from bolt.executors import ExecutorConfig, run_shards, split_shards
 from bolt.modeling import check_model_dir, load_tokenizer, model_fingerprint, resolve_device
-from bolt.records import Document, PartialDocuments, finished_documents, read_documents, shard_partial_paths, write_jsonl
+from bolt.records import Document, DocumentRange, PartialDocuments, finished_documents, iter_documents, merged_documents, read_documents, shard_partial_paths, write_jsonl
 from bolt.rundir import partial_key, run_dir_for_file, run_stage
 from bolt.sampling import SamplingConfig
 from bolt.special_tokens import MarkerIds, marker_ids
@@ -214,65 +215,90 @@ def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: ESte
     return results
 
 
-def batch_windows(documents: list[Document], todo: Collection[int], tokenizer, config: EStepConfig, window: int) -> Iterator[list[ChunkJob]]:
+def batch_windows(
+    documents: Iterable[Document], is_todo: Callable[[Document], bool], tokenizer, config: EStepConfig, window: int
+) -> Iterator[tuple[list[ChunkJob], dict[int, Document]]]:
     """The chunks of ``documents`` in fixed windows of ``config.batch_prompts``, finished documents
-    included, yielding only the windows that hold a chunk of a document in ``todo`` (indices).
+    included, yielding only the windows that hold a chunk of a document for which ``is_todo``
+    holds: each window's jobs (``job.document_index``: the document's position in ``documents``)
+    and those documents by position.
 
     The windows do not depend on what is finished, so a resumed run samples and scores every chunk
     with the same neighbours (the same padding, the same kernels) as an uninterrupted run, and
     writes the same bytes. A window that also holds chunks of finished documents recomputes them;
-    the caller drops those results. Documents are tokenized only when a window needs them.
+    the caller drops those results. ``documents`` is read once, one document at a time, and a
+    document is tokenized only when a window needs it.
     """
-    owners = [i for i, document in enumerate(documents) for _ in document.chunks]  # the document of each chunk, in order
-    offsets = np.cumsum([0] + [len(document.chunks) for document in documents]).tolist()  # each document's first chunk
     tokenized: dict[int, list[ChunkJob]] = {}
-    for start in range(0, len(owners), config.batch_prompts):
-        involved = sorted(set(owners[start : start + config.batch_prompts]))
-        if not any(index in todo for index in involved):
-            continue
-        for index in [i for i in tokenized if i < involved[0]]:
-            del tokenized[index]
-        for index in involved:
-            if index not in tokenized:
-                tokenized[index] = list(chunk_jobs([documents[index]], tokenizer, config, window))
-                for job in tokenized[index]:
-                    job.document_index = index
-        jobs = [job for index in involved for job in tokenized[index]]
-        skip = start - offsets[involved[0]]
-        yield jobs[skip : skip + config.batch_prompts]
+    current: list[tuple[int, Document, int]] = []
+
+    def emit() -> tuple[list[ChunkJob], dict[int, Document]] | None:
+        involved = {position: document for position, document, _ in current}
+        if not any(is_todo(document) for document in involved.values()):
+            return None
+        for position in [p for p in tokenized if p < min(involved)]:
+            del tokenized[position]
+        jobs = []
+        for position, document, chunk_index in current:
+            if position not in tokenized:
+                tokenized[position] = list(chunk_jobs([document], tokenizer, config, window))
+                for job in tokenized[position]:
+                    job.document_index = position
+            jobs.append(tokenized[position][chunk_index])
+        return jobs, involved
+
+    for position, document in enumerate(documents):
+        for chunk_index in range(len(document.chunks)):
+            current.append((position, document, chunk_index))
+            if len(current) == config.batch_prompts:
+                batch = emit()
+                current = []
+                if batch:
+                    yield batch
+    if current:
+        batch = emit()
+        if batch:
+            yield batch
 
 
 def run_estep(
-    model, tokenizer, m: MarkerIds, documents: list[Document], config: EStepConfig, partial_path: Path, config_key: str, finished: Collection[str] = ()
-) -> tuple[list[dict[str, Any]], dict[str, float]] | None:
-    """Run the E-step over ``documents``, resuming from ``partial_path``; return output rows and summary.
+    model, tokenizer, m: MarkerIds, documents: Iterable[Document], config: EStepConfig, partial_path: Path, config_key: str, finished: Collection[str] = ()
+) -> None:
+    """Run the E-step over ``documents``, appending each finished document to ``partial_path`` and
+    skipping those already there or named in ``finished`` (ids written to another shard's partial
+    file by an earlier run).
 
-    ``finished``: ids of documents already written elsewhere (another shard's partial file of an
-    earlier run); they are skipped like those in ``partial_path``, and then no rows are returned.
-
-    Batches are ``batch_windows``: a resumed run writes the same bytes as an uninterrupted one.
+    ``documents`` (a list, or a ``DocumentRange`` that holds none) is read twice, to count and to
+    work, one document at a time. Batches are ``batch_windows``: a resumed run writes the same
+    bytes as an uninterrupted one.
     """
     backend = as_backend(model, tokenizer, config)
     window = config.context_window or backend.context_window
-    partial = PartialDocuments(partial_path, config_key)
-    todo = {i for i, document in enumerate(documents) if document.id not in partial.done and document.id not in finished}
-    results: dict[int, list[Any]] = {i: [None] * len(documents[i].chunks) for i in todo}
-    for index in sorted(i for i in todo if not documents[i].chunks):
-        partial.add(_with_latents(documents[index], results.pop(index)))
-    progress = progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None)
-    for batch in batch_windows(documents, todo, tokenizer, config, window):
+    partial = PartialDocuments(partial_path, config_key, keep=False)
+
+    def is_todo(document: Document) -> bool:
+        return document.id not in partial.done and document.id not in finished
+
+    def with_empty_written() -> Iterator[Document]:
+        for document in documents:
+            if not document.chunks and is_todo(document):
+                partial.add(_with_latents(document, []))
+            yield document
+
+    results: dict[int, list[Any]] = {}
+    progress = progress_bar(total=sum(len(d.chunks) for d in documents if is_todo(d)), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None)
+    for batch, involved in batch_windows(with_empty_written(), is_todo, tokenizer, config, window):
+        counted = sum(is_todo(involved[job.document_index]) for job in batch)
         for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
-            if job.document_index not in results:
+            document = involved[job.document_index]
+            if not is_todo(document):
                 continue  # finished before the interruption: kept as written
-            results[job.document_index][job.chunk_index] = result
-            if all(r is not None for r in results[job.document_index]):
-                partial.add(_with_latents(documents[job.document_index], results.pop(job.document_index)))
-        progress.update(sum(job.document_index in todo for job in batch))
+            slots = results.setdefault(job.document_index, [None] * len(document.chunks))
+            slots[job.chunk_index] = result
+            if all(r is not None for r in slots):
+                partial.add(_with_latents(document, results.pop(job.document_index)))
+        progress.update(counted)
     progress.close()
-    if any(document.id not in partial.done for document in documents):
-        return None
-    rows = [partial.done[document.id] for document in documents]
-    return rows, summarize(rows)
 
 
 def _with_latents(document: Document, results: list[dict[str, Any]]) -> Document:
@@ -284,23 +310,46 @@ def _with_latents(document: Document, results: list[dict[str, Any]]) -> Document
     return Document(id=document.id, chunks=chunks, meta=document.meta)
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
-    chunks = [chunk for row in rows for chunk in row["chunks"]]
-    n = max(1, len(chunks))
-    return {
-        "documents": len(rows),
-        "chunks": len(chunks),
-        "mean_iwae": float(np.mean([c["iwae"] for c in chunks])) if chunks else 0.0,
-        "mean_ess": float(np.mean([c["ess"] for c in chunks])) if chunks else 0.0,
-        "unfinished_latent_share": sum(not c["latent_finished"] for c in chunks) / n,
-        "non_retokenizing_share": sum(not c["latent_retokenizes"] for c in chunks) / n,
-        "chunks_with_text_cut": sum(c["text_tokens_cut"] > 0 for c in chunks),
-    }
+class Summary:
+    """The E-step's summary, fed one output record at a time."""
+
+    def __init__(self) -> None:
+        self.documents = self.chunks = self.unfinished = self.non_retokenizing = self.text_cut = 0
+        self.iwae = self.ess = 0.0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.documents += 1
+        for chunk in row["chunks"]:
+            self.chunks += 1
+            self.iwae += chunk["iwae"]
+            self.ess += chunk["ess"]
+            self.unfinished += not chunk["latent_finished"]
+            self.non_retokenizing += not chunk["latent_retokenizes"]
+            self.text_cut += chunk["text_tokens_cut"] > 0
+
+    def to_json(self) -> dict[str, float]:
+        n = max(1, self.chunks)
+        return {
+            "documents": self.documents,
+            "chunks": self.chunks,
+            "mean_iwae": self.iwae / n if self.chunks else 0.0,
+            "mean_ess": self.ess / n if self.chunks else 0.0,
+            "unfinished_latent_share": self.unfinished / n,
+            "non_retokenizing_share": self.non_retokenizing / n,
+            "chunks_with_text_cut": self.text_cut,
+        }
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
+    summary = Summary()
+    for row in rows:
+        summary.add(row)
+    return summary.to_json()
 
 
 def estep_shard(
     model_dir: Path,
-    documents: list[Document],
+    documents: Iterable[Document],
     config: EStepConfig,
     dtype: torch.dtype,
     partial_path: Path,
@@ -310,18 +359,18 @@ def estep_shard(
 ) -> dict[str, int]:
     """One shard, in whatever process runs it: load the backend, run, append to ``partial_path``.
 
-    ``documents`` is the whole shard, finished documents included, so that its batches are the
-    same on every resume (``run_estep``); ``finished`` names those written to another partial
-    file. Returns how many of its documents this call computed
+    ``documents`` is the whole shard (a ``DocumentRange`` of the input), finished documents
+    included, so that its batches are the same on every resume (``run_estep``); ``finished``
+    names those written to another partial file. Returns how many of its documents this call computed
     (the rest were in the partial file).
     """
     tokenizer = load_tokenizer(model_dir)
-    already = PartialDocuments(partial_path, config_key).done
-    todo = [document for document in documents if document.id not in already and document.id not in finished]
+    already = PartialDocuments(partial_path, config_key, keep=False).done
+    todo = sum(1 for document in documents if document.id not in already and document.id not in finished)
     if todo:
         backend = make_backend(config.backend, model_dir, tokenizer, dtype, config.max_batch_tokens, device)
         run_estep(backend, tokenizer, marker_ids(tokenizer), documents, config, partial_path, config_key, finished)
-    return {"documents": len(documents), "computed": len(todo)}
+    return {"documents": len(documents), "computed": todo}
 
 
 def estep_stage(
@@ -365,8 +414,10 @@ def estep_stage(
         if warning:
             warnings.warn(warning, stacklevel=3)
         marker_ids(load_tokenizer(model_dir))  # a model without the markers fails here, before any worker starts
-        documents = read_documents(input_path)[:limit]
-        with_latents = sum(1 for document in documents for chunk in document.chunks if chunk.latent is not None)
+        count = with_latents = 0  # one pass that checks the input and counts: no step holds the corpus in memory
+        for document in itertools.islice(iter_documents(input_path), limit):
+            count += 1
+            with_latents += sum(chunk.latent is not None for chunk in document.chunks)
         if with_latents:
             # bolt.latents/1 is bolt.chunks/1 with latents added (docs/FORMATS.md): a valid input, whose latents the E-step replaces
             warnings.warn(
@@ -375,29 +426,38 @@ def estep_stage(
                 stacklevel=3,
             )
         key = partial_key(stage_config, input_path)
-        done = finished_documents(run.path, key)
-        # shards of the whole input, finished documents included: a rerun with the same worker count
-        # batches every chunk as the uninterrupted run did (another count: the same latents up to float rounding)
-        shards = split_shards(documents, executor.workers)
+        finished = frozenset(finished_documents(run.path, key, keep=False))
+        # shards of the whole input (ranges each worker reads itself), finished documents included: a rerun with
+        # the same worker count batches every chunk as the uninterrupted run did (another count: the same latents)
+        shards = [DocumentRange(Path(input_path), r.start, r.stop) for r in split_shards(range(count), executor.workers)]
         jobs = [
-            (model_dir, shard, config, dtype, path, key, device, frozenset(d.id for d in shard if d.id in done))
+            (model_dir, shard, config, dtype, path, key, device, finished)
             for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))
-            if any(d.id not in done for d in shard)
+            if any(d.id not in finished for d in shard)
         ]
         run_shards(estep_shard, jobs, executor, desc="E-step shards")
-        done = finished_documents(run.path, key)
-        rows = [done[document.id] for document in documents]
-        summary = summarize(rows)
-        if summary["unfinished_latent_share"] > 0.5:
-            from bolt.quality import warn
+        summary = Summary()
 
-            warn(
-                f"{summary['unfinished_latent_share']:.0%} of chosen latents never reached <|END_OF_LATENT|> within "
-                f"{config.sampling.max_new_tokens} tokens: the model has probably not learned the latent format. "
-                "Train it on latent data first, or raise the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`).",
-                strict, "the sampled latents are kept in the run directory, so a rerun without --strict writes them without sampling again",
-            )
-        write_jsonl(output_path, rows)
+        def rows() -> Iterator[dict[str, Any]]:
+            """The output, merged from the partial files in input order one record at a time; the check on the
+            whole runs at the end, inside the write, so that --strict leaves no output."""
+            ids = (document.id for document in itertools.islice(iter_documents(input_path), limit))
+            for row in merged_documents(run.path, key, ids):
+                summary.add(row)
+                yield row
+            share = summary.to_json()["unfinished_latent_share"]
+            if share > 0.5:
+                from bolt.quality import warn
+
+                warn(
+                    f"{share:.0%} of chosen latents never reached <|END_OF_LATENT|> within "
+                    f"{config.sampling.max_new_tokens} tokens: the model has probably not learned the latent format. "
+                    "Train it on latent data first, or raise the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`).",
+                    strict, "the sampled latents are kept in the run directory, so a rerun without --strict writes them without sampling again",
+                )
+
+        write_jsonl(output_path, rows())
+        summary = summary.to_json()
         for path in run.path.glob("partial*.jsonl"):
             path.unlink()
         return summary

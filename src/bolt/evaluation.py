@@ -116,7 +116,7 @@ def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds,
     pending: dict[int, list] = {i: [None] * len(documents[i].chunks) for i in todo}
     model.eval()
     progress = progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc="IWAE bounds", unit="chunk", disable=None)
-    for batch in batch_windows(documents, todo, tokenizer, estep, window):
+    for batch, _ in batch_windows(documents, lambda document: document.id not in done, tokenizer, estep, window):
         for job, result in zip(batch, run_batch(model, tokenizer, batch, m, estep)):
             if job.document_index not in pending:
                 continue  # finished before an interruption
