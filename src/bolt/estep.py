@@ -349,7 +349,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 def estep_shard(
     model_dir: Path,
-    documents: Iterable[Document],
+    documents: list[Document] | DocumentRange,
     config: EStepConfig,
     dtype: torch.dtype,
     partial_path: Path,

@@ -186,7 +186,7 @@ def synthesize_documents(teacher: Teacher, documents: Iterable[Document], config
     progress.close()
 
 
-def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document], config: SynthesizeConfig, templates: dict[str, PromptTemplate] | None,
+def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document] | DocumentRange, config: SynthesizeConfig, templates: dict[str, PromptTemplate] | None,
                      partial_path: Path, config_key: str, cache_path: Path, finished: Collection[str] = ()) -> dict[str, Any]:
     """One shard, in whatever process runs it: build its own teacher from ``source`` (a spec) and
     append the documents it finishes to ``partial_path``.
