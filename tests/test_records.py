@@ -17,7 +17,7 @@ from bolt.records import (
     LATENTS_FORMAT,
     Chunk,
     Document,
-    DocumentRange,
+    DocumentScan,
     PartialDocuments,
     finished_documents,
     is_chunked_file,
@@ -408,18 +408,28 @@ def test_merged_documents_reads_the_partial_files_back_in_input_order_one_record
     first.add(doc("a"))
     assert first.done == {"b": None, "a": None}, "keep=False holds the ids only"
     (run / "partial-0000.jsonl").open("ab").write(b'{"config_key": "key", "document": {"id": "d", "chu')  # a kill mid-line
-    merged = merged_documents(run, "key", iter(["a", "x", "c", "b"]))
-    assert list(merged) == [doc("a").to_json(), doc("c", "ç").to_json(), doc("b").to_json()]  # the order asked; "x" has no record
+    merged = merged_documents(run, "key", iter(["a", "c", "b"]))
+    assert list(merged) == [doc("a").to_json(), doc("c", "ç").to_json(), doc("b").to_json()]  # the order asked
+    with pytest.raises(RuntimeError, match="'x' has no record"):
+        list(merged_documents(run, "key", ["a", "x"]))
     assert (run / "partial-0000.jsonl").read_bytes().endswith(b"\n"), "the cut line was dropped"
     assert set(finished_documents(run, "key", keep=False)) == {"a", "b", "c"}
 
 
-def test_a_document_range_reads_its_documents_when_iterated(tmp_path):
+def test_a_scan_cuts_the_file_into_shards_that_seek_to_their_documents(tmp_path):
     path = tmp_path / "chunks.jsonl"
-    write_jsonl(path, [doc(name) for name in "abcde"])
-    part = DocumentRange(path, 1, 4)
-    assert len(part) == 3 and [d.id for d in part] == ["b", "c", "d"] and [d.id for d in part] == ["b", "c", "d"]
-    assert len(pickle.dumps(part)) < 300
+    path.write_text("\n" + "".join(json.dumps(doc(name, "ü" * (3 + ord(name) % 5)).to_json(), ensure_ascii=False) + "\n\n" for name in "abcdefg"), encoding="utf-8")
+    scan = DocumentScan(path, limit=6, finished={"a", "b", "c"})
+    assert len(scan) == 6
+    shards = scan.shards(3)
+    assert [index for index, _ in shards] == [1, 2], "the first shard (a, b) is all finished"
+    assert [[d.id for d in shard] for _, shard in shards] == [["c", "d"], ["e", "f"]]
+    assert [[d.id for d in shard] for _, shard in shards] == [["c", "d"], ["e", "f"]], "a range reads again when iterated again"
+    assert all(len(pickle.dumps(shard)) < 300 for _, shard in shards)
+    assert DocumentScan(path, finished=set("abcdefg")).shards(2) == []
+    path.write_text(path.read_text() + '{"id": "a", "chunks": [{"text": "x"}]}\n')
+    with pytest.raises(BoltError, match="duplicate document id 'a'"):
+        DocumentScan(path)
 
 
 def half_line(document: Document, key: str = "key", cut_inside: str | None = None) -> bytes:

@@ -39,9 +39,12 @@ from bolt.importance import effective_sample_size, iwae_bound, log_importance_we
 from bolt.layouts import encode
 from bolt.loop import PROPOSALS
 from bolt.estep_backends import BACKENDS, HFBackend, LatentBackend, make_backend
-from bolt.executors import ExecutorConfig, run_shards, split_shards
+from bolt.executors import ExecutorConfig, run_shards
 from bolt.modeling import check_model_dir, load_tokenizer, model_fingerprint, resolve_device
-from bolt.records import Document, DocumentRange, PartialDocuments, finished_documents, iter_documents, merged_documents, read_documents, shard_partial_paths, write_jsonl
+from bolt.records import (
+    Document, DocumentRange, DocumentScan, PartialDocuments, finished_documents, iter_documents, merged_documents, read_documents, require_file,
+    shard_partial_paths, write_jsonl,
+)
 from bolt.rundir import partial_key, run_dir_for_file, run_stage
 from bolt.sampling import SamplingConfig
 from bolt.special_tokens import MarkerIds, marker_ids
@@ -286,19 +289,18 @@ def run_estep(
             yield document
 
     results: dict[int, list[Any]] = {}
-    progress = progress_bar(total=sum(len(d.chunks) for d in documents if is_todo(d)), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None)
-    for batch, involved in batch_windows(with_empty_written(), is_todo, tokenizer, config, window):
-        counted = sum(is_todo(involved[job.document_index]) for job in batch)
-        for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
-            document = involved[job.document_index]
-            if not is_todo(document):
-                continue  # finished before the interruption: kept as written
-            slots = results.setdefault(job.document_index, [None] * len(document.chunks))
-            slots[job.chunk_index] = result
-            if all(r is not None for r in slots):
-                partial.add(_with_latents(document, results.pop(job.document_index)))
-        progress.update(counted)
-    progress.close()
+    with progress_bar(total=sum(len(d.chunks) for d in documents if is_todo(d)), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None) as progress:
+        for batch, involved in batch_windows(with_empty_written(), is_todo, tokenizer, config, window):
+            counted = sum(is_todo(involved[job.document_index]) for job in batch)
+            for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
+                document = involved[job.document_index]
+                if not is_todo(document):
+                    continue  # finished before the interruption: kept as written
+                slots = results.setdefault(job.document_index, [None] * len(document.chunks))
+                slots[job.chunk_index] = result
+                if all(r is not None for r in slots):
+                    partial.add(_with_latents(document, results.pop(job.document_index)))
+            progress.update(counted)
 
 
 def _with_latents(document: Document, results: list[dict[str, Any]]) -> Document:
@@ -414,27 +416,22 @@ def estep_stage(
         if warning:
             warnings.warn(warning, stacklevel=3)
         marker_ids(load_tokenizer(model_dir))  # a model without the markers fails here, before any worker starts
-        count = with_latents = 0  # one pass that checks the input and counts: no step holds the corpus in memory
-        for document in itertools.islice(iter_documents(input_path), limit):
-            count += 1
-            with_latents += sum(chunk.latent is not None for chunk in document.chunks)
-        if with_latents:
+        require_file(input_path)
+        key = partial_key(stage_config, input_path)
+        finished = frozenset(finished_documents(run.path, key, keep=False))
+        # one pass checks the input and notes where each document starts: no step holds the corpus in memory
+        scan = DocumentScan(input_path, limit, finished)
+        if scan.latent_chunks:
             # bolt.latents/1 is bolt.chunks/1 with latents added (docs/FORMATS.md): a valid input, whose latents the E-step replaces
             warnings.warn(
-                f"{input_path} already holds latents ({with_latents} chunks, bolt.latents/1): the E-step ignores them and samples new ones "
+                f"{input_path} already holds latents ({scan.latent_chunks} chunks, bolt.latents/1): the E-step ignores them and samples new ones "
                 "from the model; pass the chunks file (`bolt chunk` output) to silence this.",
                 stacklevel=3,
             )
-        key = partial_key(stage_config, input_path)
-        finished = frozenset(finished_documents(run.path, key, keep=False))
         # shards of the whole input (ranges each worker reads itself), finished documents included: a rerun with
         # the same worker count batches every chunk as the uninterrupted run did (another count: the same latents)
-        shards = [DocumentRange(Path(input_path), r.start, r.stop) for r in split_shards(range(count), executor.workers)]
-        jobs = [
-            (model_dir, shard, config, dtype, path, key, device, finished)
-            for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))
-            if any(d.id not in finished for d in shard)
-        ]
+        paths = shard_partial_paths(run.path, min(executor.workers, len(scan)))
+        jobs = [(model_dir, shard, config, dtype, paths[index], key, device, finished) for index, shard in scan.shards(executor.workers)]
         run_shards(estep_shard, jobs, executor, desc="E-step shards")
         summary = Summary()
 

@@ -115,22 +115,21 @@ def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds,
     todo = {i for i, document in enumerate(documents) if document.id not in done}
     pending: dict[int, list] = {i: [None] * len(documents[i].chunks) for i in todo}
     model.eval()
-    progress = progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc="IWAE bounds", unit="chunk", disable=None)
-    for batch, _ in batch_windows(documents, lambda document: document.id not in done, tokenizer, estep, window):
-        for job, result in zip(batch, run_batch(model, tokenizer, batch, m, estep)):
-            if job.document_index not in pending:
-                continue  # finished before an interruption
-            chunks = pending[job.document_index]
-            chunks[job.chunk_index] = ([candidate["log_w"] for candidate in result["candidates"]], len(job.context.text))
-            if all(chunk is not None for chunk in chunks):
-                finished = _DocumentBounds(documents[job.document_index].id, [w for w, _ in chunks], sum(t for _, t in chunks))
-                if partial:
-                    partial.add(finished)
-                else:
-                    done[finished.id] = finished.to_json()
-                del pending[job.document_index]
-        progress.update(sum(job.document_index in todo for job in batch))
-    progress.close()
+    with progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc="IWAE bounds", unit="chunk", disable=None) as progress:
+        for batch, _ in batch_windows(documents, lambda document: document.id not in done, tokenizer, estep, window):
+            for job, result in zip(batch, run_batch(model, tokenizer, batch, m, estep)):
+                if job.document_index not in pending:
+                    continue  # finished before an interruption
+                chunks = pending[job.document_index]
+                chunks[job.chunk_index] = ([candidate["log_w"] for candidate in result["candidates"]], len(job.context.text))
+                if all(chunk is not None for chunk in chunks):
+                    finished = _DocumentBounds(documents[job.document_index].id, [w for w, _ in chunks], sum(t for _, t in chunks))
+                    if partial:
+                        partial.add(finished)
+                    else:
+                        done[finished.id] = finished.to_json()
+                    del pending[job.document_index]
+            progress.update(sum(job.document_index in todo for job in batch))
     records = [done[document.id] for document in documents]
     tokens = sum(record["tokens"] for record in records)
     totals = {n: sum(iwae_bound(log_w, n) for record in records for log_w in record["log_w"]) for n in config.iwae_samples}

@@ -47,15 +47,12 @@ class ExecutorConfig:
 
 
 def split_shards(items: Sequence[Any], shards: int) -> list[list[Any]]:
-    """``shards`` contiguous runs of ``items`` whose sizes differ by at most one (empty ones dropped).
-
-    A ``range`` is cut into ranges (positions of documents a shard reads itself), not lists."""
+    """``shards`` contiguous runs of ``items`` whose sizes differ by at most one (empty ones dropped)."""
     base, extra = divmod(len(items), shards)
     runs, start = [], 0
     for index in range(shards):
         size = base + (index < extra)
-        run = items[start : start + size]
-        runs.append(run if isinstance(items, range) else list(run))
+        runs.append(list(items[start : start + size]))
         start += size
     return [run for run in runs if run]
 

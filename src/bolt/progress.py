@@ -84,10 +84,12 @@ class LogProgress:
         _forget(self)
 
     def __iter__(self):
-        for item in self.iterable:
-            yield item
-            self.update(1)
-        self.close()
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
 
     def __enter__(self):
         return self

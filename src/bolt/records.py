@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import itertools
+from array import array
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 from bolt.errors import BoltError
 
@@ -88,6 +89,11 @@ class CorpusDocument:
     id: str
     text: str
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def require_file(path: str | Path) -> None:
+    """A clear error for a path that is missing or a directory."""
+    _require_file(Path(path))
 
 
 def _require_file(path: Path) -> None:
@@ -270,31 +276,87 @@ def read_documents(path: str | Path, require_latents: bool = False) -> list[Docu
 
 def iter_documents(path: str | Path, require_latents: bool = False) -> Iterator[Document]:
     """``read_documents`` one document at a time (the same checks, in the same order); only the ids seen are kept."""
-    path = Path(path)
     count = 0
-    seen: set[str] = set()
-    for line_number, row in iter_jsonl(path):
-        yield document_from_row(path, line_number, row, count, require_latents, seen)
+    for _, _, document in iter_documents_at(path, require_latents):
+        yield document
         count += 1
     if not count:
         raise BoltError(f"{path}: no documents found.")
 
 
+def iter_documents_at(path: str | Path, require_latents: bool = False, offset: int = 0, line_number: int = 1, ordinal: int = 0) -> Iterator[tuple[int, int, Document]]:
+    """``(byte offset, line number, document)`` of each document of a ``bolt.chunks/1`` file, from the
+    line that starts at byte ``offset`` (line ``line_number``, ``ordinal`` documents before it):
+    where a shard that reads part of the file seeks to."""
+    path = Path(path)
+    _require_file(path)
+    seen: set[str] = set()
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        for raw in handle:
+            row = parse_jsonl_line(path, line_number, raw)
+            if row is not None:
+                yield offset, line_number, document_from_row(path, line_number, row, ordinal, require_latents, seen)
+                ordinal += 1
+            offset += len(raw)
+            line_number += 1
+
+
 @dataclass(frozen=True)
 class DocumentRange:
-    """Documents ``start`` to ``stop`` (positions) of a ``bolt.chunks/1`` file, read when iterated:
-    a shard's input that holds no documents in memory (and pickles small, for a Ray worker that
-    reads the same file)."""
+    """Documents ``start`` to ``stop`` (positions) of a ``bolt.chunks/1`` file, read when iterated from
+    the byte ``offset`` (line ``line_number``) where document ``start`` begins: a shard's input that
+    holds no documents in memory (and pickles small, for a Ray worker that reads the same file)."""
 
     path: Path
     start: int
     stop: int
+    offset: int
+    line_number: int
 
     def __len__(self) -> int:
         return self.stop - self.start
 
     def __iter__(self) -> Iterator[Document]:
-        return itertools.islice(iter_documents(self.path), self.start, self.stop)
+        documents = iter_documents_at(self.path, offset=self.offset, line_number=self.line_number, ordinal=self.start)
+        return (document for _, _, document in itertools.islice(documents, len(self)))
+
+
+class DocumentScan:
+    """One pass over a ``bolt.chunks/1`` file (every check of ``iter_documents``) that keeps, per
+    document, where it starts and whether it is still to do (12 bytes each, not the documents),
+    to cut the file into shards that seek to their first document."""
+
+    def __init__(self, path: str | Path, limit: int | None = None, finished: Collection[str] = ()):
+        self.path = Path(path)
+        self.offsets, self.lines, self.todo = array("q"), array("q"), bytearray()
+        self.latent_chunks = 0  # chunks that already carry a latent
+        for offset, line_number, document in itertools.islice(iter_documents_at(self.path), limit):
+            self.offsets.append(offset)
+            self.lines.append(line_number)
+            self.todo.append(document.id not in finished)
+            self.latent_chunks += sum(chunk.latent is not None for chunk in document.chunks)
+        if not self.offsets:
+            raise BoltError(f"{self.path}: no documents found.")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def shards(self, count: int) -> list[tuple[int, DocumentRange]]:
+        """``(shard index, range)`` of the ``count`` contiguous shards that hold a document still to do."""
+        ranges = [DocumentRange(self.path, r.start, r.stop, self.offsets[r.start], self.lines[r.start]) for r in split_ranges(len(self), count)]
+        return [(index, shard) for index, shard in enumerate(ranges) if any(self.todo[shard.start : shard.stop])]
+
+
+def split_ranges(count: int, shards: int) -> list[range]:
+    """``shards`` contiguous ranges of ``range(count)`` whose sizes differ by at most one (empty ones dropped)."""
+    base, extra = divmod(count, shards)
+    ranges, start = [], 0
+    for index in range(shards):
+        size = base + (index < extra)
+        ranges.append(range(start, start + size))
+        start += size
+    return [r for r in ranges if r]
 
 
 def document_from_row(path: Path, line_number: int, row: dict[str, Any], ordinal: int, require_latents: bool = False,
@@ -561,7 +623,7 @@ def finished_documents(directory: Path, config_key: str, keep: bool = True) -> d
 
 def merged_documents(directory: Path, config_key: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
     """The records of config ``config_key`` in the partial files of ``directory``, in the order of ``ids``
-    (ids without a record are skipped), read one at a time: only each record's place is held in memory."""
+    (each must have one), read one at a time: only each record's place is held in memory."""
     places: dict[str, tuple[int, int, int]] = {}
     paths = sorted(directory.glob("partial*.jsonl"))
     for file_index, path in enumerate(paths):
@@ -574,7 +636,7 @@ def merged_documents(directory: Path, config_key: str, ids: Iterable[str]) -> It
         for document_id in ids:
             place = places.get(document_id)
             if place is None:
-                continue
+                raise RuntimeError(f"document {document_id!r} has no record in the partial files of {directory}")
             handle = handles[place[0]]
             handle.seek(place[1])
             yield json.loads(handle.read(place[2]).decode("utf-8"))["document"]

@@ -30,8 +30,8 @@ from bolt.errors import BoltError
 from bolt.quality import is_repetitive, warn
 from bolt.executors import ExecutorConfig, run_shards, split_shards
 from bolt.records import (
-    Chunk, Document, DocumentRange, PartialDocuments, finished_documents, is_chunked_file, iter_documents, merged_documents, read_corpus,
-    read_documents, shard_partial_paths, write_json, write_jsonl,
+    Chunk, Document, DocumentRange, DocumentScan, PartialDocuments, finished_documents, is_chunked_file, iter_documents, merged_documents,
+    read_corpus, read_documents, require_file, shard_partial_paths, write_json, write_jsonl,
 )
 from bolt.rundir import RunDir, partial_key, run_dir_for_file, run_stage
 from bolt.scrub import scrub, scrub_data
@@ -163,27 +163,26 @@ def synthesize_documents(teacher: Teacher, documents: Iterable[Document], config
             yield window
 
     slots: dict[str, list[tuple[str, bool] | None]] = {}
-    progress = progress_bar(total=sum(len(d.chunks) for d in documents if pending(d)), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None)
-    for window in windows():
-        counted = sum(pending(document) for document, _ in window)
-        if not counted:
-            continue
-        batch = [LatentRequest(document.id, index, document.chunks[index].prefix, document.chunks[index].text) for document, index in window]
-        answers = teacher.write_latents(batch)
-        if len(answers) != len(batch):
-            raise RuntimeError(f"teacher {teacher.name} returned {len(answers)} latents for {len(batch)} requests")
-        cut = list(getattr(teacher, "last_truncated", None) or []) or [False] * len(batch)
-        for (document, index), answer, truncated in zip(window, answers, cut):
-            if not pending(document):
-                continue  # finished before an interruption: kept as written
-            entry = slots.setdefault(document.id, [None] * len(document.chunks))
-            entry[index] = (answer, truncated)
-            if all(slot is not None for slot in entry):
-                chunks = [Chunk(text=c.text, prefix=c.prefix, latent=z, extra={**c.extra, TRUNCATED: True} if t else c.extra) for c, (z, t) in zip(document.chunks, entry)]
-                partial.add(Document(id=document.id, chunks=chunks, meta=document.meta))
-                del slots[document.id]
-        progress.update(counted)
-    progress.close()
+    with progress_bar(total=sum(len(d.chunks) for d in documents if pending(d)), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None) as progress:
+        for window in windows():
+            counted = sum(pending(document) for document, _ in window)
+            if not counted:
+                continue
+            batch = [LatentRequest(document.id, index, document.chunks[index].prefix, document.chunks[index].text) for document, index in window]
+            answers = teacher.write_latents(batch)
+            if len(answers) != len(batch):
+                raise RuntimeError(f"teacher {teacher.name} returned {len(answers)} latents for {len(batch)} requests")
+            cut = list(getattr(teacher, "last_truncated", None) or []) or [False] * len(batch)
+            for (document, index), answer, truncated in zip(window, answers, cut):
+                if not pending(document):
+                    continue  # finished before an interruption: kept as written
+                entry = slots.setdefault(document.id, [None] * len(document.chunks))
+                entry[index] = (answer, truncated)
+                if all(slot is not None for slot in entry):
+                    chunks = [Chunk(text=c.text, prefix=c.prefix, latent=z, extra={**c.extra, TRUNCATED: True} if t else c.extra) for c, (z, t) in zip(document.chunks, entry)]
+                    partial.add(Document(id=document.id, chunks=chunks, meta=document.meta))
+                    del slots[document.id]
+            progress.update(counted)
 
 
 def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document] | DocumentRange, config: SynthesizeConfig, templates: dict[str, PromptTemplate] | None,
@@ -326,7 +325,10 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
     one local shard). Shards append finished documents to ``OUT.run/partial.jsonl`` (one
     worker) or ``OUT.run/partial-<shard>.jsonl``; API answers go to one SQLite cache that all
     workers share. A rerun with the same input and config, any number of workers, continues
-    from there, and the output does not depend on the executor or the worker count.
+    from there. A local teacher's shards are fixed ranges of the input batched in fixed
+    windows, so a rerun with the same worker count writes the bytes of an uninterrupted run
+    (another count can batch a chunk with other neighbours: a teacher that pads may then
+    differ in the last bits); API answers do not depend on the worker count.
     ``overwrite``: replace an output of another config (``bolt.rundir.RunDir.claim``); adding
     ``allow_failures`` after a run with failures is the same run, finished. ``strict``: a quality warning
     (empty, cut or repeating latents) is an error, raised before the output is written. ``limit``: only the
@@ -358,13 +360,9 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         documents = read_inputs(input_path, config.method)[:limit]
         key = partial_key(stage_config, input_path)
         done = finished_documents(run.path, key)
-        # shards of the whole input, finished documents included, so a resumed run batches as the first did
-        shards = split_shards(documents, executor.workers)
-        shard_args = [
-            (teacher, shard, config, templates, path, key, cache_path, frozenset(d.id for d in shard if d.id in done))
-            for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))
-            if any(d.id not in done for d in shard)
-        ]
+        # API answers do not depend on their batch: the unfinished documents are shared out evenly
+        shards = split_shards([document for document in documents if document.id not in done], executor.workers)
+        shard_args = [(teacher, shard, config, templates, path, key, cache_path) for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))]
         results = run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
         done = finished_documents(run.path, key)
         rows = [done[document.id] for document in documents if document.id in done]
@@ -376,16 +374,13 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
     def local_work(run: RunDir, cache_path: Path) -> dict:
         """A local teacher streams: shards read their own range of the input, the output is merged
         from the partial files one record at a time; no step holds the corpus in memory."""
-        count = sum(1 for _ in itertools.islice(iter_documents(input_path), limit))  # and every check of the input, first
+        require_file(input_path)
         key = partial_key(stage_config, input_path)
-        done = finished_documents(run.path, key, keep=False)
-        finished = frozenset(done)
-        shards = [DocumentRange(Path(input_path), r.start, r.stop) for r in split_shards(range(count), executor.workers)]
-        shard_args = [
-            (teacher, shard, config, None, path, key, cache_path, finished)
-            for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))
-            if any(d.id not in finished for d in shard)
-        ]
+        finished = frozenset(finished_documents(run.path, key, keep=False))
+        scan = DocumentScan(input_path, limit, finished)  # every check of the input, first
+        # shards of the whole input, finished documents included, so a resumed run batches as the first did
+        paths = shard_partial_paths(run.path, min(executor.workers, len(scan)))
+        shard_args = [(teacher, shard, config, None, paths[index], key, cache_path, finished) for index, shard in scan.shards(executor.workers)]
         run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
         ids = (document.id for document in itertools.islice(iter_documents(input_path), limit))
         summary = _finish_local(live, merged_documents(run.path, key, ids), output_path, strict)
