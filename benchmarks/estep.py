@@ -19,13 +19,22 @@ emits EoL, so nearly every latent runs to the budget on both sides.
 
 With ``--backend vllm`` (GPU, vLLM installed) the same chunks also go through the vLLM
 backend, whose rate is printed as a ratio to bolt's HF backend in the same run.
+
+``--processes`` also times whole processes on the same chunks, written to a file with the model
+saved beside them: ``bolt estep`` (reading the file, loading the model, writing its output and run
+directory) against a Python process that loads the same model and runs the batched ``generate``
+baseline over the same file. Start-up and I/O count on both sides.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -129,7 +138,11 @@ def main() -> None:
     parser.add_argument("--batch-prompts", type=int, default=8)
     parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="vllm: also time the vLLM backend against the HF one")
     parser.add_argument("--per-sample", action="store_true", help="also time the (slow) per-sample generate baseline")
+    parser.add_argument("--processes", action="store_true", help="also time whole processes: `bolt estep` against a script running the batched baseline")
+    parser.add_argument("--baseline-process", nargs=2, metavar=("MODEL", "CHUNKS"), help=argparse.SUPPRESS)  # the baseline's own process
     args = parser.parse_args()
+    if args.baseline_process:
+        return baseline_process(args)
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     model, tokenizer = load_model(args)
@@ -162,10 +175,50 @@ def main() -> None:
         baseline = time.perf_counter() - start
         print(f"generate, one call per sample    : {len(naive_jobs) / baseline:8.2f} chunks/s  ({baseline_tokens / baseline:8.0f} sampled tok/s, {baseline_tokens} tokens)")
         print(f"bolt / per-sample generate: {(len(jobs) / ours) / (len(naive_jobs) / baseline):.2f}x (chunks/s)")
+    if args.processes:
+        whole_processes(args, model, tokenizer)
     if args.backend == "vllm":
         vllm_seconds, vllm_tokens = time_vllm(model, tokenizer, m, jobs, config)
         print(f"vLLM backend                    : {len(jobs) / vllm_seconds:8.2f} chunks/s  ({vllm_tokens / vllm_seconds:8.0f} sampled tok/s, {vllm_tokens} tokens)")
         print(f"vLLM / bolt HF: {ours / vllm_seconds:.2f}x")
+
+
+def whole_processes(args, model, tokenizer) -> None:
+    """``bolt estep`` and the baseline script, each as its own process on the same chunks file and model directory."""
+    from bolt.records import write_jsonl
+
+    flags = ["-k", str(args.samples), "--max-new-tokens", str(args.max_new_tokens), "--batch-prompts", str(args.batch_prompts)]
+    environment = {**os.environ, "BOLT_PROGRESS": "off"}
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        model.save_pretrained(root / "model")
+        tokenizer.save_pretrained(root / "model")
+        write_jsonl(root / "chunks.jsonl", make_documents(args.chunks, args.prefix_tokens))
+        seconds = {}
+        for name, argv in (
+            ("bolt estep", [sys.executable, "-m", "bolt", "estep", str(root / "chunks.jsonl"), "--model", str(root / "model"), *flags,
+                            "--device", args.device, "--dtype", args.dtype, "-o", str(root / "out.jsonl")]),
+            ("batched generate script", [sys.executable, __file__, "--baseline-process", str(root / "model"), str(root / "chunks.jsonl"), *flags,
+                                         "--device", args.device, "--dtype", args.dtype]),
+        ):
+            start = time.perf_counter()
+            subprocess.run(argv, check=True, env=environment, stdout=subprocess.DEVNULL)
+            seconds[name] = time.perf_counter() - start
+            print(f"{name + ' (whole process)':<33}: {args.chunks / seconds[name]:8.2f} chunks/s  ({seconds[name]:.1f} s)")
+        print(f"bolt estep / batched generate script (whole processes): {seconds['batched generate script'] / seconds['bolt estep']:.2f}x")
+
+
+def baseline_process(args) -> None:
+    """What a user's own script would do: load the model, read the chunks, batched ``generate``, score."""
+    from bolt.records import read_documents
+
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    model, tokenizer = load_model_and_tokenizer(args.baseline_process[0])
+    model = model.to(device=device, dtype=dtype).eval()
+    config = EStepConfig(samples=args.samples, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens), batch_prompts=args.batch_prompts)
+    jobs = list(chunk_jobs(read_documents(args.baseline_process[1]), tokenizer, config, window=4096))
+    with torch.no_grad():
+        batched_generate(model, tokenizer, marker_ids(tokenizer), jobs, args.samples, args.max_new_tokens, args.batch_prompts)
 
 
 def time_vllm(model, tokenizer, m, jobs, config: EStepConfig) -> tuple[float, int]:
