@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from bolt.errors import BoltError
+from bolt.modeling import context_window
 from bolt.sampling import Sample, SamplingConfig, sample_continuations
 from bolt.scoring import score_shared_beginnings
 
@@ -47,7 +48,7 @@ class HFBackend:
         self.model = model.eval()
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
-        self.context_window = int(getattr(model.config, "max_position_embeddings", 2048))
+        self.context_window = context_window(model)
 
     def sample_latents(self, prompts, k, stop_ids, sampling, rngs):
         return sample_continuations(self.model, prompts, k, stop_ids, sampling, rngs, pad_id=self.pad_id)

@@ -26,7 +26,7 @@ from bolt.errors import BoltError
 from bolt.estep import EStepConfig, batch_windows, run_batch
 from bolt.importance import iwae_bound
 from bolt.layouts import encode
-from bolt.modeling import check_model_dir, load_model, load_tokenizer, model_fingerprint, resolve_device
+from bolt.modeling import check_model_dir, context_window, load_model, load_tokenizer, model_fingerprint, resolve_device
 from bolt.records import Document, PartialDocuments, is_chunked_file, iter_jsonl, read_corpus, read_documents, write_json, write_jsonl
 from bolt.rundir import RunDir, partial_key, run_stage
 from bolt.sampling import SamplingConfig, sample_continuations
@@ -71,7 +71,7 @@ class EvalConfig:
 
 def nll(model, tokenizer, documents: list[Document], m: MarkerIds, max_batch_tokens: int = 16384, documents_per_step: int = 64) -> dict[str, float]:
     """Raw-text NLL per token and per character (nats)."""
-    window = int(getattr(model.config, "max_position_embeddings", 2048))
+    window = context_window(model)
     total, tokens, chars = 0.0, 0, 0
     for begin in progress_bar(range(0, len(documents), documents_per_step), desc="NLL", unit="batch", disable=None):
         sequences = []
@@ -109,7 +109,7 @@ def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds,
     """
     k = max(config.iwae_samples)
     estep = EStepConfig(samples=k, seed=config.seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=config.batch_prompts, keep_candidates=True)
-    window = int(getattr(model.config, "max_position_embeddings", 2048))
+    window = context_window(model)
     partial = PartialDocuments(partial_path, config_key) if partial_path else None
     done = partial.done if partial else {}
     todo = {i for i, document in enumerate(documents) if document.id not in done}

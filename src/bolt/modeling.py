@@ -289,6 +289,7 @@ def load_model_and_tokenizer(spec: str | Path, seed: int = 0, from_scratch: bool
 
 
 def context_window(model) -> int:
+    """The longest sequence ``model`` may see (its config's ``max_position_embeddings``; 2048 when it has none)."""
     return int(getattr(model.config, "max_position_embeddings", 2048))
 
 
