@@ -22,7 +22,6 @@ is those files merged in input order.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import time
 import warnings
@@ -42,7 +41,7 @@ from bolt.estep_backends import BACKENDS, HFBackend, LatentBackend, make_backend
 from bolt.executors import ExecutorConfig, run_shards
 from bolt.modeling import check_model_dir, load_tokenizer, model_fingerprint, resolve_device
 from bolt.records import (
-    Document, DocumentRange, DocumentScan, PartialDocuments, finished_documents, iter_documents, merged_documents, read_documents, require_file,
+    Document, DocumentRange, DocumentScan, PartialDocuments, finished_documents, merged_documents, read_documents, require_file,
     shard_partial_paths, write_jsonl,
 )
 from bolt.rundir import partial_key, run_dir_for_file, run_stage
@@ -282,15 +281,9 @@ def run_estep(
     def is_todo(document: Document) -> bool:
         return document.id not in partial.done and document.id not in finished
 
-    def with_empty_written() -> Iterator[Document]:
-        for document in documents:
-            if not document.chunks and is_todo(document):
-                partial.add(_with_latents(document, []))
-            yield document
-
     results: dict[int, list[Any]] = {}
     with progress_bar(total=sum(len(d.chunks) for d in documents if is_todo(d)), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None) as progress:
-        for batch, involved in batch_windows(with_empty_written(), is_todo, tokenizer, config, window):
+        for batch, involved in batch_windows(documents, is_todo, tokenizer, config, window):
             counted = sum(is_todo(involved[job.document_index]) for job in batch)
             for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
                 document = involved[job.document_index]
@@ -342,13 +335,6 @@ class Summary:
         }
 
 
-def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
-    summary = Summary()
-    for row in rows:
-        summary.add(row)
-    return summary.to_json()
-
-
 def estep_shard(
     model_dir: Path,
     documents: list[Document] | DocumentRange,
@@ -389,8 +375,8 @@ def estep_stage(
 ) -> dict[str, float]:
     """``bolt estep``: read chunks, resample latents with the model at ``model_dir``, write ``output_path``.
 
-    The unfinished documents are split into ``executor.workers`` shards; finished documents
-    go to ``OUT.run/partial.jsonl`` (one worker) or ``OUT.run/partial-<shard>.jsonl`` as they
+    The input is split into ``executor.workers`` contiguous shards (those with nothing left to
+    do are skipped); finished documents go to ``OUT.run/partial.jsonl`` (one worker) or ``OUT.run/partial-<shard>.jsonl`` as they
     complete, and a rerun with the same model, input and config (any number of workers)
     continues from there. The latents do not depend on the executor or the worker count; the bytes
     of a rerun with the same worker count are those of an uninterrupted run (``batch_windows``).
@@ -438,8 +424,7 @@ def estep_stage(
         def rows() -> Iterator[dict[str, Any]]:
             """The output, merged from the partial files in input order one record at a time; the check on the
             whole runs at the end, inside the write, so that --strict leaves no output."""
-            ids = (document.id for document in itertools.islice(iter_documents(input_path), limit))
-            for row in merged_documents(run.path, key, ids):
+            for row in merged_documents(run.path, key, scan.ids()):
                 summary.add(row)
                 yield row
             share = summary.to_json()["unfinished_latent_share"]

@@ -342,6 +342,10 @@ class DocumentScan:
     def __len__(self) -> int:
         return len(self.offsets)
 
+    def ids(self) -> Iterator[str]:
+        """The ids of the scanned documents in file order, read again from the file."""
+        return (document.id for _, _, document in itertools.islice(iter_documents_at(self.path), len(self)))
+
     def shards(self, count: int) -> list[tuple[int, DocumentRange]]:
         """``(shard index, range)`` of the ``count`` contiguous shards that hold a document still to do."""
         ranges = [DocumentRange(self.path, r.start, r.stop, self.offsets[r.start], self.lines[r.start]) for r in split_ranges(len(self), count)]

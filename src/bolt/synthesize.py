@@ -18,7 +18,6 @@ the output is those files merged in input order.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from bolt.errors import BoltError
 from bolt.quality import is_repetitive, warn
 from bolt.executors import ExecutorConfig, run_shards, split_shards
 from bolt.records import (
-    Chunk, Document, DocumentRange, DocumentScan, PartialDocuments, finished_documents, is_chunked_file, iter_documents, merged_documents,
+    Chunk, Document, DocumentRange, DocumentScan, PartialDocuments, finished_documents, is_chunked_file, merged_documents,
     read_corpus, read_documents, require_file, shard_partial_paths, write_json, write_jsonl,
 )
 from bolt.rundir import RunDir, partial_key, run_dir_for_file, run_stage
@@ -152,8 +151,6 @@ def synthesize_documents(teacher: Teacher, documents: Iterable[Document], config
     def windows() -> Iterator[list[tuple[Document, int]]]:
         window: list[tuple[Document, int]] = []
         for document in documents:
-            if not document.chunks and pending(document):
-                partial.add(Document(id=document.id, chunks=[], meta=document.meta))
             for index in range(len(document.chunks)):
                 window.append((document, index))
                 if len(window) == config.batch_size:
@@ -382,8 +379,7 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         paths = shard_partial_paths(run.path, min(executor.workers, len(scan)))
         shard_args = [(teacher, shard, config, None, paths[index], key, cache_path, finished) for index, shard in scan.shards(executor.workers)]
         run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
-        ids = (document.id for document in itertools.islice(iter_documents(input_path), limit))
-        summary = _finish_local(live, merged_documents(run.path, key, ids), output_path, strict)
+        summary = _finish_local(live, merged_documents(run.path, key, scan.ids()), output_path, strict)
         for path in run.path.glob("partial*.jsonl"):
             path.unlink()
         return summary
