@@ -5,7 +5,7 @@ Baselines (same process, same model, same chunks):
 - **batched generate** (the one the ratio that matters is against): ``model.generate`` over
   ``--batch-prompts`` left-padded prompts at once with ``num_return_sequences=K``, log q
   gathered from the returned scores, and the joint sequences scored in one batched call
-  (``bolt.scoring.score``, by token budget);
+  (``bolt.estep.scoring.score``, by token budget);
 - **per sample** (``--per-sample``, slow): every one of the K samples of every chunk drawn on
   its own with ``model.generate`` and its joint sequence scored on its own.
 
@@ -40,13 +40,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from bolt.estep import EStepConfig, chunk_jobs, joint_sequence, latent_body, posterior_prompt, run_batch  # noqa: E402
-from bolt.modeling import byte_llama, load_model_and_tokenizer, resolve_device, resolve_dtype  # noqa: E402
-from bolt.records import Chunk, Document  # noqa: E402
-from bolt.sampling import SamplingConfig  # noqa: E402
-from bolt.scoring import score  # noqa: E402
-from bolt.special_tokens import add_latent_tokens, marker_ids  # noqa: E402
-from bolt.world import WorldConfig, world_documents  # noqa: E402
+from bolt.estep.stage import EStepConfig, chunk_jobs, joint_sequence, latent_body, posterior_prompt, run_batch  # noqa: E402
+from bolt.core.modeling import byte_llama, load_model_and_tokenizer, resolve_device, resolve_dtype  # noqa: E402
+from bolt.core.records import Chunk, Document  # noqa: E402
+from bolt.estep.sampling import SamplingConfig  # noqa: E402
+from bolt.estep.scoring import score  # noqa: E402
+from bolt.core.special_tokens import add_latent_tokens, marker_ids  # noqa: E402
+from bolt.apps.world.world import WorldConfig, world_documents  # noqa: E402
 
 
 def make_documents(n_chunks: int, prefix_tokens: int = 0) -> list[Document]:
@@ -185,7 +185,7 @@ def main() -> None:
 
 def whole_processes(args, model, tokenizer) -> None:
     """``bolt estep`` and the baseline script, each as its own process on the same chunks file and model directory."""
-    from bolt.records import write_jsonl
+    from bolt.core.records import write_jsonl
 
     flags = ["-k", str(args.samples), "--max-new-tokens", str(args.max_new_tokens), "--batch-prompts", str(args.batch_prompts)]
     environment = {**os.environ, "BOLT_PROGRESS": "off"}
@@ -210,7 +210,7 @@ def whole_processes(args, model, tokenizer) -> None:
 
 def baseline_process(args) -> None:
     """What a user's own script would do: load the model, read the chunks, batched ``generate``, score."""
-    from bolt.records import read_documents
+    from bolt.core.records import read_documents
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     model, tokenizer = load_model_and_tokenizer(args.baseline_process[0])
@@ -225,7 +225,7 @@ def time_vllm(model, tokenizer, m, jobs, config: EStepConfig) -> tuple[float, in
     """The same chunks through the vLLM backend (the model saved to a temporary HF directory)."""
     import tempfile
 
-    from bolt.vllm_backend import VLLMBackend
+    from bolt.estep.vllm_backend import VLLMBackend
 
     with tempfile.TemporaryDirectory() as directory:
         model.save_pretrained(directory)

@@ -46,9 +46,9 @@ rm -rf "$work" && mkdir -p "$work"
 step cli_data 120 python3 - "$work" <<'EOF'
 import sys
 from pathlib import Path
-from bolt.synthesize import SynthesizeConfig, synthesize_stage
+from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 from bolt.teachers import make_teacher
-from bolt.world import WorldConfig, write_world
+from bolt.apps.world.world import WorldConfig, write_world
 work = Path(sys.argv[1])
 paths = write_world(work / "world", WorldConfig(warm_documents=50, bootstrap_documents=16, heldout_documents=4, questions=32), seed=0)
 synthesize_stage(make_teacher("oracle"), paths["warm_chunks"], work / "warm.latents.jsonl", SynthesizeConfig())

@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 CHILD = r"""
 import json, sys
 argv = json.loads(sys.argv[1])
-import bolt.cli, bolt.chunking, bolt.synthesize, bolt.estep, bolt.training, torch  # the same imports in every process
+import bolt.cli, bolt.core.chunking, bolt.teachers.synthesize, bolt.estep.stage, bolt.train.training, torch  # the same imports in every process
 if argv:
     code = bolt.cli.main(argv)
     if code:
@@ -55,7 +55,7 @@ def peak_kib(argv: list[str], cwd: Path) -> tuple[int, float]:
 
 
 def write_corpus(path: Path, documents: int) -> None:
-    from bolt.world import WorldConfig, world_documents
+    from bolt.apps.world.world import WorldConfig, world_documents
 
     world = WorldConfig(warm_documents=documents, bootstrap_documents=0, heldout_documents=0)
     with path.open("w") as handle:

@@ -37,13 +37,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from bolt.layouts import Layout, render, tokenize_document  # noqa: E402
-from bolt.modeling import byte_tokenizer  # noqa: E402
-from bolt.records import Document, read_documents, write_jsonl  # noqa: E402
-from bolt.special_tokens import LATENT_TOKENS, marker_ids  # noqa: E402
-from bolt.token_store import StoreKey, open_token_store  # noqa: E402
-from bolt.training import TrainConfig, window_stream  # noqa: E402
-from bolt.world import WorldConfig, oracle_latent, world_documents  # noqa: E402
+from bolt.core.layouts import Layout, render, tokenize_document  # noqa: E402
+from bolt.core.modeling import byte_tokenizer  # noqa: E402
+from bolt.core.records import Document, read_documents, write_jsonl  # noqa: E402
+from bolt.core.special_tokens import LATENT_TOKENS, marker_ids  # noqa: E402
+from bolt.core.token_store import StoreKey, open_token_store  # noqa: E402
+from bolt.train.training import TrainConfig, window_stream  # noqa: E402
+from bolt.apps.world.world import WorldConfig, oracle_latent, world_documents  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

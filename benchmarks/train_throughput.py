@@ -8,7 +8,7 @@ process against N processes (torchrun) in the same run, on the same device.
         --seq-len 2048 --batch-size 8 --precision bf16 --steps 30 --nproc 1          # one GPU, ~300M params
 
 The model is a Llama built from the flags (byte-level vocabulary), trained by the real
-`bolt.training.train` loop on the embedded world's text (``--layout raw``). Throughput is
+`bolt.train.training.train` loop on the embedded world's text (``--layout raw``). Throughput is
 taken between the first logged step after ``--warmup`` and the last, so start-up and
 first-step allocations are not counted.
 
@@ -34,10 +34,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from bolt.modeling import byte_llama  # noqa: E402
-from bolt.special_tokens import add_latent_tokens  # noqa: E402
-from bolt.training import TrainConfig, train  # noqa: E402
-from bolt.world import WorldConfig, world_documents  # noqa: E402
+from bolt.core.modeling import byte_llama  # noqa: E402
+from bolt.core.special_tokens import add_latent_tokens  # noqa: E402
+from bolt.train.training import TrainConfig, train  # noqa: E402
+from bolt.apps.world.world import WorldConfig, world_documents  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 
 def write_latents(path: Path, chunks: int, k: int = 4, seed: int = 0) -> None:
-    from bolt.importance import effective_sample_size
-    from bolt.records import write_jsonl
+    from bolt.estep.importance import effective_sample_size
+    from bolt.core.records import write_jsonl
 
     rng = random.Random(seed)
     documents = []
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from bolt.view import view
+    from bolt.apps.view import view
 
     chromium = shutil.which("chromium")
     with tempfile.TemporaryDirectory() as directory, sync_playwright() as playwright:

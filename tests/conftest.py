@@ -23,10 +23,10 @@ settings.load_profile("bolt")
 @pytest.fixture(scope="session")
 def tiny_latents(tmp_path_factory):
     """Embedded-world corpora chunked by `bolt chunk` (several sentences per chunk), with oracle latents."""
-    from bolt.chunking import ChunkConfig, chunk_stage
-    from bolt.synthesize import SynthesizeConfig, synthesize_stage
+    from bolt.core.chunking import ChunkConfig, chunk_stage
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
     from bolt.teachers import make_teacher
-    from bolt.world import WorldConfig, write_world
+    from bolt.apps.world.world import WorldConfig, write_world
 
     directory = tmp_path_factory.mktemp("world")
     world = WorldConfig(warm_documents=8, bootstrap_documents=4, heldout_documents=2, questions=6)
@@ -40,7 +40,7 @@ def tiny_latents(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_trained_model(tiny_latents, tmp_path_factory):
     """The tiny preset trained for a few steps on world latents: an HF directory with the markers."""
-    from bolt.training import TrainConfig, train
+    from bolt.train.training import TrainConfig, train
 
     output = tmp_path_factory.mktemp("model") / "warm"
     train(TrainConfig(model="tiny", seq_len=128, batch_size=4, steps=6, lr=3e-3), tiny_latents["warm_latents"], output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bolt.special_tokens import EOL, POST, PRIOR, SOL
+from bolt.core.special_tokens import EOL, POST, PRIOR, SOL
 
 VOCAB = ["<s>", "</s>", "<pad>", "a", "b", "c", SOL, EOL, PRIOR, POST]
 

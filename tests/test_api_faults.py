@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from bolt.errors import BoltError, EnvironmentFault
-from bolt.records import Chunk, Document, write_jsonl
-from bolt.scrub import REDACTED, register, scrub, scrub_data, scrub_url
+from bolt.core.records import Chunk, Document, write_jsonl
+from bolt.core.scrub import REDACTED, register, scrub, scrub_data, scrub_url
 
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")

@@ -22,7 +22,7 @@ import pytest
 
 from bolt.cli import main
 from bolt.errors import BoltError
-from bolt.records import Chunk, Document, write_jsonl
+from bolt.core.records import Chunk, Document, write_jsonl
 from bolt.teachers.prompts import LATENT_V1, WRAP_COT_V1, WRAP_V1, load_templates
 
 pytest.importorskip("openai")
@@ -315,8 +315,8 @@ def test_wrap_methods_rephrase_whole_documents(tmp_path, capsys, monkeypatch):
     assert styles == set(WRAP_V1), "16 documents should draw every one of the four styles"
     for row, text in zip(cot, texts):
         assert row["meta"]["synthetic"] == answer_text(item_of(WRAP_COT_V1.messages("", text)[1]["content"]))
-    from bolt.layouts import tokenize_document
-    from bolt.records import read_documents
+    from bolt.core.layouts import tokenize_document
+    from bolt.core.records import read_documents
 
     class CharTokenizer:
         def encode(self, text, add_special_tokens=False):

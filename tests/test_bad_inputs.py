@@ -285,7 +285,7 @@ def test_latents_given_to_estep_are_accepted_with_a_warning(inputs, tmp_path, ca
 
 
 def test_a_damaged_line_inside_a_partial_file_is_dropped_once_with_a_warning(tmp_path):
-    from bolt.records import Chunk, Document, PartialDocuments
+    from bolt.core.records import Chunk, Document, PartialDocuments
 
     path = tmp_path / "partial.jsonl"
     partial = PartialDocuments(path, "key")

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 
-from bolt.benchmarks import TASKS  # noqa: E402
-from bolt.special_tokens import EOL, LATENT_TOKENS, PRIOR, SOL  # noqa: E402
+from bolt.evaluate.tasks import TASKS  # noqa: E402
+from bolt.core.special_tokens import EOL, LATENT_TOKENS, PRIOR, SOL  # noqa: E402
 
 FEWSHOT = {"gsm8k_cot": 8, "math_cot": 4, "mmlu_stem_cot": 4, "world": 0}
 
@@ -29,8 +29,8 @@ def marker_happy_model(tmp_path_factory):
     """A random tiny model with the markers added and their logits boosted, so it emits markers unless banned."""
     import torch
 
-    from bolt.modeling import preset_model
-    from bolt.special_tokens import add_latent_tokens, marker_ids
+    from bolt.core.modeling import preset_model
+    from bolt.core.special_tokens import add_latent_tokens, marker_ids
 
     model, tokenizer = preset_model("tiny", seed=1)
     add_latent_tokens(tokenizer, model)
@@ -48,7 +48,7 @@ def marker_happy_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """Two questions per dataset in each dataset's own fields (GSM8K-format questions written here, not shipped)."""
-    from bolt.world import WorldConfig, world_questions
+    from bolt.apps.world.world import WorldConfig, world_questions
 
     root = tmp_path_factory.mktemp("eval-data")
     write_jsonl(root / "gsm8k" / "test.jsonl", [
@@ -70,7 +70,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def all_tasks_run(marker_happy_model, data_dir, tmp_path_factory):
-    from bolt.benchmarks.harness import TaskRunConfig, run_tasks
+    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
 
     output = tmp_path_factory.mktemp("eval-out")
     config = TaskRunConfig(tasks=list(TASKS), data_dir=data_dir, limit=2, max_gen_tokens=12, batch_size=4)
@@ -113,7 +113,7 @@ def test_mmlu_stem_keeps_only_stem_subjects(all_tasks_run):
 
 
 def test_a_rerun_skips_finished_tasks(all_tasks_run, marker_happy_model, monkeypatch):
-    import bolt.benchmarks.harness as harness
+    import bolt.evaluate.tasks.harness as harness
 
     output, config, summary = all_tasks_run
 
@@ -126,11 +126,11 @@ def test_a_rerun_skips_finished_tasks(all_tasks_run, marker_happy_model, monkeyp
 
 def test_world_latent_through_the_harness_matches_bolts_own_answers(marker_happy_model, data_dir, tmp_path):
     """The same greedy generation as `bolt eval --questions` (BOS, SoL PRIOR, stop at SoL); the standard variant bans the markers this model loves."""
-    from bolt.benchmarks.harness import TaskRunConfig, run_tasks
-    from bolt.evaluation import EvalConfig, answer_questions, read_questions
-    from bolt.modeling import load_model, load_tokenizer
-    from bolt.special_tokens import marker_ids
-    from bolt.world import ANSWER_PATTERN
+    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
+    from bolt.evaluate.stage import EvalConfig, answer_questions, read_questions
+    from bolt.core.modeling import load_model, load_tokenizer
+    from bolt.core.special_tokens import marker_ids
+    from bolt.apps.world.world import ANSWER_PATTERN
 
     questions = read_questions(data_dir / "world" / "test.jsonl")
     tokenizer, model = load_tokenizer(marker_happy_model), load_model(marker_happy_model)
@@ -151,7 +151,7 @@ def test_world_latent_through_the_harness_matches_bolts_own_answers(marker_happy
 
 
 def test_several_samples_give_maj_and_pass_at_k(marker_happy_model, data_dir, tmp_path):
-    from bolt.benchmarks.harness import TaskRunConfig, run_tasks
+    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
 
     summary = run_tasks(marker_happy_model, tmp_path, TaskRunConfig(tasks=["world_latent"], data_dir=data_dir, limit=1, samples=3, max_gen_tokens=8))
     entry = summary["world_latent"]
@@ -163,7 +163,7 @@ def test_several_samples_give_maj_and_pass_at_k(marker_happy_model, data_dir, tm
 
 
 def test_offline_without_data_dir_says_how_to_fix(marker_happy_model, tmp_path):
-    from bolt.benchmarks.harness import TaskRunConfig, run_tasks
+    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
     from bolt.errors import BoltError
 
     with pytest.raises(BoltError, match="--data-dir"):
@@ -173,7 +173,7 @@ def test_offline_without_data_dir_says_how_to_fix(marker_happy_model, tmp_path):
 
 
 def test_unknown_task_lists_the_known_ones():
-    from bolt.benchmarks.harness import TaskRunConfig
+    from bolt.evaluate.tasks.harness import TaskRunConfig
     from bolt.errors import BoltError
 
     with pytest.raises(BoltError, match="gsm8k_cot_latent"):
@@ -181,7 +181,7 @@ def test_unknown_task_lists_the_known_ones():
 
 
 def test_prompts_start_with_bos_after_the_left_padding(marker_happy_model):
-    from bolt.benchmarks.harness import load_lm
+    from bolt.evaluate.tasks.harness import load_lm
 
     lm = load_lm(marker_happy_model, batch_size=2)
     tokenizer = lm.tokenizer
@@ -233,7 +233,7 @@ def _first_request(task):
 
 @pytest.mark.parametrize("task", sorted(GOLDEN))
 def test_standard_variant_renders_the_upstream_prompt(task, upstream_manager, tmp_path):
-    from bolt.benchmarks.upstream import build_tasks
+    from bolt.evaluate.tasks.upstream import build_tasks
 
     name, folder, doc = GOLDEN[task]
     write_jsonl(tmp_path / folder / "test.jsonl", [doc])
@@ -254,7 +254,7 @@ def upstream_task_config(manager, name):
 
 
 def test_mmlu_stem_is_upstreams_stem_subjects_each_with_its_own_description(tmp_path):
-    from bolt.benchmarks.upstream import STEM_SUBJECTS, build_tasks
+    from bolt.evaluate.tasks.upstream import STEM_SUBJECTS, build_tasks
 
     write_jsonl(tmp_path / "mmlu_stem" / "test.jsonl", [
         {"question": "q1", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "anatomy"},
@@ -270,7 +270,7 @@ def test_mmlu_stem_is_upstreams_stem_subjects_each_with_its_own_description(tmp_
 
 @pytest.mark.parametrize("task", sorted(GOLDEN))
 def test_latent_exemplars_are_the_upstream_ones_transformed(task, tmp_path):
-    from bolt.benchmarks.upstream import build_tasks, exemplars_of, task_configs, upstream_config
+    from bolt.evaluate.tasks.upstream import build_tasks, exemplars_of, task_configs, upstream_config
 
     name, folder, doc = GOLDEN[task]
     write_jsonl(tmp_path / folder / "test.jsonl", [doc])
@@ -299,7 +299,7 @@ def test_latent_exemplars_are_the_upstream_ones_transformed(task, tmp_path):
 
 
 def test_latent_grading_reads_the_answer_after_eol_with_upstreams_metrics(tmp_path):
-    from bolt.benchmarks.upstream import build_tasks
+    from bolt.evaluate.tasks.upstream import build_tasks
 
     write_jsonl(tmp_path / "math" / "test.jsonl", [GOLDEN["math_cot"][2]])
     (standard,) = build_tasks("math_cot", tmp_path)

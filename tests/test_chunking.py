@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bolt.chunking import ChunkConfig, chunk_document, chunk_lengths, chunk_stage, split_units, with_prefixes
+from bolt.core.chunking import ChunkConfig, chunk_document, chunk_lengths, chunk_stage, split_units, with_prefixes
 from bolt.errors import BoltError
-from bolt.records import CorpusDocument, Document, read_documents
-from bolt.rundir import file_sha256
+from bolt.core.records import CorpusDocument, Document, read_documents
+from bolt.core.rundir import file_sha256
 
 WORDS = ["the", "Dr.", "Mr.", "Mrs.", "U.S.", "e.g.", "i.e.", "3.50", "$3.50", "2.5%", "apples", "Smith", "No.", "vs.", "etc.",
          "Jan.", "a.m.", "“quoted”", "(aside)", "it's", "Zürich", "東京", "—", "x"]
@@ -336,7 +336,7 @@ def test_a_hub_dataset_is_streamed_and_chunked(fake_hub, tmp_path, capsys):
     import json
 
     from bolt.cli import main
-    from bolt.records import read_documents
+    from bolt.core.records import read_documents
 
     output = tmp_path / "chunks.jsonl"
     argv = ["chunk", "hf:org/corpus", "--dataset-config", "sub", "--split", "train", "--revision", "abc123", "--limit", "10", "--mean-units", "2", "-o", str(output)]

@@ -16,7 +16,7 @@ import torch
 from bolt import __version__
 from bolt.cli import COMMANDS, build_parser, main
 from bolt.errors import BoltError
-from bolt.loop import LoopConfig, demo_loop
+from bolt.em.loop import LoopConfig, demo_loop
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -215,7 +215,7 @@ def test_estep_model_that_is_not_an_hf_directory(kind, tiny_latents, tmp_path, c
 
 @pytest.mark.filterwarnings("ignore:.*has no bolt training manifest")
 def test_estep_on_a_model_never_trained_with_latents(tiny_latents, tmp_path, capsys):
-    from bolt.modeling import preset_model
+    from bolt.core.modeling import preset_model
 
     model, tokenizer = preset_model("tiny")
     directory = tmp_path / "plain"
@@ -285,18 +285,18 @@ def _capture_config(monkeypatch, module, function: str) -> dict:
 
 
 def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
-    import bolt.demo
+    import bolt.apps.world.demo
 
-    seen = _capture_config(monkeypatch, bolt.demo, "run_demo")
+    seen = _capture_config(monkeypatch, bolt.apps.world.demo, "run_demo")
     argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior", "--lr", "1e-3",
             "--modulus", "11", "--precision", "no", "--compile"]
     assert main(argv) == 0
     config = seen["config"]
-    assert config.compile is True and bolt.demo.DemoConfig().compile is False
+    assert config.compile is True and bolt.apps.world.demo.DemoConfig().compile is False
     assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.loop.proposal, config.train.lr) == (50, 40, 1200, "prior", 1e-3)
     assert (config.world.modulus, config.train.precision) == (11, "no")
     assert config.train.batch_size == 16, "other training settings keep the preset's values"
-    assert config.m_step_steps == bolt.demo.DemoConfig().m_step_steps > 0, "the default fixes the M-steps' length"
+    assert config.m_step_steps == bolt.apps.world.demo.DemoConfig().m_step_steps > 0, "the default fixes the M-steps' length"
     assert main(["demo", "-o", str(tmp_path / "budget"), "--m-step-budget", "steps"]) == 0
     assert (seen["config"].m_step_budget, seen["config"].m_step_steps) == ("steps", 0), "a budget rule asked for replaces the fixed count"
     assert main(["demo", "-o", str(tmp_path / "both"), "--m-step-budget", "steps", "--m-step-steps", "500"]) == 0
@@ -306,7 +306,7 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     config = seen["config"]
     assert (config.sweep, config.loop.temperature, config.wrap, config.loop.samples, config.world.estep_context, config.loop.estep_folds) == ([1, 4, 8], 1.2, True, 4, 3, 3)
     assert (config.world.modulus, config.train.precision) == (10, "auto"), "unset flags keep the preset's values"
-    from bolt.demo import DemoConfig
+    from bolt.apps.world.demo import DemoConfig
 
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True
     assert DemoConfig().loop == LoopConfig(max_latent_tokens=48) and DemoConfig().sweep == [1, 4, 16], "the paper's loop is the default"
@@ -322,11 +322,11 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
 def test_quick_demo_is_the_default_pipeline_made_small(tmp_path, monkeypatch):
     """--quick shrinks sizes, steps and K only: its E-step sees the same context as the default's
     (the earlier preset fell back to the world's 3 sentences), and the K sweep still compares 1 with 4."""
-    import bolt.demo
+    import bolt.apps.world.demo
 
-    seen = _capture_config(monkeypatch, bolt.demo, "run_demo")
+    seen = _capture_config(monkeypatch, bolt.apps.world.demo, "run_demo")
     assert main(["demo", "-o", str(tmp_path / "q"), "--quick"]) == 0
-    quick, default = seen["config"], bolt.demo.DemoConfig()
+    quick, default = seen["config"], bolt.apps.world.demo.DemoConfig()
     assert quick.world.estep_context == default.world.estep_context == 1
     assert (quick.loop.samples, quick.sweep) == (4, [1, 4])
     assert quick.train.steps < default.train.steps and quick.world.bootstrap_documents < default.world.bootstrap_documents
@@ -364,12 +364,12 @@ def test_train_bad_layout_is_refused_with_the_choices(tiny_latents, tmp_path, ca
 def test_flag_choices_are_the_stages_own():
     """The CLI spells out the choices so that parsing imports no stage; they must not drift."""
     from bolt import cli
-    from bolt.estep import PROPOSALS
-    from bolt.estep_backends import BACKENDS as ESTEP_BACKENDS
-    from bolt.layouts import Layout
+    from bolt.estep.stage import PROPOSALS
+    from bolt.estep.backends import BACKENDS as ESTEP_BACKENDS
+    from bolt.core.layouts import Layout
     from bolt.teachers.base import BACKENDS as TEACHERS
     from bolt.teachers.prompts import METHODS
-    from bolt.training import PRECISIONS
+    from bolt.train.training import PRECISIONS
 
     assert cli.PRECISIONS == PRECISIONS
     assert sorted(cli.TEACHERS) == sorted(TEACHERS)
@@ -567,13 +567,13 @@ def test_em_on_the_world_default_and_rerun_skips_everything(tmp_path, capsys, mo
     def must_not_run(*args, **kwargs):
         raise AssertionError("a completed stage ran again")
 
-    import bolt.estep
-    import bolt.evaluation
-    import bolt.training
+    import bolt.estep.stage
+    import bolt.evaluate.stage
+    import bolt.train.training
 
-    monkeypatch.setattr(bolt.training, "window_stream", must_not_run)
-    monkeypatch.setattr(bolt.estep, "run_estep", must_not_run)
-    monkeypatch.setattr(bolt.evaluation, "evaluate_model", must_not_run)
+    monkeypatch.setattr(bolt.train.training, "window_stream", must_not_run)
+    monkeypatch.setattr(bolt.estep.stage, "run_estep", must_not_run)
+    monkeypatch.setattr(bolt.evaluate.stage, "evaluate_model", must_not_run)
     assert main(argv) == 0
     assert capsys.readouterr().out == table
     assert json.loads((output / "results.json").read_text()) == results
@@ -581,9 +581,9 @@ def test_em_on_the_world_default_and_rerun_skips_everything(tmp_path, capsys, mo
 
 
 def test_em_estep_folds_reach_the_config(tmp_path, monkeypatch):
-    import bolt.em
+    import bolt.em.engine
 
-    seen = _capture_config(monkeypatch, bolt.em, "run_em")
+    seen = _capture_config(monkeypatch, bolt.em.engine, "run_em")
     assert main(["em", "-o", str(tmp_path / "em"), "--estep-folds", "4", "--proposal", "prior", "--m-step-data", "teacher+bootstrap"]) == 0
     loop = seen["config"].loop
     assert (loop.estep_folds, loop.proposal, loop.m_step_data) == (4, "prior", "teacher+bootstrap")
@@ -592,7 +592,7 @@ def test_em_estep_folds_reach_the_config(tmp_path, monkeypatch):
 
 
 def test_auto_device_prefers_cuda_then_apples_gpu_then_the_cpu(monkeypatch):
-    import bolt.modeling as modeling
+    import bolt.core.modeling as modeling
 
     for cuda, mps, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)

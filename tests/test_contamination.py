@@ -7,9 +7,9 @@ import json
 import pytest
 
 from bolt.cli import main
-from bolt.contamination import ContaminationConfig, contamination, ngrams, words
+from bolt.evaluate.contamination import ContaminationConfig, contamination, ngrams, words
 from bolt.errors import BoltError
-from bolt.records import write_jsonl
+from bolt.core.records import write_jsonl
 
 GSM8K_TEST = [
     {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether?",

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from bolt.demo import DemoConfig, _prepare_seed, run_demo
-from bolt.loop import LoopConfig, demo_loop
-from bolt.records import read_documents
-from bolt.world import REPHRASE_STYLES, WorldConfig, latent_is_correct, with_reasoning
+from bolt.apps.world.demo import DemoConfig, _prepare_seed, run_demo
+from bolt.em.loop import LoopConfig, demo_loop
+from bolt.core.records import read_documents
+from bolt.apps.world.world import REPHRASE_STYLES, WorldConfig, latent_is_correct, with_reasoning
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,7 @@ def test_demo_refuses_an_unknown_proposal():
 
 
 def test_m_step_steps_fixes_every_m_step_and_scales_fold_models_by_their_data():
-    from bolt.demo import m_step_steps
+    from bolt.apps.world.demo import m_step_steps
     from bolt.errors import BoltError
 
     config = DemoConfig(world=WorldConfig(warm_documents=50, bootstrap_documents=150), m_step_steps=0)
@@ -165,7 +165,7 @@ def test_cross_fitted_estep_reads_every_fold_with_a_model_that_did_not_train_on_
 
 
 def test_cross_fitted_graph_waits_for_every_fold_model(tmp_path):
-    from bolt.demo import demo_jobs
+    from bolt.apps.world.demo import demo_jobs
 
     loop = dataclasses.replace(demo_loop(), iterations=3, estep_folds=3)
     config = DemoConfig(world=WorldConfig(warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=2), loop=loop, sweep=[1])

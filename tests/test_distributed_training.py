@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import bolt
-from bolt import training
-from bolt.rundir import file_sha256
-from bolt.training import TrainConfig, train
+from bolt.train import training
+from bolt.core.rundir import file_sha256
+from bolt.train.training import TrainConfig, train
 
 SRC = Path(bolt.__file__).resolve().parents[1]
 

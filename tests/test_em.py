@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from bolt.em import EMConfig, run_em
-from bolt.loop import LoopConfig
+from bolt.em.engine import EMConfig, run_em
+from bolt.em.loop import LoopConfig
 from bolt.errors import BoltError
-from bolt.records import read_documents
-from bolt.world import WorldConfig
+from bolt.core.records import read_documents
+from bolt.apps.world.world import WorldConfig
 
 
 @pytest.mark.slow
@@ -52,7 +52,7 @@ def test_cross_fitting_refuses_continued_m_steps_and_too_many_folds():
 
 
 def test_more_folds_than_bootstrap_documents_fail_before_any_training(tmp_path):
-    from bolt.records import Chunk, Document, write_jsonl
+    from bolt.core.records import Chunk, Document, write_jsonl
 
     corpus = tmp_path / "boot.chunks.jsonl"
     write_jsonl(corpus, [Document(id=f"d{i}", chunks=[Chunk(text=f"c {i}.")]) for i in range(2)])
@@ -66,7 +66,7 @@ def test_more_folds_than_bootstrap_documents_fail_before_any_training(tmp_path):
 def test_bolt_em_and_the_demo_run_one_engine_same_m_step_data_and_latents(tmp_path):
     """The same world, seed, loop and training give `bolt em` and the demo's EM chain the same
     E-step latents and the same M-step data, iteration after iteration."""
-    from bolt.demo import DemoConfig, run_demo
+    from bolt.apps.world.demo import DemoConfig, run_demo
 
     world = WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2, problems_per_document=3)
     loop = LoopConfig(iterations=2, samples=2, max_latent_tokens=8)

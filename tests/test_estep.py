@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from bolt.errors import BoltError
-from bolt.estep import EStepConfig, estep_stage, fit_context
-from bolt.importance import effective_sample_size, iwae_bound, resample_index
-from bolt.records import read_documents
-from bolt.sampling import SamplingConfig
+from bolt.estep.stage import EStepConfig, estep_stage, fit_context
+from bolt.estep.importance import effective_sample_size, iwae_bound, resample_index
+from bolt.core.records import read_documents
+from bolt.estep.sampling import SamplingConfig
 
 
 def test_fit_context_cuts_prefix_first_then_end_of_text():
@@ -70,7 +70,7 @@ def test_estep_stage_writes_every_field(tiny_trained_model, tiny_latents, tmp_pa
 
 
 def test_estep_resumes_after_interruption(tiny_trained_model, tiny_latents, tmp_path, monkeypatch):
-    import bolt.estep as estep
+    import bolt.estep.stage as estep
 
     reference = tmp_path / "reference.jsonl"
     estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], reference, _config())
@@ -103,7 +103,7 @@ def test_a_resumed_estep_batches_every_chunk_as_the_uninterrupted_run(tiny_train
     """Batches are fixed windows over the input: a rerun after an interruption in the middle of a
     window that spans two documents recomputes that same window, so every chunk is sampled and
     scored with the same neighbours (the same padding), and the output is the same bytes."""
-    import bolt.estep as estep
+    import bolt.estep.stage as estep
 
     config = _config()
     config.batch_prompts = 4  # windows straddle documents (each has several chunks)
@@ -138,8 +138,8 @@ def test_a_resumed_estep_batches_every_chunk_as_the_uninterrupted_run(tiny_train
 
 
 def test_estep_warns_for_a_model_without_bolt_training(tmp_path, tiny_latents):
-    from bolt.modeling import preset_model
-    from bolt.special_tokens import add_latent_tokens
+    from bolt.core.modeling import preset_model
+    from bolt.core.special_tokens import add_latent_tokens
 
     model, tokenizer = preset_model("tiny")
     add_latent_tokens(tokenizer, model)
@@ -159,7 +159,7 @@ def test_estep_config_validation():
 
 
 def test_estimate_times_chunks_spread_over_the_input_and_projects_the_whole(tiny_trained_model, tiny_latents, tmp_path, monkeypatch, capsys):
-    import bolt.estep as estep_module
+    import bolt.estep.stage as estep_module
     from bolt.cli import main
 
     inputs = read_documents(tiny_latents["bootstrap_chunks"])
@@ -183,7 +183,7 @@ def test_estimate_times_chunks_spread_over_the_input_and_projects_the_whole(tiny
 
 
 def test_strict_refuses_latents_mostly_cut_and_a_rerun_keeps_what_was_sampled(tiny_trained_model, tiny_latents, tmp_path, capsys, monkeypatch):
-    import bolt.estep as estep_module
+    import bolt.estep.stage as estep_module
     from bolt.cli import main
 
     output = tmp_path / "latents.jsonl"

@@ -12,12 +12,12 @@ import itertools
 import numpy as np
 import pytest
 
-from bolt.estep import ChunkContext, EStepConfig, chunk_jobs, joint_sequence, posterior_prompt, prior_prompt, run_batch
-from bolt.importance import logsumexp
-from bolt.records import Chunk, Document
-from bolt.sampling import SamplingConfig
-from bolt.scoring import score
-from bolt.special_tokens import marker_ids
+from bolt.estep.stage import ChunkContext, EStepConfig, chunk_jobs, joint_sequence, posterior_prompt, prior_prompt, run_batch
+from bolt.estep.importance import logsumexp
+from bolt.core.records import Chunk, Document
+from bolt.estep.sampling import SamplingConfig
+from bolt.estep.scoring import score
+from bolt.core.special_tokens import marker_ids
 from golden_model import VOCAB, golden_model, golden_tokenizer
 
 MAX_LATENT = 2

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import bolt.estep as estep
+import bolt.estep.stage as estep
 from bolt.errors import BoltError
-from bolt.estep import EStepConfig, estep_stage
-from bolt.executors import ExecutorConfig, split_shards
-from bolt.records import read_documents
-from bolt.sampling import SamplingConfig
+from bolt.estep.stage import EStepConfig, estep_stage
+from bolt.core.executors import ExecutorConfig, split_shards
+from bolt.core.records import read_documents
+from bolt.estep.sampling import SamplingConfig
 
 
 def _config() -> EStepConfig:
@@ -103,7 +103,7 @@ def crash_once(marker, *shard_args):
     """A shard whose first attempt kills its worker process in its second batch (module level: Ray imports it)."""
     import os
 
-    import bolt.estep as module
+    import bolt.estep.stage as module
 
     if not os.path.exists(marker):
         open(marker, "w").close()

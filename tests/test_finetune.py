@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 
-from bolt.finetune import FinetuneConfig, finetune_eval, supervised_batches, training_pairs  # noqa: E402
-from bolt.special_tokens import EOL, PRIOR, SOL  # noqa: E402
+from bolt.evaluate.finetune import FinetuneConfig, finetune_eval, supervised_batches, training_pairs  # noqa: E402
+from bolt.core.special_tokens import EOL, PRIOR, SOL  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def world_data(tmp_path_factory):
-    from bolt.world import WorldConfig, world_questions
+    from bolt.apps.world.world import WorldConfig, world_questions
 
     root = tmp_path_factory.mktemp("ft-data")
     questions = world_questions(WorldConfig(questions=10), seed=5, exclude=[])
@@ -35,7 +35,7 @@ def test_training_pairs_use_the_task_format(world_data):
 
 
 def test_loss_is_only_on_the_answer_and_eos(tiny_trained_model):
-    from bolt.modeling import load_tokenizer
+    from bolt.core.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_trained_model)
     pairs = [("Q: 1+1?", " 2."), ("Q: long question?", f" 1+1=2{EOL} 2.")]
@@ -50,7 +50,7 @@ def test_loss_is_only_on_the_answer_and_eos(tiny_trained_model):
 
 
 def test_finetune_eval_over_seeds_and_rerun(tiny_trained_model, world_data, tmp_path, monkeypatch):
-    import bolt.finetune as finetune
+    import bolt.evaluate.finetune as finetune
 
     config = FinetuneConfig(task="world_latent", data_dir=world_data, seeds=2, epochs=3, lr=3e-3, batch_size=2, samples=2, limit=2, max_gen_tokens=8)
     result = finetune_eval(tiny_trained_model, tmp_path, config)
@@ -122,8 +122,8 @@ def test_finetune_pairs_are_the_evaluations_prompt_and_a_target_it_grades_right(
     from test_benchmarks import _upstream_task
     from lm_eval.tasks import TaskManager
 
-    from bolt.benchmarks.upstream import build_tasks
-    from bolt.records import write_jsonl
+    from bolt.evaluate.tasks.upstream import build_tasks
+    from bolt.core.records import write_jsonl
 
     name, folder, row, standard_target, latent_target = FINETUNE_GOLDEN[task]
     for split in ("train", "test"):
@@ -145,9 +145,9 @@ def test_finetune_pairs_are_the_evaluations_prompt_and_a_target_it_grades_right(
 def test_several_samples_add_upstreams_majority_vote(task, latent, tmp_path):
     """With K samples per question the upstream tasks gain upstream's self-consistency filter (the
     last filter's extraction, then majority_vote): a first sample that is wrong, a majority that is right."""
-    from bolt.benchmarks.harness import _metrics
-    from bolt.benchmarks.upstream import build_tasks
-    from bolt.records import write_jsonl
+    from bolt.evaluate.tasks.harness import _metrics
+    from bolt.evaluate.tasks.upstream import build_tasks
+    from bolt.core.records import write_jsonl
 
     _, folder, row, standard_target, latent_target = FINETUNE_GOLDEN[task]
     write_jsonl(tmp_path / folder / "test.jsonl", [row])

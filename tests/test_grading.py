@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 pytest.importorskip("math_verify")
 
-from bolt.benchmarks import hooks  # noqa: E402
+from bolt.evaluate.tasks import hooks  # noqa: E402
 from bolt.errors import BoltError  # noqa: E402
-from bolt.grading import after_latent, last_boxed, math_answer, math_equivalent  # noqa: E402
-from bolt.special_tokens import EOL, SOL  # noqa: E402
+from bolt.evaluate.grading import after_latent, last_boxed, math_answer, math_equivalent  # noqa: E402
+from bolt.core.special_tokens import EOL, SOL  # noqa: E402
 
 GSM8K_DOC = {"question": "q", "answer": "Work: 3 + 15 = <<3+15=18>>18.\n#### 1,018"}
 MATH_DOC = {"problem": "p", "solution": "So it is $\\boxed{\\frac{3}{4}}$."}
@@ -137,7 +137,7 @@ def test_math_grading_works_outside_the_main_thread():
 def test_math_grading_without_math_verify_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from bolt.grading import MathVerifier
+    from bolt.evaluate.grading import MathVerifier
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "math_verify" else real_find_spec(name, *args))

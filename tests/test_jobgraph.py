@@ -7,7 +7,7 @@ import os
 import pytest
 
 from bolt.errors import BoltError
-from bolt.jobgraph import Job, run_graph
+from bolt.core.jobgraph import Job, run_graph
 
 
 def _square(x: int, done: dict) -> int:

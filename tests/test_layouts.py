@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bolt.errors import BoltError
-from bolt.layouts import Layout, TokenizedDocument, encode, render, tokenize_document
-from bolt.modeling import preset_model
-from bolt.records import Chunk, Document
-from bolt.special_tokens import LATENT_TOKENS, MarkerIds, add_latent_tokens, marker_ids
+from bolt.core.layouts import Layout, TokenizedDocument, encode, render, tokenize_document
+from bolt.core.modeling import preset_model
+from bolt.core.records import Chunk, Document
+from bolt.core.special_tokens import LATENT_TOKENS, MarkerIds, add_latent_tokens, marker_ids
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from bolt.estep import EStepConfig, estep_stage
-from bolt.evaluation import EvalConfig, likelihood_bounds, load_eval_documents, nll
-from bolt.importance import iwae_bound
-from bolt.layouts import encode
-from bolt.modeling import load_model, load_tokenizer
-from bolt.records import Chunk, Document
-from bolt.sampling import SamplingConfig
-from bolt.special_tokens import marker_ids
+from bolt.estep.stage import EStepConfig, estep_stage
+from bolt.evaluate.stage import EvalConfig, likelihood_bounds, load_eval_documents, nll
+from bolt.estep.importance import iwae_bound
+from bolt.core.layouts import encode
+from bolt.core.modeling import load_model, load_tokenizer
+from bolt.core.records import Chunk, Document
+from bolt.estep.sampling import SamplingConfig
+from bolt.core.special_tokens import marker_ids
 from golden_model import golden_model, golden_tokenizer
 
 
@@ -68,7 +68,7 @@ def test_iwae_bounds_are_the_estep_numbers_on_the_same_chunks(heldout, tiny_trai
 
 
 def test_bounds_resume_after_an_interruption(heldout, tmp_path, monkeypatch):
-    import bolt.evaluation as evaluation
+    import bolt.evaluate.stage as evaluation
 
     tokenizer, model, m, documents = heldout
     config = EvalConfig(iwae_samples=[1, 2], max_latent_tokens=6, seed=1, batch_prompts=4)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from bolt import training
-from bolt.chunking import ChunkConfig, chunk_stage
+from bolt.train import training
+from bolt.core.chunking import ChunkConfig, chunk_stage
 from bolt.cli import main
 from bolt.errors import BoltError
-from bolt.records import atomic_path, write_jsonl
-from bolt.rundir import RunDir
-from bolt.training import TrainConfig, train
+from bolt.core.records import atomic_path, write_jsonl
+from bolt.core.rundir import RunDir
+from bolt.train.training import TrainConfig, train
 
 TRAIN = dict(model="tiny", seq_len=64, batch_size=2, lr=3e-3, log_every=1)
 TRAIN_ARGS = ["--model", "tiny", "--seq-len", "64", "--batch-size", "2", "--lr", "3e-3", "--log-every", "1"]
@@ -128,7 +128,7 @@ def test_a_stage_output_of_another_config_needs_overwrite(tiny_latents, tmp_path
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    from bolt import training
+    from bolt.train import training
     calls = {"n": 0}
     real = training.fsync_path
     def fsync_path(path):  # the checkpoint's files are flushed one by one before the rename
@@ -157,7 +157,7 @@ def test_sigkill_during_a_checkpoint_write_then_rerun_resumes(tiny_latents, tmp_
     output = tmp_path / "killed"
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(training.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(training.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
            "KILL_AT_FSYNC": "8"}  # the 2nd checkpoint: well past the first one's files
     killed = subprocess.run([sys.executable, str(script), *argv, "-o", str(output)], env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -272,8 +272,8 @@ def test_a_damaged_chunk_output_is_recomputed_with_a_warning(tiny_latents, tmp_p
 
 
 def test_a_damaged_estep_output_is_recomputed(tiny_trained_model, tiny_latents, tmp_path):
-    from bolt.estep import EStepConfig, estep_stage
-    from bolt.sampling import SamplingConfig
+    from bolt.estep.stage import EStepConfig, estep_stage
+    from bolt.estep.sampling import SamplingConfig
 
     output = tmp_path / "latents.jsonl"
     config = EStepConfig(samples=2, seed=0, sampling=SamplingConfig(max_new_tokens=8), batch_prompts=4)

@@ -10,7 +10,7 @@ import pytest
 
 from bolt.cli import main
 from bolt.errors import BoltError
-from bolt.modeling import model_path, preset_model
+from bolt.core.modeling import model_path, preset_model
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -43,14 +43,14 @@ def hub_cache(tmp_path, monkeypatch):
 def test_local_directory_is_taken_as_it_is(tmp_path):
     directory = save_tiny(tmp_path / "my-model")
     assert model_path(str(directory)) == directory
-    from bolt.modeling import load_model, load_tokenizer
+    from bolt.core.modeling import load_model, load_tokenizer
 
     assert load_tokenizer(directory).eos_token == "</s>"
     assert load_model(directory).config.hidden_size == 64
 
 
 def test_hub_id_loads_from_the_cache_offline(hub_cache, monkeypatch):
-    from bolt.modeling import load_model, load_tokenizer, model_fingerprint
+    from bolt.core.modeling import load_model, load_tokenizer, model_fingerprint
 
     snapshot = hub_cache / "snapshots" / REVISION
     assert model_path("testorg/tiny-llama") == snapshot
@@ -103,7 +103,7 @@ def test_missing_local_path_keeps_its_message(tmp_path, capsys):
 
 
 def test_repetition_test():
-    from bolt.quality import is_repetitive
+    from bolt.core.quality import is_repetitive
 
     assert is_repetitive("the sum is four. " * 10)
     assert is_repetitive("ab" * 60)
@@ -129,7 +129,7 @@ class LoopingTeacher:
 
 
 def test_synthesize_counts_and_warns_cut_and_repeating_latents(tiny_latents, tmp_path):
-    from bolt.synthesize import SynthesizeConfig, synthesize_stage
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 
     out = tmp_path / "latents.jsonl"
     with pytest.warns(UserWarning) as caught:
@@ -144,7 +144,7 @@ def test_synthesize_counts_and_warns_cut_and_repeating_latents(tiny_latents, tmp
 
 
 def test_synthesize_strict_refuses_and_keeps_the_work(tiny_latents, tmp_path):
-    from bolt.synthesize import SynthesizeConfig, synthesize_stage
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 
     out = tmp_path / "latents.jsonl"
     with pytest.raises(BoltError, match="--strict"):
@@ -185,8 +185,8 @@ def test_eval_warns_on_empty_answers_and_counts_them(tiny_trained_model, tmp_pat
 
 
 def test_eval_warns_when_gold_answers_cannot_match_the_pattern(tiny_trained_model, tmp_path, capsys):
-    from bolt.evaluation import EvalConfig, gold_answer_check
-    from bolt.world import ANSWER_PATTERN
+    from bolt.evaluate.stage import EvalConfig, gold_answer_check
+    from bolt.apps.world.world import ANSWER_PATTERN
 
     questions = [{"prompt": "p", "answer": a} for a in ("MIT", "Apache-2.0", "7")]
     with pytest.warns(UserWarning, match="2 of 3 gold answers .* can never match the default --answer-pattern"):
@@ -229,7 +229,7 @@ def test_eval_direct_on_a_base_model_without_markers(tiny_latents, tmp_path, cap
 @pytest.fixture()
 def captured_em(monkeypatch, tmp_path):
     """``bolt em``'s config as the CLI builds it, without running the loop."""
-    import bolt.em
+    import bolt.em.engine
 
     seen = {}
 
@@ -239,7 +239,7 @@ def captured_em(monkeypatch, tmp_path):
         (output / "results.md").write_text("")
         return []
 
-    monkeypatch.setattr(bolt.em, "run_em", fake_run_em)
+    monkeypatch.setattr(bolt.em.engine, "run_em", fake_run_em)
     return seen
 
 
@@ -266,9 +266,9 @@ def test_em_defaults_and_budget_flags(captured_em, tmp_path, capsys):
 
 
 def test_world_keeps_a_given_answer_pattern(tmp_path):
-    from bolt.em import EMConfig, _prepare_world
-    from bolt.evaluation import EvalConfig
-    from bolt.world import ANSWER_PATTERN, WorldConfig
+    from bolt.em.engine import EMConfig, _prepare_world
+    from bolt.evaluate.stage import EvalConfig
+    from bolt.apps.world.world import ANSWER_PATTERN, WorldConfig
 
     world = WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2)
     assert _prepare_world(EMConfig(world=world), tmp_path / "a").eval.answer_pattern == ANSWER_PATTERN
@@ -276,8 +276,8 @@ def test_world_keeps_a_given_answer_pattern(tmp_path):
 
 
 def test_estep_warning_names_the_budget_of_each_command(tiny_trained_model, tiny_latents, tmp_path):
-    from bolt.estep import EStepConfig, estep_stage
-    from bolt.sampling import SamplingConfig
+    from bolt.estep.stage import EStepConfig, estep_stage
+    from bolt.estep.sampling import SamplingConfig
 
     config = EStepConfig(samples=1, sampling=SamplingConfig(max_new_tokens=1))
     with pytest.warns(UserWarning) as caught:
@@ -309,7 +309,7 @@ def test_a_failed_command_marks_its_manifest_failed(tiny_latents, tmp_path, caps
 
 
 def test_failed_manifest_is_scrubbed(tmp_path):
-    from bolt.rundir import RunDir
+    from bolt.core.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     run.start("x", {})
@@ -322,7 +322,7 @@ def test_failed_manifest_is_scrubbed(tmp_path):
 def test_progress_in_logs_prints_lines_with_rate_and_eta(monkeypatch):
     import io
 
-    import bolt.progress as progress
+    import bolt.core.progress as progress
 
     clock = [0.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
@@ -352,22 +352,22 @@ def test_a_batch_that_decodes_for_minutes_is_not_silent_in_a_log(monkeypatch, ti
     open bar a line a minute, naming the token it is at."""
     import io
 
-    import bolt.progress as progress
-    from bolt.modeling import load_model_and_tokenizer
-    from bolt.sampling import SamplingConfig, sample_continuations
+    import bolt.core.progress as progress
+    from bolt.core.modeling import load_model_and_tokenizer
+    from bolt.estep.sampling import SamplingConfig, sample_continuations
 
     clock = [0.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
     log = io.StringIO()
     bar = progress.progress_bar(total=3, desc="E-step em_1", unit="chunk", file=log, disable=None)
     model, tokenizer = load_model_and_tokenizer(tiny_trained_model)
-    real_draw = __import__("bolt.sampling", fromlist=["_draw"])._draw
+    real_draw = __import__("bolt.estep.sampling", fromlist=["_draw"])._draw
 
     def slow_draw(*args, **kwargs):
         clock[0] += 20.0  # 20 s per decoding step
         return real_draw(*args, **kwargs)
 
-    monkeypatch.setattr("bolt.sampling._draw", slow_draw)
+    monkeypatch.setattr("bolt.estep.sampling._draw", slow_draw)
     import numpy as np
 
     sample_continuations(model, [[1, 2, 3]], 2, set(), SamplingConfig(max_new_tokens=9), [np.random.default_rng(i) for i in range(2)], pad_id=0)
@@ -381,7 +381,7 @@ def test_a_batch_that_decodes_for_minutes_is_not_silent_in_a_log(monkeypatch, ti
 
 
 def test_run_name_names_the_iteration():
-    from bolt.progress import run_name
+    from bolt.core.progress import run_name
 
     assert run_name("runs/em/latents/em_2.jsonl.run/partial-3.jsonl") == "em_2"
 

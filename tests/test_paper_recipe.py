@@ -91,8 +91,8 @@ def test_recipe_refuses_a_silently_changed_batch_and_an_unpinned_base(env, messa
 def test_recipe_runs_end_to_end_at_toy_scale(tmp_path):
     """The whole recipe on a CPU: tiny base model, the world's oracle as teacher, world text as the
     corpus, one row per task dataset; every stage runs and the report has every row."""
-    from bolt.world import WorldConfig, world_documents
-    from bolt.records import write_jsonl
+    from bolt.apps.world.world import WorldConfig, world_documents
+    from bolt.core.records import write_jsonl
 
     splits = world_documents(WorldConfig(warm_documents=4, bootstrap_documents=4, heldout_documents=2, problems_per_document=2), 0)
     for split, documents in splits.items():

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bolt.errors import BoltError
-from bolt.records import (
+from bolt.core.records import (
     CHUNKS_FORMAT,
     LATENTS_FORMAT,
     Chunk,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bolt.modeling import preset_model
-from bolt.sampling import SamplingConfig, processed_log_probs, sample_continuations
-from bolt.scoring import score
+from bolt.core.modeling import preset_model
+from bolt.estep.sampling import SamplingConfig, processed_log_probs, sample_continuations
+from bolt.estep.scoring import score
 
 STOP = {ord(".")}
 
@@ -130,7 +130,7 @@ def test_sampling_frequencies_follow_the_distribution(tiny):
 def test_scoring_shared_beginnings_once_gives_the_full_forward_sums(tiny, budget):
     """The E-step's joint scores with each chunk's BOS + prefix run once and its KV cache shared by
     the K candidates: the same sums as scoring every full sequence (float rounding apart)."""
-    from bolt.scoring import score_shared_beginnings
+    from bolt.estep.scoring import score_shared_beginnings
 
     model, tokenizer = tiny
     rng = np.random.default_rng(0)

@@ -33,13 +33,13 @@ def smollm2():
 @pytest.fixture(scope="module")
 def pipeline(smollm2, tmp_path_factory):
     """chunk -> synthesize (hf teacher) -> train -> estep, on real text."""
-    from bolt.chunking import ChunkConfig, chunk_stage
-    from bolt.estep import EStepConfig, estep_stage
-    from bolt.records import write_jsonl
-    from bolt.sampling import SamplingConfig
-    from bolt.synthesize import SynthesizeConfig, synthesize_stage
+    from bolt.core.chunking import ChunkConfig, chunk_stage
+    from bolt.estep.stage import EStepConfig, estep_stage
+    from bolt.core.records import write_jsonl
+    from bolt.estep.sampling import SamplingConfig
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
     from bolt.teachers import make_teacher
-    from bolt.training import TrainConfig, train
+    from bolt.train.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("smollm2")
     write_jsonl(root / "corpus.jsonl", [{"id": f"doc{i}", "text": t} for i, t in enumerate(TEXTS)])
@@ -52,7 +52,7 @@ def pipeline(smollm2, tmp_path_factory):
 
 
 def test_teacher_uses_the_chat_template_and_writes_text(pipeline, smollm2):
-    from bolt.records import read_documents
+    from bolt.core.records import read_documents
     from bolt.teachers import LatentRequest, make_teacher
 
     teacher = make_teacher("hf", model=smollm2, max_new_tokens=8)
@@ -67,7 +67,7 @@ def test_teacher_uses_the_chat_template_and_writes_text(pipeline, smollm2):
 def test_trained_model_is_a_standard_hf_directory(pipeline):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bolt.special_tokens import LATENT_TOKENS
+    from bolt.core.special_tokens import LATENT_TOKENS
 
     tokenizer = AutoTokenizer.from_pretrained(pipeline / "model")
     model = AutoModelForCausalLM.from_pretrained(pipeline / "model")
@@ -82,12 +82,12 @@ def test_trained_model_is_a_standard_hf_directory(pipeline):
 def test_estep_scores_exactly_the_sampled_ids(pipeline):
     """log p(Z, X) recomputed from the stored latent (text, or ids when the text does not
     re-tokenise to them) equals the recorded score."""
-    from bolt.estep import ChunkContext, joint_sequence
-    from bolt.layouts import encode
-    from bolt.modeling import load_model, load_tokenizer
-    from bolt.records import read_documents
-    from bolt.scoring import score
-    from bolt.special_tokens import marker_ids
+    from bolt.estep.stage import ChunkContext, joint_sequence
+    from bolt.core.layouts import encode
+    from bolt.core.modeling import load_model, load_tokenizer
+    from bolt.core.records import read_documents
+    from bolt.estep.scoring import score
+    from bolt.core.special_tokens import marker_ids
 
     tokenizer = load_tokenizer(pipeline / "model")
     model = load_model(pipeline / "model").eval()
@@ -109,8 +109,8 @@ def test_estep_scores_exactly_the_sampled_ids(pipeline):
 
 
 def test_eval_on_the_real_model(pipeline, smollm2):
-    from bolt.evaluation import EvalConfig, eval_stage
-    from bolt.records import write_jsonl
+    from bolt.evaluate.stage import EvalConfig, eval_stage
+    from bolt.core.records import write_jsonl
 
     write_jsonl(pipeline / "questions.jsonl", [{"prompt": "Question: 2 + 3 = ? Answer:", "answer": "5"}])
     config = EvalConfig(iwae_samples=[1, 2], uniform_units=2, max_latent_tokens=6, max_answer_tokens=8)
@@ -124,8 +124,8 @@ def test_eval_on_the_real_model(pipeline, smollm2):
 
 def test_bf16_scores_track_fp32(smollm2):
     """The bf16 path (for speed) stays close to fp32 on the real model."""
-    from bolt.modeling import load_model, load_tokenizer
-    from bolt.scoring import score
+    from bolt.core.modeling import load_model, load_tokenizer
+    from bolt.estep.scoring import score
 
     tokenizer = load_tokenizer(smollm2)
     ids = tokenizer.encode(TEXTS[0], add_special_tokens=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bolt.errors import BoltError
-from bolt.modeling import byte_tokenizer, preset_model
-from bolt.special_tokens import LATENT_TOKENS, add_latent_tokens, marker_ids
+from bolt.core.modeling import byte_tokenizer, preset_model
+from bolt.core.special_tokens import LATENT_TOKENS, add_latent_tokens, marker_ids
 
 
 class RefusingTokenizer:

@@ -13,12 +13,12 @@ import uuid
 
 import pytest
 
-import bolt.synthesize as synthesize
+import bolt.teachers.synthesize as synthesize
 from bolt.cli import main
 from bolt.errors import BoltError
-from bolt.executors import ExecutorConfig
-from bolt.records import read_documents
-from bolt.synthesize import SynthesizeConfig, synthesize_stage
+from bolt.core.executors import ExecutorConfig
+from bolt.core.records import read_documents
+from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 from bolt.teachers import TeacherSpec, make_teacher
 
 ORACLE = TeacherSpec("oracle", {"error_rate": 0.3, "seed": 2})
@@ -62,7 +62,7 @@ def test_a_teacher_object_cannot_be_sharded(chunks, tmp_path):
 
 
 def test_a_shard_interrupted_mid_way_keeps_its_finished_documents_and_resumes_with_another_worker_count(chunks, reference, tmp_path, monkeypatch):
-    from bolt.world import OracleTeacher
+    from bolt.apps.world.world import OracleTeacher
 
     documents = read_documents(chunks)
     real_write, real_shard = OracleTeacher.write_latents, synthesize.synthesize_shard
@@ -96,7 +96,7 @@ def test_a_shard_interrupted_mid_way_keeps_its_finished_documents_and_resumes_wi
 def test_a_resumed_run_gives_the_teacher_the_batches_of_the_uninterrupted_run(chunks, tmp_path, monkeypatch):
     """A local teacher (HF, vLLM) pads a batch together: batches are fixed windows of the input, so
     after an interruption inside a window that spans two documents the rerun sends that same window."""
-    from bolt.world import OracleTeacher
+    from bolt.apps.world.world import OracleTeacher
 
     real_write = OracleTeacher.write_latents
     seen, kill = [], {"at": None}
@@ -251,7 +251,7 @@ def crash_once(marker, *shard_args):
     """A shard whose first attempt kills its worker process in its second batch (module level: Ray imports it)."""
     import os
 
-    from bolt.world import OracleTeacher
+    from bolt.apps.world.world import OracleTeacher
 
     if not os.path.exists(marker):
         open(marker, "w").close()

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bolt import training
+from bolt.train import training
 from bolt.errors import BoltError
-from bolt.layouts import TokenizedDocument
-from bolt.modeling import byte_tokenizer, preset_model
-from bolt.rundir import config_to_json, file_sha256
-from bolt.special_tokens import LATENT_TOKENS, MarkerIds, add_latent_tokens
-from bolt.training import TrainConfig, plan_steps, train, window_stream
+from bolt.core.layouts import TokenizedDocument
+from bolt.core.modeling import byte_tokenizer, preset_model
+from bolt.core.rundir import config_to_json, file_sha256
+from bolt.core.special_tokens import LATENT_TOKENS, MarkerIds, add_latent_tokens
+from bolt.train.training import TrainConfig, plan_steps, train, window_stream
 from window_recorder import record_windows
 
 BYTE_VOCAB = 259  # 256 bytes + <s>, </s>, <pad>

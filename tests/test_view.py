@@ -11,8 +11,8 @@ import pytest
 
 from bolt.cli import main
 from bolt.errors import BoltError
-from bolt.records import write_jsonl
-from bolt.view import collect, view
+from bolt.core.records import write_jsonl
+from bolt.apps.view import collect, view
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -20,8 +20,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def estep_output(tiny_trained_model, tiny_latents, tmp_path_factory):
     """A real E-step output with its K candidates kept, and a second E-step as "the next iteration"."""
-    from bolt.estep import EStepConfig, estep_stage
-    from bolt.sampling import SamplingConfig
+    from bolt.estep.stage import EStepConfig, estep_stage
+    from bolt.estep.sampling import SamplingConfig
 
     directory = tmp_path_factory.mktemp("view")
     for name, seed in (("em_1", 0), ("em_2", 1)):
@@ -31,7 +31,7 @@ def estep_output(tiny_trained_model, tiny_latents, tmp_path_factory):
 
 
 def test_columns_hold_every_chunk_with_its_candidates_weights_and_the_next_iteration(estep_output):
-    from bolt.records import read_documents
+    from bolt.core.records import read_documents
 
     first, second = estep_output / "latents" / "em_1.jsonl", estep_output / "latents" / "em_2.jsonl"
     data = collect([first, second])

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from bolt.errors import BoltError
-from bolt.estep_backends import HFBackend, make_backend
-from bolt.vllm_backend import token_budget_batches
+from bolt.estep.backends import HFBackend, make_backend
+from bolt.estep.vllm_backend import token_budget_batches
 
 HAS_VLLM_GPU = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 needs_vllm_gpu = pytest.mark.skipif(not HAS_VLLM_GPU, reason="needs vLLM and a CUDA GPU")
@@ -33,7 +33,7 @@ def test_token_budget_batches_keep_order_and_budget():
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_vllm_backend_without_vllm_says_how_to_install(tiny_trained_model):
-    from bolt.modeling import load_tokenizer
+    from bolt.core.modeling import load_tokenizer
 
     with pytest.raises(BoltError, match=r"bolt-latent\[vllm\]"):
         make_backend("vllm", tiny_trained_model, load_tokenizer(tiny_trained_model))
@@ -44,9 +44,9 @@ def engines(tmp_path_factory):
     """A random-init Llama whose head size every vLLM attention kernel takes, as an HF directory, in both engines."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from bolt.modeling import byte_tokenizer
-    from bolt.special_tokens import add_latent_tokens
-    from bolt.vllm_backend import VLLMBackend
+    from bolt.core.modeling import byte_tokenizer
+    from bolt.core.special_tokens import add_latent_tokens
+    from bolt.estep.vllm_backend import VLLMBackend
 
     tokenizer = byte_tokenizer()
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
@@ -80,7 +80,7 @@ def test_joint_scores_agree(engines):
 @pytest.mark.parametrize("temperature, top_p, top_k", [(1.0, 1.0, 0), (0.7, 0.9, 0), (1.3, 1.0, 20)])
 def test_log_q_is_that_of_the_distribution_sampled_from(engines, temperature, top_p, top_k):
     """vLLM's summed sampled-token log-probs equal HF's processed log-probs of the same tokens."""
-    from bolt.sampling import SamplingConfig, processed_log_probs
+    from bolt.estep.sampling import SamplingConfig, processed_log_probs
 
     tokenizer, hf, vllm = engines
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=24)
@@ -98,10 +98,10 @@ def test_log_q_is_that_of_the_distribution_sampled_from(engines, temperature, to
 
 @needs_vllm_gpu
 def test_chosen_latents_agree_in_distribution(engines):
-    from bolt.estep import EStepConfig, chunk_jobs, run_batch
-    from bolt.records import Chunk, Document
-    from bolt.sampling import SamplingConfig
-    from bolt.special_tokens import marker_ids
+    from bolt.estep.stage import EStepConfig, chunk_jobs, run_batch
+    from bolt.core.records import Chunk, Document
+    from bolt.estep.sampling import SamplingConfig
+    from bolt.core.special_tokens import marker_ids
 
     tokenizer, hf, vllm = engines
     m = marker_ids(tokenizer)

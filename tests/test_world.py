@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from bolt.errors import BoltError
-from bolt.records import read_documents
+from bolt.core.records import read_documents
 from bolt.teachers import LatentRequest, make_teacher
-from bolt.world import REPHRASE_STYLES, OracleTeacher, Problem, WorldConfig, rephrase, latent_is_correct, oracle_latent, parse_question, world_documents, world_questions, write_world
+from bolt.apps.world.world import REPHRASE_STYLES, OracleTeacher, Problem, WorldConfig, rephrase, latent_is_correct, oracle_latent, parse_question, world_documents, world_questions, write_world
 
 
 def answer_requests(documents) -> list[LatentRequest]:
@@ -117,7 +117,7 @@ def test_world_config_validation():
 
 
 def test_wrap_cot_writes_each_derivation_inline_before_its_answer():
-    from bolt.world import with_reasoning
+    from bolt.apps.world.world import with_reasoning
 
     text = "Let c = 3 + 8 - 5 * 2 (mod 10). So c = 2. Let p = 7 * 3 (mod 10). So p = 1."
     assert with_reasoning(text) == "Let c = 3 + 8 - 5 * 2 (mod 10). 3+8=1-5=6*2=2. So c = 2. Let p = 7 * 3 (mod 10). 7*3=1. So p = 1."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bolt import training
+from bolt.train import training
 
 
 def record_windows(patch) -> list[list[int]]:

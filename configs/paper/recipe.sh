@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's experiment (METHOD.md, "Paper scale"): TinyLlama-1.1B continued pretraining on
+# The paper's experiment (docs/METHOD.md, "Paper scale"): TinyLlama-1.1B continued pretraining on
 # FineMath-4+; GPT-4o-mini latents for the warm start (OpenAI Batch API, temperature 0.7); 3 BoLT
 # iterations with K = 4 from the posterior; every M-step 13B tokens from the same base; raw
 # token- and FLOPs-matched baselines (fresh-raw, WRAP and WRAP-CoT as options); 3 seeds; every model

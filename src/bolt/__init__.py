@@ -1,13 +1,14 @@
 """bolt: reasoning to learn from latent thoughts.
 
-The package mirrors the pipeline of METHOD.md, one module per stage:
+The library follows the pipeline of docs/METHOD.md, one package per stage:
 
-- ``chunking``     corpus -> chunked documents
-- ``synthesize``   chunked documents -> teacher latents (backends in ``teachers/``)
-- ``training``     latent data -> trained HF model (the M-step), layouts in ``layouts``
-- ``estep``        model + chunks -> resampled latents (the E-step), math in ``importance``
-- ``evaluation``   model + held-out docs -> NLL, ELBO/IWAE, latent-space answers
-- ``em``           the BoLT loop wiring the stages together
+- ``core``       record formats, chunking, special tokens, layouts, token store, models, run dirs
+- ``teachers``   chunked documents -> teacher latents (``synthesize``; API, HF and vLLM backends)
+- ``train``      latent data -> trained HF model (warm start, M-steps, baselines)
+- ``estep``      model + chunks -> resampled latents (the E-step), math in ``importance``
+- ``evaluate``   model + held-out docs -> NLL, ELBO/IWAE, latent-space answers, benchmark tasks
+- ``em``         the BoLT loop wiring the stages together
+- ``apps``       built on the library: the embedded world and its demo, reports, the viewer
 
 Nothing here imports a GPU-only dependency at module load.
 """

@@ -3,7 +3,7 @@
 Conventions: input files are positional, ``-o/--output`` names the output file or
 directory, ``--model`` an HF model directory (or a preset for ``train``), ``-k`` is K,
 ``--seed`` everywhere. A ``BoltError`` prints as one line and exits with its ``exit_code``: 2 for a user
-error, 1 for an environment fault such as an unreachable server. Everything printed passes through ``bolt.scrub``.
+error, 1 for an environment fault such as an unreachable server. Everything printed passes through ``bolt.core.scrub``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bolt import __version__
 from bolt.errors import BoltError
-from bolt.loop import M_STEP_DATA, PROPOSALS, LoopConfig, demo_loop, paper_loop_for_the_world
-from bolt.scrub import scrub
+from bolt.em.loop import M_STEP_DATA, PROPOSALS, LoopConfig, demo_loop, paper_loop_for_the_world
+from bolt.core.scrub import scrub
 
 EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
 
@@ -83,8 +83,8 @@ def _chunk_parser(sub) -> None:
 
 
 def _run_chunk(args) -> dict:
-    from bolt.chunking import ChunkConfig, HubSource, chunk_stage
-    from bolt.records import is_hub_corpus
+    from bolt.core.chunking import ChunkConfig, HubSource, chunk_stage
+    from bolt.core.records import is_hub_corpus
 
     config = ChunkConfig(mean_units=args.mean_units, max_units=args.max_units, uniform=args.uniform, prefix_chunks=args.prefix_chunks, seed=args.seed)
     hub = HubSource(config=args.dataset_config, split=args.split, revision=args.revision)
@@ -174,7 +174,7 @@ def _synthesize_teacher(args):
 
 
 def _run_synthesize(args) -> dict:
-    from bolt.synthesize import SynthesizeConfig, synthesize_estimate, synthesize_stage
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_estimate, synthesize_stage
 
     spec = _synthesize_teacher(args)
     config = SynthesizeConfig(method=args.method, prompt_file=args.prompt_file, seed=args.seed, batch_size=args.batch_size, allow_failures=args.allow_failures)
@@ -246,7 +246,7 @@ def _is_world_data(path: Path) -> bool:
 
 
 def _train_config(args):
-    from bolt.training import TrainConfig
+    from bolt.train.training import TrainConfig
 
     return TrainConfig(
         model=str(args.model), from_scratch=args.from_scratch, layout=args.layout, raw_ratio=args.raw_ratio, seq_len=args.seq_len,
@@ -257,7 +257,7 @@ def _train_config(args):
 
 
 def _run_train(args) -> dict:
-    from bolt.training import train
+    from bolt.train.training import train
 
     if args.tokenize_workers < 1:
         raise BoltError(f"--tokenize-workers must be >= 1, got {args.tokenize_workers}.")
@@ -321,28 +321,28 @@ def _add_executor(parser: argparse.ArgumentParser, what_workers_do: str) -> None
 
 
 def _executor_config(args):
-    from bolt.executors import ExecutorConfig
+    from bolt.core.executors import ExecutorConfig
 
     return ExecutorConfig(kind=args.executor, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
 
 
 def _sampling_config(args):
-    from bolt.sampling import SamplingConfig
+    from bolt.estep.sampling import SamplingConfig
 
     return SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens)
 
 
 def _run_estep(args) -> dict:
-    from bolt.estep import EStepConfig, estep_stage
+    from bolt.estep.stage import EStepConfig, estep_stage
 
     config = EStepConfig(
         samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend,
         proposal=args.proposal,
     )
-    from bolt.modeling import resolve_dtype
+    from bolt.core.modeling import resolve_dtype
 
     if args.estimate is not None:
-        from bolt.estep import estimate
+        from bolt.estep.stage import estimate
 
         result = estimate(args.model, args.input, config, dtype=resolve_dtype(args.dtype), device=args.device, workers=args.workers, sample_chunks=args.estimate)
         print(f"{result['chunks_timed']} chunks in {result['seconds']:.1f} s: {result['chunks_per_second']:.2f} chunks/s, "
@@ -406,7 +406,7 @@ def _parse_ints(text: str, flag: str) -> list[int]:
 
 def _run_benchmarks(args) -> dict:
     try:
-        from bolt.benchmarks.harness import TaskRunConfig, run_tasks
+        from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
     except ImportError as exc:
         raise BoltError(f"--tasks needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
     config = TaskRunConfig(
@@ -418,7 +418,7 @@ def _run_benchmarks(args) -> dict:
 
 
 def _run_eval(args) -> dict:
-    from bolt.evaluation import EvalConfig, eval_stage
+    from bolt.evaluate.stage import EvalConfig, eval_stage
 
     if args.tasks and args.input is None and args.questions is None:
         return {"tasks": _run_benchmarks(args)}
@@ -491,7 +491,7 @@ def _add_report_to(p) -> None:
 
 
 def _add_loop_flags(p, defaults: LoopConfig) -> None:
-    """The EM loop's flags (``bolt.em.LoopConfig``), shared by ``bolt em`` and ``bolt demo``; ``defaults`` fills the help."""
+    """The EM loop's flags (``bolt.em.loop.LoopConfig``), shared by ``bolt em`` and ``bolt demo``; ``defaults`` fills the help."""
     p.add_argument("--iterations", type=int, help=f"EM iterations after the warm start (default: {defaults.iterations})")
     p.add_argument("-k", "--samples", type=int, help=f"K, candidates per chunk in the chain's E-steps (default: {defaults.samples})")
     p.add_argument("--proposal", choices=PROPOSALS, help=f"where the E-steps' candidates come from: posterior (the paper: the model's q(Z|X)) or prior "
@@ -513,9 +513,9 @@ def _loop_from_flags(args, loop: LoopConfig) -> LoopConfig:
 
 
 def _run_em(args) -> list:
-    from bolt.em import EMConfig, run_em
-    from bolt.evaluation import DEFAULT_ANSWER_PATTERN, EvalConfig
-    from bolt.training import REPORT_TO_ENVIRONMENT, TrainConfig
+    from bolt.em.engine import EMConfig, run_em
+    from bolt.evaluate.stage import DEFAULT_ANSWER_PATTERN, EvalConfig
+    from bolt.train.training import REPORT_TO_ENVIRONMENT, TrainConfig
 
     if args.report_to:
         os.environ[REPORT_TO_ENVIRONMENT] = args.report_to  # every training of the loop, in this process and its workers
@@ -594,7 +594,7 @@ def _demo_parser(sub) -> None:
 
 
 def _run_demo(args) -> dict:
-    from bolt.demo import DemoConfig, run_demo
+    from bolt.apps.world.demo import DemoConfig, run_demo
 
     config = DemoConfig.quick() if args.quick else DemoConfig.full() if args.full else DemoConfig()
     config.seeds, config.first_seed = args.seeds, args.seed
@@ -656,10 +656,10 @@ def _finetune_eval_parser(sub) -> None:
 
 
 def _run_finetune_eval(args) -> dict:
-    from bolt.finetune import FinetuneConfig, finetune_eval
+    from bolt.evaluate.finetune import FinetuneConfig, finetune_eval
 
     try:
-        importlib.import_module("bolt.benchmarks.harness")  # are lm-eval and math-verify installed?
+        importlib.import_module("bolt.evaluate.tasks.harness")  # are lm-eval and math-verify installed?
     except ImportError as exc:
         raise BoltError(f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
     config = FinetuneConfig(
@@ -684,7 +684,7 @@ def _report_parser(sub) -> None:
 
 
 def _run_report(args) -> dict:
-    from bolt.report import report
+    from bolt.apps.report.report import report
 
     result = report(args.runs, args.output)
     print((args.output / "report.md").read_text(), end="")
@@ -707,7 +707,7 @@ def _view_parser(sub) -> None:
 
 
 def _run_view(args) -> dict:
-    from bolt.view import view
+    from bolt.apps.view import view
 
     return view(args.inputs, args.output)
 
@@ -730,7 +730,7 @@ def _contamination_parser(sub) -> None:
 
 
 def _run_contamination(args) -> dict:
-    from bolt.contamination import ContaminationConfig, contamination
+    from bolt.evaluate.contamination import ContaminationConfig, contamination
 
     config = ContaminationConfig(ngram=args.ngram, datasets=[d.strip() for d in args.datasets.split(",") if d.strip()], data_dir=args.data_dir)
     result = contamination(args.files, args.output, config)
@@ -860,7 +860,7 @@ def _refuse_api_flags(args) -> None:
 def _resolve_models(args) -> None:
     """``--model`` / ``--teacher-model`` (hf) given as a Hugging Face hub id -> its local snapshot directory
     (downloaded unless HF_HUB_OFFLINE); local directories and presets stay as they are."""
-    from bolt.modeling import PRESETS, model_path
+    from bolt.core.modeling import PRESETS, model_path
 
     revision = getattr(args, "revision", None)
     for dest in ("model", "teacher_model"):
@@ -876,7 +876,7 @@ def _resolve_models(args) -> None:
 
 def _mark_failed(args, started: float, error: BaseException) -> None:
     """The command's own manifest (OUT.run/ of a file output, OUT/ of a directory), when this run left it 'running': 'failed' with the error."""
-    from bolt.rundir import RunDir, run_dir_for_file
+    from bolt.core.rundir import RunDir, run_dir_for_file
 
     output = getattr(args, "output", None)
     if output is None or os.environ.get("RANK", "0") != "0":
@@ -895,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # manifests record sys.argv: keep no credentials there (a --base-url http://user:KEY@host, say)
         sys.argv[:] = [scrub(arg) for arg in sys.argv]
     warnings.formatwarning = lambda message, category, *rest: f"bolt: warning: {scrub(message)}\n"
-    from bolt.rundir import OVERWRITE_ENVIRONMENT
+    from bolt.core.rundir import OVERWRITE_ENVIRONMENT
 
     before = os.environ.get(OVERWRITE_ENVIRONMENT)
     if getattr(args, "overwrite", False):

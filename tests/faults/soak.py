@@ -47,11 +47,11 @@ def prepare(data: Path) -> dict[str, Path]:
     code = f"""
 import json
 from pathlib import Path
-from bolt.chunking import ChunkConfig, chunk_stage
-from bolt.synthesize import SynthesizeConfig, synthesize_stage
+from bolt.core.chunking import ChunkConfig, chunk_stage
+from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 from bolt.teachers import make_teacher
-from bolt.training import TrainConfig, train
-from bolt.world import WorldConfig, write_world
+from bolt.train.training import TrainConfig, train
+from bolt.apps.world.world import WorldConfig, write_world
 d = Path({str(data)!r})
 paths = write_world(d / "world", WorldConfig(warm_documents=1500, bootstrap_documents=6, heldout_documents=2, questions=4), seed=0)
 chunk_stage(paths["warm"], d / "warm.chunks.jsonl", ChunkConfig(prefix_chunks=1, mean_units=2))

@@ -19,7 +19,7 @@ cache, so the same command resumes. 429 and 5xx keep their backoff.
 The API key is read from the environment or a ``.env`` file and handed to the SDK
 only: it is in no config, manifest, cache row or log line. A server may still quote it
 back (or ``--base-url`` may hold credentials): every reason, message and URL that leaves
-this module passes through ``bolt.scrub``, which knows the key (``register``).
+this module passes through ``bolt.core.scrub``, which knows the key (``register``).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bolt.progress import progress_bar
+from bolt.core.progress import progress_bar
 
 from bolt.errors import BoltError, EnvironmentFault
-from bolt.scrub import register, scrub, scrub_url, url_secrets
+from bolt.core.scrub import register, scrub, scrub_url, url_secrets
 from bolt.teachers.cache import TeacherCache
 from bolt.teachers.chat import (
     OK, REJECTED, UNREACHABLE, BatchRejected, ChatBackend, Reply, Sampling, Spend, backoff_seconds, connect_failure, request_key,
@@ -120,7 +120,7 @@ def make_backend(family: str, model: str, base_url: str | None, env_file: str | 
             key = "none"  # local OpenAI-compatible servers (vLLM, SGLang) accept any key; a dry run sends nothing
         else:
             raise BoltError(f"--teacher {family} needs an API key: export {variable}=... or pass --env-file FILE with a {variable}= line.")
-    register(key, *url_secrets(base_url))  # from now on bolt.scrub removes them from whatever is written or printed
+    register(key, *url_secrets(base_url))  # from now on bolt.core.scrub removes them from whatever is written or printed
     if family == "openai":
         from bolt.teachers.openai_api import OpenAIBackend
 

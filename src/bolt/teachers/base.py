@@ -43,7 +43,7 @@ BACKENDS = {
     "hf": "bolt.teachers.hf_local:HFTeacher",
     "openai": "bolt.teachers.api_teacher:openai_teacher",
     "vllm": "bolt.teachers.vllm_offline:VLLMTeacher",
-    "oracle": "bolt.world:OracleTeacher",
+    "oracle": "bolt.apps.world.world:OracleTeacher",
 }
 
 

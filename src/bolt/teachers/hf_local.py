@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bolt.modeling import load_model, load_tokenizer
-from bolt.sampling import SamplingConfig, sample_continuations
+from bolt.core.modeling import load_model, load_tokenizer
+from bolt.estep.sampling import SamplingConfig, sample_continuations
 from bolt.teachers.base import LatentRequest
 from bolt.teachers.prompts import load_template
 

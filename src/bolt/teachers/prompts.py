@@ -4,7 +4,7 @@ silently with outputs of an older one.
 
 Methods:
 
-- ``latent``: the latent thoughts behind one chunk, given its prefix (METHOD.md).
+- ``latent``: the latent thoughts behind one chunk, given its prefix (docs/METHOD.md, "Chunks and latents").
 - ``wrap``: the whole document rephrased in one of four styles (very simple language,
   scholarly language, Wikipedia-like, question/answer), one style per document.
 - ``wrap-cot``: the whole document paraphrased with every fact kept and step-by-step

@@ -1,0 +1,1 @@
+"""Tables, claims with confidence intervals, and plots over runs (``bolt report``, the demo)."""

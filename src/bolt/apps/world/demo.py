@@ -1,0 +1,405 @@
+"""``bolt demo``: the paper's three claims, reproduced in miniature on the embedded world.
+
+For every seed, in ``OUT/seed-N/``:
+
+1. ``warm_start``: trained on the warm-start split with oracle latents (random layout).
+2. ``raw_warm``: raw text of the same split, same compute (claim 1's baseline).
+3. ``em_1 .. em_N``: the EM chain of ``bolt.em.engine`` (the engine ``bolt em`` runs too): E-step on
+   the bootstrap split with the previous model and K samples, then an M-step from the base
+   initialisation on its latents (the paper's loop by default; ``--demo-loop`` keeps the warm
+   start's teacher latents in every M-step, among its other deviations). With ``--estep-folds N`` the E-steps from iteration 2 on are cross-fitted.
+4. ``em_1_k{k}``: iteration 1 with K = k in the E-step (inference-compute sweep).
+5. ``raw_token_matched`` / ``raw_flops_matched``: raw warm-start + bootstrap text, for as
+   many epochs as the last EM model saw of its data / for as many tokens.
+   ``wrap`` (``--wrap``): the same raw text mixed 1:1 with the oracle's rephrasings of it
+   (WRAP-like: four styles, no reasoning added), FLOPs-matched like ``raw_flops_matched``.
+6. Every model evaluated: held-out accuracy (latent models reason in latent space, raw
+   ones answer directly), raw NLL per token, IWAE bound per token for latent models,
+   and the oracle's verdict on the latents each latent model was trained on.
+
+``results.json`` (``models`` -> name -> per-seed lists, and ``claims``: each claim's paired
+differences over seeds with 95% intervals and its verdict, ``bolt.apps.report.claims``), ``results.md``
+and three PNG plots go to ``OUT``. The trainings and E-steps form a graph (``demo_jobs``) that runs on
+``workers`` processes side by side (``bolt.core.jobgraph``). Every stage is resumable;
+rerunning the command continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bolt.apps.report import claims
+from bolt.core.chunking import with_new_prefixes
+from bolt.em.engine import Chain, prepare_world_data
+from bolt.em.loop import LoopConfig, paper_loop_for_the_world
+from bolt.errors import BoltError
+from bolt.evaluate.stage import EvalConfig, eval_stage
+from bolt.core.jobgraph import Job, run_graph
+from bolt.core.records import read_documents, write_json, write_jsonl
+from bolt.core.rundir import RunDir, config_to_json
+from bolt.teachers.synthesize import with_synthetic
+from bolt.train.training import TrainConfig, train
+from bolt.apps.world.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, latent_is_correct
+
+
+@dataclass
+class DemoConfig:
+    """One demo run; ``quick()`` and ``full()`` give the smaller and larger presets."""
+
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(warm_documents=50, bootstrap_documents=150, heldout_documents=20, questions=200, estep_context=1))
+    """Small splits, like the paper's data-starved regime, but no smaller: with 25 warm-start
+    documents (600 or 1200 steps) the warm start learned the task on one seed of three
+    (held-out accuracy 0.48, 0.13-0.29, 0.27-0.35), with 50 documents on all three (0.61-0.87),
+    and EM can only bootstrap from a warm start that works (README). The bootstrap split is
+    3 times the warm start's (the paper's is 8 times): with one as big as the warm start's, each
+    M-step learned its latents by heart and iteration 2's E-step picked them back (README).
+    The E-step sees one sentence of context, the question an answer's work depends on: with
+    the paper's 3, the raw sentences before it (training documents always carry latents)
+    threw an em_1 model off (82% of questions right when asked bare, 38% in raw context)."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="world", seq_len=256, batch_size=16, steps=800, lr=1e-3, warmup_steps=50, precision="auto", log_every=50))
+    """Settings of every model; ``steps`` is the warm start's (and raw_warm's) budget; M-steps
+    follow from ``m_step_steps`` (or ``m_step_budget``), the raw baselines from the M-steps and
+    the epochs of the last EM model. At ``lr`` 3e-3 about one training in eight failed to learn
+    the task (10-45 points down); 1e-3 rescued the ones retried (README)."""
+    loop: LoopConfig = field(default_factory=paper_loop_for_the_world)
+    """The EM loop (``bolt.em.loop.LoopConfig``): the paper's (K = 4 from the posterior at temperature 1,
+    M-steps on the bootstrap latents only, 3 iterations); ``--demo-loop`` runs the deviation of
+    ``bolt.em.loop.demo_loop`` instead (README shows the two side by side)."""
+    sweep: list[int] = field(default_factory=lambda: [1, 4, 16])
+    """K values for iteration 1 in the inference-compute sweep (the chain's K is added)."""
+    m_step_budget: str = "data"
+    """``data``: an M-step trains for as many epochs of its (warm-start + bootstrap) data as
+    the warm start did of its own, like the paper's ~2 epochs per M-step; ``steps``: the
+    warm start's number of steps."""
+    m_step_steps: int = 1600
+    """When above 0, every M-step trains this many steps whatever its data (overrides
+    ``m_step_budget``; 0: the budget rule): with a bigger bootstrap split the model then sees
+    each document for fewer epochs, nearer the paper's ~2 epochs per M-step, instead of learning
+    its latents by heart (1,600 steps: about 100 epochs of the default's 150 bootstrap documents,
+    or 76 of 200 with ``--demo-loop``'s teacher latents; the warm start's 800 steps are about 150
+    epochs of its 50, as many as it needs to learn the task)."""
+    wrap: bool = False
+    """Also train the WRAP-like rephrasing baseline ``wrap`` (one more FLOPs-matched training per seed)."""
+    wrap_cot: bool = True
+    """Also train ``wrap_cot`` (WRAP-CoT, the paper's strongest baseline): both splits with the
+    oracle's derivations written inline (``bolt.apps.world.world.with_reasoning``), trained as plain text for
+    the EM chain's compute; it answers by writing the work out, as latent models do in latent space."""
+    warm_long: bool = True
+    """Also train ``warm_long``: the warm start on its own data for the EM chain's training
+    compute (its steps plus every M-step's), the control that tells bootstrapping from more steps."""
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(iwae_samples=[1, 4, 16], max_latent_tokens=48, max_answer_tokens=48, batch_prompts=64, answer_pattern=ANSWER_PATTERN))
+    seeds: int = 1
+    """Repetitions with seeds first_seed, first_seed + 1, ...; tables report mean ± std."""
+    first_seed: int = 0
+    workers: int = 2
+    """Trainings and E-steps run side by side, each in its own process (1: all in this one)."""
+    compile: bool = False
+    """Train through ``torch.compile`` (``bolt.train.training.train``): on a 2-core AVX2 CPU its steps
+    ran 1.16x faster, whole trainings within noise; other kernels, so other numbers than the README's uncompiled runs by
+    about one training's spread. A finished model is not retrained when only this changes."""
+
+    def validate(self) -> None:
+        self.world.validate()
+        self.train.validate()
+        self.eval.validate()
+        self.loop.validate()
+        if self.loop.iterations < 1:
+            raise BoltError("--iterations must be at least 1 for the demo.")
+        if self.world.warm_documents < 1 or self.world.bootstrap_documents < 1:
+            raise BoltError(
+                f"--warm-documents and --bootstrap-documents must be at least 1, got {self.world.warm_documents} and {self.world.bootstrap_documents}."
+            )
+        if self.m_step_budget not in ("data", "steps"):
+            raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
+        if self.m_step_steps < 0:
+            raise BoltError(f"--m-step-steps must be at least 1 (or 0 for --m-step-budget's rule), got {self.m_step_steps}.")
+        if not self.sweep or min(self.sweep) < 1:
+            raise BoltError(f"--sweep takes K values of at least 1, got {self.sweep}.")
+        if self.workers < 1:
+            raise BoltError(f"--workers must be at least 1, got {self.workers}.")
+        if self.loop.estep_folds > self.world.bootstrap_documents:
+            raise BoltError(f"--estep-folds must be between 1 and the bootstrap documents ({self.world.bootstrap_documents}), got {self.loop.estep_folds}.")
+        if self.compile:
+            from bolt.train.training import check_compile_possible
+
+            check_compile_possible()
+
+    @property
+    def ks(self) -> list[int]:
+        """The K values of iteration 1's sweep, the chain's own K included."""
+        return sorted(set(self.sweep) | {self.loop.samples})
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        """A smoke run of every stage, about 3 minutes on 2 cores; far too small to learn the task.
+
+        Where the 9 minutes of the earlier quick preset (25 + 25 documents, 100 steps, K = 16)
+        went on an AVX2-only 2-core machine: the E-steps at K = 16 (~130 s each, as an untrained
+        model writes every candidate to the 48-token limit) and the trainings on the EM chain,
+        which run one after another. K = 4 and 60 steps shorten that chain."""
+        world = WorldConfig(warm_documents=25, bootstrap_documents=15, heldout_documents=5, questions=50, estep_context=1)
+        train = dataclasses.replace(cls().train, steps=60, batch_size=8)
+        evaluation = dataclasses.replace(cls().eval, iwae_samples=[1, 4])
+        return cls(world=world, train=train, loop=dataclasses.replace(cls().loop, samples=4), sweep=[1, 4], m_step_steps=0, wrap_cot=False, warm_long=False, eval=evaluation)
+
+    @classmethod
+    def full(cls) -> DemoConfig:
+        """The default's settings with K up to 64 in the sweep, the WRAP-like baseline and twice the
+        held-out questions (not measured as a whole)."""
+        world = dataclasses.replace(cls().world, questions=400)
+        return cls(world=world, sweep=[1, 4, 16, 64], wrap=True)
+
+
+def _raw_text_tokens(path: Path) -> int:
+    """Raw tokens of a chunked file under the byte tokenizer of the world preset (= UTF-8 bytes)."""
+    return sum(len(chunk.text.encode("utf-8")) for document in read_documents(path) for chunk in document.chunks)
+
+
+def _latent_correct_share(path: Path) -> float:
+    verdicts = [latent_is_correct(c.prefix, c.text, c.latent or "") for d in read_documents(path) for c in d.chunks]
+    judged = [v for v in verdicts if v is not None]
+    return sum(judged) / max(1, len(judged))
+
+
+def _concatenate(paths: list[Path], output: Path, prefix_chunks: int | None = None) -> Path:
+    """Rewritten every time: identical bytes keep a finished training's input hash valid.
+    With ``prefix_chunks``, every chunk's prefix is rebuilt to that many previous chunks."""
+    documents = [d for p in paths for d in read_documents(p)]
+    if prefix_chunks is not None:
+        documents = [with_new_prefixes(d, prefix_chunks) for d in documents]
+    write_jsonl(output, documents)
+    return output
+
+
+def _seed_directory(output: Path, seed: int) -> Path:
+    return output / f"seed-{seed}"
+
+
+def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, Path]:
+    """The world's files and the oracle's warm-start latents (``bolt.em.engine.prepare_world_data``) and
+    the baselines' raw and rephrased text (seconds)."""
+    data = prepare_world_data(directory / "data", config.world, seed)
+    # raw layouts never read prefixes: one-sentence prefixes throughout keep the raw baselines'
+    # input (and so their finished trainings) the same whatever --estep-context is
+    data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl", prefix_chunks=1)
+    teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
+    if config.wrap:
+        data["wrap"] = directory / "data" / "warm+bootstrap.wrap.jsonl"
+        rephrased = []
+        for document in read_documents(data["raw_all"]):
+            text, style = teacher.rephrase(document.id, document.text)
+            rephrased.append(with_synthetic(document, text, "wrap", style, "world-oracle-v1"))
+        write_jsonl(data["wrap"], rephrased)
+    if config.wrap_cot:
+        data["wrap_cot"] = directory / "data" / "warm+bootstrap.wrap-cot.jsonl"
+        documents = read_documents(data["raw_all"])
+        write_jsonl(data["wrap_cot"], [with_synthetic(d, teacher.rephrase_with_reasoning(d.id, d.text), "wrap-cot", "default", "world-oracle-v1") for d in documents])
+    return data
+
+
+def _entry(config: DemoConfig, directory: Path, data: dict[str, Path], name: str, model_dir: Path, train_path: Path, summary: dict, latent_file: Path | None) -> dict:
+    """A trained model's row: held-out accuracy and NLL, training tokens and epochs; for a latent
+    model (``latent_file`` given) the IWAE bound and the oracle's verdict on the latents it trained on."""
+    latent = latent_file is not None
+    evaluation = eval_stage(model_dir, directory / "eval" / name, config.eval, documents_path=data["heldout_chunks"], questions_path=data["questions"], latent=latent)
+    epochs = summary["tokens"] / summary["tokens_per_epoch"]
+    entry = {
+        "accuracy": evaluation["accuracy"],
+        "nll_per_token": evaluation["nll_per_token"],
+        "train_tokens": summary["tokens"],
+        "raw_tokens_seen": epochs * _raw_text_tokens(train_path),
+        "epochs": epochs,
+        "train_seconds": summary.get("seconds"),
+        # the last step's training loss: a training that failed to learn the task often ends
+        # well above its siblings (README: "How much one training varies")
+        "final_loss": summary.get("final_loss"),
+    }
+    if latent:  # the bound on log p(X) per raw token with n samples, comparable with the raw models' NLL on the same documents
+        for n in config.eval.iwae_samples:
+            entry[f"iwae{n}_per_token"] = evaluation[f"iwae{n}_nll_per_token"]
+        entry["iwae_per_token"] = entry[f"iwae{max(config.eval.iwae_samples)}_per_token"]
+        entry["latent_correct_share"] = _latent_correct_share(latent_file)
+    return entry
+
+
+def _finish_em_model(config: DemoConfig, data: dict[str, Path], chain: Chain, name: str, model_dir: Path, train_path: Path, latents: Path, summary: dict, estep: dict | None) -> dict:
+    """The engine's ``Finish`` for the demo: every model of the EM chain evaluated like the baselines."""
+    entry = _entry(config, chain.directory, data, name, model_dir, train_path, summary, latents)
+    if estep and "fold_latents" in estep:  # one failed fold model shows here before it drags the mean down
+        entry["latent_correct_share_by_fold"] = [_latent_correct_share(Path(p)) for p in estep["fold_latents"]]
+    return entry
+
+
+def _train_baseline(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, train_path: Path, layout: str, steps: int, raw_ratio: float = 0.0) -> dict:
+    train_config = dataclasses.replace(config.train, seed=seed, layout=layout, steps=steps, raw_ratio=raw_ratio)
+    model_dir = directory / "models" / name
+    summary = train(train_config, train_path, model_dir, compile=config.compile)
+    return _entry(config, directory, data, name, model_dir, train_path, summary, train_path if layout == "random" else None)
+
+
+def m_step_steps(config: DemoConfig) -> int:
+    """Steps of one M-step: ``m_step_steps`` when set, else the warm start's (``m_step_budget="steps"``),
+    or (``"data"``, the paper's rule) the warm start's times the ratio of their documents, so that
+    an M-step sees its data for as many epochs as the warm start saw its own."""
+    world = config.world
+    if config.m_step_steps:
+        return config.m_step_steps
+    if config.m_step_budget == "steps":
+        return config.train.steps
+    documents = world.bootstrap_documents + (world.warm_documents if config.loop.m_step_data == "teacher+bootstrap" else 0)
+    return round(config.train.steps * documents / world.warm_documents)
+
+
+def _chain_steps(config: DemoConfig) -> int:
+    """Steps of the FLOPs-matched baselines: continued M-steps accumulate the whole chain's
+    compute; restarted ones cost one M-step each."""
+    if config.loop.continue_from_previous:
+        return config.train.steps + config.loop.iterations * m_step_steps(config)
+    return m_step_steps(config)
+
+
+def demo_chain(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path]) -> Chain:
+    """One seed's EM chain on the world's splits (``bolt.em.engine``), evaluated by the demo."""
+    warm = dataclasses.replace(config.train, seed=seed, layout="random")
+    return Chain(
+        loop=config.loop,
+        warm_train=warm,
+        m_step_train=dataclasses.replace(warm, steps=m_step_steps(config)),
+        warm_latents=data["warm_latents"],
+        bootstrap=data["bootstrap_chunks"],
+        directory=directory,
+        compile=config.compile,
+        finish=functools.partial(_finish_em_model, config, data),
+    )
+
+
+# The baselines' jobs, at module level so that spawned workers can run them. The last
+# argument of each is ``done``: the results of the jobs it waits for.
+
+
+def _job_raw_warm(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """Raw text of the warm-start split with the warm start's compute."""
+    return _train_baseline(config, seed, directory, data, "raw_warm", data["warm_chunks"], "raw", config.train.steps)
+
+
+def _job_warm_long(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """The warm start's data and layout with the EM chain's training compute (warm start and every M-step)."""
+    steps = config.train.steps + config.loop.iterations * m_step_steps(config)
+    return _train_baseline(config, seed, directory, data, "warm_long", data["warm_latents"], "random", steps)
+
+
+def _job_raw_flops_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """Raw text of both splits with the EM chain's compute."""
+    return _train_baseline(config, seed, directory, data, "raw_flops_matched", data["raw_all"], "raw", _chain_steps(config))
+
+
+def _job_wrap(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """Raw text of both splits mixed 1:1 with its rephrasings (WRAP), with the EM chain's compute."""
+    return _train_baseline(config, seed, directory, data, "wrap", data["wrap"], "pure", _chain_steps(config), raw_ratio=0.5)
+
+
+def _job_wrap_cot(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
+    """Both splits with the oracle's derivations written inline (WRAP-CoT), as plain text only,
+    with the EM chain's compute: the baseline that reasons without latent markers."""
+    return _train_baseline(config, seed, directory, data, "wrap_cot", data["wrap_cot"], "pure", _chain_steps(config))
+
+
+def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], last_job: str, flops_job: str, done: dict) -> dict:
+    """Raw text of both splits for as many epochs as the last EM model saw of its data."""
+    steps = max(1, round(_chain_steps(config) * done[last_job]["epochs"] / done[flops_job]["epochs"]))
+    return _train_baseline(config, seed, directory, data, "raw_token_matched", data["raw_all"], "raw", steps)
+
+
+def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
+    """Every seed's EM chain (``bolt.em.engine.Chain.jobs``, with the K sweep) and its baselines as one
+    graph: the token-matched baseline waits for the last EM model, the others for nothing."""
+    jobs: dict[str, Job] = {}
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
+        tag = f"seed-{seed}/"
+        directory = _seed_directory(output, seed)
+        data = _prepare_seed(config, seed, directory)
+        common = (config, seed, directory, data)
+        jobs.update(demo_chain(config, seed, directory, data).jobs(tag, config.ks))
+        jobs[tag + "raw_warm"] = Job(_job_raw_warm, common)
+        if config.warm_long:
+            jobs[tag + "warm_long"] = Job(_job_warm_long, common)
+        jobs[tag + "raw_flops_matched"] = Job(_job_raw_flops_matched, common)
+        if config.wrap:
+            jobs[tag + "wrap"] = Job(_job_wrap, common)
+        if config.wrap_cot:
+            jobs[tag + "wrap_cot"] = Job(_job_wrap_cot, common)
+        last = tag + f"em_{config.loop.iterations}"
+        jobs[tag + "raw_token_matched"] = Job(_job_raw_token_matched, common + (last, tag + "raw_flops_matched"), after=(last, tag + "raw_flops_matched"))
+    return jobs
+
+
+def _is_model(name: str) -> bool:
+    """A job that trained an evaluated model (not an E-step or a cross-fitting model)."""
+    return not name.split("/", 1)[1].startswith(("estep/", "crossfit/"))
+
+
+def run_demo(config: DemoConfig, output: Path) -> dict:
+    config.validate()
+    run = RunDir(output)
+    run.start("demo", config, seed=config.first_seed)
+    started = time.monotonic()
+    jobs = demo_jobs(config, output)
+    progress = tqdm(total=len(jobs), desc="demo jobs", unit="job", disable=None)
+
+    def report(name: str, result, seconds: float) -> None:
+        progress.update(1)
+        if _is_model(name):
+            progress.write(f"{name}: accuracy {result['accuracy']:.3f} ({seconds / 60:.1f} min)")
+
+    done = run_graph(jobs, workers=config.workers, report=report)
+    progress.close()
+    models: dict[str, dict[str, list]] = {}
+    for name in jobs:  # graph order, so each per-seed list runs first_seed, first_seed + 1, ... (not finishing order)
+        if _is_model(name):
+            for key, value in done[name].items():
+                models.setdefault(name.split("/", 1)[1], {}).setdefault(key, []).append(value)
+    verdicts = claims.demo_claims(models, config.loop.samples, config.ks)
+    results = {"models": models, "claims": verdicts, "seeds": config.seeds, "seconds": time.monotonic() - started, "config": config_to_json(config)}
+    write_json(output / "results.json", results)
+    (output / "results.md").write_text(results_table(models) + "\n" + claims.markdown(verdicts), encoding="utf-8")
+    _plots(models, config, output)
+    run.finish(seconds=results["seconds"], models=sorted(models), claims={number: claim["verdict"] for number, claim in verdicts.items()})
+    return results
+
+
+ORDER = ["raw_warm", "warm_start", "warm_long", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot"]
+COLUMNS = [("accuracy", "accuracy"), ("nll_per_token", "NLL/token"), ("iwae_per_token", "IWAE NLL/token"), ("latent_correct_share", "correct latents"), ("raw_tokens_seen", "raw tokens seen")]
+
+
+def _cell(values: list | None) -> str:
+    if not values or any(v is None for v in values):
+        return ""
+    array = np.asarray(values, dtype=np.float64)
+    if array.mean() > 1000:
+        return f"{array.mean():,.0f}"
+    if len(array) == 1:
+        return f"{array[0]:.3f}"
+    return f"{array.mean():.3f} ± {array.std(ddof=1):.3f}"
+
+
+def results_table(models: dict) -> str:
+    names = [n for n in ORDER if n in models] + sorted(n for n in models if n not in ORDER)
+    lines = ["| model | " + " | ".join(title for _, title in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(_cell(models[name].get(key)) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(models: dict, config: DemoConfig, output: Path) -> None:
+    from bolt.apps.report import plots
+
+    plots.accuracy_per_iteration(models, output / "accuracy_per_iteration.png")
+    plots.accuracy_against_k(models, config.ks, output / "accuracy_vs_k.png", config.loop.samples)
+    plots.data_efficiency(models, output / "data_efficiency.png")

@@ -1,0 +1,176 @@
+"""``bolt finetune-eval``: fine-tune on a task's training split, then evaluate by sampling.
+
+The paper's less noisy protocol for small models. For each seed:
+
+1. supervised fine-tuning on ``DIR/<dataset>/train.jsonl`` with the loss only on the
+   answer: the prompt is the task's own zero-shot prompt (for GSM8K, MATH and MMLU lm-eval's,
+   as step 2 shows it), the target the row's solution in the form of the task's exemplars
+   (for a ``_latent`` task the reasoning sits inside ``SoL PRIOR ... EoL``, so the model
+   learns to reason in latent space), then EOS;
+2. the task through lm-evaluation-harness, zero-shot, with several sampled answers per
+   question (temperature 0.6, top-p 0.9): accuracy of the first sample, maj@k, pass@k.
+
+``finetune_eval.json`` holds each metric's per-seed values, mean and standard error.
+Every seed's model and evaluation are kept and skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from bolt.core.progress import progress_bar
+
+from bolt.errors import BoltError
+from bolt.core.layouts import encode
+from bolt.core.modeling import load_model, load_tokenizer, model_fingerprint
+from bolt.core.records import write_json
+from bolt.core.rundir import RunDir, config_to_json
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tune-then-evaluate experiment."""
+
+    task: str = "gsm8k_cot"
+    """A bolt task (bolt.evaluate.tasks.TASKS); its dataset's train split is the fine-tuning data."""
+    data_dir: Path | None = None
+    """DIR/<dataset>/{train,test}.jsonl (required: the fine-tuning data is local)."""
+    seeds: int = 3
+    """Repetitions (seeds first_seed, first_seed + 1, ...)."""
+    first_seed: int = 0
+    epochs: float = 1.0
+    """Passes over the training split."""
+    lr: float = 1e-5
+    batch_size: int = 8
+    max_train_examples: int | None = None
+    """Use only the first N training examples."""
+    samples: int = 4
+    """Sampled answers per test question (maj@k, pass@k)."""
+    temperature: float = 0.6
+    top_p: float = 0.9
+    limit: int | None = None
+    """Test questions (the first N); None: all."""
+    max_gen_tokens: int | None = None
+    """Generation budget per answer; None: the task's own."""
+
+    def validate(self) -> None:
+        from bolt.evaluate.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise BoltError(f"unknown task {self.task!r}; finetune-eval takes one of: {', '.join(TASKS)}.")
+        if self.data_dir is None:
+            raise BoltError("finetune-eval needs --data-dir DIR with DIR/<dataset>/train.jsonl (the fine-tuning data) and test.jsonl.")
+        if self.seeds < 1 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.samples < 1:
+            raise BoltError("--seeds, --epochs, --lr, --batch-size and --samples must be positive.")
+
+
+def training_pairs(task: str, data_dir: Path, limit: int | None) -> list[tuple[str, str]]:
+    """(prompt, target) texts of the task's training split: the prompt exactly as the evaluation
+    after fine-tuning shows the task's test questions (zero-shot), the target in its exemplars' form.
+    GSM8K, MATH and MMLU: ``bolt.evaluate.tasks.upstream.finetune_pairs``; the world: its hooks."""
+    from bolt.evaluate.tasks import dataset_of, hooks, upstream
+
+    family, latent = task.removesuffix("_latent"), task.endswith("_latent")
+    if family != "world":
+        return upstream.finetune_pairs(task, data_dir, limit)
+    splits = hooks.load(dataset_of(task), data_dir=str(data_dir))
+    if "train" not in splits:
+        raise BoltError(f"{Path(data_dir) / 'world'}: no train.jsonl (or train.json / train.parquet) to fine-tune on.")
+    return [(hooks.world_text(row, latent=latent), hooks.world_target(row, latent=latent)) for row in list(splits["train"])[:limit]]
+
+
+def supervised_batches(tokenizer, pairs: list[tuple[str, str]], batch_size: int, rng: np.random.Generator):
+    """Padded (input_ids, labels, attention_mask) batches; labels are -100 except on the target and EOS."""
+    order = rng.permutation(len(pairs))
+    for begin in range(0, len(order), batch_size):
+        rows = []
+        for index in order[begin : begin + batch_size]:
+            prompt, target = pairs[index]
+            start = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+            prompt_ids = start + encode(tokenizer, prompt)
+            target_ids = encode(tokenizer, target) + [tokenizer.eos_token_id]
+            rows.append((prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids))
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, (row_ids, row_labels) in enumerate(rows):
+            ids[row, : len(row_ids)] = torch.tensor(row_ids)
+            labels[row, : len(row_labels)] = torch.tensor(row_labels)
+            mask[row, : len(row_ids)] = 1
+        yield ids, labels, mask
+
+
+def finetune(model_dir: Path, pairs: list[tuple[str, str]], config: FinetuneConfig, seed: int, output: Path) -> dict:
+    """SFT with the loss on the answer only; saves an HF model directory at ``output``."""
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, device="auto").train()
+    device = model.device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
+    total = max(1, math.ceil(config.epochs * steps_per_epoch))
+    losses, step = [], 0
+    with progress_bar(total=total, desc=f"fine-tune seed {seed}", unit="step", disable=None) as progress:
+        while step < total:
+            for ids, labels, mask in supervised_batches(tokenizer, pairs, config.batch_size, rng):
+                loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                progress.update(1)
+                if step == total:
+                    break
+    model.eval().save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    summary = {"steps": total, "first_loss": losses[0], "last_loss": losses[-1], "examples": len(pairs)}
+    write_json(output / "finetune.json", summary)
+    return summary
+
+
+def mean_and_stderr(values: list[float]) -> dict:
+    array = np.asarray(values, dtype=np.float64)
+    stderr = float(array.std(ddof=1) / math.sqrt(len(array))) if len(array) > 1 else 0.0
+    return {"mean": float(array.mean()), "stderr": stderr, "values": [float(v) for v in array]}
+
+
+def finetune_eval(model_dir: Path, output: Path, config: FinetuneConfig) -> dict:
+    """``bolt finetune-eval``: every seed's fine-tuned model and evaluation, then mean ± standard error."""
+    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
+
+    config.validate()
+    run = RunDir(output)
+    run.start("finetune-eval", {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "finetune": config}, seed=config.first_seed)
+    pairs = training_pairs(config.task, config.data_dir, config.max_train_examples)
+    key = hashlib.sha256(json.dumps([model_fingerprint(model_dir), config_to_json(dataclasses.replace(config, seeds=0, limit=None, samples=0))], default=str).encode()).hexdigest()[:16]
+    per_seed = []
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
+        tuned = output / f"seed-{seed}" / "model"
+        marker = tuned / "finetune.json"
+        if not (marker.is_file() and json.loads(marker.read_text()).get("key") == key):
+            summary = finetune(model_dir, pairs, config, seed, tuned)
+            write_json(marker, summary | {"key": key})
+        evaluation = TaskRunConfig(
+            tasks=[config.task], data_dir=config.data_dir, limit=config.limit, samples=config.samples, temperature=config.temperature,
+            top_p=config.top_p, max_gen_tokens=config.max_gen_tokens, seed=seed, num_fewshot=0,
+        )
+        metrics = run_tasks(tuned, output / f"seed-{seed}" / "eval", evaluation)[config.task]
+        per_seed.append(metrics)
+        run.log_metrics(seed=seed, **metrics)
+    names = [name for name in ("exact_match", "exact_match_flexible", "maj_at_k", "pass_at_k") if name in per_seed[0]]
+    result = {"task": config.task, "seeds": config.seeds, "samples_per_question": config.samples, "questions": per_seed[0]["questions"]}
+    result |= {name: mean_and_stderr([m[name] for m in per_seed]) for name in names}
+    write_json(output / "finetune_eval.json", result)
+    run.finish(**{name: result[name]["mean"] for name in names})
+    return result
