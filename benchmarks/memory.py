@@ -47,8 +47,13 @@ print(json.dumps({"peak_kib": int(status.split("VmHWM:")[1].split()[0])}))
 
 def peak_kib(argv: list[str], cwd: Path) -> tuple[int, float]:
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", CHILD, json.dumps(argv)], cwd=cwd, capture_output=True, text=True,
-                            env=os.environ | {"BOLT_PROGRESS": "off"})
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(argv)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"BOLT_PROGRESS": "off"},
+    )
     if result.returncode:
         raise SystemExit(f"{' '.join(argv) or 'baseline'} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_kib"], time.perf_counter() - started
@@ -66,7 +71,9 @@ def write_corpus(path: Path, documents: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, default=200, help="documents of the 1x corpus (default: 200)")
-    parser.add_argument("--scale", type=int, default=10, help="the larger corpus is this many times the first (default: 10)")
+    parser.add_argument(
+        "--scale", type=int, default=10, help="the larger corpus is this many times the first (default: 10)"
+    )
     parser.add_argument("--stages", default="chunk,synthesize,estep,train")
     args = parser.parse_args()
     stages = args.stages.split(",")
@@ -81,8 +88,10 @@ def main() -> None:
             # inputs of the later stages, made once per size (not measured)
             from bolt.cli import main as bolt
 
-            for argv in (["chunk", "corpus.jsonl", "-o", "chunks.jsonl", "--mean-units", "1", "--max-units", "1"],
-                         ["synthesize", "chunks.jsonl", "--teacher", "oracle", "-o", "latents.jsonl"]):
+            for argv in (
+                ["chunk", "corpus.jsonl", "-o", "chunks.jsonl", "--mean-units", "1", "--max-units", "1"],
+                ["synthesize", "chunks.jsonl", "--teacher", "oracle", "-o", "latents.jsonl"],
+            ):
                 os.chdir(folder)
                 with contextlib.redirect_stdout(io.StringIO()):
                     assert bolt(argv) == 0
@@ -90,23 +99,89 @@ def main() -> None:
         from bolt.cli import main as bolt
 
         with contextlib.redirect_stdout(io.StringIO()):
-            assert bolt(["train", "1x/latents.jsonl", "--model", "tiny", "--steps", "5", "--seq-len", "128", "--batch-size", "4", "-o", str(model)]) == 0
+            assert (
+                bolt(
+                    [
+                        "train",
+                        "1x/latents.jsonl",
+                        "--model",
+                        "tiny",
+                        "--steps",
+                        "5",
+                        "--seq-len",
+                        "128",
+                        "--batch-size",
+                        "4",
+                        "-o",
+                        str(model),
+                    ]
+                )
+                == 0
+            )
         baseline, _ = peak_kib([], root)
         commands = {
-            "chunk": lambda run: ["chunk", "corpus.jsonl", "-o", f"{run}.chunks.jsonl", "--mean-units", "1", "--max-units", "1"],
-            "synthesize": lambda run: ["synthesize", "chunks.jsonl", "--teacher", "oracle", "-o", f"{run}.latents.jsonl"],
-            "estep": lambda run: ["estep", "chunks.jsonl", "--model", str(model), "-k", "2", "--max-new-tokens", "4", "--batch-prompts", "64", "-o", f"{run}.estep.jsonl"],
-            "train": lambda run: ["train", "latents.jsonl", "--model", "tiny", "--steps", "20", "--seq-len", "128", "--batch-size", "4", "-o", f"{run}.train"],
+            "chunk": lambda run: [
+                "chunk",
+                "corpus.jsonl",
+                "-o",
+                f"{run}.chunks.jsonl",
+                "--mean-units",
+                "1",
+                "--max-units",
+                "1",
+            ],
+            "synthesize": lambda run: [
+                "synthesize",
+                "chunks.jsonl",
+                "--teacher",
+                "oracle",
+                "-o",
+                f"{run}.latents.jsonl",
+            ],
+            "estep": lambda run: [
+                "estep",
+                "chunks.jsonl",
+                "--model",
+                str(model),
+                "-k",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--batch-prompts",
+                "64",
+                "-o",
+                f"{run}.estep.jsonl",
+            ],
+            "train": lambda run: [
+                "train",
+                "latents.jsonl",
+                "--model",
+                "tiny",
+                "--steps",
+                "20",
+                "--seq-len",
+                "128",
+                "--batch-size",
+                "4",
+                "-o",
+                f"{run}.train",
+            ],
         }
-        print(f"baseline (imports only): {baseline / 1024:.0f} MiB; corpus 1x = {args.documents} documents, 12 one-sentence chunks each")
-        print(f"{'stage':<11} {'1x: above baseline':>19} {'seconds':>8} {f'{args.scale}x: above baseline':>20} {'seconds':>8} {'ratio':>6}")
+        print(
+            f"baseline (imports only): {baseline / 1024:.0f} MiB; corpus 1x = {args.documents} documents, 12 one-sentence chunks each"
+        )
+        print(
+            f"{'stage':<11} {'1x: above baseline':>19} {'seconds':>8} {f'{args.scale}x: above baseline':>20} {'seconds':>8} {'ratio':>6}"
+        )
         for stage in stages:
             above, seconds = {}, {}
             for name in sizes:
                 peak, seconds[name] = peak_kib(commands[stage](f"measured-{stage}"), root / name)
                 above[name] = max(1, peak - baseline)
             small, large = above["1x"], above[f"{args.scale}x"]
-            print(f"{stage:<11} {small / 1024:>15.1f} MiB {seconds['1x']:>8.1f} {large / 1024:>16.1f} MiB {seconds[f'{args.scale}x']:>8.1f} {large / small:>6.2f}")
+            print(
+                f"{stage:<11} {small / 1024:>15.1f} MiB {seconds['1x']:>8.1f} {large / 1024:>16.1f} MiB {seconds[f'{args.scale}x']:>8.1f} {large / small:>6.2f}"
+            )
 
 
 if __name__ == "__main__":

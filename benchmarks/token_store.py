@@ -35,15 +35,15 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bolt.core.layouts import Layout, render, tokenize_document  # noqa: E402
-from bolt.core.modeling import byte_tokenizer  # noqa: E402
-from bolt.core.records import Document, read_documents, write_jsonl  # noqa: E402
-from bolt.core.special_tokens import LATENT_TOKENS, marker_ids  # noqa: E402
-from bolt.core.token_store import StoreKey, open_token_store  # noqa: E402
-from bolt.train.training import TrainConfig, window_stream  # noqa: E402
-from bolt.apps.world.world import WorldConfig, oracle_latent, world_documents  # noqa: E402
+from bolt.core.layouts import Layout, render, tokenize_document
+from bolt.core.modeling import byte_tokenizer
+from bolt.core.records import Document, read_documents, write_jsonl
+from bolt.core.special_tokens import LATENT_TOKENS, marker_ids
+from bolt.core.token_store import StoreKey, open_token_store
+from bolt.train.training import TrainConfig, window_stream
+from bolt.apps.world.world import WorldConfig, oracle_latent, world_documents
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -85,13 +85,20 @@ def child(path: Path, store: Path, mode: str, windows: int, config: TrainConfig,
     if mode == "memory":
         documents = read_documents(path, require_latents=True)
         tokenized = [tokenize_document(tok, d, with_latents=True) for d in documents]
-        result["tokens_per_epoch"] = sum(len(render(d, layout, markers, np.random.default_rng([config.seed, 0, i]), config.raw_ratio)) for i, d in enumerate(tokenized))
+        result["tokens_per_epoch"] = sum(
+            len(render(d, layout, markers, np.random.default_rng([config.seed, 0, i]), config.raw_ratio))
+            for i, d in enumerate(tokenized)
+        )
         stream = window_stream(tokenized, config, markers)
         result["checksum"] = sum(sum(next(stream)) for _ in range(windows))
     elif mode.startswith("build"):
-        opened = open_token_store(path, tok, store, StoreKey.of(path, tok), require_latents=True, workers=workers if mode != "build" else 1)
+        opened = open_token_store(
+            path, tok, store, StoreKey.of(path, tok), require_latents=True, workers=workers if mode != "build" else 1
+        )
         result["tokens"] = opened.header["tokens"]
-        result["worker_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # an upper bound (see above)
+        result["worker_peak_rss_mib"] = (
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        )  # an upper bound (see above)
     elif mode == "open":
         opened = open_token_store(path, tok, store, StoreKey.of(path, tok), build=False, require_latents=True)
         result["tokens_per_epoch"] = opened.tokens_per_epoch(layout, markers, config.seed, config.raw_ratio)
@@ -103,19 +110,39 @@ def child(path: Path, store: Path, mode: str, windows: int, config: TrainConfig,
 
 def run_child(args, path: Path, store: Path, mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "TQDM_DISABLE": "1"}
-    command = [sys.executable, __file__, "--child", mode, "--data", str(path), "--store", str(store), "--windows", str(args.windows),
-               "--seq-len", str(args.seq_len), "--layout", args.layout, "--workers", str(args.workers)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--data",
+        str(path),
+        "--store",
+        str(store),
+        "--windows",
+        str(args.windows),
+        "--seq-len",
+        str(args.seq_len),
+        "--layout",
+        args.layout,
+        "--workers",
+        str(args.workers),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--documents", type=int, nargs="+", default=[2000], help="corpus sizes in world documents (default: 2000)")
+    parser.add_argument(
+        "--documents", type=int, nargs="+", default=[2000], help="corpus sizes in world documents (default: 2000)"
+    )
     parser.add_argument("--windows", type=int, default=1000, help="windows taken after opening (default: 1000)")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--layout", default="random")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="tokenising processes of build-N (default: one per CPU)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count(), help="tokenising processes of build-N (default: one per CPU)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
@@ -125,7 +152,9 @@ def main() -> None:
         print(json.dumps(child(args.data, args.store, args.child, args.windows, config, args.workers)))
         return
 
-    print(f"{os.cpu_count()} CPUs; layout {args.layout}, seq_len {args.seq_len}, first {args.windows} windows; byte-level tokenizer (uint16 store)")
+    print(
+        f"{os.cpu_count()} CPUs; layout {args.layout}, seq_len {args.seq_len}, first {args.windows} windows; byte-level tokenizer (uint16 store)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for documents in args.documents:
             path = Path(tmp) / f"world-{documents}.latents.jsonl"
@@ -138,18 +167,34 @@ def main() -> None:
                     shutil.rmtree(store, ignore_errors=True)  # each build starts from nothing
                 results[mode] = run_child(args, path, store, mode)
             baseline, memory, opened = results["baseline"], results["memory"], results["open"]
-            assert memory["tokens_per_epoch"] == opened["tokens_per_epoch"] and memory["checksum"] == opened["checksum"], ("the paths disagree", results)
+            assert (
+                memory["tokens_per_epoch"] == opened["tokens_per_epoch"] and memory["checksum"] == opened["checksum"]
+            ), ("the paths disagree", results)
             store_bytes = sum(p.stat().st_size for p in store.iterdir())
-            print(f"\n{documents} documents: {size / 2**20:.0f} MiB of JSONL, {results['build']['tokens']:,} tokens stored ({store_bytes / 2**20:.0f} MiB), "
-                  f"{memory['tokens_per_epoch']:,} tokens per epoch; imports alone: {baseline['peak_rss_mib']:.0f} MiB")
+            print(
+                f"\n{documents} documents: {size / 2**20:.0f} MiB of JSONL, {results['build']['tokens']:,} tokens stored ({store_bytes / 2**20:.0f} MiB), "
+                f"{memory['tokens_per_epoch']:,} tokens per epoch; imports alone: {baseline['peak_rss_mib']:.0f} MiB"
+            )
             for mode in modes[1:]:
                 row = results[mode]
                 above = row["peak_rss_mib"] - baseline["peak_rss_mib"]
-                ratio = "" if mode == "memory" else (f"  time x{row['seconds'] / memory['seconds']:.3f}, "
-                                                     f"RSS above imports x{above / (memory['peak_rss_mib'] - baseline['peak_rss_mib']):.3f}")
+                ratio = (
+                    ""
+                    if mode == "memory"
+                    else (
+                        f"  time x{row['seconds'] / memory['seconds']:.3f}, "
+                        f"RSS above imports x{above / (memory['peak_rss_mib'] - baseline['peak_rss_mib']):.3f}"
+                    )
+                )
                 workers = f"; each worker <= {row['worker_peak_rss_mib']:.0f} MiB" if mode.startswith("build-") else ""
-                now = f"; at the end {row['anon_mib'] - baseline['anon_mib']:+.0f} MiB own, {row['file_mib'] - baseline['file_mib']:+.0f} MiB of mapped files" if "anon_mib" in row else ""
-                print(f"  {mode:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mib']:8.0f} MiB ({above:+8.0f} above imports){ratio}{workers}{now}")
+                now = (
+                    f"; at the end {row['anon_mib'] - baseline['anon_mib']:+.0f} MiB own, {row['file_mib'] - baseline['file_mib']:+.0f} MiB of mapped files"
+                    if "anon_mib" in row
+                    else ""
+                )
+                print(
+                    f"  {mode:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mib']:8.0f} MiB ({above:+8.0f} above imports){ratio}{workers}{now}"
+                )
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
-from bolt.core.modeling import byte_llama  # noqa: E402
-from bolt.core.special_tokens import add_latent_tokens  # noqa: E402
-from bolt.train.training import TrainConfig, train  # noqa: E402
-from bolt.apps.world.world import WorldConfig, world_documents  # noqa: E402
+from bolt.core.modeling import byte_llama
+from bolt.core.special_tokens import add_latent_tokens
+from bolt.train.training import TrainConfig, train
+from bolt.apps.world.world import WorldConfig, world_documents
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -61,8 +61,13 @@ def matmul_peak(dtype: torch.dtype, device: str, n: int, repeats: int = 5) -> fl
 
 def build_model(args, directory: Path) -> tuple[int, int]:
     """Save a Llama of the requested shape as an HF directory; return (parameters, non-embedding parameters)."""
-    shape = dict(hidden_size=args.hidden, intermediate_size=args.intermediate or 4 * args.hidden, num_hidden_layers=args.layers,
-                 num_attention_heads=args.heads, num_key_value_heads=args.heads)
+    shape = dict(
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate or 4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+    )
     model, tokenizer = byte_llama(shape, max_positions=max(args.seq_len, 512))
     add_latent_tokens(tokenizer, model)
     model.save_pretrained(directory)
@@ -90,10 +95,41 @@ def steady_rate(output: Path, warmup: int) -> float:
 
 def run_torchrun(args, model_dir: Path, data: Path, output: Path) -> None:
     threads = max(1, (os.cpu_count() or 1) // args.nproc) if not torch.cuda.is_available() else 1
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc), "-m", "bolt", "train", str(data),
-               "-o", str(output), "--model", str(model_dir), "--layout", "raw", "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size),
-               "--steps", str(args.steps), "--precision", args.precision, "--log-every", "1", "--lr", "1e-4"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": str(threads),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(args.nproc),
+        "-m",
+        "bolt",
+        "train",
+        str(data),
+        "-o",
+        str(output),
+        "--model",
+        str(model_dir),
+        "--layout",
+        "raw",
+        "--seq-len",
+        str(args.seq_len),
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+        "--precision",
+        args.precision,
+        "--log-every",
+        "1",
+        "--lr",
+        "1e-4",
+    ]
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
@@ -110,7 +146,11 @@ def main() -> None:
     parser.add_argument("--precision", default="no", help="no, bf16 or fp16")
     parser.add_argument("--nproc", type=int, default=2, help="processes of the torchrun run (1: single process only)")
     parser.add_argument("--documents", type=int, default=400, help="world documents to train on")
-    parser.add_argument("--compile", action="store_true", help="also train the single process through torch.compile and print its ratio to eager")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also train the single process through torch.compile and print its ratio to eager",
+    )
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -121,28 +161,42 @@ def main() -> None:
         params, non_embedding = build_model(args, tmp / "model")
         flops_per_token = 6 * non_embedding + 12 * args.layers * args.hidden * args.seq_len
         data = write_corpus(tmp / "corpus.jsonl", args.documents)
-        config = TrainConfig(model=str(tmp / "model"), layout="raw", seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
-                             precision=args.precision, log_every=1, lr=1e-4)
+        config = TrainConfig(
+            model=str(tmp / "model"),
+            layout="raw",
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            precision=args.precision,
+            log_every=1,
+            lr=1e-4,
+        )
         train(config, data, tmp / "single")
         single = steady_rate(tmp / "single", args.warmup)
         name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         print(f"device: {name}; matmul peak ({dtype}): {peak / 1e12:.3f} TFLOP/s")
-        print(f"model: {params / 1e6:.1f}M params ({non_embedding / 1e6:.1f}M without input embedding), {flops_per_token / 1e6:.1f} MFLOP/token; "
-              f"seq {args.seq_len} x batch {args.batch_size} per process, precision {args.precision}")
+        print(
+            f"model: {params / 1e6:.1f}M params ({non_embedding / 1e6:.1f}M without input embedding), {flops_per_token / 1e6:.1f} MFLOP/token; "
+            f"seq {args.seq_len} x batch {args.batch_size} per process, precision {args.precision}"
+        )
         print(f"1 process   : {single:10.0f} tokens/s  MFU {single * flops_per_token / peak:6.1%}")
         if args.compile:
             started = time.monotonic()
             summary = train(config, data, tmp / "compiled", compile=True)
             compiled = steady_rate(tmp / "compiled", args.warmup)
             setup = time.monotonic() - started - summary["seconds"]
-            print(f"1 compiled  : {compiled:10.0f} tokens/s  MFU {compiled * flops_per_token / peak:6.1%}  ({compiled / single:.2f}x eager; "
-                  f"{summary['seconds'] - summary['tokens'] / compiled:.1f} s more in the first steps, compiling; setup {setup:.1f} s)")
+            print(
+                f"1 compiled  : {compiled:10.0f} tokens/s  MFU {compiled * flops_per_token / peak:6.1%}  ({compiled / single:.2f}x eager; "
+                f"{summary['seconds'] - summary['tokens'] / compiled:.1f} s more in the first steps, compiling; setup {setup:.1f} s)"
+            )
         if args.nproc > 1:
             run_torchrun(args, tmp / "model", data, tmp / "multi")
             multi = steady_rate(tmp / "multi", args.warmup)
             total_peak = peak * (args.nproc if device == "cuda" else 1)
-            print(f"{args.nproc} processes : {multi:10.0f} tokens/s  MFU {multi * flops_per_token / total_peak:6.1%}  "
-                  f"({multi / single:.2f}x the single process; global batch {args.nproc}x larger)")
+            print(
+                f"{args.nproc} processes : {multi:10.0f} tokens/s  MFU {multi * flops_per_token / total_peak:6.1%}  "
+                f"({multi / single:.2f}x the single process; global batch {args.nproc}x larger)"
+            )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+import pytest
+from hypothesis import HealthCheck, settings
 
 # A loaded 2-core CI machine stalls now and then: no property test may fail for its speed.
 # Tests that set their own @settings still inherit what they do not override.
@@ -33,8 +33,14 @@ def tiny_latents(tmp_path_factory):
     paths = write_world(directory / "world", world, seed=0)
     chunk_stage(paths["warm"], directory / "warm.chunks.jsonl", ChunkConfig(prefix_chunks=1, mean_units=4))
     chunk_stage(paths["bootstrap"], directory / "bootstrap.chunks.jsonl", ChunkConfig(prefix_chunks=3, mean_units=4))
-    synthesize_stage(make_teacher("oracle"), directory / "warm.chunks.jsonl", directory / "warm.latents.jsonl", SynthesizeConfig())
-    return {**paths, "warm_latents": directory / "warm.latents.jsonl", "bootstrap_chunks": directory / "bootstrap.chunks.jsonl"}
+    synthesize_stage(
+        make_teacher("oracle"), directory / "warm.chunks.jsonl", directory / "warm.latents.jsonl", SynthesizeConfig()
+    )
+    return {
+        **paths,
+        "warm_latents": directory / "warm.latents.jsonl",
+        "bootstrap_chunks": directory / "bootstrap.chunks.jsonl",
+    }
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,7 @@ class FakeLLMServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> "FakeLLMServer":
+    def __enter__(self) -> FakeLLMServer:
         self.thread.start()
         return self
 
@@ -138,7 +138,11 @@ class FakeLLMServer:
         if status >= 400 and self.faults.echo_key and raw is None:
             key = self.sent_key(handler)
             error = body.get("error", {}) if isinstance(body, dict) else {}
-            body = {**(body or {}), "error": {**error, "message": f"{error.get('message', 'error')} (your key: {key}; Bearer {key})"}, "echo": key}
+            body = {
+                **(body or {}),
+                "error": {**error, "message": f"{error.get('message', 'error')} (your key: {key}; Bearer {key})"},
+                "echo": key,
+            }
             headers = {**(headers or {}), "X-Echo-Key": key, "WWW-Authenticate": f'Bearer realm="{key}"'}
         data = raw if raw is not None else json.dumps(body).encode()
         try:
@@ -165,7 +169,12 @@ class FakeLLMServer:
                 self.log.batch_calls += 1
                 failing = self.log.batch_calls <= self.faults.failing_batch_calls
             if failing:
-                self.send(handler, 503, {"error": {"type": "overloaded_error", "message": "try again later"}}, {"Retry-After": "0"})
+                self.send(
+                    handler,
+                    503,
+                    {"error": {"type": "overloaded_error", "message": "try again later"}},
+                    {"Retry-After": "0"},
+                )
                 return
         routes = {
             ("POST", "/v1/chat/completions"): self.chat,
@@ -198,16 +207,33 @@ class FakeLLMServer:
         text = {"empty": "", "refused": ""}.get(kind, answer_text(item))
         if family == "openai":
             finish = {"truncated": "length", "refused": "stop"}.get(kind, "stop")
-            message = {"role": "assistant", "content": text, "refusal": "I can't help with that." if kind == "refused" else None}
+            message = {
+                "role": "assistant",
+                "content": text,
+                "refusal": "I can't help with that." if kind == "refused" else None,
+            }
             return {
-                "id": self.new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": "fake",
+                "id": self.new_id("chatcmpl"),
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": "fake",
                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": {"prompt_tokens": len(user_text) // 4, "completion_tokens": len(text) // 4, "total_tokens": (len(user_text) + len(text)) // 4},
+                "usage": {
+                    "prompt_tokens": len(user_text) // 4,
+                    "completion_tokens": len(text) // 4,
+                    "total_tokens": (len(user_text) + len(text)) // 4,
+                },
             }
         stop = {"truncated": "max_tokens", "refused": "refusal"}.get(kind, "end_turn")
         return {
-            "id": self.new_id("msg"), "type": "message", "role": "assistant", "model": "fake", "content": [{"type": "text", "text": text}],
-            "stop_reason": stop, "stop_sequence": None, "usage": {"input_tokens": len(user_text) // 4, "output_tokens": len(text) // 4},
+            "id": self.new_id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "model": "fake",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": len(user_text) // 4, "output_tokens": len(text) // 4},
         }
 
     @staticmethod
@@ -250,7 +276,10 @@ class FakeLLMServer:
             with self.lock:
                 self.log.faults[kind] += 1
         if kind == "429":
-            headers = {"Retry-After": self.faults.retry_after, **({"retry-after-ms": self.faults.retry_after_ms} if self.faults.retry_after_ms else {})}
+            headers = {
+                "Retry-After": self.faults.retry_after,
+                **({"retry-after-ms": self.faults.retry_after_ms} if self.faults.retry_after_ms else {}),
+            }
             self.send(handler, 429, {"error": {"type": "rate_limit_error", "message": "slow down"}}, headers)
         elif kind == "500":
             self.send(handler, 500, {"error": {"type": "api_error", "message": "boom"}})
@@ -286,10 +315,26 @@ class FakeLLMServer:
     def upload(self, handler, payload: bytes) -> None:
         header = f"Content-Type: {handler.headers['Content-Type']}\r\n\r\n".encode()
         form = email.parser.BytesParser().parsebytes(header + payload)
-        content = next(part.get_payload(decode=True) for part in form.get_payload() if part.get_param("name", header="content-disposition") == "file")
+        content = next(
+            part.get_payload(decode=True)
+            for part in form.get_payload()
+            if part.get_param("name", header="content-disposition") == "file"
+        )
         file_id = self.new_id("file")
         self.files[file_id] = content
-        self.send(handler, 200, {"id": file_id, "object": "file", "bytes": len(content), "created_at": 0, "filename": "batch.jsonl", "purpose": "batch", "status": "processed"})
+        self.send(
+            handler,
+            200,
+            {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(content),
+                "created_at": 0,
+                "filename": "batch.jsonl",
+                "purpose": "batch",
+                "status": "processed",
+            },
+        )
 
     def new_batch(self, items: list[tuple[str, dict]]) -> tuple[str, dict]:
         with self.lock:
@@ -322,7 +367,11 @@ class FakeLLMServer:
         record = self.batches[batch_id]
         record["polls"] += 1
         if family == "openai" and self.faults.reject_batches:
-            record.update(done=True, status="failed", errors={"object": "list", "data": [{"code": "model_not_found", "message": "no such model"}]})
+            record.update(
+                done=True,
+                status="failed",
+                errors={"object": "list", "data": [{"code": "model_not_found", "message": "no such model"}]},
+            )
         if not record["done"] and record["polls"] >= self.faults.polls_to_finish:
             record["done"] = True
             record["outcomes"] = self.run_batch(record, family)
@@ -334,7 +383,9 @@ class FakeLLMServer:
 
     def openai_batch_create(self, handler, payload: bytes) -> None:
         request = json.loads(payload)
-        lines = [json.loads(line) for line in self.files[request["input_file_id"]].decode().splitlines() if line.strip()]
+        lines = [
+            json.loads(line) for line in self.files[request["input_file_id"]].decode().splitlines() if line.strip()
+        ]
         batch_id, record = self.new_batch([(line["custom_id"], line["body"]) for line in lines])
         record["input_file_id"] = request["input_file_id"]
         record["metadata"] = request.get("metadata")
@@ -344,11 +395,32 @@ class FakeLLMServer:
         output, errors = [], []
         for custom_id, outcome, answer in record["outcomes"]:
             if outcome == "ok":
-                output.append({"id": "r", "custom_id": custom_id, "response": {"status_code": 200, "request_id": "q", "body": answer}, "error": None})
+                output.append(
+                    {
+                        "id": "r",
+                        "custom_id": custom_id,
+                        "response": {"status_code": 200, "request_id": "q", "body": answer},
+                        "error": None,
+                    }
+                )
             elif outcome == "error":
-                errors.append({"id": "r", "custom_id": custom_id, "response": {"status_code": 500, "request_id": "q", "body": {"error": {"message": "boom"}}}, "error": None})
+                errors.append(
+                    {
+                        "id": "r",
+                        "custom_id": custom_id,
+                        "response": {"status_code": 500, "request_id": "q", "body": {"error": {"message": "boom"}}},
+                        "error": None,
+                    }
+                )
             else:
-                errors.append({"id": "r", "custom_id": custom_id, "response": None, "error": {"code": "batch_expired", "message": "expired"}})
+                errors.append(
+                    {
+                        "id": "r",
+                        "custom_id": custom_id,
+                        "response": None,
+                        "error": {"code": "batch_expired", "message": "expired"},
+                    }
+                )
         for name, rows in (("output_file_id", output), ("error_file_id", errors)):
             if rows:
                 file_id = self.new_id("file")
@@ -359,9 +431,16 @@ class FakeLLMServer:
     def openai_batch_view(self, batch_id: str, advance: bool = True) -> dict:
         record = self.advance(batch_id, "openai") if advance else self.batches[batch_id]
         return {
-            "id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "completion_window": "24h", "created_at": 0,
-            "input_file_id": record["input_file_id"], "status": record.get("status", "in_progress"),
-            "output_file_id": record.get("output_file_id"), "error_file_id": record.get("error_file_id"), "metadata": record.get("metadata"),
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "created_at": 0,
+            "input_file_id": record["input_file_id"],
+            "status": record.get("status", "in_progress"),
+            "output_file_id": record.get("output_file_id"),
+            "error_file_id": record.get("error_file_id"),
+            "metadata": record.get("metadata"),
             "errors": record.get("errors"),
         }
 
@@ -376,7 +455,10 @@ class FakeLLMServer:
             if outcome == "ok":
                 result = {"type": "succeeded", "message": answer}
             elif outcome == "error":
-                result = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error", "message": "boom"}}}
+                result = {
+                    "type": "errored",
+                    "error": {"type": "error", "error": {"type": "api_error", "message": "boom"}},
+                }
             else:
                 result = {"type": "expired"}
             rows.append({"custom_id": custom_id, "result": result})
@@ -387,8 +469,20 @@ class FakeLLMServer:
         ended = record["done"]
         counts = Counter(outcome for _, outcome, _ in record.get("outcomes", []))
         return {
-            "id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
-            "request_counts": {"processing": 0 if ended else len(record["items"]), "succeeded": counts["ok"], "errored": counts["error"], "canceled": 0, "expired": counts["expired"]},
-            "created_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-02T00:00:00Z", "ended_at": "2026-01-01T01:00:00Z" if ended else None,
-            "results_url": f"{self.url}/v1/messages/batches/{batch_id}/results" if ended else None, "archived_at": None, "cancel_initiated_at": None,
+            "id": batch_id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": {
+                "processing": 0 if ended else len(record["items"]),
+                "succeeded": counts["ok"],
+                "errored": counts["error"],
+                "canceled": 0,
+                "expired": counts["expired"],
+            },
+            "created_at": "2026-01-01T00:00:00Z",
+            "expires_at": "2026-01-02T00:00:00Z",
+            "ended_at": "2026-01-01T01:00:00Z" if ended else None,
+            "results_url": f"{self.url}/v1/messages/batches/{batch_id}/results" if ended else None,
+            "archived_at": None,
+            "cancel_initiated_at": None,
         }

@@ -26,7 +26,7 @@ from bolt.core.scrub import REDACTED, register, scrub, scrub_data, scrub_url
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
-from fake_llm_server import FakeLLMServer, Faults, answer_text, item_of  # noqa: E402
+from fake_llm_server import FakeLLMServer, Faults, answer_text, item_of
 
 KEY = f"sk-echo-{uuid.uuid4().hex}"
 KEY_VARIABLE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -35,7 +35,13 @@ SRC = str(Path(__file__).parents[1] / "src")
 
 
 def make_chunks(path: Path, documents: int = 3, chunks: int = 2) -> None:
-    write_jsonl(path, [Document(id=f"d{d}", chunks=[Chunk(text=f"Document {d}, sentence {c}.") for c in range(chunks)]) for d in range(documents)])
+    write_jsonl(
+        path,
+        [
+            Document(id=f"d{d}", chunks=[Chunk(text=f"Document {d}, sentence {c}.") for c in range(chunks)])
+            for d in range(documents)
+        ],
+    )
 
 
 def closed_port() -> int:
@@ -48,17 +54,35 @@ def bolt(argv: list[str], env: dict[str, str], timeout: float = 120) -> tuple[in
     """Run ``bolt ARGV`` in a fresh process: exit code, stdout, stderr, seconds."""
     env = {**os.environ, "PYTHONPATH": SRC, **env}
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "bolt", *argv], env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "bolt", *argv], env=env, capture_output=True, text=True, timeout=timeout
+    )
     return done.returncode, done.stdout, done.stderr, time.monotonic() - start
 
 
 def holding(root: Path, secret: str) -> list[str]:
-    return [str(path.relative_to(root)) for path in root.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    return [
+        str(path.relative_to(root))
+        for path in root.rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ]
 
 
 def synthesize_args(family: str, base_url: str, root: Path, *extra: str) -> list[str]:
-    return ["synthesize", str(root / "chunks.jsonl"), "-o", str(root / "out" / "latents.jsonl"), "--teacher", family, "--teacher-model", "m",
-            "--base-url", base_url, *FAST, *extra]
+    return [
+        "synthesize",
+        str(root / "chunks.jsonl"),
+        "-o",
+        str(root / "out" / "latents.jsonl"),
+        "--teacher",
+        family,
+        "--teacher-model",
+        "m",
+        "--base-url",
+        base_url,
+        *FAST,
+        *extra,
+    ]
 
 
 def server_url(server: FakeLLMServer, family: str) -> str:
@@ -71,16 +95,28 @@ def server_url(server: FakeLLMServer, family: str) -> str:
 def test_scrub_removes_keys_and_url_credentials(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "env-key-0123456789")
     register("registered-key-abcdef", "none")
-    text = ("env-key-0123456789 registered-key-abcdef given-key-xyz123 https://bob:hunter2hunter2@api.example.com/v1 "
-            "http://tok3n-without-password@host:8000 env-key%2D0123456789 none")
+    text = (
+        "env-key-0123456789 registered-key-abcdef given-key-xyz123 https://bob:hunter2hunter2@api.example.com/v1 "
+        "http://tok3n-without-password@host:8000 env-key%2D0123456789 none"
+    )
     out = scrub(text, "given-key-xyz123")
-    for secret in ("env-key-0123456789", "registered-key-abcdef", "given-key-xyz123", "hunter2hunter2", "bob:", "tok3n"):
+    for secret in (
+        "env-key-0123456789",
+        "registered-key-abcdef",
+        "given-key-xyz123",
+        "hunter2hunter2",
+        "bob:",
+        "tok3n",
+    ):
         assert secret not in out
     assert out.endswith(" none"), "short values such as the placeholder key 'none' are not secrets"
     assert f"https://{REDACTED}@api.example.com/v1" in out and f"http://{REDACTED}@host:8000" in out
     assert scrub_url(None) is None and scrub_url("http://localhost:8000/v1") == "http://localhost:8000/v1"
     assert scrub_data({"base_url": "http://u:pass-word-1@h", "list": ["registered-key-abcdef", 3], "n": 1}) == {
-        "base_url": f"http://{REDACTED}@h", "list": [REDACTED, 3], "n": 1}
+        "base_url": f"http://{REDACTED}@h",
+        "list": [REDACTED, 3],
+        "n": 1,
+    }
 
 
 # --- nothing written or printed holds the key ----------------------------------------
@@ -101,13 +137,20 @@ def test_a_server_echoing_the_key_gets_it_nowhere(family, case, tmp_path):
     faults, extra = ECHO_CASES[case]
     make_chunks(tmp_path / "chunks.jsonl")
     with FakeLLMServer(faults) as server:
-        code, out, err, _ = bolt(synthesize_args(family, server_url(server, family), tmp_path, "--concurrency", "1", *extra), {KEY_VARIABLE[family]: KEY})
+        code, out, err, _ = bolt(
+            synthesize_args(family, server_url(server, family), tmp_path, "--concurrency", "1", *extra),
+            {KEY_VARIABLE[family]: KEY},
+        )
     assert any(KEY in (key or "") for key in server.log.api_keys), "the server saw the key, so it could echo it"
     assert code in (0, 2), err
     if case in ("400", "429", "500"):
-        assert code == 2 and (tmp_path / "out" / "latents.jsonl.run" / "failures.jsonl").read_text().strip(), "the failures are recorded, without the key"
+        assert code == 2 and (tmp_path / "out" / "latents.jsonl.run" / "failures.jsonl").read_text().strip(), (
+            "the failures are recorded, without the key"
+        )
     if case == "401":
-        assert code == 2 and "retrying cannot fix" in err and REDACTED in err, "the server's words are shown, the key cut out"
+        assert code == 2 and "retrying cannot fix" in err and REDACTED in err, (
+            "the server's words are shown, the key cut out"
+        )
     assert KEY not in out and KEY not in err
     assert holding(tmp_path, KEY) == []
 
@@ -120,7 +163,12 @@ def test_a_key_from_an_env_file_is_scrubbed_too(family, tmp_path):
     (secrets / ".env").write_text(f"{KEY_VARIABLE[family]}={KEY}\n")
     env = {name: "" for name in KEY_VARIABLE.values()}
     with FakeLLMServer(Faults(kinds=("400",), fail_first=1, echo_key=True)) as server:
-        code, out, err, _ = bolt(synthesize_args(family, server_url(server, family), tmp_path, "--concurrency", "1", "--env-file", str(secrets / ".env")), env)
+        code, out, err, _ = bolt(
+            synthesize_args(
+                family, server_url(server, family), tmp_path, "--concurrency", "1", "--env-file", str(secrets / ".env")
+            ),
+            env,
+        )
     assert code == 2 and "1 request(s) got no usable answer" in err
     assert KEY not in out + err and holding(tmp_path, KEY) == []
 
@@ -130,10 +178,14 @@ def test_credentials_in_the_base_url_reach_no_file(family, tmp_path):
     make_chunks(tmp_path / "chunks.jsonl", documents=2)
     with FakeLLMServer() as server:
         url = server_url(server, family).replace("http://", f"http://user:{KEY}@")
-        code, out, err, _ = bolt(synthesize_args(family, url, tmp_path), {KEY_VARIABLE[family]: "sk-the-real-key-000000"})
+        code, out, err, _ = bolt(
+            synthesize_args(family, url, tmp_path), {KEY_VARIABLE[family]: "sk-the-real-key-000000"}
+        )
     assert code == 0, err
     manifest = json.loads((tmp_path / "out" / "latents.jsonl.run" / "manifest.json").read_text())
-    assert manifest["config"]["teacher"]["base_url"] == server_url(server, family).replace("http://", f"http://{REDACTED}@")
+    assert manifest["config"]["teacher"]["base_url"] == server_url(server, family).replace(
+        "http://", f"http://{REDACTED}@"
+    )
     assert KEY not in out + err and holding(tmp_path, KEY) == []
 
 
@@ -147,21 +199,47 @@ def test_a_closed_port_stops_the_run_within_seconds(family, concurrency, tmp_pat
     with the default backoff (1 s, doubling), and the URL's credentials scrubbed from the line."""
     make_chunks(tmp_path / "chunks.jsonl", documents=18)
     url = f"http://user:{KEY}@127.0.0.1:{closed_port()}" + ("/v1" if family == "openai" else "")
-    argv = ["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "latents.jsonl"), "--teacher", family, "--teacher-model", "m",
-            "--base-url", url, "--concurrency", concurrency]
+    argv = [
+        "synthesize",
+        str(tmp_path / "chunks.jsonl"),
+        "-o",
+        str(tmp_path / "latents.jsonl"),
+        "--teacher",
+        family,
+        "--teacher-model",
+        "m",
+        "--base-url",
+        url,
+        "--concurrency",
+        concurrency,
+    ]
     code, out, err, seconds = bolt(argv, {KEY_VARIABLE[family]: KEY}, timeout=60)
     assert code == 1, err
     assert seconds < 10, f"took {seconds:.1f} s"
     (line,) = err.strip().splitlines()
-    assert line.startswith("bolt synthesize: error: cannot reach the") and "connection refused" in line and "--base-url" in line
+    assert (
+        line.startswith("bolt synthesize: error: cannot reach the")
+        and "connection refused" in line
+        and "--base-url" in line
+    )
     assert f"http://{REDACTED}@127.0.0.1:" in line
     assert out == "" and KEY not in err and holding(tmp_path, KEY) == []
 
 
 def test_an_unresolvable_host_stops_the_run_within_seconds(tmp_path):
     make_chunks(tmp_path / "chunks.jsonl", documents=4)
-    argv = ["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "latents.jsonl"), "--teacher", "openai", "--teacher-model", "m",
-            "--base-url", "http://no-such-host.invalid/v1"]
+    argv = [
+        "synthesize",
+        str(tmp_path / "chunks.jsonl"),
+        "-o",
+        str(tmp_path / "latents.jsonl"),
+        "--teacher",
+        "openai",
+        "--teacher-model",
+        "m",
+        "--base-url",
+        "http://no-such-host.invalid/v1",
+    ]
     code, _, err, seconds = bolt(argv, {"OPENAI_API_KEY": KEY}, timeout=60)
     assert code == 1 and seconds < 10, err
     (line,) = err.strip().splitlines()
@@ -170,8 +248,19 @@ def test_an_unresolvable_host_stops_the_run_within_seconds(tmp_path):
 
 def test_a_closed_port_stops_batch_mode_too(tmp_path):
     make_chunks(tmp_path / "chunks.jsonl", documents=4)
-    argv = ["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "latents.jsonl"), "--teacher", "openai", "--teacher-model", "m",
-            "--base-url", f"http://127.0.0.1:{closed_port()}/v1", "--batch"]
+    argv = [
+        "synthesize",
+        str(tmp_path / "chunks.jsonl"),
+        "-o",
+        str(tmp_path / "latents.jsonl"),
+        "--teacher",
+        "openai",
+        "--teacher-model",
+        "m",
+        "--base-url",
+        f"http://127.0.0.1:{closed_port()}/v1",
+        "--batch",
+    ]
     code, _, err, seconds = bolt(argv, {"OPENAI_API_KEY": KEY}, timeout=60)
     assert code == 1 and seconds < 10, err
     assert len(err.strip().splitlines()) == 1 and "cannot reach the openai API" in err
@@ -220,14 +309,24 @@ def test_429_and_5xx_keep_their_backoff(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     prompts = [Prompt([{"role": "user", "content": f"question {i}"}], "t1") for i in range(3)]
     with FakeLLMServer(Faults(kinds=("429", "500"), fail_first=12, seed=1)) as server:
-        teacher = api_teacher("openai", model="m", sampling=Sampling(32), config=ApiConfig(concurrency=3, backoff_base=0.001, max_retries=20), base_url=server.url + "/v1")
+        teacher = api_teacher(
+            "openai",
+            model="m",
+            sampling=Sampling(32),
+            config=ApiConfig(concurrency=3, backoff_base=0.001, max_retries=20),
+            base_url=server.url + "/v1",
+        )
         answers, failures = teacher.complete(prompts, TeacherCache(tmp_path / "cache.sqlite"))
     assert failures == {} and all(answers)
     assert sum(teacher.spend.errors.values()) == 12
 
 
 def test_environment_faults_exit_1_and_user_errors_2():
-    assert EnvironmentFault("x").exit_code == 1 and BoltError("x").exit_code == 2 and issubclass(EnvironmentFault, BoltError)
+    assert (
+        EnvironmentFault("x").exit_code == 1
+        and BoltError("x").exit_code == 2
+        and issubclass(EnvironmentFault, BoltError)
+    )
 
 
 # --- flags a teacher would ignore -------------------------------------------------------
@@ -239,9 +338,25 @@ def test_api_flags_with_a_local_teacher_are_refused(teacher, flags, tmp_path, ca
     from bolt.cli import main
 
     make_chunks(tmp_path / "chunks.jsonl")
-    code = main(["synthesize", str(tmp_path / "chunks.jsonl"), "-o", str(tmp_path / "latents.jsonl"), "--teacher", teacher, "--teacher-model", "m", *flags])
+    code = main(
+        [
+            "synthesize",
+            str(tmp_path / "chunks.jsonl"),
+            "-o",
+            str(tmp_path / "latents.jsonl"),
+            "--teacher",
+            teacher,
+            "--teacher-model",
+            "m",
+            *flags,
+        ]
+    )
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and line.startswith(f"bolt synthesize: error: {flags[0]} is for the API teachers") and f"drop {flags[0]}" in line
+    assert (
+        code == 2
+        and line.startswith(f"bolt synthesize: error: {flags[0]} is for the API teachers")
+        and f"drop {flags[0]}" in line
+    )
     assert not (tmp_path / "latents.jsonl").exists() and not (tmp_path / "latents.jsonl.run").exists()
 
 
@@ -265,11 +380,19 @@ def test_a_server_that_never_accepts_trips_the_breaker_on_connect_timeouts(tmp_p
         filler.connect_ex(listener.getsockname())
         fillers.append(filler)
     try:
-        teacher = api_teacher("openai", model="m", sampling=Sampling(32), config=ApiConfig(concurrency=4, backoff_base=0.001, timeout=60),
-                              base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+        teacher = api_teacher(
+            "openai",
+            model="m",
+            sampling=Sampling(32),
+            config=ApiConfig(concurrency=4, backoff_base=0.001, timeout=60),
+            base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1",
+        )
         start = time.monotonic()
         with pytest.raises(EnvironmentFault, match="connect timed out"):
-            teacher.complete([Prompt([{"role": "user", "content": f"q{i}"}], "t1") for i in range(8)], TeacherCache(tmp_path / "cache.sqlite"))
+            teacher.complete(
+                [Prompt([{"role": "user", "content": f"q{i}"}], "t1") for i in range(8)],
+                TeacherCache(tmp_path / "cache.sqlite"),
+            )
         assert time.monotonic() - start < 10
     finally:
         for sock in (*fillers, listener):

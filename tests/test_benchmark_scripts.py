@@ -15,9 +15,25 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_estep_benchmark_prints_in_process_and_whole_process_ratios():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "estep.py"), "--preset", "tiny", "--chunks", "4", "-k", "2", "--max-new-tokens", "4",
-         "--batch-prompts", "2", "--processes"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT / "src")},
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "estep.py"),
+            "--preset",
+            "tiny",
+            "--chunks",
+            "4",
+            "-k",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--batch-prompts",
+            "2",
+            "--processes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT / "src")},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 
-from bolt.evaluate.tasks import TASKS  # noqa: E402
-from bolt.core.special_tokens import EOL, LATENT_TOKENS, PRIOR, SOL  # noqa: E402
+from bolt.evaluate.tasks import TASKS
+from bolt.core.special_tokens import EOL, LATENT_TOKENS, PRIOR, SOL
 
 FEWSHOT = {"gsm8k_cot": 8, "math_cot": 4, "mmlu_stem_cot": 4, "world": 0}
 
@@ -51,19 +51,52 @@ def data_dir(tmp_path_factory):
     from bolt.apps.world.world import WorldConfig, world_questions
 
     root = tmp_path_factory.mktemp("eval-data")
-    write_jsonl(root / "gsm8k" / "test.jsonl", [
-        {"question": "Ada has 3 pens and buys 4 more. How many pens does she have?", "answer": "She has 3 + 4 = <<3+4=7>>7 pens.\n#### 7"},
-        {"question": "A crate holds 5 jars. How many jars are in 6 crates?", "answer": "There are 5 * 6 = <<5*6=30>>30 jars.\n#### 30"},
-    ])
-    write_jsonl(root / "math" / "test.jsonl", [
-        {"problem": "What is $\\frac{1}{2} + \\frac{1}{4}$?", "solution": "We get $\\frac{2}{4} + \\frac{1}{4} = \\boxed{\\frac{3}{4}}$."},
-        {"problem": "Solve $2x = 10$.", "solution": "Dividing by 2, $x = \\boxed{5}$."},
-    ])
-    write_jsonl(root / "mmlu_stem" / "test.jsonl", [
-        {"question": "Who wrote Hamlet?", "choices": ["Marlowe", "Shakespeare", "Jonson", "Kyd"], "answer": 1, "subject": "high_school_european_history"},
-        {"question": "What is 2 + 2?", "choices": ["3", "4", "5", "6"], "answer": 1, "subject": "elementary_mathematics"},
-        {"question": "At sea level, water boils at how many degrees Celsius?", "choices": ["0", "50", "100", "200"], "answer": 2, "subject": "high_school_chemistry"},
-    ])
+    write_jsonl(
+        root / "gsm8k" / "test.jsonl",
+        [
+            {
+                "question": "Ada has 3 pens and buys 4 more. How many pens does she have?",
+                "answer": "She has 3 + 4 = <<3+4=7>>7 pens.\n#### 7",
+            },
+            {
+                "question": "A crate holds 5 jars. How many jars are in 6 crates?",
+                "answer": "There are 5 * 6 = <<5*6=30>>30 jars.\n#### 30",
+            },
+        ],
+    )
+    write_jsonl(
+        root / "math" / "test.jsonl",
+        [
+            {
+                "problem": "What is $\\frac{1}{2} + \\frac{1}{4}$?",
+                "solution": "We get $\\frac{2}{4} + \\frac{1}{4} = \\boxed{\\frac{3}{4}}$.",
+            },
+            {"problem": "Solve $2x = 10$.", "solution": "Dividing by 2, $x = \\boxed{5}$."},
+        ],
+    )
+    write_jsonl(
+        root / "mmlu_stem" / "test.jsonl",
+        [
+            {
+                "question": "Who wrote Hamlet?",
+                "choices": ["Marlowe", "Shakespeare", "Jonson", "Kyd"],
+                "answer": 1,
+                "subject": "high_school_european_history",
+            },
+            {
+                "question": "What is 2 + 2?",
+                "choices": ["3", "4", "5", "6"],
+                "answer": 1,
+                "subject": "elementary_mathematics",
+            },
+            {
+                "question": "At sea level, water boils at how many degrees Celsius?",
+                "choices": ["0", "50", "100", "200"],
+                "answer": 2,
+                "subject": "high_school_chemistry",
+            },
+        ],
+    )
     write_jsonl(root / "world" / "test.jsonl", world_questions(WorldConfig(questions=3), seed=0, exclude=[]))
     return root
 
@@ -85,11 +118,15 @@ def test_each_task_end_to_end(task, all_tasks_run):
     assert entry["questions"] == 2 and entry["samples_per_question"] == 1
     assert json.loads((output / "tasks.json").read_text())[task] == entry
     family = task.removesuffix("_latent")
-    metrics = {"world": ("exact_match", "maj_at_k", "pass_at_k"), "math_cot": ("exact_match", "math_verify")}.get(family, ("exact_match",))
+    metrics = {"world": ("exact_match", "maj_at_k", "pass_at_k"), "math_cot": ("exact_match", "math_verify")}.get(
+        family, ("exact_match",)
+    )
     for metric in metrics:
         assert 0.0 <= entry[metric] <= 1.0
     samples = read_jsonl(output / "tasks" / f"{task}.samples.jsonl")
-    assert len({(sample.get("task"), sample["doc_id"]) for sample in samples}) == 2  # a row per question and filter (gsm8k: strict and flexible)
+    assert (
+        len({(sample.get("task"), sample["doc_id"]) for sample in samples}) == 2
+    )  # a row per question and filter (gsm8k: strict and flexible)
     shots = FEWSHOT[task.removesuffix("_latent")]
     for sample in samples:
         prompt, gen_kwargs = sample["arguments"][0]
@@ -97,7 +134,9 @@ def test_each_task_end_to_end(task, all_tasks_run):
         assert gen_kwargs["max_gen_toks"] == 12
         if latent:
             assert prompt.endswith(SOL + PRIOR)
-            assert prompt.count(SOL + PRIOR) == shots + 1 and prompt.count(EOL) == shots  # exemplars: SoL PRIOR reasoning EoL answer
+            assert (
+                prompt.count(SOL + PRIOR) == shots + 1 and prompt.count(EOL) == shots
+            )  # exemplars: SoL PRIOR reasoning EoL answer
             assert SOL in gen_kwargs["until"] and "bolt_banned_tokens" not in gen_kwargs
             assert SOL not in response  # generation stopped at the next SoL
         else:
@@ -135,7 +174,11 @@ def test_world_latent_through_the_harness_matches_bolts_own_answers(marker_happy
     questions = read_questions(data_dir / "world" / "test.jsonl")
     tokenizer, model = load_tokenizer(marker_happy_model), load_model(marker_happy_model)
     config = EvalConfig(max_answer_tokens=12, answer_pattern=ANSWER_PATTERN)
-    run_tasks(marker_happy_model, tmp_path, TaskRunConfig(tasks=["world_latent", "world"], data_dir=data_dir, max_gen_tokens=12, batch_size=1))
+    run_tasks(
+        marker_happy_model,
+        tmp_path,
+        TaskRunConfig(tasks=["world_latent", "world"], data_dir=data_dir, max_gen_tokens=12, batch_size=1),
+    )
 
     legacy = answer_questions(model, tokenizer, questions, marker_ids(tokenizer), config, latent=True)["outputs"]
     harness = [row["resps"][0][0] for row in read_jsonl(tmp_path / "tasks" / "world_latent.samples.jsonl")]
@@ -145,7 +188,9 @@ def test_world_latent_through_the_harness_matches_bolts_own_answers(marker_happy
         assert theirs == expected
 
     direct = answer_questions(model, tokenizer, questions, marker_ids(tokenizer), config, latent=False)["outputs"]
-    assert any(token in o["answer_text"] for o in direct for token in LATENT_TOKENS), "the model must want markers for this check to mean anything"
+    assert any(token in o["answer_text"] for o in direct for token in LATENT_TOKENS), (
+        "the model must want markers for this check to mean anything"
+    )
     for row in read_jsonl(tmp_path / "tasks" / "world.samples.jsonl"):
         assert not any(token in row["resps"][0][0] for token in LATENT_TOKENS)
 
@@ -153,7 +198,11 @@ def test_world_latent_through_the_harness_matches_bolts_own_answers(marker_happy
 def test_several_samples_give_maj_and_pass_at_k(marker_happy_model, data_dir, tmp_path):
     from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
 
-    summary = run_tasks(marker_happy_model, tmp_path, TaskRunConfig(tasks=["world_latent"], data_dir=data_dir, limit=1, samples=3, max_gen_tokens=8))
+    summary = run_tasks(
+        marker_happy_model,
+        tmp_path,
+        TaskRunConfig(tasks=["world_latent"], data_dir=data_dir, limit=1, samples=3, max_gen_tokens=8),
+    )
     entry = summary["world_latent"]
     assert entry["samples_per_question"] == 3 and entry["pass_at_k"] >= entry["exact_match"]
     (row,) = read_jsonl(tmp_path / "tasks" / "world_latent.samples.jsonl")
@@ -195,11 +244,28 @@ def test_prompts_start_with_bos_after_the_left_padding(marker_happy_model):
 # --- the standard variants are lm-eval's own tasks; the latent ones are derived from them ---
 
 GOLDEN = {  # bolt task -> (lm-eval task, dataset folder, one document in that dataset's fields)
-    "gsm8k_cot": ("gsm8k_cot", "gsm8k", {"question": "Ada has 3 pens and buys 4 more. How many pens does she have?", "answer": "She has 3 + 4 = <<3+4=7>>7 pens.\n#### 7"}),
-    "math_cot": ("minerva_math_algebra", "math", {"problem": "Solve $2x = 10$.", "solution": "Dividing by 2, $x = \\boxed{5}$."}),
+    "gsm8k_cot": (
+        "gsm8k_cot",
+        "gsm8k",
+        {
+            "question": "Ada has 3 pens and buys 4 more. How many pens does she have?",
+            "answer": "She has 3 + 4 = <<3+4=7>>7 pens.\n#### 7",
+        },
+    ),
+    "math_cot": (
+        "minerva_math_algebra",
+        "math",
+        {"problem": "Solve $2x = 10$.", "solution": "Dividing by 2, $x = \\boxed{5}$."},
+    ),
     "mmlu_stem_cot": (
-        "mmlu_flan_cot_fewshot_college_physics", "mmlu_stem",
-        {"question": "What is the SI unit of force?", "choices": ["joule", "newton", "watt", "pascal"], "answer": 1, "subject": "college_physics"},
+        "mmlu_flan_cot_fewshot_college_physics",
+        "mmlu_stem",
+        {
+            "question": "What is the SI unit of force?",
+            "choices": ["joule", "newton", "watt", "pascal"],
+            "answer": 1,
+            "subject": "college_physics",
+        },
     ),
 }
 
@@ -220,9 +286,17 @@ def _upstream_task(manager, name: str, path: Path):
     from lm_eval.tasks._factory import TaskFactory
 
     real = importlib.metadata.version
-    data = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}, "test_split": "test", "validation_split": None}
+    data = {
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "test_split": "test",
+        "validation_split": None,
+    }
     # minerva_math/utils.py asserts antlr4 4.11 at import; this venv has 4.13 (math-verify's). Prompts do not use antlr.
-    with mock.patch.object(importlib.metadata, "version", lambda n: "4.11.0" if n == "antlr4-python3-runtime" else real(n)):
+    with mock.patch.object(
+        importlib.metadata, "version", lambda n: "4.11.0" if n == "antlr4-python3-runtime" else real(n)
+    ):
         return TaskFactory().build(manager.task_index[name], overrides=data, registry=manager.task_index)
 
 
@@ -240,7 +314,9 @@ def test_standard_variant_renders_the_upstream_prompt(task, upstream_manager, tm
     ours = build_tasks(task, tmp_path)
     assert len(ours) == 1
     prompt, gen_kwargs = _first_request(ours[0])
-    upstream_prompt, upstream_gen_kwargs = _first_request(_upstream_task(upstream_manager, name, tmp_path / folder / "test.jsonl"))
+    upstream_prompt, upstream_gen_kwargs = _first_request(
+        _upstream_task(upstream_manager, name, tmp_path / folder / "test.jsonl")
+    )
     assert prompt == upstream_prompt
     assert set(gen_kwargs.pop("bolt_banned_tokens")) == set(LATENT_TOKENS)
     assert gen_kwargs == upstream_gen_kwargs  # stops, greedy decoding and the (default) generation budget
@@ -256,15 +332,20 @@ def upstream_task_config(manager, name):
 def test_mmlu_stem_is_upstreams_stem_subjects_each_with_its_own_description(tmp_path):
     from bolt.evaluate.tasks.upstream import STEM_SUBJECTS, build_tasks
 
-    write_jsonl(tmp_path / "mmlu_stem" / "test.jsonl", [
-        {"question": "q1", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "anatomy"},
-        {"question": "q2", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "astronomy"},
-        {"question": "q3", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "philosophy"},
-    ])
+    write_jsonl(
+        tmp_path / "mmlu_stem" / "test.jsonl",
+        [
+            {"question": "q1", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "anatomy"},
+            {"question": "q2", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "astronomy"},
+            {"question": "q3", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "philosophy"},
+        ],
+    )
     tasks = build_tasks("mmlu_stem_cot", tmp_path)
     assert [t.config.task for t in tasks] == ["mmlu_flan_cot_fewshot_anatomy", "mmlu_flan_cot_fewshot_astronomy"]
     assert [len(t.eval_docs) for t in tasks] == [1, 1]
-    assert tasks[0].config.description.startswith("The following are multiple choice questions (with answers) about anatomy")
+    assert tasks[0].config.description.startswith(
+        "The following are multiple choice questions (with answers) about anatomy"
+    )
     assert len(STEM_SUBJECTS) == 19
 
 
@@ -286,7 +367,10 @@ def test_latent_exemplars_are_the_upstream_ones_transformed(task, tmp_path):
         assert after.count(SOL + PRIOR) == 1 and after.count(EOL) == 1
         assert after.replace(SOL + PRIOR, " ").replace(EOL, " ").split() == before[key].split()
         reasoning, answer = after.split(EOL)
-        assert answer.strip() == before[key][before[key].rfind("Final Answer:" if task == "math_cot" else "The answer is") :].strip()
+        assert (
+            answer.strip()
+            == before[key][before[key].rfind("Final Answer:" if task == "math_cot" else "The answer is") :].strip()
+        )
         if task == "mmlu_stem_cot":
             assert after.startswith(" Let's think step by step." + SOL + PRIOR)
         else:
@@ -306,6 +390,12 @@ def test_latent_grading_reads_the_answer_after_eol_with_upstreams_metrics(tmp_pa
     (latent,) = build_tasks("math_cot_latent", tmp_path)
     doc = standard.eval_docs[0]
     right = " Divide by 2." + EOL + " Final Answer: The final answer is $5$. I hope it is correct."
-    assert standard.process_results(doc, ["Final Answer: The final answer is $5$. I hope it is correct."]) == {"exact_match": 1, "math_verify": 1}
+    assert standard.process_results(doc, ["Final Answer: The final answer is $5$. I hope it is correct."]) == {
+        "exact_match": 1,
+        "math_verify": 1,
+    }
     assert latent.process_results(doc, [right]) == {"exact_match": 1, "math_verify": 1}
-    assert latent.process_results(doc, [" x = 5, Final Answer: The final answer is $5$. I hope it is correct."]) == {"exact_match": 0, "math_verify": 0}  # no EoL
+    assert latent.process_results(doc, [" x = 5, Final Answer: The final answer is $5$. I hope it is correct."]) == {
+        "exact_match": 0,
+        "math_verify": 0,
+    }  # no EoL

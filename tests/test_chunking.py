@@ -14,12 +14,40 @@ from bolt.errors import BoltError
 from bolt.core.records import CorpusDocument, Document, read_documents
 from bolt.core.rundir import file_sha256
 
-WORDS = ["the", "Dr.", "Mr.", "Mrs.", "U.S.", "e.g.", "i.e.", "3.50", "$3.50", "2.5%", "apples", "Smith", "No.", "vs.", "etc.",
-         "Jan.", "a.m.", "“quoted”", "(aside)", "it's", "Zürich", "東京", "—", "x"]
+WORDS = [
+    "the",
+    "Dr.",
+    "Mr.",
+    "Mrs.",
+    "U.S.",
+    "e.g.",
+    "i.e.",
+    "3.50",
+    "$3.50",
+    "2.5%",
+    "apples",
+    "Smith",
+    "No.",
+    "vs.",
+    "etc.",
+    "Jan.",
+    "a.m.",
+    "“quoted”",
+    "(aside)",
+    "it's",
+    "Zürich",
+    "東京",
+    "—",
+    "x",
+]
 ENDINGS = [".", "!", "?", "...", "", ".”", "?!", ":", ";"]
 SEPARATORS = [" ", "  ", "\n", "\n\n", "\n \n\t", "\t", " \n\n\n ", "", "\r\n\r\n"]
 
-sentences = st.builds(lambda words, end: " ".join(words) + end, st.lists(st.sampled_from(WORDS), min_size=1, max_size=8), st.sampled_from(ENDINGS))
+sentences = st.builds(
+    lambda words, end: " ".join(words) + end,
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=8),
+    st.sampled_from(ENDINGS),
+)
 
 
 @st.composite
@@ -30,11 +58,7 @@ def sentence_like(draw):
     return "".join(parts)
 
 
-texts = (
-    st.text()
-    | st.text(alphabet=" \t\n\r.!?,;:'\"()-aAbZ09é日\u2028\u00a0", max_size=80)
-    | sentence_like()
-)
+texts = st.text() | st.text(alphabet=" \t\n\r.!?,;:'\"()-aAbZ09é日\u2028\u00a0", max_size=80) | sentence_like()
 
 
 def long_text(n_sentences: int, tag: str = "") -> str:
@@ -75,7 +99,10 @@ def test_units_and_chunks_give_back_the_text(text, seed):
 
 
 def test_hard_paragraph_is_two_sentences():
-    assert split_units("Dr. Smith paid $3.50 for 2 apples. Then he left!") == ["Dr. Smith paid $3.50 for 2 apples.", " Then he left!"]
+    assert split_units("Dr. Smith paid $3.50 for 2 apples. Then he left!") == [
+        "Dr. Smith paid $3.50 for 2 apples.",
+        " Then he left!",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -139,12 +166,19 @@ def test_uniform_chunks(mean_units):
 
 
 @settings(max_examples=50, deadline=None)
-@given(n_sentences=st.integers(1, 120), mean_units=st.floats(1, 12), max_units=st.integers(1, 20), seed=st.integers(0, 1000))
+@given(
+    n_sentences=st.integers(1, 120),
+    mean_units=st.floats(1, 12),
+    max_units=st.integers(1, 20),
+    seed=st.integers(0, 1000),
+)
 def test_document_chunks_have_whole_units_within_bounds(n_sentences, mean_units, max_units, seed):
     text = long_text(n_sentences)
     units = split_units(text)
     assert len(units) == n_sentences
-    document = chunk_document(CorpusDocument(id="d", text=text), ChunkConfig(mean_units=mean_units, max_units=max_units, seed=seed))
+    document = chunk_document(
+        CorpusDocument(id="d", text=text), ChunkConfig(mean_units=mean_units, max_units=max_units, seed=seed)
+    )
     counts = units_per_chunk(document, units)
     assert all(1 <= count <= max_units for count in counts)
 
@@ -167,11 +201,16 @@ def test_same_text_same_chunks_whatever_the_id_and_call_order():
 def test_different_seeds_give_different_lengths():
     text = long_text(300)
     units = split_units(text)
-    by_seed = [tuple(units_per_chunk(chunk_document(CorpusDocument(id="d", text=text), ChunkConfig(seed=seed)), units)) for seed in range(5)]
+    by_seed = [
+        tuple(units_per_chunk(chunk_document(CorpusDocument(id="d", text=text), ChunkConfig(seed=seed)), units))
+        for seed in range(5)
+    ]
     assert len(set(by_seed)) == 5
     # and a different text of the same length is cut differently under the same seed
     other = long_text(300, "x")
-    other_counts = tuple(units_per_chunk(chunk_document(CorpusDocument(id="d", text=other), ChunkConfig(seed=0)), split_units(other)))
+    other_counts = tuple(
+        units_per_chunk(chunk_document(CorpusDocument(id="d", text=other), ChunkConfig(seed=0)), split_units(other))
+    )
     assert other_counts != by_seed[0]
 
 
@@ -188,7 +227,9 @@ def many_chunks() -> list[str]:
 @pytest.mark.parametrize("prefix_chunks", [0, 1, 3, -1])
 def test_prefixes(many_chunks, prefix_chunks):
     text = "".join(many_chunks)
-    document = chunk_document(CorpusDocument(id="d", text=text), ChunkConfig(mean_units=3, seed=1, prefix_chunks=prefix_chunks))
+    document = chunk_document(
+        CorpusDocument(id="d", text=text), ChunkConfig(mean_units=3, seed=1, prefix_chunks=prefix_chunks)
+    )
     texts = [chunk.text for chunk in document.chunks]
     assert texts == many_chunks  # the prefix setting does not change the cuts
     for n, chunk in enumerate(document.chunks):
@@ -229,7 +270,16 @@ def test_config_validation(kwargs, flag):
         ChunkConfig(**kwargs).validate()
 
 
-@pytest.mark.parametrize("kwargs", [{}, dict(mean_units=1, max_units=1), dict(prefix_chunks=-1), dict(prefix_chunks=0), dict(uniform=True, seed=2**40)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        dict(mean_units=1, max_units=1),
+        dict(prefix_chunks=-1),
+        dict(prefix_chunks=0),
+        dict(uniform=True, seed=2**40),
+    ],
+)
 def test_valid_configs(kwargs):
     ChunkConfig(**kwargs).validate()
 
@@ -280,16 +330,25 @@ def test_chunk_stage_end_to_end(tmp_path):
         chunk_stage(corpus, output, ChunkConfig(seed=5, prefix_chunks=1))
     assert output.stat().st_mtime_ns == before
     chunk_stage(corpus, output, ChunkConfig(seed=5, prefix_chunks=1), overwrite=True)
-    assert all(c.prefix == (d.chunks[i - 1].text if i else "") for d in read_documents(output) for i, c in enumerate(d.chunks))
+    assert all(
+        c.prefix == (d.chunks[i - 1].text if i else "") for d in read_documents(output) for i, c in enumerate(d.chunks)
+    )
 
 
 def test_chunk_stage_same_document_same_chunks_anywhere_in_the_corpus(tmp_path):
     shared = {"id": "shared", "text": long_text(50, "s")}
     filler = [{"id": f"f{i}", "text": long_text(10 + i, str(i))} for i in range(3)]
-    first = chunk_stage(write_corpus(tmp_path / "one.jsonl", [shared, *filler]), tmp_path / "one.out.jsonl", ChunkConfig())
-    second = chunk_stage(write_corpus(tmp_path / "two.jsonl", [*filler[::-1], shared]), tmp_path / "two.out.jsonl", ChunkConfig())
+    first = chunk_stage(
+        write_corpus(tmp_path / "one.jsonl", [shared, *filler]), tmp_path / "one.out.jsonl", ChunkConfig()
+    )
+    second = chunk_stage(
+        write_corpus(tmp_path / "two.jsonl", [*filler[::-1], shared]), tmp_path / "two.out.jsonl", ChunkConfig()
+    )
     assert first["documents"] == second["documents"] == 4
-    by_id = [{d.id: [c.text for c in d.chunks] for d in read_documents(tmp_path / name)} for name in ("one.out.jsonl", "two.out.jsonl")]
+    by_id = [
+        {d.id: [c.text for c in d.chunks] for d in read_documents(tmp_path / name)}
+        for name in ("one.out.jsonl", "two.out.jsonl")
+    ]
     assert by_id[0] == by_id[1]
 
 
@@ -319,7 +378,10 @@ def fake_hub(monkeypatch):
     import datasets
 
     calls = []
-    rows = [{"id": None, "text": f"Row {i} says one thing. Then another thing. And a third.", "url": f"u{i}", "score": 4.5} for i in range(30)]
+    rows = [
+        {"id": None, "text": f"Row {i} says one thing. Then another thing. And a third.", "url": f"u{i}", "score": 4.5}
+        for i in range(30)
+    ]
     rows[3]["text"] = "   "
 
     def load_dataset(name, config=None, split=None, streaming=False, revision=None):
@@ -339,14 +401,36 @@ def test_a_hub_dataset_is_streamed_and_chunked(fake_hub, tmp_path, capsys):
     from bolt.core.records import read_documents
 
     output = tmp_path / "chunks.jsonl"
-    argv = ["chunk", "hf:org/corpus", "--dataset-config", "sub", "--split", "train", "--revision", "abc123", "--limit", "10", "--mean-units", "2", "-o", str(output)]
+    argv = [
+        "chunk",
+        "hf:org/corpus",
+        "--dataset-config",
+        "sub",
+        "--split",
+        "train",
+        "--revision",
+        "abc123",
+        "--limit",
+        "10",
+        "--mean-units",
+        "2",
+        "-o",
+        str(output),
+    ]
     assert main(argv) == 0
-    assert fake_hub == [{"name": "org/corpus", "config": "sub", "split": "train", "streaming": True, "revision": "abc123"}]
+    assert fake_hub == [
+        {"name": "org/corpus", "config": "sub", "split": "train", "streaming": True, "revision": "abc123"}
+    ]
     documents = read_documents(output)
-    assert [d.id for d in documents] == [f"corpus-{i}" for i in range(11) if i != 3], "the empty row is skipped, ids follow the rows"
+    assert [d.id for d in documents] == [f"corpus-{i}" for i in range(11) if i != 3], (
+        "the empty row is skipped, ids follow the rows"
+    )
     assert documents[0].meta == {"url": "u0", "score": 4.5} and documents[0].text.startswith("Row 0 says")
     manifest = json.loads((tmp_path / "chunks.jsonl.run" / "manifest.json").read_text())
-    assert manifest["config"]["hub"] == {"config": "sub", "split": "train", "revision": "abc123"} and manifest["config"]["limit"] == 10
+    assert (
+        manifest["config"]["hub"] == {"config": "sub", "split": "train", "revision": "abc123"}
+        and manifest["config"]["limit"] == 10
+    )
     capsys.readouterr()
     assert main(argv) == 0 and len(fake_hub) == 1, "a finished chunking is not streamed again"
     assert main(["chunk", "hf:org/missing", "-o", str(tmp_path / "m.jsonl")]) == 2

@@ -64,8 +64,16 @@ def test_demo_claims_verdicts_follow_the_required_comparisons():
     assert wrap["verdict"] == claims.FAIL and not wrap["required"]
     assert result["2"]["verdict"] == claims.FAIL  # em_2 - em_1: +0.05, -0.04, +0.03
     pairs = [(c["higher"], c["lower"], c["metric"]) for c in result["2"]["comparisons"]]
-    assert pairs == [("em_1", "warm_start", "accuracy"), ("em_2", "em_1", "accuracy"), ("em_2", "raw_flops_matched", "accuracy"), ("em_2", "em_1", "latent_correct_share")]
-    assert [(c["higher"], c["lower"]) for c in result["3"]["comparisons"]] == [("em_1_k4", "em_1_k1"), ("em_1", "em_1_k4")]
+    assert pairs == [
+        ("em_1", "warm_start", "accuracy"),
+        ("em_2", "em_1", "accuracy"),
+        ("em_2", "raw_flops_matched", "accuracy"),
+        ("em_2", "em_1", "latent_correct_share"),
+    ]
+    assert [(c["higher"], c["lower"]) for c in result["3"]["comparisons"]] == [
+        ("em_1_k4", "em_1_k1"),
+        ("em_1", "em_1_k4"),
+    ]
     assert result["3"]["verdict"] == claims.PASS
     text = claims.markdown(result)
     assert "### Claim 2: FAIL" in text and "em_2 > em_1 | accuracy | +0.050, -0.040, +0.030" in text

@@ -35,14 +35,18 @@ def squash(text: str) -> str:
 
 def test_python_dash_m_bolt_help():
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    result = subprocess.run([sys.executable, "-m", "bolt", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "bolt", "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: bolt")
     assert "Reasoning to learn from latent thoughts" in result.stdout
     for command in COMMANDS:
         assert command in result.stdout
 
-    result = subprocess.run([sys.executable, "-m", "bolt", "train", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "bolt", "train", "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "usage: bolt train" in result.stdout and "--checkpoint-every" in result.stdout
 
@@ -83,52 +87,259 @@ HELP = {"-h", "--help"}
 SEED = {"--seed"}
 OVERWRITE = {"--overwrite"}  # every command that writes stage outputs into a run directory
 SURFACE = {
-    "chunk": (["input"], HELP | SEED | OVERWRITE | {"-o", "--output", "--mean-units", "--max-units", "--uniform", "--prefix-chunks", "--text-field", "--limit", "--dataset-config", "--split", "--revision"}),
+    "chunk": (
+        ["input"],
+        HELP
+        | SEED
+        | OVERWRITE
+        | {
+            "-o",
+            "--output",
+            "--mean-units",
+            "--max-units",
+            "--uniform",
+            "--prefix-chunks",
+            "--text-field",
+            "--limit",
+            "--dataset-config",
+            "--split",
+            "--revision",
+        },
+    ),
     "synthesize": (
         ["input"],
-        HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--teacher", "--teacher-model", "--revision", "--method", "--prompt-file", "--max-new-tokens", "--temperature", "--batch-size",
-            "--base-url", "--batch", "--concurrency", "--dry-run", "--pricing", "--cache-dir", "--env-file", "--max-retries", "--max-bad-replies",
-            "--backoff", "--request-timeout", "--poll-interval", "--allow-failures", "--max-spend", "--executor", "--workers", "--gpus-per-worker", "--strict", "--limit",
+        HELP
+        | SEED
+        | OVERWRITE
+        | {
+            "-o",
+            "--output",
+            "--teacher",
+            "--teacher-model",
+            "--revision",
+            "--method",
+            "--prompt-file",
+            "--max-new-tokens",
+            "--temperature",
+            "--batch-size",
+            "--base-url",
+            "--batch",
+            "--concurrency",
+            "--dry-run",
+            "--pricing",
+            "--cache-dir",
+            "--env-file",
+            "--max-retries",
+            "--max-bad-replies",
+            "--backoff",
+            "--request-timeout",
+            "--poll-interval",
+            "--allow-failures",
+            "--max-spend",
+            "--executor",
+            "--workers",
+            "--gpus-per-worker",
+            "--strict",
+            "--limit",
         },
     ),
     "train": (
         ["input"],
-        HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--model", "--revision", "--from-scratch", "--layout", "--raw-ratio", "--steps", "--tokens", "--epochs", "--seq-len",
-            "--batch-size", "--grad-accum", "--lr", "--warmup-steps", "--weight-decay", "--clip", "--precision", "--checkpoint-every",
-            "--log-every", "--token-cache", "--tokenize-workers", "--compile", "--gradient-checkpointing", "--report-to", "--strict",
+        HELP
+        | SEED
+        | OVERWRITE
+        | {
+            "-o",
+            "--output",
+            "--model",
+            "--revision",
+            "--from-scratch",
+            "--layout",
+            "--raw-ratio",
+            "--steps",
+            "--tokens",
+            "--epochs",
+            "--seq-len",
+            "--batch-size",
+            "--grad-accum",
+            "--lr",
+            "--warmup-steps",
+            "--weight-decay",
+            "--clip",
+            "--precision",
+            "--checkpoint-every",
+            "--log-every",
+            "--token-cache",
+            "--tokenize-workers",
+            "--compile",
+            "--gradient-checkpointing",
+            "--report-to",
+            "--strict",
         },
     ),
     "estep": (
         ["input"],
-        HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--model", "--revision", "-k", "--samples", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--batch-prompts",
-            "--keep-candidates", "--proposal", "--backend", "--device", "--dtype", "--executor", "--workers", "--gpus-per-worker", "--limit", "--estimate", "--strict",
+        HELP
+        | SEED
+        | OVERWRITE
+        | {
+            "-o",
+            "--output",
+            "--model",
+            "--revision",
+            "-k",
+            "--samples",
+            "--max-new-tokens",
+            "--temperature",
+            "--top-p",
+            "--top-k",
+            "--batch-prompts",
+            "--keep-candidates",
+            "--proposal",
+            "--backend",
+            "--device",
+            "--dtype",
+            "--executor",
+            "--workers",
+            "--gpus-per-worker",
+            "--limit",
+            "--estimate",
+            "--strict",
         },
     ),
     "eval": (
         ["input"],
-        HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--model", "--revision", "--questions", "--direct", "--iwae-samples", "--uniform-units", "--max-latent-tokens",
-            "--max-answer-tokens", "--answer-pattern", "--tasks", "--data-dir", "--limit", "--samples", "--temperature", "--top-p",
-            "--max-gen-tokens", "--num-fewshot", "--batch-size", "--math-timeout", "--batch-prompts", "--device", "--strict",
+        HELP
+        | SEED
+        | OVERWRITE
+        | {
+            "-o",
+            "--output",
+            "--model",
+            "--revision",
+            "--questions",
+            "--direct",
+            "--iwae-samples",
+            "--uniform-units",
+            "--max-latent-tokens",
+            "--max-answer-tokens",
+            "--answer-pattern",
+            "--tasks",
+            "--data-dir",
+            "--limit",
+            "--samples",
+            "--temperature",
+            "--top-p",
+            "--max-gen-tokens",
+            "--num-fewshot",
+            "--batch-size",
+            "--math-timeout",
+            "--batch-prompts",
+            "--device",
+            "--strict",
         },
     ),
     "em": (
         [],
-        HELP | SEED | OVERWRITE | {
-            "-o", "--output", "--warm-start", "--bootstrap", "--heldout", "--questions", "--model", "--revision", "--from-scratch", "--iterations", "-k",
-            "--samples", "--proposal", "--estep-temperature", "--m-step-data", "--max-latent-tokens", "--continue-from-previous", "--estep-folds", "--epochs", "--seq-len", "--batch-size", "--lr", "--precision",
-            "--steps", "--tokens", "--warmup-steps", "--answer-pattern", "--max-answer-tokens", "--eval-max-latent-tokens", "--iwae-samples", "--report-to",
+        HELP
+        | SEED
+        | OVERWRITE
+        | {
+            "-o",
+            "--output",
+            "--warm-start",
+            "--bootstrap",
+            "--heldout",
+            "--questions",
+            "--model",
+            "--revision",
+            "--from-scratch",
+            "--iterations",
+            "-k",
+            "--samples",
+            "--proposal",
+            "--estep-temperature",
+            "--m-step-data",
+            "--max-latent-tokens",
+            "--continue-from-previous",
+            "--estep-folds",
+            "--epochs",
+            "--seq-len",
+            "--batch-size",
+            "--lr",
+            "--precision",
+            "--steps",
+            "--tokens",
+            "--warmup-steps",
+            "--answer-pattern",
+            "--max-answer-tokens",
+            "--eval-max-latent-tokens",
+            "--iwae-samples",
+            "--report-to",
         },
     ),
-    "demo": ([], HELP | SEED | OVERWRITE | {"-o", "--output", "--quick", "--full", "--seeds", "-k", "--samples", "--teacher-error-rate", "--continue-from-previous", "--workers", "--m-step-budget", "--m-step-steps", "--proposal", "--wrap", "--sweep", "--estep-temperature", "--estep-context", "--estep-folds", "--iterations", "--m-step-data", "--demo-loop", "--paper-loop", "--wrap-cot", "--no-wrap-cot", "--warm-long", "--no-warm-long", "--warm-documents", "--bootstrap-documents", "--steps", "--lr", "--modulus", "--precision", "--compile"}),
+    "demo": (
+        [],
+        HELP
+        | SEED
+        | OVERWRITE
+        | {
+            "-o",
+            "--output",
+            "--quick",
+            "--full",
+            "--seeds",
+            "-k",
+            "--samples",
+            "--teacher-error-rate",
+            "--continue-from-previous",
+            "--workers",
+            "--m-step-budget",
+            "--m-step-steps",
+            "--proposal",
+            "--wrap",
+            "--sweep",
+            "--estep-temperature",
+            "--estep-context",
+            "--estep-folds",
+            "--iterations",
+            "--m-step-data",
+            "--demo-loop",
+            "--paper-loop",
+            "--wrap-cot",
+            "--no-wrap-cot",
+            "--warm-long",
+            "--no-warm-long",
+            "--warm-documents",
+            "--bootstrap-documents",
+            "--steps",
+            "--lr",
+            "--modulus",
+            "--precision",
+            "--compile",
+        },
+    ),
     "finetune-eval": (
         [],
-        HELP | SEED | {
-            "-o", "--output", "--model", "--revision", "--task", "--data-dir", "--seeds", "--epochs", "--lr", "--batch-size", "--max-train-examples", "--samples",
-            "--temperature", "--top-p", "--limit", "--max-gen-tokens",
+        HELP
+        | SEED
+        | {
+            "-o",
+            "--output",
+            "--model",
+            "--revision",
+            "--task",
+            "--data-dir",
+            "--seeds",
+            "--epochs",
+            "--lr",
+            "--batch-size",
+            "--max-train-examples",
+            "--samples",
+            "--temperature",
+            "--top-p",
+            "--limit",
+            "--max-gen-tokens",
         },
     ),
     "report": (["runs"], HELP | {"-o", "--output"}),
@@ -151,7 +362,11 @@ def test_cli_surface_is_pinned():
 
 def test_short_and_long_options_are_the_same_flag():
     parsers = subparsers()
-    for command, pairs in {"estep": [("-k", "--samples"), ("-o", "--output")], "em": [("-k", "--samples")], "chunk": [("-o", "--output")]}.items():
+    for command, pairs in {
+        "estep": [("-k", "--samples"), ("-o", "--output")],
+        "em": [("-k", "--samples")],
+        "chunk": [("-o", "--output")],
+    }.items():
         by_option = {s: a for a in parsers[command]._actions for s in a.option_strings}
         for short, long in pairs:
             assert by_option[short] is by_option[long], (command, short)
@@ -222,7 +437,9 @@ def test_estep_on_a_model_never_trained_with_latents(tiny_latents, tmp_path, cap
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     output = tmp_path / "latents.jsonl"
-    code = main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(directory), "-k", "2", "-o", str(output)])
+    code = main(
+        ["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(directory), "-k", "2", "-o", str(output)]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "no latent marker tokens" in err and "bolt train" in err
@@ -231,7 +448,20 @@ def test_estep_on_a_model_never_trained_with_latents(tiny_latents, tmp_path, cap
 
 def test_estep_on_a_raw_corpus_says_chunk_first(tiny_latents, tiny_trained_model, tmp_path, capsys):
     output = tmp_path / "latents.jsonl"
-    code = main(["estep", str(tiny_latents["bootstrap"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "4", "-o", str(output)])
+    code = main(
+        [
+            "estep",
+            str(tiny_latents["bootstrap"]),
+            "--model",
+            str(tiny_trained_model),
+            "-k",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "-o",
+            str(output),
+        ]
+    )
     assert code == 2
     assert "bolt chunk" in capsys.readouterr().err
     assert not output.exists()
@@ -243,9 +473,23 @@ def test_estep_on_a_raw_corpus_says_chunk_first(tiny_latents, tiny_trained_model
     + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "torch sees no CUDA GPU")])
     + ([] if torch.backends.mps.is_available() else [(["--device", "mps"], "torch sees no Apple GPU")]),
 )
-def test_estep_bad_device_or_dtype_is_refused_before_any_work(flags, message, tiny_latents, tiny_trained_model, tmp_path, capsys):
+def test_estep_bad_device_or_dtype_is_refused_before_any_work(
+    flags, message, tiny_latents, tiny_trained_model, tmp_path, capsys
+):
     output = tmp_path / "latents.jsonl"
-    code = main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "-o", str(output), *flags])
+    code = main(
+        [
+            "estep",
+            str(tiny_latents["bootstrap_chunks"]),
+            "--model",
+            str(tiny_trained_model),
+            "-k",
+            "2",
+            "-o",
+            str(output),
+            *flags,
+        ]
+    )
     assert code == 2
     assert message in capsys.readouterr().err
     assert not output.exists() and not output.with_name(output.name + ".run").exists()
@@ -258,7 +502,18 @@ def test_estep_on_cpu_equals_auto_on_a_machine_without_gpu(tiny_latents, tiny_tr
     outputs = []
     for name, flags in (("auto", []), ("cpu", ["--device", "cpu"])):
         output = tmp_path / f"{name}.jsonl"
-        argv = ["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "6", "-o", str(output)]
+        argv = [
+            "estep",
+            str(tiny_latents["bootstrap_chunks"]),
+            "--model",
+            str(tiny_trained_model),
+            "-k",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "-o",
+            str(output),
+        ]
         assert main([*argv, *flags]) == 0
         outputs.append(output.read_text())
     assert outputs[0] == outputs[1]
@@ -288,28 +543,80 @@ def test_demo_size_flags_reach_the_config(tmp_path, monkeypatch):
     import bolt.apps.world.demo
 
     seen = _capture_config(monkeypatch, bolt.apps.world.demo, "run_demo")
-    argv = ["demo", "-o", str(tmp_path / "d"), "--warm-documents", "50", "--bootstrap-documents", "40", "--steps", "1200", "--proposal", "prior", "--lr", "1e-3",
-            "--modulus", "11", "--precision", "no", "--compile"]
+    argv = [
+        "demo",
+        "-o",
+        str(tmp_path / "d"),
+        "--warm-documents",
+        "50",
+        "--bootstrap-documents",
+        "40",
+        "--steps",
+        "1200",
+        "--proposal",
+        "prior",
+        "--lr",
+        "1e-3",
+        "--modulus",
+        "11",
+        "--precision",
+        "no",
+        "--compile",
+    ]
     assert main(argv) == 0
     config = seen["config"]
     assert config.compile is True and bolt.apps.world.demo.DemoConfig().compile is False
-    assert (config.world.warm_documents, config.world.bootstrap_documents, config.train.steps, config.loop.proposal, config.train.lr) == (50, 40, 1200, "prior", 1e-3)
+    assert (
+        config.world.warm_documents,
+        config.world.bootstrap_documents,
+        config.train.steps,
+        config.loop.proposal,
+        config.train.lr,
+    ) == (50, 40, 1200, "prior", 1e-3)
     assert (config.world.modulus, config.train.precision) == (11, "no")
     assert config.train.batch_size == 16, "other training settings keep the preset's values"
-    assert config.m_step_steps == bolt.apps.world.demo.DemoConfig().m_step_steps > 0, "the default fixes the M-steps' length"
+    assert config.m_step_steps == bolt.apps.world.demo.DemoConfig().m_step_steps > 0, (
+        "the default fixes the M-steps' length"
+    )
     assert main(["demo", "-o", str(tmp_path / "budget"), "--m-step-budget", "steps"]) == 0
-    assert (seen["config"].m_step_budget, seen["config"].m_step_steps) == ("steps", 0), "a budget rule asked for replaces the fixed count"
+    assert (seen["config"].m_step_budget, seen["config"].m_step_steps) == ("steps", 0), (
+        "a budget rule asked for replaces the fixed count"
+    )
     assert main(["demo", "-o", str(tmp_path / "both"), "--m-step-budget", "steps", "--m-step-steps", "500"]) == 0
     assert seen["config"].m_step_steps == 500
-    argv = ["demo", "-o", str(tmp_path / "e"), "--sweep", "8,1,4", "--estep-temperature", "1.2", "--wrap", "-k", "4", "--estep-context", "3", "--estep-folds", "3"]
+    argv = [
+        "demo",
+        "-o",
+        str(tmp_path / "e"),
+        "--sweep",
+        "8,1,4",
+        "--estep-temperature",
+        "1.2",
+        "--wrap",
+        "-k",
+        "4",
+        "--estep-context",
+        "3",
+        "--estep-folds",
+        "3",
+    ]
     assert main(argv) == 0
     config = seen["config"]
-    assert (config.sweep, config.loop.temperature, config.wrap, config.loop.samples, config.world.estep_context, config.loop.estep_folds) == ([1, 4, 8], 1.2, True, 4, 3, 3)
+    assert (
+        config.sweep,
+        config.loop.temperature,
+        config.wrap,
+        config.loop.samples,
+        config.world.estep_context,
+        config.loop.estep_folds,
+    ) == ([1, 4, 8], 1.2, True, 4, 3, 3)
     assert (config.world.modulus, config.train.precision) == (10, "auto"), "unset flags keep the preset's values"
     from bolt.apps.world.demo import DemoConfig
 
     assert DemoConfig().wrap is False and DemoConfig.full().wrap is True
-    assert DemoConfig().loop == LoopConfig(max_latent_tokens=48) and DemoConfig().sweep == [1, 4, 16], "the paper's loop is the default"
+    assert DemoConfig().loop == LoopConfig(max_latent_tokens=48) and DemoConfig().sweep == [1, 4, 16], (
+        "the paper's loop is the default"
+    )
     assert main(["demo", "-o", str(tmp_path / "p"), "--demo-loop", "--iterations", "4"]) == 0
     assert seen["config"].loop == dataclasses.replace(demo_loop(), iterations=4), "the deviation, flags on top"
     assert main(["demo", "-o", str(tmp_path / "old"), "--paper-loop"]) == 0
@@ -329,11 +636,28 @@ def test_quick_demo_is_the_default_pipeline_made_small(tmp_path, monkeypatch):
     quick, default = seen["config"], bolt.apps.world.demo.DemoConfig()
     assert quick.world.estep_context == default.world.estep_context == 1
     assert (quick.loop.samples, quick.sweep) == (4, [1, 4])
-    assert quick.train.steps < default.train.steps and quick.world.bootstrap_documents < default.world.bootstrap_documents
-    assert (quick.train.lr, quick.loop.proposal, quick.loop.temperature, quick.m_step_budget) == (default.train.lr, default.loop.proposal, default.loop.temperature, default.m_step_budget)
+    assert (
+        quick.train.steps < default.train.steps and quick.world.bootstrap_documents < default.world.bootstrap_documents
+    )
+    assert (quick.train.lr, quick.loop.proposal, quick.loop.temperature, quick.m_step_budget) == (
+        default.train.lr,
+        default.loop.proposal,
+        default.loop.temperature,
+        default.m_step_budget,
+    )
 
 
-@pytest.mark.parametrize(("flags", "message"), [(["--sweep", "1,x"], "comma-separated whole numbers"), (["--sweep", "0,4"], "at least 1"), (["--estep-temperature", "0"], "--estep-temperature must be above 0"), (["--estep-context", "0"], "--estep-context 1"), (["--estep-folds", "151"], "--estep-folds must be between 1 and the bootstrap documents (150)"), (["--estep-folds", "2", "--continue-from-previous"], "drop --continue-from-previous")])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--sweep", "1,x"], "comma-separated whole numbers"),
+        (["--sweep", "0,4"], "at least 1"),
+        (["--estep-temperature", "0"], "--estep-temperature must be above 0"),
+        (["--estep-context", "0"], "--estep-context 1"),
+        (["--estep-folds", "151"], "--estep-folds must be between 1 and the bootstrap documents (150)"),
+        (["--estep-folds", "2", "--continue-from-previous"], "drop --continue-from-previous"),
+    ],
+)
 def test_demo_bad_flag_values_are_refused_before_any_work(tmp_path, capsys, flags, message):
     try:
         code = main(["demo", "-o", str(tmp_path / "demo"), *flags])
@@ -354,7 +678,18 @@ def test_train_with_two_budgets_is_an_argparse_error(tmp_path, capsys):
 
 def test_train_bad_layout_is_refused_with_the_choices(tiny_latents, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        main(["train", str(tiny_latents["warm_latents"]), "-o", str(tmp_path / "m"), "--layout", "sideways", "--steps", "1"])
+        main(
+            [
+                "train",
+                str(tiny_latents["warm_latents"]),
+                "-o",
+                str(tmp_path / "m"),
+                "--layout",
+                "sideways",
+                "--steps",
+                "1",
+            ]
+        )
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "bolt train: error: argument --layout: invalid choice: 'sideways'" in err and "'prior-only'" in err
@@ -378,7 +713,9 @@ def test_flag_choices_are_the_stages_own():
 
 
 def test_synthesize_hf_teacher_needs_a_model(tiny_latents, tmp_path, capsys):
-    code = main(["synthesize", str(tiny_latents["bootstrap_chunks"]), "-o", str(tmp_path / "l.jsonl"), "--teacher", "hf"])
+    code = main(
+        ["synthesize", str(tiny_latents["bootstrap_chunks"]), "-o", str(tmp_path / "l.jsonl"), "--teacher", "hf"]
+    )
     assert code == 2
     assert "--teacher-model" in capsys.readouterr().err
 
@@ -391,7 +728,10 @@ def test_synthesize_local_teachers_write_latents_only(tiny_latents, tmp_path, ca
     assert "does not call an API" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["synthesize", chunks, "-o", out, "--teacher", "gemini"])
-    assert "invalid choice: 'gemini' (choose from 'anthropic', 'hf', 'openai', 'oracle', 'vllm')" in capsys.readouterr().err
+    assert (
+        "invalid choice: 'gemini' (choose from 'anthropic', 'hf', 'openai', 'oracle', 'vllm')"
+        in capsys.readouterr().err
+    )
     from bolt.teachers.base import make_teacher
 
     with pytest.raises(BoltError, match="unknown --teacher 'gemini'; available: anthropic, hf, openai, oracle, vllm"):
@@ -407,7 +747,11 @@ def test_eval_unknown_task_is_a_one_line_error(tiny_trained_model, tmp_path, cap
     pytest.importorskip("lm_eval")
     assert main(["eval", "--model", str(tiny_trained_model), "--tasks", "gsm8k,world", "-o", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("bolt eval: error: unknown task(s) gsm8k;") and "gsm8k_cot_latent" in err and err.count("\n") == 1
+    assert (
+        err.startswith("bolt eval: error: unknown task(s) gsm8k;")
+        and "gsm8k_cot_latent" in err
+        and err.count("\n") == 1
+    )
 
 
 def test_eval_tasks_end_to_end(tiny_trained_model, tmp_path, capsys, monkeypatch):
@@ -416,20 +760,43 @@ def test_eval_tasks_end_to_end(tiny_trained_model, tmp_path, capsys, monkeypatch
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     data = tmp_path / "data" / "gsm8k"
     data.mkdir(parents=True)
-    rows = [{"question": "Ada has 3 pens and buys 4 more. How many pens?", "answer": "3 + 4 = 7.\n#### 7"}, {"question": "What is 5 times 6?", "answer": "5 * 6 = 30.\n#### 30"}]
+    rows = [
+        {"question": "Ada has 3 pens and buys 4 more. How many pens?", "answer": "3 + 4 = 7.\n#### 7"},
+        {"question": "What is 5 times 6?", "answer": "5 * 6 = 30.\n#### 30"},
+    ]
     (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     output = tmp_path / "eval"
-    results = run_ok(capsys, [
-        "eval", "--model", tiny_trained_model, "--tasks", "gsm8k_cot,gsm8k_cot_latent", "--data-dir", tmp_path / "data", "--limit", "1",
-        "--max-gen-tokens", "4", "-o", output,
-    ])
+    results = run_ok(
+        capsys,
+        [
+            "eval",
+            "--model",
+            tiny_trained_model,
+            "--tasks",
+            "gsm8k_cot,gsm8k_cot_latent",
+            "--data-dir",
+            tmp_path / "data",
+            "--limit",
+            "1",
+            "--max-gen-tokens",
+            "4",
+            "-o",
+            output,
+        ],
+    )
     stored = json.loads((output / "tasks.json").read_text())
     assert results == {"tasks": stored} and set(stored) == {"gsm8k_cot", "gsm8k_cot_latent"}
     for entry in stored.values():
         # upstream's metrics and filters (it grades the first sample: no maj@k / pass@k for these tasks)
-        assert entry["questions"] == 1 and {"exact_match", "exact_match_flexible"} <= set(entry) and "maj_at_k" not in entry
+        assert (
+            entry["questions"] == 1
+            and {"exact_match", "exact_match_flexible"} <= set(entry)
+            and "maj_at_k" not in entry
+        )
     samples = read_jsonl(output / "tasks" / "gsm8k_cot_latent.samples.jsonl")
-    assert len(samples) == 2 and {s["doc_id"] for s in samples} == {0}, "one row per upstream filter (strict, flexible) of the one question"
+    assert len(samples) == 2 and {s["doc_id"] for s in samples} == {0}, (
+        "one row per upstream filter (strict, flexible) of the one question"
+    )
     complete_manifest(output / "tasks", "eval --tasks")
 
     report = tmp_path / "report"
@@ -442,7 +809,16 @@ def test_eval_tasks_end_to_end(tiny_trained_model, tmp_path, capsys, monkeypatch
 # --- end to end ---------------------------------------------------------------------
 
 ESTEP_FIELDS = {
-    "log_p_joint", "log_q", "log_w", "k", "ess", "iwae", "latent_finished", "latent_retokenizes", "prefix_tokens_cut", "text_tokens_cut",
+    "log_p_joint",
+    "log_q",
+    "log_w",
+    "k",
+    "ess",
+    "iwae",
+    "latent_finished",
+    "latent_retokenizes",
+    "prefix_tokens_cut",
+    "text_tokens_cut",
 }
 
 
@@ -488,7 +864,25 @@ def test_every_stage_end_to_end(tiny_latents, tmp_path, capsys):
     complete_manifest(tmp_path / "warm.latents.jsonl.run", "synthesize")
 
     model = tmp_path / "model"
-    summary = run_ok(capsys, ["train", latents, "--model", "tiny", "-o", model, "--steps", "4", "--seq-len", "128", "--batch-size", "4", "--lr", "3e-3"])
+    summary = run_ok(
+        capsys,
+        [
+            "train",
+            latents,
+            "--model",
+            "tiny",
+            "-o",
+            model,
+            "--steps",
+            "4",
+            "--seq-len",
+            "128",
+            "--batch-size",
+            "4",
+            "--lr",
+            "3e-3",
+        ],
+    )
     assert summary["steps"] == 4
     assert (model / "config.json").is_file() and (model / "model.safetensors").is_file()
     assert complete_manifest(model, "train")["config"]["seq_len"] == 128
@@ -521,10 +915,25 @@ def test_every_stage_end_to_end(tiny_latents, tmp_path, capsys):
     assert boot_latents.stat().st_mtime_ns == mtime
 
     evaluation = tmp_path / "eval"
-    results = run_ok(capsys, [
-        "eval", heldout, "--model", model, "--questions", questions, "--iwae-samples", "1,2",
-        "--max-latent-tokens", "16", "--max-answer-tokens", "16", "-o", evaluation,
-    ])
+    results = run_ok(
+        capsys,
+        [
+            "eval",
+            heldout,
+            "--model",
+            model,
+            "--questions",
+            questions,
+            "--iwae-samples",
+            "1,2",
+            "--max-latent-tokens",
+            "16",
+            "--max-answer-tokens",
+            "16",
+            "-o",
+            evaluation,
+        ],
+    )
     stored = json.loads((evaluation / "eval.json").read_text())
     assert {"nll_per_token", "nll_per_char", "iwae1_nll_per_token", "iwae2_nll_per_token", "accuracy"} <= set(stored)
     assert "iwae4_nll_per_token" not in stored
@@ -542,7 +951,21 @@ def test_every_stage_end_to_end(tiny_latents, tmp_path, capsys):
 @pytest.mark.filterwarnings("ignore:.*never reached")
 def test_em_on_the_world_default_and_rerun_skips_everything(tmp_path, capsys, monkeypatch):
     output = tmp_path / "em"
-    argv = ["em", "-o", str(output), "--iterations", "1", "-k", "2", "--max-latent-tokens", "16", "--epochs", "0.5", "--seq-len", "128"]
+    argv = [
+        "em",
+        "-o",
+        str(output),
+        "--iterations",
+        "1",
+        "-k",
+        "2",
+        "--max-latent-tokens",
+        "16",
+        "--epochs",
+        "0.5",
+        "--seq-len",
+        "128",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     results = json.loads((output / "results.json").read_text())
@@ -561,7 +984,16 @@ def test_em_on_the_world_default_and_rerun_skips_everything(tmp_path, capsys, mo
         assert (output / directory / "manifest.json").is_file(), directory
     assert (output / "latents" / "em_1.jsonl").is_file()
 
-    watched = [output / p for p in ("models/warm_start/model.safetensors", "latents/em_1.jsonl", "models/em_1/model.safetensors", "eval/warm_start/eval.json", "eval/em_1/eval.json")]
+    watched = [
+        output / p
+        for p in (
+            "models/warm_start/model.safetensors",
+            "latents/em_1.jsonl",
+            "models/em_1/model.safetensors",
+            "eval/warm_start/eval.json",
+            "eval/em_1/eval.json",
+        )
+    ]
     mtimes = [p.stat().st_mtime_ns for p in watched]
 
     def must_not_run(*args, **kwargs):
@@ -584,7 +1016,22 @@ def test_em_estep_folds_reach_the_config(tmp_path, monkeypatch):
     import bolt.em.engine
 
     seen = _capture_config(monkeypatch, bolt.em.engine, "run_em")
-    assert main(["em", "-o", str(tmp_path / "em"), "--estep-folds", "4", "--proposal", "prior", "--m-step-data", "teacher+bootstrap"]) == 0
+    assert (
+        main(
+            [
+                "em",
+                "-o",
+                str(tmp_path / "em"),
+                "--estep-folds",
+                "4",
+                "--proposal",
+                "prior",
+                "--m-step-data",
+                "teacher+bootstrap",
+            ]
+        )
+        == 0
+    )
     loop = seen["config"].loop
     assert (loop.estep_folds, loop.proposal, loop.m_step_data) == (4, "prior", "teacher+bootstrap")
     assert main(["em", "-o", str(tmp_path / "em2")]) == 0

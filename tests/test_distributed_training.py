@@ -39,12 +39,33 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 # On CPU, `accelerate launch --cpu` starts one process; --multi_gpu starts two, which run on the CPU with gloo.
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+ACCELERATE = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+    "0",
+]
 
 
-def torchrun_train(data: Path, output: Path, *flags: str, launcher: list[str] = TORCHRUN) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+def torchrun_train(
+    data: Path, output: Path, *flags: str, launcher: list[str] = TORCHRUN
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     command = [*launcher, "-m", "bolt", "train", str(data), "-o", str(output), *flags]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -69,7 +90,19 @@ def test_two_processes_match_one_on_the_same_global_batch(tiny_latents, tmp_path
     train(TrainConfig(**COMMON, batch_size=4, steps=6), data, single)
     # 2 processes x 1 window x 2 accumulation steps = the single run's 4 windows per step.
     cache = tmp_path / "cache"
-    done = torchrun_train(data, tmp_path / "ddp", "--batch-size", "1", "--grad-accum", "2", "--steps", "6", "--token-cache", str(cache), *FLAGS)
+    done = torchrun_train(
+        data,
+        tmp_path / "ddp",
+        "--batch-size",
+        "1",
+        "--grad-accum",
+        "2",
+        "--steps",
+        "6",
+        "--token-cache",
+        str(cache),
+        *FLAGS,
+    )
     (store,) = cache.iterdir()  # one store, built once, no temporary directory left
     assert json.loads((store / "header.json").read_text())["source"]["sha256"] == file_sha256(data)
     assert not (tmp_path / "ddp" / "tokens").exists() and not (single / "tokens").exists()
@@ -140,7 +173,12 @@ def test_a_failed_build_stops_the_waiting_process_too(tiny_latents, tmp_path):
     lines = tiny_latents["warm_latents"].read_text().splitlines()
     data = tmp_path / "broken.jsonl"
     data.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     command = [*TORCHRUN, "-m", "bolt", "train", str(data), "-o", str(tmp_path / "ddp"), "--steps", "1", *FLAGS]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode != 0

@@ -17,7 +17,12 @@ from bolt.apps.world.world import WorldConfig
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*never reached")
 def test_cross_fitted_em_infers_each_fold_with_a_model_that_did_not_train_on_it(tmp_path):
-    config = EMConfig(loop=LoopConfig(iterations=2, samples=2, max_latent_tokens=8, estep_folds=2), world=WorldConfig(warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=2, problems_per_document=3))
+    config = EMConfig(
+        loop=LoopConfig(iterations=2, samples=2, max_latent_tokens=8, estep_folds=2),
+        world=WorldConfig(
+            warm_documents=2, bootstrap_documents=3, heldout_documents=1, questions=2, problems_per_document=3
+        ),
+    )
     config.train = dataclasses.replace(config.train, epochs=0.2, seq_len=128, batch_size=2, warmup_steps=1)
     config.eval = dataclasses.replace(config.eval, max_latent_tokens=8, max_answer_tokens=8, iwae_samples=[1])
     rows = run_em(config, tmp_path)
@@ -31,15 +36,21 @@ def test_cross_fitted_em_infers_each_fold_with_a_model_that_did_not_train_on_it(
         trained_on = json.loads((model / "manifest.json").read_text())["inputs"]["data"]["path"]
         # the paper's M-step data: the bootstrap latents alone, here less the held-out fold
         assert read_documents(trained_on) == [d for d in previous if d.id not in held_out]
-        estep = json.loads((tmp_path / "latents" / "crossfit" / f"em_2.fold-{fold}.jsonl.run" / "manifest.json").read_text())["config"]
+        estep = json.loads(
+            (tmp_path / "latents" / "crossfit" / f"em_2.fold-{fold}.jsonl.run" / "manifest.json").read_text()
+        )["config"]
         assert estep["model"] == str(model)
         assert [d.id for d in read_documents(estep["input"])] == held_out
     merged = tmp_path / "latents" / "em_2.crossfit.jsonl"
     assert [d.id for d in read_documents(merged)] == bootstrap
-    assert json.loads((tmp_path / "models" / "em_2" / "manifest.json").read_text())["inputs"]["data"]["path"] == str(merged)
+    assert json.loads((tmp_path / "models" / "em_2" / "manifest.json").read_text())["inputs"]["data"]["path"] == str(
+        merged
+    )
     assert not (tmp_path / "latents" / "em_2.jsonl").exists(), "a plain E-step's output name stays free"
     # iteration 1 reads the warm start, which never saw the bootstrap corpus
-    assert json.loads((tmp_path / "latents" / "em_1.jsonl.run" / "manifest.json").read_text())["config"]["model"] == str(tmp_path / "models" / "warm_start")
+    assert json.loads((tmp_path / "latents" / "em_1.jsonl.run" / "manifest.json").read_text())["config"][
+        "model"
+    ] == str(tmp_path / "models" / "warm_start")
 
 
 def test_cross_fitting_refuses_continued_m_steps_and_too_many_folds():
@@ -68,17 +79,34 @@ def test_bolt_em_and_the_demo_run_one_engine_same_m_step_data_and_latents(tmp_pa
     E-step latents and the same M-step data, iteration after iteration."""
     from bolt.apps.world.demo import DemoConfig, run_demo
 
-    world = WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2, problems_per_document=3)
+    world = WorldConfig(
+        warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2, problems_per_document=3
+    )
     loop = LoopConfig(iterations=2, samples=2, max_latent_tokens=8)
     em = EMConfig(loop=loop, world=world)
-    em.train = dataclasses.replace(em.train, model="world", epochs=None, steps=3, seq_len=128, batch_size=2, warmup_steps=1, lr=1e-3)
+    em.train = dataclasses.replace(
+        em.train, model="world", epochs=None, steps=3, seq_len=128, batch_size=2, warmup_steps=1, lr=1e-3
+    )
     em.eval = dataclasses.replace(em.eval, max_latent_tokens=8, max_answer_tokens=8, iwae_samples=[1])
     run_em(em, tmp_path / "em")
-    demo = DemoConfig(world=world, loop=loop, sweep=[2], m_step_steps=3, train=em.train, eval=dataclasses.replace(em.eval, answer_pattern=DemoConfig().eval.answer_pattern), workers=1)
+    demo = DemoConfig(
+        world=world,
+        loop=loop,
+        sweep=[2],
+        m_step_steps=3,
+        train=em.train,
+        eval=dataclasses.replace(em.eval, answer_pattern=DemoConfig().eval.answer_pattern),
+        workers=1,
+    )
     run_demo(demo, tmp_path / "demo")
     chains = (tmp_path / "em", tmp_path / "demo" / "seed-0")
     for name in ("em_1", "em_2"):
         latents = [read_documents(chain / "latents" / f"{name}.jsonl") for chain in chains]
         assert latents[0] == latents[1] and any(c.latent for d in latents[0] for c in d.chunks)
-        data = [read_documents(json.loads((chain / "models" / name / "manifest.json").read_text())["inputs"]["data"]["path"]) for chain in chains]
+        data = [
+            read_documents(
+                json.loads((chain / "models" / name / "manifest.json").read_text())["inputs"]["data"]["path"]
+            )
+            for chain in chains
+        ]
         assert data[0] == data[1] == latents[0], "the paper's M-step: the bootstrap latents alone"

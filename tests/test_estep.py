@@ -23,7 +23,12 @@ def test_fit_context_cuts_prefix_first_then_end_of_text():
     assert fitted.prefix == [] and fitted.text == [100, 101, 102, 103, 104]
     assert (fitted.prefix_tokens_cut, fitted.text_tokens_cut) == (10, 3)
     untouched = fit_context([1, 2], [3], window=100, reserved=10)
-    assert (untouched.prefix, untouched.text, untouched.prefix_tokens_cut, untouched.text_tokens_cut) == ([1, 2], [3], 0, 0)
+    assert (untouched.prefix, untouched.text, untouched.prefix_tokens_cut, untouched.text_tokens_cut) == (
+        [1, 2],
+        [3],
+        0,
+        0,
+    )
     with pytest.raises(BoltError, match="max-new-tokens"):
         fit_context([1], [2], window=10, reserved=10)
 
@@ -60,7 +65,18 @@ def test_estep_stage_writes_every_field(tiny_trained_model, tiny_latents, tmp_pa
     for document, source in zip(documents, inputs):
         assert document.text == source.text
         for chunk in document.chunks:
-            assert set(chunk.extra) >= {"log_p_joint", "log_q", "log_w", "k", "ess", "iwae", "latent_finished", "latent_retokenizes", "prefix_tokens_cut", "text_tokens_cut"}
+            assert set(chunk.extra) >= {
+                "log_p_joint",
+                "log_q",
+                "log_w",
+                "k",
+                "ess",
+                "iwae",
+                "latent_finished",
+                "latent_retokenizes",
+                "prefix_tokens_cut",
+                "text_tokens_cut",
+            }
             assert chunk.extra["log_w"] == pytest.approx(chunk.extra["log_p_joint"] - chunk.extra["log_q"])
             assert 1.0 <= chunk.extra["ess"] <= 2.0 + 1e-9 and chunk.extra["k"] == 2
     assert summary["chunks"] == sum(len(d.chunks) for d in inputs)
@@ -99,7 +115,9 @@ def test_estep_resumes_after_interruption(tiny_trained_model, tiny_latents, tmp_
     assert done_before == 3
 
 
-def test_a_resumed_estep_batches_every_chunk_as_the_uninterrupted_run(tiny_trained_model, tiny_latents, tmp_path, monkeypatch):
+def test_a_resumed_estep_batches_every_chunk_as_the_uninterrupted_run(
+    tiny_trained_model, tiny_latents, tmp_path, monkeypatch
+):
     """Batches are fixed windows over the input: a rerun after an interruption in the middle of a
     window that spans two documents recomputes that same window, so every chunk is sampled and
     scored with the same neighbours (the same padding), and the output is the same bytes."""
@@ -122,7 +140,9 @@ def test_a_resumed_estep_batches_every_chunk_as_the_uninterrupted_run(tiny_train
     estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], reference, config)
     windows = [tuple(batch) for batch in seen]
     chunks_per_document = [len(d.chunks) for d in read_documents(tiny_latents["bootstrap_chunks"])]
-    assert any(sum(chunks_per_document[:i]) % 4 for i in range(1, len(chunks_per_document))), "no window spans two documents"
+    assert any(sum(chunks_per_document[:i]) % 4 for i in range(1, len(chunks_per_document))), (
+        "no window spans two documents"
+    )
 
     for kill in range(2, len(windows)):
         seen.clear()
@@ -146,7 +166,12 @@ def test_estep_warns_for_a_model_without_bolt_training(tmp_path, tiny_latents):
     model.save_pretrained(tmp_path / "untrained")
     tokenizer.save_pretrained(tmp_path / "untrained")
     with pytest.warns(UserWarning, match="never trained on latent data|noise"):
-        estep_stage(tmp_path / "untrained", tiny_latents["bootstrap_chunks"], tmp_path / "out.jsonl", _config(samples=1, sampling=SamplingConfig(max_new_tokens=4)))
+        estep_stage(
+            tmp_path / "untrained",
+            tiny_latents["bootstrap_chunks"],
+            tmp_path / "out.jsonl",
+            _config(samples=1, sampling=SamplingConfig(max_new_tokens=4)),
+        )
 
 
 def test_estep_config_validation():
@@ -158,7 +183,9 @@ def test_estep_config_validation():
         _config(proposal="likelihood").validate()
 
 
-def test_estimate_times_chunks_spread_over_the_input_and_projects_the_whole(tiny_trained_model, tiny_latents, tmp_path, monkeypatch, capsys):
+def test_estimate_times_chunks_spread_over_the_input_and_projects_the_whole(
+    tiny_trained_model, tiny_latents, tmp_path, monkeypatch, capsys
+):
     import bolt.estep.stage as estep_module
     from bolt.cli import main
 
@@ -166,28 +193,69 @@ def test_estimate_times_chunks_spread_over_the_input_and_projects_the_whole(tiny
     total = sum(len(d.chunks) for d in inputs)
     timed, sampled = [], []
     real, real_jobs = estep_module.run_batch, estep_module.chunk_jobs
-    monkeypatch.setattr(estep_module, "run_batch", lambda backend, tokenizer, jobs, m, config: timed.extend(jobs) or real(backend, tokenizer, jobs, m, config))
-    monkeypatch.setattr(estep_module, "chunk_jobs", lambda documents, *a: sampled.extend(documents) or real_jobs(documents, *a))
-    result = estep_module.estimate(tiny_trained_model, tiny_latents["bootstrap_chunks"], _config(), workers=2, sample_chunks=3)
+    monkeypatch.setattr(
+        estep_module,
+        "run_batch",
+        lambda backend, tokenizer, jobs, m, config: timed.extend(jobs) or real(backend, tokenizer, jobs, m, config),
+    )
+    monkeypatch.setattr(
+        estep_module, "chunk_jobs", lambda documents, *a: sampled.extend(documents) or real_jobs(documents, *a)
+    )
+    result = estep_module.estimate(
+        tiny_trained_model, tiny_latents["bootstrap_chunks"], _config(), workers=2, sample_chunks=3
+    )
     assert result["chunks_timed"] == 3 and len(timed) == 1 + 3  # one warm-up chunk, then the timed ones
     every = [(d.id, c.text) for d in inputs for c in d.chunks]
     assert [(d.id, d.chunks[0].text) for d in sampled] == [every[0], every[round((total - 1) / 2)], every[-1]]
-    assert (sampled[0].id, sampled[-1].id) == (inputs[0].id, inputs[-1].id), "chunks spread over the input, first to last"
+    assert (sampled[0].id, sampled[-1].id) == (inputs[0].id, inputs[-1].id), (
+        "chunks spread over the input, first to last"
+    )
     assert result["input_chunks"] == total
     assert result["projected_device_hours"] == pytest.approx(total / result["chunks_per_second"] / 3600)
     assert result["projected_wall_hours"] == pytest.approx(result["projected_device_hours"] / 2)
     output = tmp_path / "never.jsonl"
-    assert main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "4", "--estimate", "2", "-o", str(output)]) == 0
+    assert (
+        main(
+            [
+                "estep",
+                str(tiny_latents["bootstrap_chunks"]),
+                "--model",
+                str(tiny_trained_model),
+                "-k",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--estimate",
+                "2",
+                "-o",
+                str(output),
+            ]
+        )
+        == 0
+    )
     assert f"The whole input, {total:,} chunks" in capsys.readouterr().out
     assert not output.exists() and not (tmp_path / "never.jsonl.run").exists(), "an estimate writes nothing"
 
 
-def test_strict_refuses_latents_mostly_cut_and_a_rerun_keeps_what_was_sampled(tiny_trained_model, tiny_latents, tmp_path, capsys, monkeypatch):
+def test_strict_refuses_latents_mostly_cut_and_a_rerun_keeps_what_was_sampled(
+    tiny_trained_model, tiny_latents, tmp_path, capsys, monkeypatch
+):
     import bolt.estep.stage as estep_module
     from bolt.cli import main
 
     output = tmp_path / "latents.jsonl"
-    argv = ["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "2", "--max-new-tokens", "2", "-o", str(output)]
+    argv = [
+        "estep",
+        str(tiny_latents["bootstrap_chunks"]),
+        "--model",
+        str(tiny_trained_model),
+        "-k",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "-o",
+        str(output),
+    ]
     assert main([*argv, "--strict"]) == 2
     assert "never reached <|END_OF_LATENT|>" in capsys.readouterr().err and not output.exists()
     monkeypatch.setattr(estep_module, "run_batch", lambda *a, **k: pytest.fail("the rerun sampled again"))

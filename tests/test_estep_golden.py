@@ -12,7 +12,15 @@ import itertools
 import numpy as np
 import pytest
 
-from bolt.estep.stage import ChunkContext, EStepConfig, chunk_jobs, joint_sequence, posterior_prompt, prior_prompt, run_batch
+from bolt.estep.stage import (
+    ChunkContext,
+    EStepConfig,
+    chunk_jobs,
+    joint_sequence,
+    posterior_prompt,
+    prior_prompt,
+    run_batch,
+)
 from bolt.estep.importance import logsumexp
 from bolt.core.records import Chunk, Document
 from bolt.estep.sampling import SamplingConfig
@@ -28,19 +36,25 @@ PREFIX, TEXT = "a b", "c a"
 def golden():
     tokenizer, model = golden_tokenizer(), golden_model()
     m = marker_ids(tokenizer)
-    context = ChunkContext(prefix=tokenizer.encode(PREFIX, add_special_tokens=False), text=tokenizer.encode(TEXT, add_special_tokens=False))
+    context = ChunkContext(
+        prefix=tokenizer.encode(PREFIX, add_special_tokens=False), text=tokenizer.encode(TEXT, add_special_tokens=False)
+    )
     alphabet = [i for i in range(len(VOCAB)) if i != m.eol]
     space = [(z, True) for n in range(MAX_LATENT) for z in itertools.product(alphabet, repeat=n)]
     space += [(z, False) for z in itertools.product(alphabet, repeat=MAX_LATENT)]
     prompt = posterior_prompt(context, m)
-    log_q = score(model, [prompt + list(z) + ([m.eol] if done else []) for z, done in space], [len(prompt)] * len(space))
+    log_q = score(
+        model, [prompt + list(z) + ([m.eol] if done else []) for z, done in space], [len(prompt)] * len(space)
+    )
     joints = [joint_sequence(context, list(z), m) for z, _ in space]
     log_p = score(model, [seq for seq, _ in joints], [start for _, start in joints])
     table = {(z, done): (q, p) for (z, done), q, p in zip(space, log_q, log_p)}
     log_px = logsumexp(log_p)
     posterior = {key: np.exp(p - log_px) for key, (_, p) in table.items()}
     prompt = prior_prompt(context, m)
-    log_prior = score(model, [prompt + list(z) + ([m.eol] if done else []) for z, done in space], [len(prompt)] * len(space))
+    log_prior = score(
+        model, [prompt + list(z) + ([m.eol] if done else []) for z, done in space], [len(prompt)] * len(space)
+    )
     prior = dict(zip(space, log_prior))
     return dict(tokenizer=tokenizer, model=model, m=m, table=table, log_px=log_px, posterior=posterior, prior=prior)
 
@@ -48,12 +62,19 @@ def golden():
 def _run(golden, k: int, repeats: int, seed: int = 0, keep_candidates: bool = False, proposal: str = "posterior"):
     documents = [Document(id=f"doc-{i}", chunks=[Chunk(text=TEXT, prefix=PREFIX)]) for i in range(repeats)]
     config = EStepConfig(
-        samples=k, seed=seed, sampling=SamplingConfig(max_new_tokens=MAX_LATENT), batch_prompts=max(1, 2048 // k), keep_candidates=keep_candidates, proposal=proposal
+        samples=k,
+        seed=seed,
+        sampling=SamplingConfig(max_new_tokens=MAX_LATENT),
+        batch_prompts=max(1, 2048 // k),
+        keep_candidates=keep_candidates,
+        proposal=proposal,
     )
     jobs = list(chunk_jobs(documents, golden["tokenizer"], config, window=64))
     results = []
     for start in range(0, len(jobs), config.batch_prompts):
-        results += run_batch(golden["model"], golden["tokenizer"], jobs[start : start + config.batch_prompts], golden["m"], config)
+        results += run_batch(
+            golden["model"], golden["tokenizer"], jobs[start : start + config.batch_prompts], golden["m"], config
+        )
     return results
 
 

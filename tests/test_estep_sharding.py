@@ -47,7 +47,9 @@ def test_executor_config_names_the_bad_flag():
 
 def test_local_shards_merge_to_the_single_process_output(tiny_trained_model, tiny_latents, reference, tmp_path):
     output = tmp_path / "latents.jsonl"
-    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=3))
+    estep_stage(
+        tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=3)
+    )
     assert output.read_bytes() == reference.read_bytes()
     assert not list((tmp_path / "latents.jsonl.run").glob("partial*.jsonl"))
 
@@ -62,11 +64,19 @@ def test_the_estep_streams_the_corpus(tiny_trained_model, tiny_latents, referenc
     monkeypatch.setattr(estep, "read_documents", must_not_run)
     for workers in (1, 3):
         output = tmp_path / f"latents-{workers}.jsonl"
-        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=workers))
+        estep_stage(
+            tiny_trained_model,
+            tiny_latents["bootstrap_chunks"],
+            output,
+            _config(),
+            executor=ExecutorConfig(workers=workers),
+        )
         assert output.read_bytes() == reference.read_bytes()
 
 
-def test_interrupted_sharded_run_resumes_with_another_worker_count(tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch):
+def test_interrupted_sharded_run_resumes_with_another_worker_count(
+    tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch
+):
     documents = read_documents(tiny_latents["bootstrap_chunks"])
     original = estep.estep_shard
     calls = []
@@ -80,7 +90,9 @@ def test_interrupted_sharded_run_resumes_with_another_worker_count(tiny_trained_
     output = tmp_path / "latents.jsonl"
     monkeypatch.setattr(estep, "estep_shard", second_shard_dies)
     with pytest.raises(KeyboardInterrupt):
-        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=2))
+        estep_stage(
+            tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=2)
+        )
     first_shard = calls[0]
     assert (tmp_path / "latents.jsonl.run" / "partial-0000.jsonl").read_text().count("\n") == first_shard
 
@@ -91,9 +103,13 @@ def test_interrupted_sharded_run_resumes_with_another_worker_count(tiny_trained_
         return results[-1]
 
     monkeypatch.setattr(estep, "estep_shard", recording)
-    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=3))
+    estep_stage(
+        tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(workers=3)
+    )
     assert output.read_bytes() == reference.read_bytes()
-    assert sum(r["computed"] for r in results) == len(documents) - first_shard  # the first shard's documents were not redone
+    assert (
+        sum(r["computed"] for r in results) == len(documents) - first_shard
+    )  # the first shard's documents were not redone
 
 
 # --- Ray ------------------------------------------------------------------------------
@@ -140,9 +156,17 @@ def _same_output(path, reference) -> bool:
 
 
 @pytest.mark.slow
-def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(local_ray, tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch):
+def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(
+    local_ray, tiny_trained_model, tiny_latents, reference, tmp_path, monkeypatch
+):
     output = tmp_path / "ray.jsonl"
-    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(kind="ray", workers=2))
+    estep_stage(
+        tiny_trained_model,
+        tiny_latents["bootstrap_chunks"],
+        output,
+        _config(),
+        executor=ExecutorConfig(kind="ray", workers=2),
+    )
     assert _same_output(output, reference)
 
     # A worker that dies mid-shard: Ray restarts the task, which keeps what its partial file holds.
@@ -159,7 +183,13 @@ def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(loc
 
     monkeypatch.setattr(estep, "run_shards", shards_with_a_crash)
     output = tmp_path / "crash.jsonl"
-    estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config(), executor=ExecutorConfig(kind="ray", workers=2))
+    estep_stage(
+        tiny_trained_model,
+        tiny_latents["bootstrap_chunks"],
+        output,
+        _config(),
+        executor=ExecutorConfig(kind="ray", workers=2),
+    )
     assert marker.exists(), "the first attempt did not run"
     assert _same_output(output, reference)
     first = results[0]

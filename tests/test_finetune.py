@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 
-from bolt.evaluate.finetune import FinetuneConfig, finetune_eval, supervised_batches, training_pairs  # noqa: E402
-from bolt.core.special_tokens import EOL, PRIOR, SOL  # noqa: E402
+from bolt.evaluate.finetune import FinetuneConfig, finetune_eval, supervised_batches, training_pairs
+from bolt.core.special_tokens import EOL, PRIOR, SOL
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_training_pairs_use_the_task_format(world_data):
     assert prompt.endswith(SOL + PRIOR) and prompt.startswith("Let ")
     derivation, answer = target.split(EOL)
     assert derivation.count("=") == 4 and answer.startswith(" So ")
-    (plain_prompt, plain_target), = training_pairs("world", world_data, limit=1)
+    ((plain_prompt, plain_target),) = training_pairs("world", world_data, limit=1)
     assert plain_prompt + SOL + PRIOR == prompt and plain_target == answer
 
 
@@ -39,11 +39,11 @@ def test_loss_is_only_on_the_answer_and_eos(tiny_trained_model):
 
     tokenizer = load_tokenizer(tiny_trained_model)
     pairs = [("Q: 1+1?", " 2."), ("Q: long question?", f" 1+1=2{EOL} 2.")]
-    (ids, labels, mask), = supervised_batches(tokenizer, pairs, batch_size=2, rng=np.random.default_rng(0))
+    ((ids, labels, mask),) = supervised_batches(tokenizer, pairs, batch_size=2, rng=np.random.default_rng(0))
     for row in range(2):
         length = int(mask[row].sum())
         kept = [int(t) for t in labels[row] if t != -100]
-        target = [t for t in ids[row, :length].tolist()][-len(kept):]
+        target = [t for t in ids[row, :length].tolist()][-len(kept) :]
         assert kept == target and kept[-1] == tokenizer.eos_token_id
         assert tokenizer.decode(kept[:-1]) in (" 2.", f" 1+1=2{EOL} 2.")
         assert int(ids[row, 0]) == tokenizer.bos_token_id
@@ -52,9 +52,21 @@ def test_loss_is_only_on_the_answer_and_eos(tiny_trained_model):
 def test_finetune_eval_over_seeds_and_rerun(tiny_trained_model, world_data, tmp_path, monkeypatch):
     import bolt.evaluate.finetune as finetune
 
-    config = FinetuneConfig(task="world_latent", data_dir=world_data, seeds=2, epochs=3, lr=3e-3, batch_size=2, samples=2, limit=2, max_gen_tokens=8)
+    config = FinetuneConfig(
+        task="world_latent",
+        data_dir=world_data,
+        seeds=2,
+        epochs=3,
+        lr=3e-3,
+        batch_size=2,
+        samples=2,
+        limit=2,
+        max_gen_tokens=8,
+    )
     result = finetune_eval(tiny_trained_model, tmp_path, config)
-    per_seed = [json.loads((tmp_path / f"seed-{s}" / "eval" / "tasks.json").read_text())["world_latent"] for s in (0, 1)]
+    per_seed = [
+        json.loads((tmp_path / f"seed-{s}" / "eval" / "tasks.json").read_text())["world_latent"] for s in (0, 1)
+    ]
     for name in ("exact_match", "maj_at_k", "pass_at_k"):
         values = [m[name] for m in per_seed]
         assert result[name]["values"] == values
@@ -64,7 +76,12 @@ def test_finetune_eval_over_seeds_and_rerun(tiny_trained_model, world_data, tmp_
     for seed in (0, 1):
         summary = json.loads((tmp_path / f"seed-{seed}" / "model" / "finetune.json").read_text())
         assert summary["steps"] == 12 and summary["last_loss"] < summary["first_loss"]
-        (row, *_) = [json.loads(line) for line in (tmp_path / f"seed-{seed}" / "eval" / "tasks" / "world_latent.samples.jsonl").read_text().splitlines()]
+        (row, *_) = [
+            json.loads(line)
+            for line in (tmp_path / f"seed-{seed}" / "eval" / "tasks" / "world_latent.samples.jsonl")
+            .read_text()
+            .splitlines()
+        ]
         prompt, gen_kwargs = row["arguments"][0]
         assert EOL not in prompt  # zero-shot after fine-tuning
         assert gen_kwargs["do_sample"] and gen_kwargs["temperature"] == 0.6 and gen_kwargs["top_p"] == 0.9
@@ -85,18 +102,33 @@ def test_finetune_eval_needs_local_data(tiny_trained_model, tmp_path):
 
 FINETUNE_GOLDEN = {  # bolt task -> (lm-eval task, folder, a training row, its standard target, its latent target)
     "gsm8k_cot": (
-        "gsm8k_cot", "gsm8k", {"question": "Ada has 3 pens and buys 4 more. How many pens does she have?", "answer": "She has\n3 + 4 = <<3+4=7>>7 pens.\n#### 7"},
-        " She has 3 + 4 = 7 pens. The answer is 7.", f" She has 3 + 4 = 7 pens.{EOL} The answer is 7.",
+        "gsm8k_cot",
+        "gsm8k",
+        {
+            "question": "Ada has 3 pens and buys 4 more. How many pens does she have?",
+            "answer": "She has\n3 + 4 = <<3+4=7>>7 pens.\n#### 7",
+        },
+        " She has 3 + 4 = 7 pens. The answer is 7.",
+        f" She has 3 + 4 = 7 pens.{EOL} The answer is 7.",
     ),
     "math_cot": (
-        "minerva_math_algebra", "math", {"problem": "Solve $2x = 10$.", "solution": "Dividing by 2, $x = \\boxed{5}$."},
+        "minerva_math_algebra",
+        "math",
+        {"problem": "Solve $2x = 10$.", "solution": "Dividing by 2, $x = \\boxed{5}$."},
         " Dividing by 2, $x = \\boxed{5}$.\nFinal Answer: The final answer is $5$. I hope it is correct.",
         f" Dividing by 2, $x = \\boxed{{5}}$.{EOL} Final Answer: The final answer is $5$. I hope it is correct.",
     ),
     "mmlu_stem_cot": (
-        "mmlu_flan_cot_fewshot_college_physics", "mmlu_stem",
-        {"question": "What is the SI unit of force?", "choices": ["joule", "newton", "watt", "pascal"], "answer": 1, "subject": "college_physics"},
-        " The answer is (B).", f"{EOL} The answer is (B).",
+        "mmlu_flan_cot_fewshot_college_physics",
+        "mmlu_stem",
+        {
+            "question": "What is the SI unit of force?",
+            "choices": ["joule", "newton", "watt", "pascal"],
+            "answer": 1,
+            "subject": "college_physics",
+        },
+        " The answer is (B).",
+        f"{EOL} The answer is (B).",
     ),
 }
 
@@ -129,7 +161,7 @@ def test_finetune_pairs_are_the_evaluations_prompt_and_a_target_it_grades_right(
     for split in ("train", "test"):
         write_jsonl(tmp_path / folder / f"{split}.jsonl", [row])
     bolt_task = task + ("_latent" if latent else "")
-    (prompt, target), = training_pairs(bolt_task, tmp_path, limit=None)
+    ((prompt, target),) = training_pairs(bolt_task, tmp_path, limit=None)
     assert target == (latent_target if latent else standard_target)
     upstream = _upstream_task(TaskManager(), name, tmp_path / folder / "test.jsonl")
     upstream_prompt = upstream.fewshot_context(upstream.eval_docs[0], num_fewshot=0)
@@ -137,7 +169,12 @@ def test_finetune_pairs_are_the_evaluations_prompt_and_a_target_it_grades_right(
     (evaluation,) = build_tasks(bolt_task, tmp_path)
     metrics = _graded(evaluation, target)
     assert metrics and all(value == 1 for value in metrics.values()), metrics
-    assert not all(value == 1 for value in _graded(build_tasks(bolt_task, tmp_path)[0], target.replace("(B)", "(C)").replace("7", "8").replace("5$", "6$")).values())
+    assert not all(
+        value == 1
+        for value in _graded(
+            build_tasks(bolt_task, tmp_path)[0], target.replace("(B)", "(C)").replace("7", "8").replace("5$", "6$")
+        ).values()
+    )
 
 
 @pytest.mark.parametrize("latent", [False, True], ids=["standard", "latent"])
@@ -158,7 +195,11 @@ def test_several_samples_add_upstreams_majority_vote(task, latent, tmp_path):
     instance = evaluation.instances[0]
     instance.resps = [wrong, right, right]
     evaluation.apply_filters()
-    graded = {f"{metric},{name}": value for name, filtered in instance.filtered_resps.items() for metric, value in evaluation.process_results(instance.doc, [filtered]).items()}
+    graded = {
+        f"{metric},{name}": value
+        for name, filtered in instance.filtered_resps.items()
+        for metric, value in evaluation.process_results(instance.doc, [filtered]).items()
+    }
     metrics = _metrics(graded)
     assert metrics["maj_at_k"] == 1 and metrics["exact_match"] == 0
     (single,) = build_tasks(task, tmp_path)

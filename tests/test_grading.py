@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 pytest.importorskip("math_verify")
 
-from bolt.evaluate.tasks import hooks  # noqa: E402
-from bolt.errors import BoltError  # noqa: E402
-from bolt.evaluate.grading import after_latent, last_boxed, math_answer, math_equivalent  # noqa: E402
-from bolt.core.special_tokens import EOL, SOL  # noqa: E402
+from bolt.evaluate.tasks import hooks
+from bolt.errors import BoltError
+from bolt.evaluate.grading import after_latent, last_boxed, math_answer, math_equivalent
+from bolt.core.special_tokens import EOL, SOL
 
 GSM8K_DOC = {"question": "q", "answer": "Work: 3 + 15 = <<3+15=18>>18.\n#### 1,018"}
 MATH_DOC = {"problem": "p", "solution": "So it is $\\boxed{\\frac{3}{4}}$."}
@@ -23,17 +23,53 @@ WORLD_DOC = {"prompt": "Let c = 3 + 8 (mod 10).", "answer": "1"}
 # (grader, doc, latent, response, expected metrics on that single sample)
 GOLDEN = [
     # GSM8K, standard: strict wants "The answer is N", flexible takes the last number.
-    ("gsm8k", GSM8K_DOC, False, " 3 + 15 = 18, plus 1000. The answer is 1,018.", {"exact_match": 1, "exact_match_flexible": 1}),
+    (
+        "gsm8k",
+        GSM8K_DOC,
+        False,
+        " 3 + 15 = 18, plus 1000. The answer is 1,018.",
+        {"exact_match": 1, "exact_match_flexible": 1},
+    ),
     ("gsm8k", GSM8K_DOC, False, " The answer is 1018.", {"exact_match": 1, "exact_match_flexible": 1}),
     ("gsm8k", GSM8K_DOC, False, " It costs $1,018.", {"exact_match": 0, "exact_match_flexible": 1}),
-    ("gsm8k", GSM8K_DOC, False, " The answer is 1,018 and then 17 more.", {"exact_match": 1, "exact_match_flexible": 0}),
+    (
+        "gsm8k",
+        GSM8K_DOC,
+        False,
+        " The answer is 1,018 and then 17 more.",
+        {"exact_match": 1, "exact_match_flexible": 0},
+    ),
     ("gsm8k", GSM8K_DOC, False, " The answer is 1,017.", {"exact_match": 0, "exact_match_flexible": 0}),
     ("gsm8k", GSM8K_DOC, False, " I do not know.", {"exact_match": 0, "exact_match_flexible": 0}),
     # GSM8K, latent: only the text after EoL counts; no EoL is malformed.
-    ("gsm8k", GSM8K_DOC, True, f" 3 + 15 = 18, plus 1000{EOL} The answer is 1018.", {"exact_match": 1, "exact_match_flexible": 1}),
-    ("gsm8k", GSM8K_DOC, True, " 3 + 15 = 18, plus 1000. The answer is 1018.", {"exact_match": 0, "exact_match_flexible": 0}),
-    ("gsm8k", GSM8K_DOC, True, f" The answer is 1018.{EOL} The answer is 17.", {"exact_match": 0, "exact_match_flexible": 0}),
-    ("gsm8k", GSM8K_DOC, True, f" thinking{EOL} The answer is 1018.{SOL} more", {"exact_match": 1, "exact_match_flexible": 1}),
+    (
+        "gsm8k",
+        GSM8K_DOC,
+        True,
+        f" 3 + 15 = 18, plus 1000{EOL} The answer is 1018.",
+        {"exact_match": 1, "exact_match_flexible": 1},
+    ),
+    (
+        "gsm8k",
+        GSM8K_DOC,
+        True,
+        " 3 + 15 = 18, plus 1000. The answer is 1018.",
+        {"exact_match": 0, "exact_match_flexible": 0},
+    ),
+    (
+        "gsm8k",
+        GSM8K_DOC,
+        True,
+        f" The answer is 1018.{EOL} The answer is 17.",
+        {"exact_match": 0, "exact_match_flexible": 0},
+    ),
+    (
+        "gsm8k",
+        GSM8K_DOC,
+        True,
+        f" thinking{EOL} The answer is 1018.{SOL} more",
+        {"exact_match": 1, "exact_match_flexible": 1},
+    ),
     # MATH: math-verify decides equality, so equivalent forms pass.
     ("math", MATH_DOC, False, " Add them. The final answer is $\\frac{3}{4}$.", {"exact_match": 1}),
     ("math", MATH_DOC, False, " Add them. The final answer is $0.75$.", {"exact_match": 1}),
@@ -59,10 +95,14 @@ GOLDEN = [
     ("world", WORLD_DOC, True, f"3+8=1.{EOL} So c = 2.", {"exact_match": 0}),
 ]
 GRADERS = {
-    ("gsm8k", False): hooks.gsm8k_results, ("gsm8k", True): hooks.gsm8k_results_latent,
-    ("math", False): hooks.math_results, ("math", True): hooks.math_results_latent,
-    ("mmlu", False): hooks.mmlu_results, ("mmlu", True): hooks.mmlu_results_latent,
-    ("world", False): hooks.world_results, ("world", True): hooks.world_results_latent,
+    ("gsm8k", False): hooks.gsm8k_results,
+    ("gsm8k", True): hooks.gsm8k_results_latent,
+    ("math", False): hooks.math_results,
+    ("math", True): hooks.math_results_latent,
+    ("mmlu", False): hooks.mmlu_results,
+    ("mmlu", True): hooks.mmlu_results_latent,
+    ("world", False): hooks.world_results,
+    ("world", True): hooks.world_results_latent,
 }
 
 
@@ -73,13 +113,16 @@ def test_golden_grades(family, doc, latent, response, expected):
     assert metrics["pass_at_k"] == metrics["maj_at_k"]  # one sample: both are that sample's grade
 
 
-@pytest.mark.parametrize("answers, exact, majority, any_correct", [
-    (["1018", "17", "1018"], 1, 1, 1),
-    (["17", "1018", "17"], 0, 0, 1),
-    (["17", "1018"], 0, 0, 1),  # a tie goes to the first answer seen
-    (["17", "19", "16"], 0, 0, 0),
-    (["1018", None, None], 1, 1, 1),  # malformed samples (no EoL) do not vote
-])
+@pytest.mark.parametrize(
+    "answers, exact, majority, any_correct",
+    [
+        (["1018", "17", "1018"], 1, 1, 1),
+        (["17", "1018", "17"], 0, 0, 1),
+        (["17", "1018"], 0, 0, 1),  # a tie goes to the first answer seen
+        (["17", "19", "16"], 0, 0, 0),
+        (["1018", None, None], 1, 1, 1),  # malformed samples (no EoL) do not vote
+    ],
+)
 def test_maj_and_pass_at_k(answers, exact, majority, any_correct):
     samples = [f" work{EOL} The answer is {a}." if a else " work, no end marker" for a in answers]
     metrics = hooks.gsm8k_results_latent(GSM8K_DOC, [samples])
@@ -88,7 +131,9 @@ def test_maj_and_pass_at_k(answers, exact, majority, any_correct):
 
 def test_extraction_helpers():
     assert after_latent(f"a{EOL} b{SOL}c") == " b" and after_latent("a b") is None
-    assert last_boxed("\\boxed{1} then \\boxed{\\frac{a}{b}} end") == "\\frac{a}{b}" and last_boxed("\\boxed{open") is None
+    assert (
+        last_boxed("\\boxed{1} then \\boxed{\\frac{a}{b}} end") == "\\frac{a}{b}" and last_boxed("\\boxed{open") is None
+    )
     assert math_answer("Work.\nThe final answer is $x+1$.") == "$x+1$"
     assert hooks.math_gold({"problem": "p", "answer": "7", "solution": "\\boxed{8}"}) == "7"
     assert [hooks.mmlu_gold({"question": "q", "answer": a}) for a in (0, "3", " c")] == ["A", "D", "C"]
@@ -140,6 +185,8 @@ def test_math_grading_without_math_verify_says_how_to_install(monkeypatch):
     from bolt.evaluate.grading import MathVerifier
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "math_verify" else real_find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "math_verify" else real_find_spec(name, *args)
+    )
     with pytest.raises(BoltError, match=r"bolt-latent\[eval\]"):
         MathVerifier().equivalent("1", "$1$")

@@ -130,14 +130,18 @@ def test_raw_needs_no_latents_and_ignores_them(tokenizer, markers, document):
     plain = tokenize_document(tokenizer, without, with_latents=False)
     assert plain.latents is None
     ids = render(plain, Layout.RAW, markers, np.random.default_rng(0))
-    assert ids == render(tokenize_document(tokenizer, document, with_latents=True), Layout.RAW, markers, np.random.default_rng(0))
+    assert ids == render(
+        tokenize_document(tokenizer, document, with_latents=True), Layout.RAW, markers, np.random.default_rng(0)
+    )
     assert parse(ids, Layout.RAW, markers, tokenizer.decode) == document.text
 
 
 def test_pieces_are_joined_as_ids_not_strings(tokenizer, markers):
     # two chunk texts that would spell a marker if joined as strings first
     document = Document(id="d", chunks=[Chunk("text <|START_OF_"), Chunk("LATENT|> more")])
-    ids = render(tokenize_document(tokenizer, document, with_latents=False), Layout.RAW, markers, np.random.default_rng(0))
+    ids = render(
+        tokenize_document(tokenizer, document, with_latents=False), Layout.RAW, markers, np.random.default_rng(0)
+    )
     assert markers.sol not in ids
     assert tokenizer.decode(ids[1:-1]) == "text <|START_OF_LATENT|> more"
 
@@ -147,17 +151,59 @@ def test_joint_and_posterior_exact_ids(tokenizer, markers):
     document = Document(id="d", chunks=[Chunk("ab", latent="z"), Chunk("c", latent="")])
     tokenized = tokenize_document(tokenizer, document, with_latents=True)
     a, b, c, z = (ord(ch) for ch in "abcz")
-    assert render(tokenized, Layout.JOINT, m, np.random.default_rng(0)) == [m.bos, m.sol, m.prior, z, m.eol, a, b, m.sol, m.prior, m.eol, c, m.eos]
+    assert render(tokenized, Layout.JOINT, m, np.random.default_rng(0)) == [
+        m.bos,
+        m.sol,
+        m.prior,
+        z,
+        m.eol,
+        a,
+        b,
+        m.sol,
+        m.prior,
+        m.eol,
+        c,
+        m.eos,
+    ]
     assert render(tokenized, Layout.POSTERIOR, m, np.random.default_rng(0)) == [
-        m.bos, m.sol, m.eol, a, b, m.sol, m.post, z, m.eol, m.sol, m.eol, c, m.sol, m.post, m.eol, m.eos
+        m.bos,
+        m.sol,
+        m.eol,
+        a,
+        b,
+        m.sol,
+        m.post,
+        z,
+        m.eol,
+        m.sol,
+        m.eol,
+        c,
+        m.sol,
+        m.post,
+        m.eol,
+        m.eos,
     ]
 
 
 def test_no_bos_when_the_tokenizer_has_none(tokenizer, markers):
     no_bos = MarkerIds(markers.sol, markers.eol, markers.prior, markers.post, bos=None, eos=markers.eos)
     tokenized = TokenizedDocument(id="d", texts=[[1, 2]], latents=[[3]])
-    assert render(tokenized, Layout.PRIOR_ONLY, no_bos, np.random.default_rng(0)) == [no_bos.sol, 3, no_bos.eol, 1, 2, no_bos.eos]
-    assert render(tokenized, Layout.POSTERIOR_ONLY, no_bos, np.random.default_rng(0)) == [1, 2, no_bos.sol, 3, no_bos.eol, no_bos.eos]
+    assert render(tokenized, Layout.PRIOR_ONLY, no_bos, np.random.default_rng(0)) == [
+        no_bos.sol,
+        3,
+        no_bos.eol,
+        1,
+        2,
+        no_bos.eos,
+    ]
+    assert render(tokenized, Layout.POSTERIOR_ONLY, no_bos, np.random.default_rng(0)) == [
+        1,
+        2,
+        no_bos.sol,
+        3,
+        no_bos.eol,
+        no_bos.eos,
+    ]
 
 
 # --- the random layout's coins ----------------------------------------------------------
@@ -197,7 +243,9 @@ def test_random_layout_redraws_per_epoch_and_repeats_per_seed(tokenizer, markers
 
 @pytest.mark.parametrize("layout", [layout for layout in Layout if layout is not Layout.RAW])
 def test_raw_ratio_one_always_renders_raw(tokenizer, markers, layout):
-    document = Document(id="d", chunks=[Chunk("One. ", latent="why"), Chunk("Two.", latent="because")], meta={"synthetic": "syn"})
+    document = Document(
+        id="d", chunks=[Chunk("One. ", latent="why"), Chunk("Two.", latent="because")], meta={"synthetic": "syn"}
+    )
     tokenized = tokenize_document(tokenizer, document, with_latents=True)
     raw = render(tokenized, Layout.RAW, markers, np.random.default_rng(0))
     rng = np.random.default_rng(1)
@@ -231,17 +279,24 @@ def test_latent_token_ids_are_used_instead_of_the_text(tokenizer, markers):
     )
     tokenized = tokenize_document(tokenizer, document, with_latents=True)
     assert tokenized.latents == [stored, encode(tokenizer, "plain")]
-    parsed = parse(render(tokenized, Layout.JOINT, markers, np.random.default_rng(0)), Layout.JOINT, markers, tokenizer.decode)
+    parsed = parse(
+        render(tokenized, Layout.JOINT, markers, np.random.default_rng(0)), Layout.JOINT, markers, tokenizer.decode
+    )
     assert parsed == [(Layout.JOINT, "First.", "sampled"), (Layout.JOINT, " Second.", "plain")]
     # without latents the stored ids play no part
     assert tokenize_document(tokenizer, document, with_latents=False).latents is None
 
 
 def test_synthetic_must_be_text_to_be_used(tokenizer, markers):
-    document = Document(id="d", chunks=[Chunk("x", latent="a"), Chunk("y", latent="b")], meta={"synthetic": ["not", "text"]})
+    document = Document(
+        id="d", chunks=[Chunk("x", latent="a"), Chunk("y", latent="b")], meta={"synthetic": ["not", "text"]}
+    )
     tokenized = tokenize_document(tokenizer, document, with_latents=True)
     assert tokenized.synthetic is None
-    assert parse(render(tokenized, Layout.PURE, markers, np.random.default_rng(0)), Layout.PURE, markers, tokenizer.decode) == "ab"
+    assert (
+        parse(render(tokenized, Layout.PURE, markers, np.random.default_rng(0)), Layout.PURE, markers, tokenizer.decode)
+        == "ab"
+    )
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -257,5 +312,5 @@ def test_latent_layouts_need_latents(tokenizer, markers, layout):
 
 def test_text_token_count(tokenizer):
     document = Document(id="d", chunks=[Chunk("héllo", latent="ignored"), Chunk("", latent="z")])
-    assert tokenize_document(tokenizer, document, with_latents=True).n_text_tokens == len("héllo".encode("utf-8"))
+    assert tokenize_document(tokenizer, document, with_latents=True).n_text_tokens == len("héllo".encode())
     assert encode(tokenizer, "") == []

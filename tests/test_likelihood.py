@@ -53,14 +53,18 @@ def test_iwae_bounds_are_the_estep_numbers_on_the_same_chunks(heldout, tiny_trai
     """`bolt estep -k 4 --keep-candidates` and the evaluation's bounds, same seed: bound_n = -sum_chunks IWAE_n(log w_1..n) / tokens."""
     tokenizer, model, m, documents = heldout
     output = tmp_path / "latents.jsonl"
-    estep = EStepConfig(samples=4, seed=3, sampling=SamplingConfig(max_new_tokens=8), batch_prompts=8, keep_candidates=True)
+    estep = EStepConfig(
+        samples=4, seed=3, sampling=SamplingConfig(max_new_tokens=8), batch_prompts=8, keep_candidates=True
+    )
     estep_stage(tiny_trained_model, tiny_latents["heldout_chunks"], output, estep)
     chunks = [chunk for line in output.read_text().splitlines() for chunk in json.loads(line)["chunks"]]
     tokens = sum(len(encode(tokenizer, chunk["text"])) for chunk in chunks)
     log_weights = [[candidate["log_w"] for candidate in chunk["candidates"]] for chunk in chunks]
     assert sum(c["iwae"] for c in chunks) == pytest.approx(sum(iwae_bound(w) for w in log_weights), rel=1e-9)
 
-    bounds = likelihood_bounds(model, tokenizer, documents, m, EvalConfig(iwae_samples=[1, 2, 4], max_latent_tokens=8, seed=3, batch_prompts=8))
+    bounds = likelihood_bounds(
+        model, tokenizer, documents, m, EvalConfig(iwae_samples=[1, 2, 4], max_latent_tokens=8, seed=3, batch_prompts=8)
+    )
     assert bounds["bound_tokens"] == tokens
     for n in (1, 2, 4):
         expected = -sum(iwae_bound(w, n) for w in log_weights) / tokens

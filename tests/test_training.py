@@ -32,7 +32,9 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def corpus_file(path: Path, texts: list[str]) -> Path:
-    path.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8"
+    )
     return path
 
 
@@ -112,7 +114,9 @@ def test_interrupted_run_resumes_exactly(tiny_latents, tmp_path, monkeypatch):
     b = tmp_path / "b"
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**config), data, b)
-    assert json.loads((b / "manifest.json").read_text())["status"] == "interrupted"  # issue 23: the manifest says why it stopped
+    assert (
+        json.loads((b / "manifest.json").read_text())["status"] == "interrupted"
+    )  # issue 23: the manifest says why it stopped
     assert (b / "checkpoints" / "step-0000004" / "state.json").is_file()
     assert not (b / "model.safetensors").exists()
 
@@ -155,8 +159,13 @@ def test_rerunning_a_completed_training_does_not_train_again(tiny_latents, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.cuda.is_available() and training.cpp_compiler() is None, reason="torch.compile on a CPU needs a C++ compiler")
-def test_compiled_training_takes_the_same_steps_and_is_not_part_of_the_runs_identity(tiny_latents, tmp_path, monkeypatch):
+@pytest.mark.skipif(
+    not torch.cuda.is_available() and training.cpp_compiler() is None,
+    reason="torch.compile on a CPU needs a C++ compiler",
+)
+def test_compiled_training_takes_the_same_steps_and_is_not_part_of_the_runs_identity(
+    tiny_latents, tmp_path, monkeypatch
+):
     from torch._dynamo.utils import counters
 
     data = tiny_latents["warm_latents"]
@@ -168,7 +177,9 @@ def test_compiled_training_takes_the_same_steps_and_is_not_part_of_the_runs_iden
     assert counters["stats"]["unique_graphs"] >= 1, "the training steps did not go through torch.compile"
     assert (eager["compiled"], compiled["compiled"]) == (False, True)
     # same model, optimiser and batches, other kernels: equal up to float rounding
-    assert [row["loss"] for row in metrics(tmp_path / "compiled")] == pytest.approx([row["loss"] for row in metrics(tmp_path / "eager")], rel=1e-4)
+    assert [row["loss"] for row in metrics(tmp_path / "compiled")] == pytest.approx(
+        [row["loss"] for row in metrics(tmp_path / "eager")], rel=1e-4
+    )
     we, wc = weights(tmp_path / "eager"), weights(tmp_path / "compiled")
     assert we.keys() == wc.keys()  # a plain HF directory, no compile wrapper's prefixes
     for name in we:
@@ -186,7 +197,12 @@ def test_compile_without_a_cpp_compiler_is_refused_before_any_work(tiny_latents,
     monkeypatch.setattr(training.shutil, "which", lambda name: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BoltError, match="needs a C\\+\\+ compiler"):
-        train(TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=1), tiny_latents["warm_latents"], tmp_path / "model", compile=True)
+        train(
+            TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=1),
+            tiny_latents["warm_latents"],
+            tmp_path / "model",
+            compile=True,
+        )
     assert not (tmp_path / "model").exists()
 
 
@@ -255,7 +271,9 @@ def test_add_latent_tokens_initialises_new_rows_small(tmp_path):
     _check_new_rows(model.get_input_embeddings().weight.detach(), old_in)
     _check_new_rows(model.get_output_embeddings().weight.detach(), old_out)
     # Input and output rows are drawn separately, not copied.
-    assert not torch.equal(model.get_input_embeddings().weight[BYTE_VOCAB:], model.get_output_embeddings().weight[BYTE_VOCAB:])
+    assert not torch.equal(
+        model.get_input_embeddings().weight[BYTE_VOCAB:], model.get_output_embeddings().weight[BYTE_VOCAB:]
+    )
 
     after_in = model.get_input_embeddings().weight.detach().clone()
     after_out = model.get_output_embeddings().weight.detach().clone()
@@ -279,8 +297,18 @@ def test_add_latent_tokens_keeps_tied_embeddings_tied():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = byte_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
-                         num_key_value_heads=4, tie_word_embeddings=True, bos_token_id=256, eos_token_id=257, pad_token_id=258)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        tie_word_embeddings=True,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=258,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
@@ -300,7 +328,9 @@ def test_plan_steps_from_each_budget():
     # seq_len 100, 2 windows per step -> 200 tokens per step
     assert plan_steps(TrainConfig(seq_len=100, steps=7), tokens_per_epoch=10_000, windows_per_step=2) == 7
     assert plan_steps(TrainConfig(seq_len=100, tokens=1000), tokens_per_epoch=10_000, windows_per_step=2) == 5
-    assert plan_steps(TrainConfig(seq_len=100, tokens=1001), tokens_per_epoch=10_000, windows_per_step=2) == 6  # rounds up
+    assert (
+        plan_steps(TrainConfig(seq_len=100, tokens=1001), tokens_per_epoch=10_000, windows_per_step=2) == 6
+    )  # rounds up
     assert plan_steps(TrainConfig(seq_len=100, epochs=2.0), tokens_per_epoch=1000, windows_per_step=2) == 10
     assert plan_steps(TrainConfig(seq_len=100, epochs=0.5), tokens_per_epoch=1000, windows_per_step=2) == 3
     assert plan_steps(TrainConfig(seq_len=100), tokens_per_epoch=1000, windows_per_step=2) == 5  # default: one epoch
@@ -328,20 +358,34 @@ def test_validate_rejects_bad_config_naming_the_flag(fields, flags):
         assert flag in str(info.value)
 
 
-@pytest.mark.parametrize("fields", [dict(raw_ratio=0.0), dict(raw_ratio=1.0), dict(layout="raw", precision="bf16", epochs=0.5), dict(tokens=10),
-                                    dict(precision="auto")])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(raw_ratio=0.0),
+        dict(raw_ratio=1.0),
+        dict(layout="raw", precision="bf16", epochs=0.5),
+        dict(tokens=10),
+        dict(precision="auto"),
+    ],
+)
 def test_validate_accepts_good_config(fields):
     TrainConfig(**fields).validate()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on GPUs auto follows torch.cuda.is_bf16_supported")
 @pytest.mark.parametrize(("bf16_faster", "expected"), [(True, "bf16"), (False, "no")])
-def test_auto_precision_trains_in_bf16_only_where_the_cpu_computes_it_faster(tiny_latents, tmp_path, monkeypatch, bf16_faster, expected):
+def test_auto_precision_trains_in_bf16_only_where_the_cpu_computes_it_faster(
+    tiny_latents, tmp_path, monkeypatch, bf16_faster, expected
+):
     monkeypatch.setattr(training, "cpu_bf16_is_faster", lambda: bf16_faster)
     for explicit in ("no", "bf16", "fp16"):
         assert training.resolve_precision(explicit) == explicit
     assert training.resolve_precision("auto") == expected
-    summary = train(TrainConfig(model="tiny", layout="raw", seq_len=64, batch_size=2, steps=1, precision="auto"), tiny_latents["warm"], tmp_path / "model")
+    summary = train(
+        TrainConfig(model="tiny", layout="raw", seq_len=64, batch_size=2, steps=1, precision="auto"),
+        tiny_latents["warm"],
+        tmp_path / "model",
+    )
     assert summary["mixed_precision"] == expected
     assert json.loads((tmp_path / "model" / "manifest.json").read_text())["config"]["precision"] == "auto"
 
@@ -353,7 +397,9 @@ def test_auto_precision_trains_in_bf16_only_where_the_cpu_computes_it_faster(tin
 def test_raw_layout_trains_on_plain_corpus_and_chunks(tiny_latents, tmp_path, monkeypatch, source):
     windows = record_windows(monkeypatch)
     data = tiny_latents[source]
-    summary = train(TrainConfig(model="tiny", layout="raw", seq_len=64, batch_size=2, steps=2), data, tmp_path / "model")
+    summary = train(
+        TrainConfig(model="tiny", layout="raw", seq_len=64, batch_size=2, steps=2), data, tmp_path / "model"
+    )
     assert summary["steps"] == 2
     assert (tmp_path / "model" / "config.json").is_file()
     assert len(windows) == 4 and all(len(w) == 64 for w in windows)
@@ -368,14 +414,18 @@ def test_raw_layout_trains_on_plain_corpus_and_chunks(tiny_latents, tmp_path, mo
 
 def test_random_layout_puts_markers_in_the_windows(tiny_latents, tmp_path, monkeypatch):
     windows = record_windows(monkeypatch)
-    train(TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=1), tiny_latents["warm_latents"], tmp_path / "model")
+    train(
+        TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=1), tiny_latents["warm_latents"], tmp_path / "model"
+    )
     assert any(token >= BYTE_VOCAB for window in windows for token in window)
 
 
 def test_latent_layout_on_plain_corpus_points_to_synthesize(tiny_latents, tmp_path):
     output = tmp_path / "model"
     with pytest.raises(BoltError) as info:
-        train(TrainConfig(model="tiny", layout="random", seq_len=64, batch_size=2, steps=1), tiny_latents["warm"], output)
+        train(
+            TrainConfig(model="tiny", layout="random", seq_len=64, batch_size=2, steps=1), tiny_latents["warm"], output
+        )
     message = str(info.value)
     assert "bolt synthesize" in message and str(tiny_latents["warm"]) in message and "--layout raw" in message
     assert not (output / "model.safetensors").exists()
@@ -383,7 +433,11 @@ def test_latent_layout_on_plain_corpus_points_to_synthesize(tiny_latents, tmp_pa
 
 def test_chunks_without_latents_need_raw_layout(tiny_latents, tmp_path):
     with pytest.raises(BoltError) as info:
-        train(TrainConfig(model="tiny", layout="joint", seq_len=64, batch_size=2, steps=1), tiny_latents["bootstrap_chunks"], tmp_path / "m")
+        train(
+            TrainConfig(model="tiny", layout="joint", seq_len=64, batch_size=2, steps=1),
+            tiny_latents["bootstrap_chunks"],
+            tmp_path / "m",
+        )
     assert "latent" in str(info.value) and "--layout raw" in str(info.value)
 
 
@@ -409,7 +463,10 @@ MARKERS = MarkerIds(sol=900, eol=901, prior=902, post=903, bos=998, eos=999)
 
 def _documents(n: int, length: int) -> list[TokenizedDocument]:
     """Documents whose tokens name them: document i is ``[i*10+1, ..., i*10+length]``."""
-    return [TokenizedDocument(id=f"d{i}", texts=[[i * 10 + j for j in range(1, length + 1)]], latents=None) for i in range(n)]
+    return [
+        TokenizedDocument(id=f"d{i}", texts=[[i * 10 + j for j in range(1, length + 1)]], latents=None)
+        for i in range(n)
+    ]
 
 
 def _take(stream, n):
@@ -424,7 +481,9 @@ def test_windows_have_exactly_seq_len_tokens_and_lose_nothing():
     flat = [t for w in windows for t in w]
     for epoch in range(2):
         rendered = [flat[epoch * 96 + 8 * i : epoch * 96 + 8 * (i + 1)] for i in range(12)]
-        assert sorted(rendered) == sorted([998, *d.texts[0], 999] for d in documents), f"epoch {epoch} is not every document once"
+        assert sorted(rendered) == sorted([998, *d.texts[0], 999] for d in documents), (
+            f"epoch {epoch} is not every document once"
+        )
 
 
 def test_every_epoch_reshuffles_document_order():
@@ -463,7 +522,9 @@ def test_random_layout_redraws_coins_every_epoch():
     assert renders[0] != renders[1] and renders[1] != renders[2]
 
 
-def test_report_to_tensorboard_logs_every_logged_step_and_is_not_part_of_the_runs_identity(tiny_latents, tmp_path, monkeypatch):
+def test_report_to_tensorboard_logs_every_logged_step_and_is_not_part_of_the_runs_identity(
+    tiny_latents, tmp_path, monkeypatch
+):
     pytest.importorskip("tensorboard", reason="tensorboard is part of the test extra: pip install -e '.[test]'")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -474,28 +535,42 @@ def test_report_to_tensorboard_logs_every_logged_step_and_is_not_part_of_the_run
     accumulator = EventAccumulator(str(events[0].parent))
     accumulator.Reload()
     losses = accumulator.Scalars("loss")
-    assert [event.step for event in losses] == [2, 4, 6] and losses[-1].value == pytest.approx(summary["final_loss"], rel=1e-5)
+    assert [event.step for event in losses] == [2, 4, 6] and losses[-1].value == pytest.approx(
+        summary["final_loss"], rel=1e-5
+    )
     assert {"lr", "tokens_per_second"} <= set(accumulator.Tags()["scalars"])
-    monkeypatch.setattr(training, "_train", lambda *a, **k: pytest.fail("a finished run was trained again for --report-to"))
+    monkeypatch.setattr(
+        training, "_train", lambda *a, **k: pytest.fail("a finished run was trained again for --report-to")
+    )
     assert train(config, tiny_latents["warm_latents"], tmp_path / "run")["final_loss"] == summary["final_loss"]
     with pytest.raises(BoltError, match="unknown --report-to tensorbored"):
         train(config, tiny_latents["warm_latents"], tmp_path / "other", report_to="tensorbored")
 
 
-def test_gradient_checkpointing_takes_the_same_steps_and_is_not_part_of_the_runs_identity(tiny_latents, tmp_path, monkeypatch):
+def test_gradient_checkpointing_takes_the_same_steps_and_is_not_part_of_the_runs_identity(
+    tiny_latents, tmp_path, monkeypatch
+):
     config = TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=4, lr=3e-3, log_every=1)
     plain = train(config, tiny_latents["warm_latents"], tmp_path / "plain")
     checkpointed = train(config, tiny_latents["warm_latents"], tmp_path / "checkpointed", gradient_checkpointing=True)
-    assert [m["loss"] for m in metrics(tmp_path / "checkpointed")] == pytest.approx([m["loss"] for m in metrics(tmp_path / "plain")], abs=1e-5)
+    assert [m["loss"] for m in metrics(tmp_path / "checkpointed")] == pytest.approx(
+        [m["loss"] for m in metrics(tmp_path / "plain")], abs=1e-5
+    )
     assert checkpointed["final_loss"] == pytest.approx(plain["final_loss"], abs=1e-5)
-    monkeypatch.setattr(training, "_train", lambda *a, **k: pytest.fail("a finished run was trained again for --gradient-checkpointing"))
+    monkeypatch.setattr(
+        training, "_train", lambda *a, **k: pytest.fail("a finished run was trained again for --gradient-checkpointing")
+    )
     train(config, tiny_latents["warm_latents"], tmp_path / "plain", gradient_checkpointing=True)
 
 
 def test_a_training_that_will_not_fit_is_warned_about_before_the_first_step(tiny_latents, tmp_path, monkeypatch):
     model, _ = preset_model("tiny")
     plain = training.training_memory_bytes(model, 8, 2048)
-    assert training.training_memory_bytes(model, 8, 2048, gradient_checkpointing=True) < plain < training.training_memory_bytes(model, 16, 2048)
+    assert (
+        training.training_memory_bytes(model, 8, 2048, gradient_checkpointing=True)
+        < plain
+        < training.training_memory_bytes(model, 16, 2048)
+    )
     monkeypatch.setattr(training, "available_memory_bytes", lambda device: 1024)  # a machine with 1 KiB free
     config = TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=2, lr=3e-3)
     with pytest.warns(UserWarning, match=r"needs about .* GiB .* will likely run out of memory; lower --batch-size"):

@@ -26,7 +26,9 @@ def estep_output(tiny_trained_model, tiny_latents, tmp_path_factory):
     directory = tmp_path_factory.mktemp("view")
     for name, seed in (("em_1", 0), ("em_2", 1)):
         config = EStepConfig(samples=3, seed=seed, sampling=SamplingConfig(max_new_tokens=6), keep_candidates=True)
-        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], directory / "latents" / f"{name}.jsonl", config)
+        estep_stage(
+            tiny_trained_model, tiny_latents["bootstrap_chunks"], directory / "latents" / f"{name}.jsonl", config
+        )
     return directory
 
 
@@ -47,8 +49,12 @@ def test_columns_hold_every_chunk_with_its_candidates_weights_and_the_next_itera
         assert len(candidates) == 3 and sum(c[4] for c in candidates) == pytest.approx(1.0, abs=1e-5)
         weights = [math.exp(c[3] - max(x[3] for x in candidates)) for c in candidates]
         assert [c[4] for c in candidates] == pytest.approx([w / sum(weights) for w in weights], abs=1e-6)
-        assert columns["entropy"][row] == pytest.approx(-sum(c[4] * math.log(c[4]) for c in candidates if c[4] > 0), abs=1e-4)
-        assert columns["log_w"][row] == pytest.approx(chunk.extra["log_w"]) and columns["ess"][row] == pytest.approx(chunk.extra["ess"])
+        assert columns["entropy"][row] == pytest.approx(
+            -sum(c[4] * math.log(c[4]) for c in candidates if c[4] > 0), abs=1e-4
+        )
+        assert columns["log_w"][row] == pytest.approx(chunk.extra["log_w"]) and columns["ess"][row] == pytest.approx(
+            chunk.extra["ess"]
+        )
         assert columns["cut"][row] == (not chunk.extra["latent_finished"])
         assert chunk.latent in [c[0] for c in candidates]
 
@@ -56,11 +62,18 @@ def test_columns_hold_every_chunk_with_its_candidates_weights_and_the_next_itera
 def test_a_run_directory_and_bad_inputs(estep_output, tmp_path, capsys):
     assert main(["view", str(estep_output), "-o", str(tmp_path / "page")]) == 0
     page = (tmp_path / "page" / "view.html").read_text()
-    assert page.startswith("<!doctype html>") and "em_2.jsonl" in page and "http" not in page.split("<script", 1)[1].split("</script>")[-1]
+    assert (
+        page.startswith("<!doctype html>")
+        and "em_2.jsonl" in page
+        and "http" not in page.split("<script", 1)[1].split("</script>")[-1]
+    )
     assert json.loads((tmp_path / "page" / "manifest.json").read_text())["status"] == "complete"
     with pytest.raises(BoltError, match="no latents"):
         view([tmp_path], tmp_path / "x")
-    write_jsonl(tmp_path / "chunks.jsonl", [{"format": "bolt.chunks/1", "id": "d", "chunks": [{"text": "a", "prefix": ""}], "meta": {}}])
+    write_jsonl(
+        tmp_path / "chunks.jsonl",
+        [{"format": "bolt.chunks/1", "id": "d", "chunks": [{"text": "a", "prefix": ""}], "meta": {}}],
+    )
     with pytest.raises(BoltError, match="no chunk has a latent"):
         view([tmp_path / "chunks.jsonl"], tmp_path / "y")
     (tmp_path / "mine.txt").write_text("a user's file")
@@ -71,15 +84,26 @@ def test_a_run_directory_and_bad_inputs(estep_output, tmp_path, capsys):
 def _browser():
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine (scripts/setup.sh test installs Debian's package where apt-get can)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is part of the test extra: pip install -e '.[test]'")
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is part of the test extra: pip install -e '.[test]'"
+    )
     return playwright
 
 
 def _open(playwright, url: str):
     """Headless Chromium on the page; returns (browser, page, console errors)."""
     manager = playwright.sync_playwright().start()
-    browser = manager.chromium.launch(executable_path=CHROMIUM, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+    browser = manager.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -99,8 +123,14 @@ def test_the_page_in_headless_chromium_rows_weights_sort_and_filters(estep_outpu
         assert page.locator("tr.row").count() == min(n, 50)
         assert page.inner_text("#count") == f"{n} of {n} chunks"
         assert "mean ESS" in page.inner_text("#summary") and page.locator("#plots svg").count() == 2
-        page.locator("tr.row").first.click()  # the first chunk opens to its 3 candidates and the next iteration's latent
-        assert page.locator("tr.cand").count() == 3 and "weight" in page.inner_text("tr.detail") and "em_2.jsonl" in page.inner_text("tr.detail")
+        page.locator(
+            "tr.row"
+        ).first.click()  # the first chunk opens to its 3 candidates and the next iteration's latent
+        assert (
+            page.locator("tr.cand").count() == 3
+            and "weight" in page.inner_text("tr.detail")
+            and "em_2.jsonl" in page.inner_text("tr.detail")
+        )
         page.select_option("#sort", "ess-asc")
         shown = [float(t) for t in page.locator("tr.row td:nth-child(7)").all_inner_texts()]
         assert shown == sorted(shown) and shown == sorted(round(e, 2) for e in columns["ess"])[: len(shown)]
@@ -124,7 +154,9 @@ def test_a_hundred_thousand_chunks_page_through_sort_and_filter(tmp_path):
     playwright = _browser()
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("benchmark_view", Path(__file__).resolve().parents[1] / "benchmarks" / "view.py")
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_view", Path(__file__).resolve().parents[1] / "benchmarks" / "view.py"
+    )
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
     benchmark.write_latents(tmp_path / "big.jsonl", 100_000)

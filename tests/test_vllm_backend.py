@@ -49,8 +49,18 @@ def engines(tmp_path_factory):
     from bolt.estep.vllm_backend import VLLMBackend
 
     tokenizer = byte_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=512, bos_token_id=256, eos_token_id=257, pad_token_id=258)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=256,
+        eos_token_id=257,
+        pad_token_id=258,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     add_latent_tokens(tokenizer, model)
@@ -73,7 +83,11 @@ def test_joint_scores_agree(engines):
     rng = np.random.default_rng(0)
     sequences = [rng.integers(0, 256, size=int(n)).tolist() for n in rng.integers(8, 200, size=24)]
     starts = [int(rng.integers(1, len(s))) for s in sequences]
-    _close(hf.score_sequences(sequences, starts), vllm.score_sequences(sequences, starts), [len(s) - t for s, t in zip(sequences, starts)])
+    _close(
+        hf.score_sequences(sequences, starts),
+        vllm.score_sequences(sequences, starts),
+        [len(s) - t for s, t in zip(sequences, starts)],
+    )
 
 
 @needs_vllm_gpu
@@ -84,7 +98,9 @@ def test_log_q_is_that_of_the_distribution_sampled_from(engines, temperature, to
 
     tokenizer, hf, vllm = engines
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=24)
-    prompts = [tokenizer.encode(text, add_special_tokens=False) for text in ("1 + 2 = 3.", "x = 4 * 5", "so the answer is")]
+    prompts = [
+        tokenizer.encode(text, add_special_tokens=False) for text in ("1 + 2 = 3.", "x = 4 * 5", "so the answer is")
+    ]
     rngs = [np.random.default_rng(i) for i in range(len(prompts) * 3)]
     samples = vllm.sample_latents(prompts, 3, {tokenizer.eos_token_id}, sampling, rngs)
     for prompt, prompt_samples in zip(prompts, samples):

@@ -19,12 +19,14 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 SPLITS = (("heldout", "documents", 2_000), ("warm", "tokens", 240_000_000), ("bootstrap", "tokens", 1_920_000_000))
 
 
-def write_splits(documents: Iterable[tuple[str, str]], count_tokens: Callable[[str], int], output: Path, splits=SPLITS) -> dict[str, dict[str, int]]:
+def write_splits(
+    documents: Iterable[tuple[str, str]], count_tokens: Callable[[str], int], output: Path, splits=SPLITS
+) -> dict[str, dict[str, int]]:
     """Fill each split in turn from ``documents``; return documents and tokens per split."""
     output.mkdir(parents=True, exist_ok=True)
     stream = iter(documents)
@@ -49,9 +51,13 @@ def write_splits(documents: Iterable[tuple[str, str]], count_tokens: Callable[[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokenizer", required=True, help="the base model's directory (TinyLlama-1.1B): budgets are in its tokens")
+    parser.add_argument(
+        "--tokenizer", required=True, help="the base model's directory (TinyLlama-1.1B): budgets are in its tokens"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--dataset", default="HuggingFaceTB/finemath", help="Hugging Face dataset (default: HuggingFaceTB/finemath)")
+    parser.add_argument(
+        "--dataset", default="HuggingFaceTB/finemath", help="Hugging Face dataset (default: HuggingFaceTB/finemath)"
+    )
     parser.add_argument("--subset", default="finemath-4plus")
     args = parser.parse_args()
 
@@ -61,7 +67,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     rows = load_dataset(args.dataset, args.subset, split="train", streaming=True)
     documents = ((f"finemath-{index}", row["text"]) for index, row in enumerate(rows))
-    totals = write_splits(documents, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), args.output)
+    totals = write_splits(
+        documents, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]), args.output
+    )
     print(json.dumps(totals, indent=2))
 
 

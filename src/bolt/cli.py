@@ -41,17 +41,25 @@ def _add_seed(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_revision(parser: argparse.ArgumentParser, flag: str = "--model") -> None:
-    parser.add_argument("--revision", help=f"branch, tag or commit of {flag} when it is a Hugging Face hub id (default: main); "
-                        "hub models go to the standard cache (HF_HOME, HF_HUB_CACHE), and HF_HUB_OFFLINE=1 reads only that cache")
+    parser.add_argument(
+        "--revision",
+        help=f"branch, tag or commit of {flag} when it is a Hugging Face hub id (default: main); "
+        "hub models go to the standard cache (HF_HOME, HF_HUB_CACHE), and HF_HUB_OFFLINE=1 reads only that cache",
+    )
 
 
 def _add_strict(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--strict", action="store_true", help=f"turn each quality warning ({what}) into an error: exit 2 instead of writing a doubtful result")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"turn each quality warning ({what}) into an error: exit 2 instead of writing a doubtful result",
+    )
 
 
 def _add_overwrite(parser: argparse.ArgumentParser, what: str = "the output") -> None:
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help=f"replace {what} when bolt wrote it with another config (without it bolt refuses); only what bolt wrote is removed. "
         "A path bolt did not write (no manifest) is never replaced, and rerunning the same config needs no flag: it resumes or skips",
     )
@@ -66,18 +74,33 @@ def _chunk_parser(sub) -> None:
         "Output: bolt.chunks/1 JSONL, written as the documents stream through.",
         epilog="example: bolt chunk corpus.jsonl -o chunks.jsonl --prefix-chunks 1   |   bolt chunk hf:HuggingFaceTB/finemath --dataset-config finemath-4plus --limit 10000 -o chunks.jsonl",
     )
-    p.add_argument("input", help="corpus file (.jsonl, .json or .parquet), or hf:ORG/NAME for a Hugging Face dataset (streamed)")
+    p.add_argument(
+        "input", help="corpus file (.jsonl, .json or .parquet), or hf:ORG/NAME for a Hugging Face dataset (streamed)"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output chunks file (.jsonl)")
-    p.add_argument("--mean-units", type=float, default=8.0, help="mean sentences per chunk (default: 8, as in the paper)")
+    p.add_argument(
+        "--mean-units", type=float, default=8.0, help="mean sentences per chunk (default: 8, as in the paper)"
+    )
     p.add_argument("--max-units", type=int, default=20, help="cap on sentences per chunk (default: 20)")
-    p.add_argument("--uniform", action="store_true", help="every chunk gets exactly --mean-units sentences (for evaluation)")
-    p.add_argument("--prefix-chunks", type=int, default=1, help="previous chunks in each prefix: 1 for teacher latents, 3 for the E-step, -1 for all (default: 1)")
+    p.add_argument(
+        "--uniform", action="store_true", help="every chunk gets exactly --mean-units sentences (for evaluation)"
+    )
+    p.add_argument(
+        "--prefix-chunks",
+        type=int,
+        default=1,
+        help="previous chunks in each prefix: 1 for teacher latents, 3 for the E-step, -1 for all (default: 1)",
+    )
     p.add_argument("--text-field", default="text", help="name of the text field (default: text)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N documents (of a file, or of a streamed dataset)")
+    p.add_argument(
+        "--limit", type=int, metavar="N", help="only the first N documents (of a file, or of a streamed dataset)"
+    )
     hub = p.add_argument_group("Hugging Face datasets (input hf:ORG/NAME)")
     hub.add_argument("--dataset-config", help="the dataset's configuration (subset) name, e.g. finemath-4plus")
     hub.add_argument("--split", default="train", help="split to stream (default: train)")
-    hub.add_argument("--revision", help="branch, tag or commit of the dataset (default: main); pin it for a reproducible corpus")
+    hub.add_argument(
+        "--revision", help="branch, tag or commit of the dataset (default: main); pin it for a reproducible corpus"
+    )
     _add_overwrite(p)
     _add_seed(p)
 
@@ -86,12 +109,27 @@ def _run_chunk(args) -> dict:
     from bolt.core.chunking import ChunkConfig, HubSource, chunk_stage
     from bolt.core.records import is_hub_corpus
 
-    config = ChunkConfig(mean_units=args.mean_units, max_units=args.max_units, uniform=args.uniform, prefix_chunks=args.prefix_chunks, seed=args.seed)
+    config = ChunkConfig(
+        mean_units=args.mean_units,
+        max_units=args.max_units,
+        uniform=args.uniform,
+        prefix_chunks=args.prefix_chunks,
+        seed=args.seed,
+    )
     hub = HubSource(config=args.dataset_config, split=args.split, revision=args.revision)
     if not is_hub_corpus(args.input) and (args.dataset_config or args.revision or args.split != "train"):
-        raise BoltError("--dataset-config, --split and --revision are for a Hugging Face dataset input (hf:ORG/NAME); a file is read whole.")
-    return chunk_stage(args.input if is_hub_corpus(args.input) else Path(args.input), args.output, config, text_field=args.text_field, overwrite=args.overwrite,
-                       hub=hub, limit=args.limit)
+        raise BoltError(
+            "--dataset-config, --split and --revision are for a Hugging Face dataset input (hf:ORG/NAME); a file is read whole."
+        )
+    return chunk_stage(
+        args.input if is_hub_corpus(args.input) else Path(args.input),
+        args.output,
+        config,
+        text_field=args.text_field,
+        overwrite=args.overwrite,
+        hub=hub,
+        limit=args.limit,
+    )
 
 
 def _synthesize_parser(sub) -> None:
@@ -109,34 +147,113 @@ def _synthesize_parser(sub) -> None:
         epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher openai --teacher-model gpt-4o-mini --batch --dry-run",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1); wrap methods also take a raw corpus")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output file (bolt.latents/1, or documents with meta.synthetic)")
-    p.add_argument("--teacher", default="hf", choices=TEACHERS, help="who writes the latents: an API (openai, anthropic), a local model (hf, the default; vllm on a GPU) or the embedded world's oracle")
-    p.add_argument("--teacher-model", help="model name (openai, anthropic, vllm); for hf a model directory or a Hugging Face hub id (org/name)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output file (bolt.latents/1, or documents with meta.synthetic)",
+    )
+    p.add_argument(
+        "--teacher",
+        default="hf",
+        choices=TEACHERS,
+        help="who writes the latents: an API (openai, anthropic), a local model (hf, the default; vllm on a GPU) or the embedded world's oracle",
+    )
+    p.add_argument(
+        "--teacher-model",
+        help="model name (openai, anthropic, vllm); for hf a model directory or a Hugging Face hub id (org/name)",
+    )
     _add_revision(p, "--teacher-model (hf)")
-    p.add_argument("--method", default="latent", choices=METHODS, help="what the teacher writes: latent thoughts (default), a WRAP rephrasing, or a rephrasing with inserted reasoning (wrap-cot)")
-    p.add_argument("--prompt-file", type=Path, help="JSON prompt template(s) replacing the built-in ones of --method (see `bolt.teachers.prompts`)")
-    p.add_argument("--max-new-tokens", type=int, help="answer length budget (default: 256 for latent, 2048 for wrap methods)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default), else sampling temperature")
-    p.add_argument("--batch-size", type=int, default=8, help="chunks per call of a local teacher, hf or oracle (default: 8)")
+    p.add_argument(
+        "--method",
+        default="latent",
+        choices=METHODS,
+        help="what the teacher writes: latent thoughts (default), a WRAP rephrasing, or a rephrasing with inserted reasoning (wrap-cot)",
+    )
+    p.add_argument(
+        "--prompt-file",
+        type=Path,
+        help="JSON prompt template(s) replacing the built-in ones of --method (see `bolt.teachers.prompts`)",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, help="answer length budget (default: 256 for latent, 2048 for wrap methods)"
+    )
+    p.add_argument(
+        "--temperature", type=float, default=0.0, help="0 for greedy decoding (default), else sampling temperature"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="chunks per call of a local teacher, hf or oracle (default: 8)"
+    )
     api = p.add_argument_group("API teachers (openai, anthropic)")
-    api.add_argument("--base-url", help="API endpoint, e.g. http://localhost:8000/v1 for a vLLM or SGLang server (default: the provider's)")
-    api.add_argument("--batch", action="store_true", help="use the provider's batch API: half price, results within 24 h; a rerun picks up submitted batches")
+    api.add_argument(
+        "--base-url",
+        help="API endpoint, e.g. http://localhost:8000/v1 for a vLLM or SGLang server (default: the provider's)",
+    )
+    api.add_argument(
+        "--batch",
+        action="store_true",
+        help="use the provider's batch API: half price, results within 24 h; a rerun picks up submitted batches",
+    )
     api.add_argument("--concurrency", type=int, default=8, help="online requests in flight at once (default: 8)")
-    api.add_argument("--dry-run", action="store_true", help="print the request count, estimated tokens and cost, and send nothing")
-    api.add_argument("--pricing", type=Path, help='JSON price table overriding the built-in one: {"MODEL": {"input": USD/1M, "output": USD/1M}}')
-    api.add_argument("--cache-dir", type=Path, help="directory of the answer cache, to share it between runs (default: OUT.run/)")
-    api.add_argument("--env-file", type=Path, help="a .env file holding OPENAI_API_KEY or ANTHROPIC_API_KEY (the environment wins)")
-    api.add_argument("--max-retries", type=int, default=8, help="retries of a request after 429, 5xx, timeouts or malformed JSON (default: 8)")
-    api.add_argument("--max-bad-replies", type=int, default=2, help="re-asks after an empty, truncated, refused or malformed reply (default: 2)")
-    api.add_argument("--backoff", type=float, default=1.0, help="seconds of the first retry wait, doubled per retry, with jitter; Retry-After wins (default: 1)")
-    api.add_argument("--request-timeout", type=float, default=120.0, help="seconds before an online request times out (default: 120)")
-    api.add_argument("--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)")
-    api.add_argument("--allow-failures", action="store_true", help="finish with the documents that got every answer when some requests got none")
-    api.add_argument("--max-spend", type=float, metavar="USD", help="spend at most this much in this run: a request goes out only while what was spent plus the worst "
-                     "case of the requests in flight and its own (its input and --max-new-tokens of output) stay within it; the rest is not sent and the run says so "
-                     "(cached answers cost nothing; with --workers N each worker gets USD / N; needs the model's price, built in or --pricing)")
+    api.add_argument(
+        "--dry-run", action="store_true", help="print the request count, estimated tokens and cost, and send nothing"
+    )
+    api.add_argument(
+        "--pricing",
+        type=Path,
+        help='JSON price table overriding the built-in one: {"MODEL": {"input": USD/1M, "output": USD/1M}}',
+    )
+    api.add_argument(
+        "--cache-dir", type=Path, help="directory of the answer cache, to share it between runs (default: OUT.run/)"
+    )
+    api.add_argument(
+        "--env-file", type=Path, help="a .env file holding OPENAI_API_KEY or ANTHROPIC_API_KEY (the environment wins)"
+    )
+    api.add_argument(
+        "--max-retries",
+        type=int,
+        default=8,
+        help="retries of a request after 429, 5xx, timeouts or malformed JSON (default: 8)",
+    )
+    api.add_argument(
+        "--max-bad-replies",
+        type=int,
+        default=2,
+        help="re-asks after an empty, truncated, refused or malformed reply (default: 2)",
+    )
+    api.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        help="seconds of the first retry wait, doubled per retry, with jitter; Retry-After wins (default: 1)",
+    )
+    api.add_argument(
+        "--request-timeout", type=float, default=120.0, help="seconds before an online request times out (default: 120)"
+    )
+    api.add_argument(
+        "--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)"
+    )
+    api.add_argument(
+        "--allow-failures",
+        action="store_true",
+        help="finish with the documents that got every answer when some requests got none",
+    )
+    api.add_argument(
+        "--max-spend",
+        type=float,
+        metavar="USD",
+        help="spend at most this much in this run: a request goes out only while what was spent plus the worst "
+        "case of the requests in flight and its own (its input and --max-new-tokens of output) stay within it; the rest is not sent and the run says so "
+        "(cached answers cost nothing; with --workers N each worker gets USD / N; needs the model's price, built in or --pricing)",
+    )
     _add_executor(p, "each worker builds its own teacher; API workers share the answer cache")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N documents of the input (a trial run before the whole corpus)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="only the first N documents of the input (a trial run before the whole corpus)",
+    )
     _add_strict(p, "empty latents, latents cut at --max-new-tokens, latents that repeat themselves")
     _add_overwrite(p)
     _add_seed(p)
@@ -154,21 +271,48 @@ def _synthesize_teacher(args):
     if args.teacher == "hf":
         if not args.teacher_model:
             raise BoltError("--teacher hf needs --teacher-model DIR (a Hugging Face model directory).")
-        return TeacherSpec("hf", {"model": args.teacher_model, "prompt_file": args.prompt_file, "max_new_tokens": max_new, "temperature": args.temperature, "seed": args.seed})
+        return TeacherSpec(
+            "hf",
+            {
+                "model": args.teacher_model,
+                "prompt_file": args.prompt_file,
+                "max_new_tokens": max_new,
+                "temperature": args.temperature,
+                "seed": args.seed,
+            },
+        )
     if args.teacher in ("openai", "anthropic", "vllm"):
         from bolt.teachers.api_teacher import ApiConfig
         from bolt.teachers.chat import Sampling
 
         if args.teacher == "anthropic" and args.temperature != 0.0:
-            raise BoltError("--teacher anthropic: the Messages API has no temperature setting; leave --temperature at its default.")
-        sampling = Sampling(max_tokens=max_new, temperature=args.temperature, seed=None if args.teacher == "anthropic" else args.seed)
+            raise BoltError(
+                "--teacher anthropic: the Messages API has no temperature setting; leave --temperature at its default."
+            )
+        sampling = Sampling(
+            max_tokens=max_new, temperature=args.temperature, seed=None if args.teacher == "anthropic" else args.seed
+        )
         if args.teacher == "vllm":
             return TeacherSpec("vllm", {"model": args.teacher_model, "sampling": sampling, "seed": args.seed})
         config = ApiConfig(
-            batch=args.batch, concurrency=args.concurrency, max_retries=args.max_retries, max_bad_replies=args.max_bad_replies, backoff_base=args.backoff,
-            timeout=args.request_timeout, poll_interval=args.poll_interval, max_spend=None if args.max_spend is None else args.max_spend / max(1, args.workers),
+            batch=args.batch,
+            concurrency=args.concurrency,
+            max_retries=args.max_retries,
+            max_bad_replies=args.max_bad_replies,
+            backoff_base=args.backoff,
+            timeout=args.request_timeout,
+            poll_interval=args.poll_interval,
+            max_spend=None if args.max_spend is None else args.max_spend / max(1, args.workers),
         )
-        options = {"model": args.teacher_model, "sampling": sampling, "config": config, "base_url": args.base_url, "env_file": args.env_file, "pricing_file": args.pricing, "seed": args.seed}
+        options = {
+            "model": args.teacher_model,
+            "sampling": sampling,
+            "config": config,
+            "base_url": args.base_url,
+            "env_file": args.env_file,
+            "pricing_file": args.pricing,
+            "seed": args.seed,
+        }
         return TeacherSpec(args.teacher, {**options, "require_key": not args.dry_run})
     return TeacherSpec(args.teacher)
 
@@ -177,11 +321,28 @@ def _run_synthesize(args) -> dict:
     from bolt.teachers.synthesize import SynthesizeConfig, synthesize_estimate, synthesize_stage
 
     spec = _synthesize_teacher(args)
-    config = SynthesizeConfig(method=args.method, prompt_file=args.prompt_file, seed=args.seed, batch_size=args.batch_size, allow_failures=args.allow_failures)
+    config = SynthesizeConfig(
+        method=args.method,
+        prompt_file=args.prompt_file,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        allow_failures=args.allow_failures,
+    )
     if args.dry_run:
-        return synthesize_estimate(spec.build(), args.input, args.output, config, cache_dir=args.cache_dir, limit=args.limit)
-    return synthesize_stage(spec, args.input, args.output, config, cache_dir=args.cache_dir, executor=_executor_config(args), overwrite=args.overwrite, strict=args.strict,
-                            limit=args.limit)
+        return synthesize_estimate(
+            spec.build(), args.input, args.output, config, cache_dir=args.cache_dir, limit=args.limit
+        )
+    return synthesize_stage(
+        spec,
+        args.input,
+        args.output,
+        config,
+        cache_dir=args.cache_dir,
+        executor=_executor_config(args),
+        overwrite=args.overwrite,
+        strict=args.strict,
+        limit=args.limit,
+    )
 
 
 def _train_parser(sub) -> None:
@@ -195,14 +356,26 @@ def _train_parser(sub) -> None:
         "The data is tokenised once into a memory-mapped token store (OUTPUT/tokens or --token-cache) that every process reads.",
         epilog="example: bolt train latents.jsonl --model tiny -o runs/warm --epochs 2",
     )
-    p.add_argument("input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus")
+    p.add_argument(
+        "input", type=Path, help="latent data (bolt.latents/1); with --layout raw also chunks or a plain corpus"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output model directory")
-    p.add_argument("--model", help="HF model directory, Hugging Face hub id (org/name), or a preset: tiny, small, world (default: tiny, a 140k-parameter "
-                   "toy for tests and the embedded world; bolt warns when it trains on anything else)")
+    p.add_argument(
+        "--model",
+        help="HF model directory, Hugging Face hub id (org/name), or a preset: tiny, small, world (default: tiny, a 140k-parameter "
+        "toy for tests and the embedded world; bolt warns when it trains on anything else)",
+    )
     _add_revision(p)
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights from its config")
-    p.add_argument("--layout", default="random", choices=LAYOUTS, help="how latents and text are put together (docs/FORMATS.md; default: random, the paper's mix; raw: the text alone)")
-    p.add_argument("--raw-ratio", type=float, default=0.0, help="share of documents shown without latents each epoch (default: 0)")
+    p.add_argument(
+        "--layout",
+        default="random",
+        choices=LAYOUTS,
+        help="how latents and text are put together (docs/FORMATS.md; default: random, the paper's mix; raw: the text alone)",
+    )
+    p.add_argument(
+        "--raw-ratio", type=float, default=0.0, help="share of documents shown without latents each epoch (default: 0)"
+    )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="optimiser steps")
     budget.add_argument("--tokens", type=int, help="training tokens")
@@ -214,21 +387,46 @@ def _train_parser(sub) -> None:
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default: 0)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default: 1.0)")
-    p.add_argument("--precision", default="no", choices=PRECISIONS,
-                   help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16, or auto: bf16 where this device "
-                   "computes it faster than fp32 (GPUs with bf16, CPUs with AVX-512 BF16 or AMX; on CPUs without, bf16 is ~13x slower)")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every N steps (default: only the final model)")
+    p.add_argument(
+        "--precision",
+        default="no",
+        choices=PRECISIONS,
+        help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16, or auto: bf16 where this device "
+        "computes it faster than fp32 (GPUs with bf16, CPUs with AVX-512 BF16 or AMX; on CPUs without, bf16 is ~13x slower)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="save a resumable checkpoint every N steps (default: only the final model)",
+    )
     p.add_argument("--log-every", type=int, default=10, help="append a metrics.jsonl line every N steps (default: 10)")
-    p.add_argument("--token-cache", type=Path, metavar="DIR",
-                   help="keep the tokenised data (a memory-mapped token store) in DIR, shared by runs on the same file and tokenizer "
-                   "(default: OUTPUT/tokens, removed when training completes); on several machines DIR must be on a shared filesystem")
-    p.add_argument("--tokenize-workers", type=int, default=1, metavar="N",
-                   help="processes that read and tokenise a chunked/latent file when its token store is built (default: 1)")
-    p.add_argument("--compile", action="store_true",
-                   help="run the training steps through torch.compile: same model, other kernels after a few seconds of compiling "
-                   "(meant for GPUs; on one AVX2 CPU core the world model's steps ran 1.16x faster, whole runs within noise; a CPU needs a C++ compiler such as g++)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer's activations in the backward pass instead of keeping them: "
-                   "far less memory for long windows, about a third more compute, the same steps (bolt warns before the first step when a training will not fit)")
+    p.add_argument(
+        "--token-cache",
+        type=Path,
+        metavar="DIR",
+        help="keep the tokenised data (a memory-mapped token store) in DIR, shared by runs on the same file and tokenizer "
+        "(default: OUTPUT/tokens, removed when training completes); on several machines DIR must be on a shared filesystem",
+    )
+    p.add_argument(
+        "--tokenize-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes that read and tokenise a chunked/latent file when its token store is built (default: 1)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the training steps through torch.compile: same model, other kernels after a few seconds of compiling "
+        "(meant for GPUs; on one AVX2 CPU core the world model's steps ran 1.16x faster, whole runs within noise; a CPU needs a C++ compiler such as g++)",
+    )
+    p.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute each layer's activations in the backward pass instead of keeping them: "
+        "far less memory for long windows, about a third more compute, the same steps (bolt warns before the first step when a training will not fit)",
+    )
     _add_report_to(p)
     _add_strict(p, "a warm-up as long as the run, or a training that will likely not fit in memory")
     _add_overwrite(p, "the output directory")
@@ -249,10 +447,24 @@ def _train_config(args):
     from bolt.train.training import TrainConfig
 
     return TrainConfig(
-        model=str(args.model), from_scratch=args.from_scratch, layout=args.layout, raw_ratio=args.raw_ratio, seq_len=args.seq_len,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, tokens=args.tokens, epochs=args.epochs, lr=args.lr,
-        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, clip=args.clip, precision=args.precision, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        model=str(args.model),
+        from_scratch=args.from_scratch,
+        layout=args.layout,
+        raw_ratio=args.raw_ratio,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        steps=args.steps,
+        tokens=args.tokens,
+        epochs=args.epochs,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        clip=args.clip,
+        precision=args.precision,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
     )
 
 
@@ -264,15 +476,35 @@ def _run_train(args) -> dict:
     if args.model is None:
         args.model = "tiny"
         if not _is_world_data(args.input) and os.environ.get("RANK", "0") == "0":
-            warnings.warn(f"no --model given: training the built-in 'tiny' preset (140k parameters, a byte-level toy for tests and the embedded world) "
-                          f"on {args.input}; pass --model DIR or a hub id such as HuggingFaceTB/SmolLM2-135M to train a real model.", stacklevel=2)
-    return train(_train_config(args), args.input, args.output, token_cache=args.token_cache, tokenize_workers=args.tokenize_workers, compile=args.compile,
-                 overwrite=args.overwrite, strict=args.strict, report_to=args.report_to, gradient_checkpointing=args.gradient_checkpointing)
+            warnings.warn(
+                f"no --model given: training the built-in 'tiny' preset (140k parameters, a byte-level toy for tests and the embedded world) "
+                f"on {args.input}; pass --model DIR or a hub id such as HuggingFaceTB/SmolLM2-135M to train a real model.",
+                stacklevel=2,
+            )
+    return train(
+        _train_config(args),
+        args.input,
+        args.output,
+        token_cache=args.token_cache,
+        tokenize_workers=args.tokenize_workers,
+        compile=args.compile,
+        overwrite=args.overwrite,
+        strict=args.strict,
+        report_to=args.report_to,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
 
 
 def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=max_new, help=f"latent length budget per sample (default: {max_new})")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1, the paper's ancestral sampling)")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=max_new, help=f"latent length budget per sample (default: {max_new})"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature (default: 1, the paper's ancestral sampling)",
+    )
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus truncation (default: 1, none)")
     p.add_argument("--top-k", type=int, default=0, help="top-k truncation (default: 0, none)")
 
@@ -295,14 +527,40 @@ def _estep_parser(sub) -> None:
     _add_sampling(p, 1024)
     p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
     p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N documents of the input (a trial run before the whole corpus)")
-    p.add_argument("--estimate", type=int, nargs="?", const=32, metavar="CHUNKS", help="time the E-step on CHUNKS chunks (default: 32) spread over the input, "
-                   "with this model, device, dtype, K and budget, and print the projected wall time (on --workers such workers) and device-hours of the whole "
-                   "input; writes nothing")
-    p.add_argument("--proposal", default="posterior", choices=PROPOSALS, help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's p(Z|prefix); weights become p(X|Z))")
-    p.add_argument("--backend", default="hf", choices=ESTEP_BACKENDS, help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')")
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="only the first N documents of the input (a trial run before the whole corpus)",
+    )
+    p.add_argument(
+        "--estimate",
+        type=int,
+        nargs="?",
+        const=32,
+        metavar="CHUNKS",
+        help="time the E-step on CHUNKS chunks (default: 32) spread over the input, "
+        "with this model, device, dtype, K and budget, and print the projected wall time (on --workers such workers) and device-hours of the whole "
+        "input; writes nothing",
+    )
+    p.add_argument(
+        "--proposal",
+        default="posterior",
+        choices=PROPOSALS,
+        help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's p(Z|prefix); weights become p(X|Z))",
+    )
+    p.add_argument(
+        "--backend",
+        default="hf",
+        choices=ESTEP_BACKENDS,
+        help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')",
+    )
     _add_device(p)
-    p.add_argument("--dtype", default="float32", help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser log-probs)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser log-probs)",
+    )
     _add_executor(p, "each worker loads the model")
     _add_strict(p, "most chosen latents cut at --max-new-tokens (a model that has not learned the latent format)")
     _add_overwrite(p)
@@ -310,14 +568,32 @@ def _estep_parser(sub) -> None:
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="where the model runs: auto (default: the first CUDA GPU torch sees, else an Apple GPU, else the CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (default: the first CUDA GPU torch sees, else an Apple GPU, else the CPU), cpu, cuda, cuda:N or mps",
+    )
 
 
 def _add_executor(parser: argparse.ArgumentParser, what_workers_do: str) -> None:
     group = parser.add_argument_group(f"sharding ({what_workers_do})")
-    group.add_argument("--executor", default="local", help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a cluster)")
-    group.add_argument("--workers", type=int, default=1, help="shards of the input, run at once on Ray (default: 1); the output does not depend on it")
-    group.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per worker (default: 0; 1 on a GPU cluster)")
+    group.add_argument(
+        "--executor",
+        default="local",
+        help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a cluster)",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="shards of the input, run at once on Ray (default: 1); the output does not depend on it",
+    )
+    group.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs Ray reserves per worker (default: 0; 1 on a GPU cluster)",
+    )
 
 
 def _executor_config(args):
@@ -329,14 +605,21 @@ def _executor_config(args):
 def _sampling_config(args):
     from bolt.estep.sampling import SamplingConfig
 
-    return SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens)
+    return SamplingConfig(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens
+    )
 
 
 def _run_estep(args) -> dict:
     from bolt.estep.stage import EStepConfig, estep_stage
 
     config = EStepConfig(
-        samples=args.samples, seed=args.seed, sampling=_sampling_config(args), batch_prompts=args.batch_prompts, keep_candidates=args.keep_candidates, backend=args.backend,
+        samples=args.samples,
+        seed=args.seed,
+        sampling=_sampling_config(args),
+        batch_prompts=args.batch_prompts,
+        keep_candidates=args.keep_candidates,
+        backend=args.backend,
         proposal=args.proposal,
     )
     from bolt.core.modeling import resolve_dtype
@@ -344,14 +627,34 @@ def _run_estep(args) -> dict:
     if args.estimate is not None:
         from bolt.estep.stage import estimate
 
-        result = estimate(args.model, args.input, config, dtype=resolve_dtype(args.dtype), device=args.device, workers=args.workers, sample_chunks=args.estimate)
-        print(f"{result['chunks_timed']} chunks in {result['seconds']:.1f} s: {result['chunks_per_second']:.2f} chunks/s, "
-              f"{result['sampled_tokens_per_second']:,.0f} sampled tokens/s ({result['unfinished_latent_share']:.0%} of chosen latents ran to the budget). "
-              f"The whole input, {result['input_chunks']:,} chunks: ~{result['projected_wall_hours']:,.2f} h on {result['workers']} worker(s), "
-              f"~{result['projected_device_hours']:,.2f} device-hours.")
+        result = estimate(
+            args.model,
+            args.input,
+            config,
+            dtype=resolve_dtype(args.dtype),
+            device=args.device,
+            workers=args.workers,
+            sample_chunks=args.estimate,
+        )
+        print(
+            f"{result['chunks_timed']} chunks in {result['seconds']:.1f} s: {result['chunks_per_second']:.2f} chunks/s, "
+            f"{result['sampled_tokens_per_second']:,.0f} sampled tokens/s ({result['unfinished_latent_share']:.0%} of chosen latents ran to the budget). "
+            f"The whole input, {result['input_chunks']:,} chunks: ~{result['projected_wall_hours']:,.2f} h on {result['workers']} worker(s), "
+            f"~{result['projected_device_hours']:,.2f} device-hours."
+        )
         return result
-    return estep_stage(args.model, args.input, args.output, config, dtype=resolve_dtype(args.dtype), executor=_executor_config(args), device=args.device, overwrite=args.overwrite,
-                       limit=args.limit, strict=args.strict)
+    return estep_stage(
+        args.model,
+        args.input,
+        args.output,
+        config,
+        dtype=resolve_dtype(args.dtype),
+        executor=_executor_config(args),
+        device=args.device,
+        overwrite=args.overwrite,
+        limit=args.limit,
+        strict=args.strict,
+    )
 
 
 def _eval_parser(sub) -> None:
@@ -366,32 +669,73 @@ def _eval_parser(sub) -> None:
         epilog="example: bolt eval --model runs/warm --tasks gsm8k_cot,gsm8k_cot_latent --data-dir data/ --limit 100 -o runs/warm-eval   |   "
         "bolt eval heldout.jsonl --model runs/warm --questions questions.jsonl -o runs/warm-eval",
     )
-    p.add_argument("input", type=Path, nargs="?", help="held-out documents: raw corpus (chunked uniformly) or chunks file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (tasks.json; eval.json, answers.jsonl)")
+    p.add_argument(
+        "input", type=Path, nargs="?", help="held-out documents: raw corpus (chunked uniformly) or chunks file"
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="output directory (tasks.json; eval.json, answers.jsonl)"
+    )
     p.add_argument("--model", required=True, help="model directory, or a Hugging Face hub id (org/name)")
     _add_revision(p)
     tasks = p.add_argument_group("benchmark tasks (lm-evaluation-harness)")
-    tasks.add_argument("--tasks", help="comma-separated: gsm8k_cot, math_cot, mmlu_stem_cot, world, each also with a _latent suffix")
-    tasks.add_argument("--data-dir", type=Path, help="local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (default: the HF hub)")
+    tasks.add_argument(
+        "--tasks", help="comma-separated: gsm8k_cot, math_cot, mmlu_stem_cot, world, each also with a _latent suffix"
+    )
+    tasks.add_argument(
+        "--data-dir",
+        type=Path,
+        help="local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (default: the HF hub)",
+    )
     tasks.add_argument("--limit", type=int, help="questions per task (default: all)")
-    tasks.add_argument("--samples", type=int, default=1, help="answers per question; above 1 they are sampled and maj@k/pass@k reported (default: 1, greedy)")
-    tasks.add_argument("--temperature", type=float, default=0.6, help="sampling temperature with --samples > 1 (default: 0.6)")
+    tasks.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="answers per question; above 1 they are sampled and maj@k/pass@k reported (default: 1, greedy)",
+    )
+    tasks.add_argument(
+        "--temperature", type=float, default=0.6, help="sampling temperature with --samples > 1 (default: 0.6)"
+    )
     tasks.add_argument("--top-p", type=float, default=0.9, help="nucleus truncation with --samples > 1 (default: 0.9)")
     tasks.add_argument("--max-gen-tokens", type=int, help="generation budget per answer (default: each task's own)")
-    tasks.add_argument("--num-fewshot", type=int, metavar="N", help="few-shot exemplars per prompt (default: each task's own: 8 for GSM8K, 4 for MATH and MMLU, 0 for the world); "
-                       "numbers comparable with published lm-eval ones keep the default")
+    tasks.add_argument(
+        "--num-fewshot",
+        type=int,
+        metavar="N",
+        help="few-shot exemplars per prompt (default: each task's own: 8 for GSM8K, 4 for MATH and MMLU, 0 for the world); "
+        "numbers comparable with published lm-eval ones keep the default",
+    )
     tasks.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default: 8)")
-    tasks.add_argument("--math-timeout", type=float, default=5.0, help="seconds math-verify may spend grading one answer (default: 5)")
+    tasks.add_argument(
+        "--math-timeout", type=float, default=5.0, help="seconds math-verify may spend grading one answer (default: 5)"
+    )
     p.add_argument("--questions", type=Path, help="JSONL of {prompt, answer} for accuracy")
-    p.add_argument("--direct", action="store_true", help="answer without latents and skip the bounds: raw-data baselines, and the base model "
-                   "before any training (a model without the latent markers: its NLL and direct answers)")
+    p.add_argument(
+        "--direct",
+        action="store_true",
+        help="answer without latents and skip the bounds: raw-data baselines, and the base model "
+        "before any training (a model without the latent markers: its NLL and direct answers)",
+    )
     _add_device(p)
-    p.add_argument("--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)")
+    p.add_argument(
+        "--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)"
+    )
     p.add_argument("--uniform-units", type=int, default=8, help="sentences per chunk for the bounds (default: 8)")
-    p.add_argument("--max-latent-tokens", type=int, default=256, help="latent budget per sample in the bounds (default: 256)")
+    p.add_argument(
+        "--max-latent-tokens", type=int, default=256, help="latent budget per sample in the bounds (default: 256)"
+    )
     p.add_argument("--max-answer-tokens", type=int, default=128, help="generation budget per question (default: 128)")
-    p.add_argument("--answer-pattern", default=r"-?\d+(?:\.\d+)?", help="regex; its first match after EoL is the answer, compared with the gold answer as text (default: a number)")
-    p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together for the bounds, questions answered together (default: 8)")
+    p.add_argument(
+        "--answer-pattern",
+        default=r"-?\d+(?:\.\d+)?",
+        help="regex; its first match after EoL is the answer, compared with the gold answer as text (default: a number)",
+    )
+    p.add_argument(
+        "--batch-prompts",
+        type=int,
+        default=8,
+        help="chunks sampled together for the bounds, questions answered together (default: 8)",
+    )
     _add_strict(p, "gold answers --answer-pattern can never match, most answers empty or unreadable")
     _add_overwrite(p, "the evaluation in the output directory")
     _add_seed(p)
@@ -408,11 +752,21 @@ def _run_benchmarks(args) -> dict:
     try:
         from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
     except ImportError as exc:
-        raise BoltError(f"--tasks needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
+        raise BoltError(
+            f"--tasks needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'."
+        ) from None
     config = TaskRunConfig(
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], data_dir=args.data_dir, limit=args.limit, samples=args.samples,
-        temperature=args.temperature, top_p=args.top_p, max_gen_tokens=args.max_gen_tokens, batch_size=args.batch_size,
-        math_timeout=args.math_timeout, seed=args.seed, num_fewshot=args.num_fewshot,
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        data_dir=args.data_dir,
+        limit=args.limit,
+        samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_gen_tokens=args.max_gen_tokens,
+        batch_size=args.batch_size,
+        math_timeout=args.math_timeout,
+        seed=args.seed,
+        num_fewshot=args.num_fewshot,
     )
     return run_tasks(args.model, args.output, config)
 
@@ -423,12 +777,26 @@ def _run_eval(args) -> dict:
     if args.tasks and args.input is None and args.questions is None:
         return {"tasks": _run_benchmarks(args)}
     config = EvalConfig(
-        iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), uniform_units=args.uniform_units, max_latent_tokens=args.max_latent_tokens,
-        max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_pattern=args.answer_pattern, batch_prompts=args.batch_prompts,
+        iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"),
+        uniform_units=args.uniform_units,
+        max_latent_tokens=args.max_latent_tokens,
+        max_answer_tokens=args.max_answer_tokens,
+        seed=args.seed,
+        answer_pattern=args.answer_pattern,
+        batch_prompts=args.batch_prompts,
     )
     # the likelihood stage first: it claims OUTPUT (manifest.json), the tasks then write OUTPUT/tasks and tasks.json inside it
-    results = eval_stage(args.model, args.output, config, documents_path=args.input, questions_path=args.questions, latent=not args.direct, device=args.device,
-                         overwrite=args.overwrite, strict=args.strict)
+    results = eval_stage(
+        args.model,
+        args.output,
+        config,
+        documents_path=args.input,
+        questions_path=args.questions,
+        latent=not args.direct,
+        device=args.device,
+        overwrite=args.overwrite,
+        strict=args.strict,
+    )
     return results | ({"tasks": _run_benchmarks(args)} if args.tasks else {})
 
 
@@ -450,12 +818,21 @@ def _em_parser(sub) -> None:
     p.add_argument("--bootstrap", help="corpus whose latents the model infers (raw or chunked)")
     p.add_argument("--heldout", help="held-out documents for NLL and bounds")
     p.add_argument("--questions", help="held-out questions (JSONL prompt/answer)")
-    p.add_argument("--model", default="tiny", help="base model: HF directory, Hugging Face hub id (org/name) or preset (default: tiny)")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="base model: HF directory, Hugging Face hub id (org/name) or preset (default: tiny)",
+    )
     _add_revision(p)
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights")
     _add_loop_flags(p, LoopConfig())
     _add_report_to(p)
-    p.add_argument("--max-latent-tokens", type=int, default=128, help="latent budget per E-step sample, what `bolt estep` calls --max-new-tokens (default: 128)")
+    p.add_argument(
+        "--max-latent-tokens",
+        type=int,
+        default=128,
+        help="latent budget per E-step sample, what `bolt estep` calls --max-new-tokens (default: 128)",
+    )
     training = p.add_argument_group("training (the warm start and every M-step, as `bolt train`)")
     budget = training.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="optimiser steps per training")
@@ -463,14 +840,44 @@ def _em_parser(sub) -> None:
     budget.add_argument("--epochs", type=float, help="epochs per training (default: 2, as in the paper)")
     training.add_argument("--seq-len", type=int, default=256, help="packed window length (default: 256)")
     training.add_argument("--batch-size", type=int, default=8, help="windows per step (default: 8)")
-    training.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3, for the tiny preset; the paper's 1e-4 suits pretrained models)")
-    training.add_argument("--warmup-steps", type=int, default=10, help="linear warm-up steps of each training (default: 10; bolt warns when a training is shorter)")
-    training.add_argument("--precision", default="no", choices=PRECISIONS, help="mixed precision: no (default), bf16, fp16, or auto (bf16 where this device computes it faster than fp32)")
+    training.add_argument(
+        "--lr",
+        type=float,
+        default=3e-3,
+        help="peak learning rate (default: 3e-3, for the tiny preset; the paper's 1e-4 suits pretrained models)",
+    )
+    training.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=10,
+        help="linear warm-up steps of each training (default: 10; bolt warns when a training is shorter)",
+    )
+    training.add_argument(
+        "--precision",
+        default="no",
+        choices=PRECISIONS,
+        help="mixed precision: no (default), bf16, fp16, or auto (bf16 where this device computes it faster than fp32)",
+    )
     evaluation = p.add_argument_group("evaluation of every model (as `bolt eval`, with --heldout or --questions)")
-    evaluation.add_argument("--answer-pattern", help=r"regex; its first match after EoL is the answer (default: a number, -?\d+(?:\.\d+)?; the embedded world: its own)")
-    evaluation.add_argument("--max-answer-tokens", type=int, default=64, help="generation budget per question, latent and answer together (default: 64)")
-    evaluation.add_argument("--eval-max-latent-tokens", type=int, metavar="N", help="latent budget per sample in the held-out bounds, what `bolt eval` calls --max-latent-tokens (default: --max-latent-tokens)")
-    evaluation.add_argument("--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)")
+    evaluation.add_argument(
+        "--answer-pattern",
+        help=r"regex; its first match after EoL is the answer (default: a number, -?\d+(?:\.\d+)?; the embedded world: its own)",
+    )
+    evaluation.add_argument(
+        "--max-answer-tokens",
+        type=int,
+        default=64,
+        help="generation budget per question, latent and answer together (default: 64)",
+    )
+    evaluation.add_argument(
+        "--eval-max-latent-tokens",
+        type=int,
+        metavar="N",
+        help="latent budget per sample in the held-out bounds, what `bolt eval` calls --max-latent-tokens (default: --max-latent-tokens)",
+    )
+    evaluation.add_argument(
+        "--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)"
+    )
     _add_overwrite(p, "each stage's output in the run directory")
     _add_seed(p)
 
@@ -486,30 +893,67 @@ LOOP_FLAGS = {  # flag -> LoopConfig field
 
 
 def _add_report_to(p) -> None:
-    p.add_argument("--report-to", metavar="TRACKERS", help="also log every training's loss, learning rate and throughput to accelerate's experiment trackers, "
-                   "comma-separated: tensorboard (under each model's tracking/), wandb, mlflow, ... or all (the tracker's package must be installed)")
+    p.add_argument(
+        "--report-to",
+        metavar="TRACKERS",
+        help="also log every training's loss, learning rate and throughput to accelerate's experiment trackers, "
+        "comma-separated: tensorboard (under each model's tracking/), wandb, mlflow, ... or all (the tracker's package must be installed)",
+    )
 
 
 def _add_loop_flags(p, defaults: LoopConfig) -> None:
     """The EM loop's flags (``bolt.em.loop.LoopConfig``), shared by ``bolt em`` and ``bolt demo``; ``defaults`` fills the help."""
-    p.add_argument("--iterations", type=int, help=f"EM iterations after the warm start (default: {defaults.iterations})")
-    p.add_argument("-k", "--samples", type=int, help=f"K, candidates per chunk in the chain's E-steps (default: {defaults.samples})")
-    p.add_argument("--proposal", choices=PROPOSALS, help=f"where the E-steps' candidates come from: posterior (the paper: the model's q(Z|X)) or prior "
-                   f"(p(Z|prefix)); the importance weights are exact either way (default: {defaults.proposal})")
-    p.add_argument("--estep-temperature", type=float, metavar="T", help=f"sampling temperature of the E-steps' candidates (the paper: 1; the weights stay "
-                   f"exact at any temperature, and above 1 the K candidates differ more often) (default: {defaults.temperature:g})")
-    p.add_argument("--m-step-data", choices=M_STEP_DATA, help=f"what every M-step trains on: bootstrap (the paper: the bootstrap corpus with the latents "
-                   f"the previous model inferred) or teacher+bootstrap (the warm start's teacher latents too) (default: {defaults.m_step_data})")
-    p.add_argument("--continue-from-previous", action="store_true", help="start each M-step from the previous model, not the base (the paper restarts)")
-    p.add_argument("--estep-folds", type=int, metavar="N", help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds, each "
-                   "inferred by a model trained like the previous M-step on the other folds, so no model re-reads latents it learned by heart "
-                   f"(default: {defaults.estep_folds}, the paper's E-step; meant for many epochs over a small corpus; each fold adds one training per iteration from 2 on)")
+    p.add_argument(
+        "--iterations", type=int, help=f"EM iterations after the warm start (default: {defaults.iterations})"
+    )
+    p.add_argument(
+        "-k",
+        "--samples",
+        type=int,
+        help=f"K, candidates per chunk in the chain's E-steps (default: {defaults.samples})",
+    )
+    p.add_argument(
+        "--proposal",
+        choices=PROPOSALS,
+        help=f"where the E-steps' candidates come from: posterior (the paper: the model's q(Z|X)) or prior "
+        f"(p(Z|prefix)); the importance weights are exact either way (default: {defaults.proposal})",
+    )
+    p.add_argument(
+        "--estep-temperature",
+        type=float,
+        metavar="T",
+        help=f"sampling temperature of the E-steps' candidates (the paper: 1; the weights stay "
+        f"exact at any temperature, and above 1 the K candidates differ more often) (default: {defaults.temperature:g})",
+    )
+    p.add_argument(
+        "--m-step-data",
+        choices=M_STEP_DATA,
+        help=f"what every M-step trains on: bootstrap (the paper: the bootstrap corpus with the latents "
+        f"the previous model inferred) or teacher+bootstrap (the warm start's teacher latents too) (default: {defaults.m_step_data})",
+    )
+    p.add_argument(
+        "--continue-from-previous",
+        action="store_true",
+        help="start each M-step from the previous model, not the base (the paper restarts)",
+    )
+    p.add_argument(
+        "--estep-folds",
+        type=int,
+        metavar="N",
+        help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds, each "
+        "inferred by a model trained like the previous M-step on the other folds, so no model re-reads latents it learned by heart "
+        f"(default: {defaults.estep_folds}, the paper's E-step; meant for many epochs over a small corpus; each fold adds one training per iteration from 2 on)",
+    )
 
 
 def _loop_from_flags(args, loop: LoopConfig) -> LoopConfig:
     """``loop`` with the loop flags that were given."""
-    given = {field_name: getattr(args, flag) for flag, field_name in LOOP_FLAGS.items() if getattr(args, flag) is not None}
-    return dataclasses.replace(loop, **given, continue_from_previous=loop.continue_from_previous or args.continue_from_previous)
+    given = {
+        field_name: getattr(args, flag) for flag, field_name in LOOP_FLAGS.items() if getattr(args, flag) is not None
+    }
+    return dataclasses.replace(
+        loop, **given, continue_from_previous=loop.continue_from_previous or args.continue_from_previous
+    )
 
 
 def _run_em(args) -> list:
@@ -518,18 +962,41 @@ def _run_em(args) -> list:
     from bolt.train.training import REPORT_TO_ENVIRONMENT, TrainConfig
 
     if args.report_to:
-        os.environ[REPORT_TO_ENVIRONMENT] = args.report_to  # every training of the loop, in this process and its workers
+        os.environ[REPORT_TO_ENVIRONMENT] = (
+            args.report_to
+        )  # every training of the loop, in this process and its workers
 
     epochs = 2.0 if args.steps is None and args.tokens is None and args.epochs is None else args.epochs
-    train = TrainConfig(model=str(args.model), from_scratch=args.from_scratch, seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps, tokens=args.tokens,
-                        epochs=epochs, lr=args.lr, warmup_steps=args.warmup_steps, precision=args.precision)
+    train = TrainConfig(
+        model=str(args.model),
+        from_scratch=args.from_scratch,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        tokens=args.tokens,
+        epochs=epochs,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        precision=args.precision,
+    )
     loop = _loop_from_flags(args, LoopConfig(max_latent_tokens=args.max_latent_tokens))
     evaluation = EvalConfig(
-        max_latent_tokens=args.eval_max_latent_tokens or args.max_latent_tokens, max_answer_tokens=args.max_answer_tokens,
-        answer_pattern=args.answer_pattern or DEFAULT_ANSWER_PATTERN, iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"), seed=args.seed,
+        max_latent_tokens=args.eval_max_latent_tokens or args.max_latent_tokens,
+        max_answer_tokens=args.max_answer_tokens,
+        answer_pattern=args.answer_pattern or DEFAULT_ANSWER_PATTERN,
+        iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"),
+        seed=args.seed,
     )
-    config = EMConfig(warm_start=args.warm_start, bootstrap=args.bootstrap, heldout=args.heldout, questions=args.questions, loop=loop, seed=args.seed, train=train,
-                      eval=evaluation)
+    config = EMConfig(
+        warm_start=args.warm_start,
+        bootstrap=args.bootstrap,
+        heldout=args.heldout,
+        questions=args.questions,
+        loop=loop,
+        seed=args.seed,
+        train=train,
+        eval=evaluation,
+    )
     rows = run_em(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return rows
@@ -539,7 +1006,9 @@ def _k_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,4,16, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers such as 1,4,16, got {text!r}"
+        ) from None
     return sorted(set(values))  # DemoConfig.validate refuses an empty list or K below 1
 
 
@@ -557,38 +1026,111 @@ def _demo_parser(sub) -> None:
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a smoke test of every stage: 25 + 15 documents, 60-step trainings, K = 4 (about 3 minutes on 2 cores)")
+    size.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test of every stage: 25 + 15 documents, 60-step trainings, K = 4 (about 3 minutes on 2 cores)",
+    )
     size.add_argument("--full", action="store_true", help="a longer version for a bigger machine")
-    p.add_argument("--seeds", type=int, default=1, help="repeat everything with N seeds (--seed, --seed+1, ...) and report mean ± std (default: 1)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="repeat everything with N seeds (--seed, --seed+1, ...) and report mean ± std (default: 1)",
+    )
     _add_loop_flags(p, paper_loop_for_the_world())
     loop = p.add_mutually_exclusive_group()
-    loop.add_argument("--demo-loop", action="store_true", help="instead of the paper's loop, the deviation README compares with it: K = 16 from the prior "
-                      "at temperature 1.5, the warm start's teacher latents kept in every M-step, 2 iterations; the loop flags above still apply on top")
-    loop.add_argument("--paper-loop", action="store_true", help="the paper's loop, the default (the flag is kept so that earlier commands still run)")
+    loop.add_argument(
+        "--demo-loop",
+        action="store_true",
+        help="instead of the paper's loop, the deviation README compares with it: K = 16 from the prior "
+        "at temperature 1.5, the warm start's teacher latents kept in every M-step, 2 iterations; the loop flags above still apply on top",
+    )
+    loop.add_argument(
+        "--paper-loop",
+        action="store_true",
+        help="the paper's loop, the default (the flag is kept so that earlier commands still run)",
+    )
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
-    p.add_argument("--sweep", type=_k_list, metavar="K,K,...", help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4,16; --quick: 1,4; --full: 1,4,16,64); the chain's K is always in it")
-    p.add_argument("--estep-context", type=int, metavar="N", help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer depends on, as the teacher sees it; the paper uses 3 chunks)")
-    p.add_argument("--wrap-cot", action=argparse.BooleanOptionalAction, help="train the WRAP-CoT baseline: both splits with the oracle's derivations "
-                   "written inline, as plain text, for the EM chain's compute (default: on; --quick: off)")
-    p.add_argument("--warm-long", action=argparse.BooleanOptionalAction, help="train the warm start on its own data for the EM chain's whole training "
-                   "compute, the control that tells bootstrapping from more steps (default: on; --quick: off)")
-    p.add_argument("--wrap", action="store_true", help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)")
+    p.add_argument(
+        "--sweep",
+        type=_k_list,
+        metavar="K,K,...",
+        help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4,16; --quick: 1,4; --full: 1,4,16,64); the chain's K is always in it",
+    )
+    p.add_argument(
+        "--estep-context",
+        type=int,
+        metavar="N",
+        help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer depends on, as the teacher sees it; the paper uses 3 chunks)",
+    )
+    p.add_argument(
+        "--wrap-cot",
+        action=argparse.BooleanOptionalAction,
+        help="train the WRAP-CoT baseline: both splits with the oracle's derivations "
+        "written inline, as plain text, for the EM chain's compute (default: on; --quick: off)",
+    )
+    p.add_argument(
+        "--warm-long",
+        action=argparse.BooleanOptionalAction,
+        help="train the warm start on its own data for the EM chain's whole training "
+        "compute, the control that tells bootstrapping from more steps (default: on; --quick: off)",
+    )
+    p.add_argument(
+        "--wrap",
+        action="store_true",
+        help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)",
+    )
     world = p.add_argument_group("size (defaults: those of the preset)")
     world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
     world.add_argument("--bootstrap-documents", type=int, help="documents in the bootstrap split (default: 150)")
-    world.add_argument("--steps", type=int, help="training steps of the warm start and raw_warm (default: 800); M-steps: --m-step-steps")
-    world.add_argument("--lr", type=float, help="peak learning rate of every training, warm start, M-steps and baselines alike (default: 1e-3)")
-    world.add_argument("--modulus", type=int, help="the arithmetic's modulus (default: 10); with a prime such as 11 or 13 fewer wrong derivations "
-                       "happen to end on the right number, which the E-step's weights cannot tell from right ones (see README)")
-    world.add_argument("--precision", choices=PRECISIONS, help="mixed precision of every training: auto (default: bf16 where this machine "
-                       "computes it faster than fp32, else fp32), no (fp32), bf16, fp16")
-    p.add_argument("--m-step-budget", choices=["data", "steps"], help="instead of --m-step-steps' fixed count: data, each M-step trains as many epochs of its data as the warm start did of its own "
-                   "(the paper's rule, but here that is ~150 epochs, enough to learn the latents by heart); steps, as many steps as the warm start")
-    p.add_argument("--m-step-steps", type=int, metavar="N", help="every M-step trains N steps, whatever its data; raw baselines follow (default: 1600, --quick: "
-                   "the data rule; 0: the --m-step-budget rule): with more --bootstrap-documents each document is then seen for fewer epochs")
-    p.add_argument("--workers", type=int, default=2, help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)")
-    p.add_argument("--compile", action="store_true", help="train every model through torch.compile (on a 2-core AVX2 CPU steps ran 1.16x faster, whole trainings within noise; a CPU needs a C++ "
-                   "compiler; other kernels, so results differ from uncompiled runs by about one training's spread)")
+    world.add_argument(
+        "--steps",
+        type=int,
+        help="training steps of the warm start and raw_warm (default: 800); M-steps: --m-step-steps",
+    )
+    world.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate of every training, warm start, M-steps and baselines alike (default: 1e-3)",
+    )
+    world.add_argument(
+        "--modulus",
+        type=int,
+        help="the arithmetic's modulus (default: 10); with a prime such as 11 or 13 fewer wrong derivations "
+        "happen to end on the right number, which the E-step's weights cannot tell from right ones (see README)",
+    )
+    world.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="mixed precision of every training: auto (default: bf16 where this machine "
+        "computes it faster than fp32, else fp32), no (fp32), bf16, fp16",
+    )
+    p.add_argument(
+        "--m-step-budget",
+        choices=["data", "steps"],
+        help="instead of --m-step-steps' fixed count: data, each M-step trains as many epochs of its data as the warm start did of its own "
+        "(the paper's rule, but here that is ~150 epochs, enough to learn the latents by heart); steps, as many steps as the warm start",
+    )
+    p.add_argument(
+        "--m-step-steps",
+        type=int,
+        metavar="N",
+        help="every M-step trains N steps, whatever its data; raw baselines follow (default: 1600, --quick: "
+        "the data rule; 0: the --m-step-budget rule): with more --bootstrap-documents each document is then seen for fewer epochs",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="train every model through torch.compile (on a 2-core AVX2 CPU steps ran 1.16x faster, whole trainings within noise; a CPU needs a C++ "
+        "compiler; other kernels, so results differ from uncompiled runs by about one training's spread)",
+    )
     _add_overwrite(p, "each stage's output in the run directory")
     _add_seed(p)
 
@@ -622,7 +1164,10 @@ def _run_demo(args) -> dict:
     for flag, (target, field_name) in overrides.items():
         if getattr(args, flag) is not None:
             setattr(target, field_name, getattr(args, flag))
-    config.train = dataclasses.replace(config.train, **{flag: getattr(args, flag) for flag in ("steps", "lr", "precision") if getattr(args, flag) is not None})
+    config.train = dataclasses.replace(
+        config.train,
+        **{flag: getattr(args, flag) for flag in ("steps", "lr", "precision") if getattr(args, flag) is not None},
+    )
     results = run_demo(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return results
@@ -637,7 +1182,13 @@ def _finetune_eval_parser(sub) -> None:
         "question (temperature 0.6, top-p 0.9). Writes finetune_eval.json: accuracy, maj@k and pass@k as mean ± standard error over seeds.",
         epilog="example: bolt finetune-eval --model runs/warm --task gsm8k_cot_latent --data-dir data/ --seeds 3 -o runs/warm-ft",
     )
-    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (finetune_eval.json, seed-N/model, seed-N/eval)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output directory (finetune_eval.json, seed-N/model, seed-N/eval)",
+    )
     p.add_argument("--model", required=True, help="model directory to fine-tune, or a Hugging Face hub id (org/name)")
     _add_revision(p)
     p.add_argument("--task", default="gsm8k_cot", help="a task of `bolt eval --tasks` (default: gsm8k_cot)")
@@ -661,10 +1212,22 @@ def _run_finetune_eval(args) -> dict:
     try:
         importlib.import_module("bolt.evaluate.tasks.harness")  # are lm-eval and math-verify installed?
     except ImportError as exc:
-        raise BoltError(f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'.") from None
+        raise BoltError(
+            f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'."
+        ) from None
     config = FinetuneConfig(
-        task=args.task, data_dir=args.data_dir, seeds=args.seeds, first_seed=args.seed, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        max_train_examples=args.max_train_examples, samples=args.samples, temperature=args.temperature, top_p=args.top_p, limit=args.limit,
+        task=args.task,
+        data_dir=args.data_dir,
+        seeds=args.seeds,
+        first_seed=args.seed,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_train_examples=args.max_train_examples,
+        samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        limit=args.limit,
         max_gen_tokens=args.max_gen_tokens,
     )
     return finetune_eval(args.model, args.output, config)
@@ -702,7 +1265,12 @@ def _view_parser(sub) -> None:
         "50 rows per page, so 100,000 chunks stay fast; an ESS histogram and latent lengths on top.",
         epilog="example: bolt view runs/em -o runs/em-view   |   bolt view latents-iter1.jsonl -o runs/iter1-view   (then open runs/iter1-view/view.html)",
     )
-    p.add_argument("inputs", type=Path, nargs="+", help="latents files (bolt.latents/1), or run directories of bolt em / bolt demo (their latents/*.jsonl)")
+    p.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        help="latents files (bolt.latents/1), or run directories of bolt em / bolt demo (their latents/*.jsonl)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory (view.html, manifest.json)")
 
 
@@ -722,17 +1290,37 @@ def _contamination_parser(sub) -> None:
         "per dataset the contaminated test documents, per file the documents (and latents) holding a test n-gram, with examples.",
         epilog="example: bolt contamination data/warm.latents.jsonl data/bootstrap.jsonl runs/seed-0/latents/em_3.jsonl --data-dir data/tasks -o runs/contamination",
     )
-    p.add_argument("files", type=Path, nargs="+", help="JSONL corpora ({id, text}) or bolt.chunks/1 / bolt.latents/1 files")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (contamination.json, contamination.md, manifest.json)")
-    p.add_argument("--data-dir", type=Path, help="DIR/<dataset>/test.jsonl, as `bolt eval --data-dir` reads them (default: the Hugging Face hub, which needs network)")
-    p.add_argument("--datasets", default="gsm8k,math,mmlu_stem", help="comma-separated test sets to check against (default: gsm8k,math,mmlu_stem)")
-    p.add_argument("--ngram", type=int, default=13, help="words per n-gram (default: 13, as GPT-3 and lm-eval's decontamination)")
+    p.add_argument(
+        "files", type=Path, nargs="+", help="JSONL corpora ({id, text}) or bolt.chunks/1 / bolt.latents/1 files"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output directory (contamination.json, contamination.md, manifest.json)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="DIR/<dataset>/test.jsonl, as `bolt eval --data-dir` reads them (default: the Hugging Face hub, which needs network)",
+    )
+    p.add_argument(
+        "--datasets",
+        default="gsm8k,math,mmlu_stem",
+        help="comma-separated test sets to check against (default: gsm8k,math,mmlu_stem)",
+    )
+    p.add_argument(
+        "--ngram", type=int, default=13, help="words per n-gram (default: 13, as GPT-3 and lm-eval's decontamination)"
+    )
 
 
 def _run_contamination(args) -> dict:
     from bolt.evaluate.contamination import ContaminationConfig, contamination
 
-    config = ContaminationConfig(ngram=args.ngram, datasets=[d.strip() for d in args.datasets.split(",") if d.strip()], data_dir=args.data_dir)
+    config = ContaminationConfig(
+        ngram=args.ngram, datasets=[d.strip() for d in args.datasets.split(",") if d.strip()], data_dir=args.data_dir
+    )
     result = contamination(args.files, args.output, config)
     print((args.output / "contamination.md").read_text(), end="")
     return result
@@ -776,7 +1364,10 @@ class _Parser(argparse.ArgumentParser):
             for extra in (e.split("=")[0] for e in extras if e.startswith("-")):
                 same = BUDGET_NAMES.get(extra)  # the latent budget has another name in another command
                 hints += [same] if same in options else difflib.get_close_matches(extra, options, n=1)
-            target.error(f"unrecognized arguments: {' '.join(extras)}" + (f"; did you mean {' or '.join(hints)}?" if hints else ""))
+            target.error(
+                f"unrecognized arguments: {' '.join(extras)}"
+                + (f"; did you mean {' or '.join(hints)}?" if hints else "")
+            )
         return parsed
 
 
@@ -830,7 +1421,13 @@ def _os_fault(exc: BaseException) -> OSError | None:
         if isinstance(exc, OSError) and exc.errno is not None:
             return exc
         text = str(exc)
-        for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):  # safetensors and torch word them in their own errors
+        for code in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EROFS,
+            errno.EACCES,
+            errno.EIO,
+        ):  # safetensors and torch word them in their own errors
             if f"os error {code})" in text or os.strerror(code) in text:
                 return OSError(code, os.strerror(code))
         exc = exc.__cause__ or exc.__context__
@@ -849,7 +1446,16 @@ def _refuse_api_flags(args) -> None:
     """``synthesize``'s API-only flags with a local teacher: one line, before anything (a model) is loaded."""
     if args.command != "synthesize" or args.teacher in ("openai", "anthropic"):
         return
-    given = [flag for flag, value in (("--batch", args.batch), ("--base-url", args.base_url), ("--env-file", args.env_file), ("--max-spend", args.max_spend)) if value]
+    given = [
+        flag
+        for flag, value in (
+            ("--batch", args.batch),
+            ("--base-url", args.base_url),
+            ("--env-file", args.env_file),
+            ("--max-spend", args.max_spend),
+        )
+        if value
+    ]
     if given:
         raise BoltError(
             f"{given[0]} is for the API teachers (--teacher openai or anthropic); --teacher {args.teacher} would ignore it: drop {given[0]}"
@@ -899,7 +1505,9 @@ def main(argv: list[str] | None = None) -> int:
 
     before = os.environ.get(OVERWRITE_ENVIRONMENT)
     if getattr(args, "overwrite", False):
-        os.environ[OVERWRITE_ENVIRONMENT] = "1"  # for the stages a command runs inside itself (em, demo) and their worker processes
+        os.environ[OVERWRITE_ENVIRONMENT] = (
+            "1"  # for the stages a command runs inside itself (em, demo) and their worker processes
+        )
     started = time.time()
     try:
         _check_finite(args)
@@ -926,6 +1534,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop(OVERWRITE_ENVIRONMENT, None)
         else:
             os.environ[OVERWRITE_ENVIRONMENT] = before
-    if args.command not in ("em", "demo", "report") and os.environ.get("RANK", "0") == "0":  # one summary under torchrun
+    if (
+        args.command not in ("em", "demo", "report") and os.environ.get("RANK", "0") == "0"
+    ):  # one summary under torchrun
         print(scrub(json.dumps(result, indent=2, default=str)))
     return 0

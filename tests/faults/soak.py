@@ -34,8 +34,13 @@ STAGES = ("estep", "train", "synthesize", "em")
 
 def environment() -> dict[str, str]:
     return {
-        **os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1",
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "OMP_NUM_THREADS": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
     }
 
 
@@ -69,16 +74,74 @@ def command(stage: str, inputs: dict[str, Path], out: Path) -> tuple[list[str], 
     """The argv of ``stage`` writing under ``out``, and the output to compare."""
     bolt = [sys.executable, "-m", "bolt"]
     if stage == "estep":
-        return [*bolt, "estep", str(inputs["bootstrap"]), "--model", str(inputs["model"]), "-k", "2", "--max-new-tokens", "24",
-                "--batch-prompts", "1", "-o", str(out / "l.jsonl")], out / "l.jsonl"
+        return [
+            *bolt,
+            "estep",
+            str(inputs["bootstrap"]),
+            "--model",
+            str(inputs["model"]),
+            "-k",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--batch-prompts",
+            "1",
+            "-o",
+            str(out / "l.jsonl"),
+        ], out / "l.jsonl"
     if stage == "synthesize":
-        return [*bolt, "synthesize", str(inputs["chunks"]), "--teacher", "oracle", "--batch-size", "1", "-o", str(out / "l.jsonl")], out / "l.jsonl"
+        return [
+            *bolt,
+            "synthesize",
+            str(inputs["chunks"]),
+            "--teacher",
+            "oracle",
+            "--batch-size",
+            "1",
+            "-o",
+            str(out / "l.jsonl"),
+        ], out / "l.jsonl"
     if stage == "train":
-        return [*bolt, "train", str(inputs["latents"]), "--model", "tiny", "--seq-len", "64", "--batch-size", "2", "--steps", "40", "--lr", "3e-3",
-                "--checkpoint-every", "4", "--log-every", "1", "-o", str(out / "m")], out / "m"
+        return [
+            *bolt,
+            "train",
+            str(inputs["latents"]),
+            "--model",
+            "tiny",
+            "--seq-len",
+            "64",
+            "--batch-size",
+            "2",
+            "--steps",
+            "40",
+            "--lr",
+            "3e-3",
+            "--checkpoint-every",
+            "4",
+            "--log-every",
+            "1",
+            "-o",
+            str(out / "m"),
+        ], out / "m"
     if stage == "em":
-        return [*bolt, "em", "--iterations", "1", "-k", "2", "--epochs", "0.25", "--max-latent-tokens", "12", "--seq-len", "64", "--batch-size", "4",
-                "-o", str(out / "em")], out / "em"
+        return [
+            *bolt,
+            "em",
+            "--iterations",
+            "1",
+            "-k",
+            "2",
+            "--epochs",
+            "0.25",
+            "--max-latent-tokens",
+            "12",
+            "--seq-len",
+            "64",
+            "--batch-size",
+            "4",
+            "-o",
+            str(out / "em"),
+        ], out / "em"
     raise ValueError(stage)
 
 
@@ -132,15 +195,25 @@ def compare(stage: str, trial: Trial, reference: Path, output: Path) -> None:
         compare_records(trial, reference, output)
     elif stage == "train":
         trial.weights = weights_difference(reference, output)
-        steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
-        ref_steps = [json.loads(line)["step"] for line in (reference / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
+        steps = [
+            json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines() if '"step"' in line
+        ]
+        ref_steps = [
+            json.loads(line)["step"]
+            for line in (reference / "metrics.jsonl").read_text().splitlines()
+            if '"step"' in line
+        ]
         trial.lost += len(set(ref_steps) - set(steps))  # metrics lines, by step
         trial.duplicated += len(steps) - len(set(steps))
         trial.reordered = steps != sorted(steps)
     elif stage == "em":
         for name in sorted(p.name for p in (reference / "latents").glob("*.jsonl")):
             compare_records(trial, reference / "latents" / name, output / "latents" / name)
-        trial.weights = max(weights_difference(model, output / "models" / model.name) for model in (reference / "models").iterdir() if model.is_dir())
+        trial.weights = max(
+            weights_difference(model, output / "models" / model.name)
+            for model in (reference / "models").iterdir()
+            if model.is_dir()
+        )
 
 
 def run(argv: list[str], timeout: float) -> tuple[int, float, str]:
@@ -149,13 +222,23 @@ def run(argv: list[str], timeout: float) -> tuple[int, float, str]:
     return result.returncode, time.monotonic() - started, result.stderr
 
 
-def trial_run(stage: str, inputs: dict[str, Path], work: Path, reference: Path, reference_seconds: float, rng: random.Random, tolerance: float) -> Trial:
+def trial_run(
+    stage: str,
+    inputs: dict[str, Path],
+    work: Path,
+    reference: Path,
+    reference_seconds: float,
+    rng: random.Random,
+    tolerance: float,
+) -> Trial:
     out = work / f"trial-{rng.randrange(10**9)}"
     out.mkdir()
     argv, output = command(stage, inputs, out)
     trial = Trial(stage, kill_after=round(rng.uniform(0.05, 0.95) * reference_seconds, 2))
     started = time.monotonic()
-    process = subprocess.Popen(argv, env=environment(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        argv, env=environment(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         process.wait(timeout=trial.kill_after)
         trial.notes.append("finished before the kill")
@@ -176,7 +259,9 @@ def trial_run(stage: str, inputs: dict[str, Path], work: Path, reference: Path, 
     return trial
 
 
-def soak(stage: str, trials: int, work: Path, inputs: dict[str, Path], rng: random.Random, tolerance: float, echo=print) -> list[Trial]:
+def soak(
+    stage: str, trials: int, work: Path, inputs: dict[str, Path], rng: random.Random, tolerance: float, echo=print
+) -> list[Trial]:
     reference_dir = work / f"reference-{stage}"
     shutil.rmtree(reference_dir, ignore_errors=True)
     reference_dir.mkdir(parents=True)
@@ -190,28 +275,48 @@ def soak(stage: str, trials: int, work: Path, inputs: dict[str, Path], rng: rand
         trial = trial_run(stage, inputs, work, reference, seconds, rng, tolerance)
         results.append(trial)
         weights = "" if trial.weights is None else f"{trial.weights:.1e}"
-        echo(f"{stage:<10} {number + 1:>3} {trial.kill_after:>8.2f} {str(trial.killed):>6} {str(trial.resumed):>7} {trial.lost:>4} {trial.duplicated:>4} "
-             f"{str(trial.reordered):>9} {trial.differ:>6} {weights:>8} {trial.seconds:>6}  {'; '.join(trial.notes)}")
+        echo(
+            f"{stage:<10} {number + 1:>3} {trial.kill_after:>8.2f} {trial.killed!s:>6} {trial.resumed!s:>7} {trial.lost:>4} {trial.duplicated:>4} "
+            f"{trial.reordered!s:>9} {trial.differ:>6} {weights:>8} {trial.seconds:>6}  {'; '.join(trial.notes)}"
+        )
     return results
 
 
 def failed(trial: Trial, tolerance: float) -> bool:
-    return not trial.resumed or trial.lost or trial.duplicated or trial.reordered or trial.differ or (trial.weights or 0.0) > tolerance
+    return (
+        not trial.resumed
+        or trial.lost
+        or trial.duplicated
+        or trial.reordered
+        or trial.differ
+        or (trial.weights or 0.0) > tolerance
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--stage", default="all", choices=(*STAGES, "all"))
     parser.add_argument("--trials", type=int, default=5, help="SIGKILL/resume trials per stage (default: 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times (default: 0)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest absolute weight difference from the reference (default: 1e-4)")
-    parser.add_argument("--work-dir", type=Path, help="where data and runs go (default: a temporary directory, removed)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest absolute weight difference from the reference (default: 1e-4)",
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="where data and runs go (default: a temporary directory, removed)"
+    )
     args = parser.parse_args(argv)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bolt-soak-"))
     try:
         inputs = prepare(work / "data")
         rng = random.Random(args.seed)
-        print(f"{'stage':<10} {'#':>3} {'kill s':>8} {'killed':>6} {'resumed':>7} {'lost':>4} {'dup':>4} {'reordered':>9} {'differ':>6} {'weights':>8} {'s':>6}  notes")
+        print(
+            f"{'stage':<10} {'#':>3} {'kill s':>8} {'killed':>6} {'resumed':>7} {'lost':>4} {'dup':>4} {'reordered':>9} {'differ':>6} {'weights':>8} {'s':>6}  notes"
+        )
         results = []
         for stage in STAGES if args.stage == "all" else (args.stage,):
             results += soak(stage, args.trials, work, inputs, rng, args.tolerance)
@@ -219,9 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         for stage in dict.fromkeys(t.stage for t in results):
             rows = [t for t in results if t.stage == stage]
             weights = [t.weights for t in rows if t.weights is not None]
-            print(f"{stage:<10} {len(rows):>6} {sum(t.killed for t in rows):>6} {sum(t.lost for t in rows):>4} {sum(t.duplicated for t in rows):>3} "
-                  f"{sum(t.reordered for t in rows):>9} {sum(t.differ for t in rows):>6} {sum(not t.resumed for t in rows):>11} "
-                  f"{(f'{max(weights):.1e}' if weights else '-'):>15}")
+            print(
+                f"{stage:<10} {len(rows):>6} {sum(t.killed for t in rows):>6} {sum(t.lost for t in rows):>4} {sum(t.duplicated for t in rows):>3} "
+                f"{sum(t.reordered for t in rows):>9} {sum(t.differ for t in rows):>6} {sum(not t.resumed for t in rows):>11} "
+                f"{(f'{max(weights):.1e}' if weights else '-'):>15}"
+            )
         return 1 if any(failed(t, args.tolerance) for t in results) else 0
     finally:
         if args.work_dir is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import soak  # noqa: E402
+import soak
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,9 @@ def soak_inputs(tmp_path_factory):
 @pytest.mark.parametrize("stage", soak.STAGES)
 def test_a_killed_run_resumes_to_the_uninterrupted_output(soak_inputs, stage):
     work, inputs = soak_inputs
-    trials = soak.soak(stage, 1, work, inputs, random.Random(soak.STAGES.index(stage)), tolerance=1e-4, echo=lambda line: None)
+    trials = soak.soak(
+        stage, 1, work, inputs, random.Random(soak.STAGES.index(stage)), tolerance=1e-4, echo=lambda line: None
+    )
     for trial in trials:
         assert trial.resumed, trial.notes
         assert (trial.lost, trial.duplicated, trial.reordered, trial.differ) == (0, 0, False, 0), trial

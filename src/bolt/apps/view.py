@@ -46,10 +46,14 @@ def latents_files(paths: list[Path]) -> list[Path]:
             inside = sorted(path.glob("latents/*.jsonl")) + sorted(path.glob("seed-*/latents/*.jsonl"))
             inside = [p for p in inside if not p.name.endswith(".train.jsonl")]
             if not inside:
-                raise BoltError(f"{path}: no latents/*.jsonl here (a run directory of `bolt em` or `bolt demo` has them); name a latents file instead.")
+                raise BoltError(
+                    f"{path}: no latents/*.jsonl here (a run directory of `bolt em` or `bolt demo` has them); name a latents file instead."
+                )
             found.extend(inside)
         else:
-            raise BoltError(f"{path}: no such file or directory; give latents files (bolt.latents/1) or a run directory.")
+            raise BoltError(
+                f"{path}: no such file or directory; give latents files (bolt.latents/1) or a run directory."
+            )
     return found
 
 
@@ -70,8 +74,27 @@ def _number(value: Any) -> float | None:
 
 def collect(files: list[Path]) -> dict[str, Any]:
     """Columns of the page's table: one entry per chunk with a latent in the first file."""
-    columns: dict[str, list[Any]] = {name: [] for name in (
-        "doc", "chunk", "prefix", "text", "latent", "log_p", "log_q", "log_w", "ess", "k", "cut", "correct", "entropy", "length", "candidates", "others")}
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "doc",
+            "chunk",
+            "prefix",
+            "text",
+            "latent",
+            "log_p",
+            "log_q",
+            "log_w",
+            "ess",
+            "k",
+            "cut",
+            "correct",
+            "entropy",
+            "length",
+            "candidates",
+            "others",
+        )
+    }
     where: dict[tuple[str, int], int] = {}
     for file_index, path in enumerate(files):
         for document in iter_documents(path):
@@ -100,13 +123,24 @@ def collect(files: list[Path]) -> dict[str, Any]:
                 columns["correct"].append(latent_is_correct(chunk.prefix, chunk.text, chunk.latent or ""))
                 columns["entropy"].append(_entropy(weights) if weights else None)
                 columns["length"].append(len(chunk.latent or ""))
-                columns["candidates"].append([
-                    [c.get("latent", ""), _number(c.get("log_p_joint")), _number(c.get("log_q")), _number(c.get("log_w")), round(w, 6), c.get("finished") is not False]
-                    for c, w in zip(candidates, weights)
-                ])
+                columns["candidates"].append(
+                    [
+                        [
+                            c.get("latent", ""),
+                            _number(c.get("log_p_joint")),
+                            _number(c.get("log_q")),
+                            _number(c.get("log_w")),
+                            round(w, 6),
+                            c.get("finished") is not False,
+                        ]
+                        for c, w in zip(candidates, weights)
+                    ]
+                )
                 columns["others"].append([None] * (len(files) - 1))
     if not columns["doc"]:
-        raise BoltError(f"{files[0]}: no chunk has a latent to show (a chunks file before `bolt synthesize` / `bolt estep`?).")
+        raise BoltError(
+            f"{files[0]}: no chunk has a latent to show (a chunks file before `bolt synthesize` / `bolt estep`?)."
+        )
     return {"files": _labels(files), "columns": columns}
 
 
@@ -133,7 +167,11 @@ def view(paths: list[Path], output: Path) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     with atomic_path(output / "view.html") as temporary:
         temporary.write_text(page, encoding="utf-8")
-    summary = {"chunks": len(data["columns"]["doc"]), "files": [str(f) for f in files], "page": str(output / "view.html")}
+    summary = {
+        "chunks": len(data["columns"]["doc"]),
+        "files": [str(f) for f in files],
+        "page": str(output / "view.html"),
+    }
     run.finish(**summary)
     return summary
 

@@ -116,7 +116,9 @@ def with_prefixes(texts: list[str], prefix_chunks: int) -> list[Chunk]:
 
 def with_new_prefixes(document: Document, prefix_chunks: int) -> Document:
     """``document`` with the same chunks, each prefix rebuilt from the previous ``prefix_chunks`` chunks (-1: all)."""
-    return Document(id=document.id, chunks=with_prefixes([c.text for c in document.chunks], prefix_chunks), meta=document.meta)
+    return Document(
+        id=document.id, chunks=with_prefixes([c.text for c in document.chunks], prefix_chunks), meta=document.meta
+    )
 
 
 def chunk_document(document: CorpusDocument, config: ChunkConfig) -> Document:
@@ -139,8 +141,15 @@ class HubSource:
     revision: str | None = None
 
 
-def chunk_stage(input_path: Path | str, output_path: Path, config: ChunkConfig, text_field: str = "text", overwrite: bool | None = None,
-                hub: HubSource | None = None, limit: int | None = None) -> dict[str, int]:
+def chunk_stage(
+    input_path: Path | str,
+    output_path: Path,
+    config: ChunkConfig,
+    text_field: str = "text",
+    overwrite: bool | None = None,
+    hub: HubSource | None = None,
+    limit: int | None = None,
+) -> dict[str, int]:
     """``bolt chunk``: a corpus file, or a Hugging Face dataset ``hf:ORG/NAME`` (streamed; ``hub``
     says which config, split and revision), to ``bolt.chunks/1`` at ``output_path``, written
     atomically as the documents stream through (memory does not grow with the corpus).
@@ -153,7 +162,11 @@ def chunk_stage(input_path: Path | str, output_path: Path, config: ChunkConfig, 
     hub = hub or HubSource()
 
     def work(run) -> dict[str, int]:
-        corpus = iter_hub_corpus(str(input_path), text_field, hub.config, hub.split, hub.revision) if from_hub else iter_corpus(input_path, text_field=text_field)
+        corpus = (
+            iter_hub_corpus(str(input_path), text_field, hub.config, hub.split, hub.revision)
+            if from_hub
+            else iter_corpus(input_path, text_field=text_field)
+        )
         counts = {"documents": 0, "chunks": 0}
 
         def documents():
@@ -172,4 +185,13 @@ def chunk_stage(input_path: Path | str, output_path: Path, config: ChunkConfig, 
     if limit is not None:
         stage_config["limit"] = limit
     inputs = None if from_hub else {"corpus": Path(input_path)}
-    return run_stage("chunk", run_dir_for_file(output_path), output_path, stage_config, work, inputs=inputs, seed=config.seed, overwrite=overwrite)
+    return run_stage(
+        "chunk",
+        run_dir_for_file(output_path),
+        output_path,
+        stage_config,
+        work,
+        inputs=inputs,
+        seed=config.seed,
+        overwrite=overwrite,
+    )

@@ -15,7 +15,8 @@ otherwise it starts a small local one (no dashboard, worker logs kept off the te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from bolt.core.progress import progress_bar
 
@@ -57,7 +58,9 @@ def split_shards(items: Sequence[Any], shards: int) -> list[list[Any]]:
     return [run for run in runs if run]
 
 
-def run_shards(function: Callable[..., Any], shard_args: list[tuple], config: ExecutorConfig, desc: str = "shards") -> list[Any]:
+def run_shards(
+    function: Callable[..., Any], shard_args: list[tuple], config: ExecutorConfig, desc: str = "shards"
+) -> list[Any]:
     """``function(*args)`` for every tuple of ``shard_args``; results in shard order."""
     config.validate()
     if config.kind == "local" or not shard_args:
@@ -92,6 +95,8 @@ def _run_on_ray(function, shard_args, config: ExecutorConfig, desc: str) -> list
             try:
                 results[pending[ready[0]]] = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
-                raise BoltError(f"shard {pending[ready[0]]} failed on Ray after {config.max_retries} retries: {exc}. Rerun the same command to resume.") from None
+                raise BoltError(
+                    f"shard {pending[ready[0]]} failed on Ray after {config.max_retries} retries: {exc}. Rerun the same command to resume."
+                ) from None
             progress.update(1)
     return results

@@ -51,7 +51,9 @@ def _order(jobs: dict[str, Job]) -> list[str]:
     while len(ordered) < len(jobs):
         ready = [name for name, job in jobs.items() if name not in placed and set(job.after) <= placed]
         if not ready:
-            missing = {name: [d for d in job.after if d not in jobs] for name, job in jobs.items() if name not in placed}
+            missing = {
+                name: [d for d in job.after if d not in jobs] for name, job in jobs.items() if name not in placed
+            }
             raise BoltError(f"job graph: jobs wait on unknown or circular dependencies: {missing}.")
         ordered += ready
         placed.update(ready)
@@ -72,7 +74,12 @@ def _depths(jobs: dict[str, Job]) -> dict[str, int]:
     return depths
 
 
-def run_graph(jobs: dict[str, Job], workers: int = 1, threads: int | None = None, report: Callable[[str, Any, float], None] | None = None) -> dict[str, Any]:
+def run_graph(
+    jobs: dict[str, Job],
+    workers: int = 1,
+    threads: int | None = None,
+    report: Callable[[str, Any, float], None] | None = None,
+) -> dict[str, Any]:
     """Run every job after its dependencies; return name -> result.
 
     Among the jobs that are ready, the one that starts the longest chain goes first (the
@@ -96,7 +103,9 @@ def run_graph(jobs: dict[str, Job], workers: int = 1, threads: int | None = None
         return results
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     running: dict[Future, str] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+    ) as pool:
         while len(results) < len(jobs):
             for name in order:
                 job = jobs[name]

@@ -67,7 +67,9 @@ def tokenize_document(tokenizer, document: Document, with_latents: bool) -> Toke
     latents = None
     if with_latents:
         # The E-step stores the sampled ids when the latent text does not re-tokenise to them.
-        latents = [chunk.extra.get("latent_token_ids") or encode(tokenizer, chunk.latent or "") for chunk in document.chunks]
+        latents = [
+            chunk.extra.get("latent_token_ids") or encode(tokenizer, chunk.latent or "") for chunk in document.chunks
+        ]
     synthetic = document.meta.get("synthetic")
     return TokenizedDocument(
         id=document.id,
@@ -94,7 +96,9 @@ _FORMS = {
 }
 
 
-def render(document: TokenizedDocument, layout: Layout, markers: MarkerIds, rng: np.random.Generator, raw_ratio: float = 0.0) -> list[int]:
+def render(
+    document: TokenizedDocument, layout: Layout, markers: MarkerIds, rng: np.random.Generator, raw_ratio: float = 0.0
+) -> list[int]:
     """One training sequence for ``document``; coins come from ``rng`` (re-drawn every epoch)."""
     if raw_ratio > 0 and rng.random() < raw_ratio:
         layout = Layout.RAW
@@ -159,5 +163,10 @@ def rendered_length(
     body = text_tokens + (latent_tokens if latent_tokens is not None else _no_latents(document_id))
     if layout is Layout.RANDOM:
         posterior = int(np.count_nonzero(rng.random(chunks) >= 0.5))  # render: joint if a coin < 0.5
-        return ends + body + (chunks - posterior) * _markers_per_chunk(Layout.JOINT, markers) + posterior * _markers_per_chunk(Layout.POSTERIOR, markers)
+        return (
+            ends
+            + body
+            + (chunks - posterior) * _markers_per_chunk(Layout.JOINT, markers)
+            + posterior * _markers_per_chunk(Layout.POSTERIOR, markers)
+        )
     return ends + body + chunks * _markers_per_chunk(layout, markers)

@@ -20,17 +20,25 @@ from bolt.errors import BoltError
 
 PRESETS: dict[str, dict[str, int]] = {
     # ~0.2M parameters: unit tests and the quick start.
-    "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4),
+    "tiny": dict(
+        hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4
+    ),
     # ~0.9M parameters: the embedded world's model (bolt demo).
-    "world": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
+    "world": dict(
+        hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4
+    ),
     # ~3.3M parameters: CPU experiments in minutes.
-    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4),
+    "small": dict(
+        hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4
+    ),
 }
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable characters (used by ByteLevel)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -99,7 +107,9 @@ def _hub_cache() -> str:
     """The hub cache as huggingface_hub reads it, looked up now (the library reads the environment once, at import)."""
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
     return os.path.join(home, "hub")
 
 
@@ -121,11 +131,19 @@ def model_path(spec: str | Path, revision: str | None = None) -> Path:
     at = f" at revision {revision}" if revision else ""
     get = f"download it with `hf download {spec}{f' --revision {revision}' if revision else ''}` (huggingface-cli download in older huggingface_hub) where there is a network, with the same HF_HOME, or pass a local model directory (with config.json)"
     try:
-        folder = Path(snapshot_download(spec, revision=revision, cache_dir=cache, local_files_only=offline, allow_patterns=HUB_PATTERNS))
+        folder = Path(
+            snapshot_download(
+                spec, revision=revision, cache_dir=cache, local_files_only=offline, allow_patterns=HUB_PATTERNS
+            )
+        )
         if not offline and not any(folder.glob("*.safetensors")):  # an older repository: PyTorch .bin weights only
-            folder = Path(snapshot_download(spec, revision=revision, cache_dir=cache, allow_patterns=HUB_PATTERNS + ["*.bin"]))
+            folder = Path(
+                snapshot_download(spec, revision=revision, cache_dir=cache, allow_patterns=HUB_PATTERNS + ["*.bin"])
+            )
     except RevisionNotFoundError:
-        raise BoltError(f"{spec}: the Hugging Face hub has this model but no revision {revision!r}; pass a branch, tag or commit it has with --revision.") from None
+        raise BoltError(
+            f"{spec}: the Hugging Face hub has this model but no revision {revision!r}; pass a branch, tag or commit it has with --revision."
+        ) from None
     except RepositoryNotFoundError:
         raise BoltError(
             f"{spec}: no such model directory, and no model {spec!r} on the Hugging Face hub (or it is private or gated: log in with `hf auth login`); "
@@ -133,10 +151,14 @@ def model_path(spec: str | Path, revision: str | None = None) -> Path:
         ) from None
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
-        raise BoltError(f"{spec}: no such model directory, and no hub model {spec!r}{at} in the Hugging Face cache {cache} ({why}): {get}.") from None
+        raise BoltError(
+            f"{spec}: no such model directory, and no hub model {spec!r}{at} in the Hugging Face cache {cache} ({why}): {get}."
+        ) from None
     except Exception as exc:
         if type(exc).__module__.startswith(("huggingface_hub", "requests", "httpx")):
-            raise BoltError(f"{spec}: no such model directory, and the Hugging Face hub could not give model {spec!r}{at} ({type(exc).__name__}): {get}.") from None
+            raise BoltError(
+                f"{spec}: no such model directory, and the Hugging Face hub could not give model {spec!r}{at} ({type(exc).__name__}): {get}."
+            ) from None
         raise
     return folder
 
@@ -147,9 +169,13 @@ def check_model_dir(path: str | Path) -> None:
     what `bolt train` recorded (a truncated model.safetensors)."""
     path = model_path(path)
     if not path.exists():
-        raise BoltError(f"{path}: no such model directory. Pass an HF model directory (with config.json), a Hugging Face hub id (org/name), or for train and em a preset ({', '.join(PRESETS)}).")
+        raise BoltError(
+            f"{path}: no such model directory. Pass an HF model directory (with config.json), a Hugging Face hub id (org/name), or for train and em a preset ({', '.join(PRESETS)})."
+        )
     if not path.is_dir():
-        raise BoltError(f"{path}: is a file; --model takes a model directory (with config.json), such as the -o of `bolt train`.")
+        raise BoltError(
+            f"{path}: is a file; --model takes a model directory (with config.json), such as the -o of `bolt train`."
+        )
     manifest = _bolt_manifest(path)
     if manifest is not None and manifest.get("command") == "train" and manifest.get("status") != "complete":
         raise BoltError(
@@ -157,7 +183,9 @@ def check_model_dir(path: str | Path) -> None:
             "to finish it (it resumes from its last checkpoint), or pass a finished model directory."
         )
     if not (path / "config.json").is_file():
-        raise BoltError(f"{path}: not a Hugging Face model directory (no config.json). Save models with `save_pretrained`.")
+        raise BoltError(
+            f"{path}: not a Hugging Face model directory (no config.json). Save models with `save_pretrained`."
+        )
     for name, recorded in ((manifest or {}).get("outputs") or {}).items():
         file = path / name
         if file.is_file() and isinstance(recorded, dict) and file.stat().st_size != recorded.get("size"):
@@ -166,11 +194,12 @@ def check_model_dir(path: str | Path) -> None:
                 "rerun the same `bolt train` command, which trains a damaged model again, or restore the file."
             )
 
-
     for file in sorted(path.glob("*.safetensors")):
         problem = safetensors_problem(file)
         if problem:
-            raise BoltError(f"{file}: {problem}: the file is damaged or truncated; retrain the model (rerun its `bolt train` command) or restore the file.")
+            raise BoltError(
+                f"{file}: {problem}: the file is damaged or truncated; retrain the model (rerun its `bolt train` command) or restore the file."
+            )
 
 
 _check_model_dir = check_model_dir
@@ -210,7 +239,9 @@ def load_tokenizer(path: str | Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
-        raise BoltError(f"{path}: cannot load a tokenizer ({exc}). The directory needs the tokenizer files saved by `save_pretrained`.") from None
+        raise BoltError(
+            f"{path}: cannot load a tokenizer ({exc}). The directory needs the tokenizer files saved by `save_pretrained`."
+        ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -233,11 +264,15 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise BoltError(f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch.")
+            raise BoltError(
+                f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch."
+            )
         return torch.device(name)
     if name == "mps":
         if not _mps_available():
-            raise BoltError(f"--device mps: torch sees no Apple GPU here (torch {torch.__version__}; MPS needs macOS on Apple silicon). Use --device cpu.")
+            raise BoltError(
+                f"--device mps: torch sees no Apple GPU here (torch {torch.__version__}; MPS needs macOS on Apple silicon). Use --device cpu."
+            )
         return torch.device("mps")
     raise BoltError(f"unknown --device {name!r}; choose auto, cpu, cuda, cuda:N or mps.")
 
@@ -249,7 +284,12 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, from_scratch: bool = False, device: str | torch.device | None = None):
+def load_model(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    from_scratch: bool = False,
+    device: str | torch.device | None = None,
+):
     """Load a causal LM (or only its config, randomly initialised, when ``from_scratch``), on ``device`` if given (see ``resolve_device``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -280,7 +320,9 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, from_scratc
         ) from None
 
 
-def load_model_and_tokenizer(spec: str | Path, seed: int = 0, from_scratch: bool = False, dtype: torch.dtype = torch.float32):
+def load_model_and_tokenizer(
+    spec: str | Path, seed: int = 0, from_scratch: bool = False, dtype: torch.dtype = torch.float32
+):
     """``spec`` is a preset name or an HF model directory."""
     if str(spec) in PRESETS and not Path(spec).exists():
         return preset_model(str(spec), seed=seed)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 QUIET_SECONDS = 10.0
 """No line before this many seconds: a run that short needs no progress report."""
@@ -33,8 +34,19 @@ def _duration(seconds: float) -> str:
 class LogProgress:
     """The subset of tqdm's interface that bolt uses (``update``, ``set_postfix``, ``close``, iteration, ``with``), as log lines."""
 
-    def __init__(self, iterable: Iterable | None = None, total: float | None = None, initial: float = 0, desc: str = "", unit: str = "it",
-                 file=None, interval: float = INTERVAL_SECONDS, step_share: float = STEP_SHARE, quiet: float = QUIET_SECONDS, **_: Any):
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        total: float | None = None,
+        initial: float = 0,
+        desc: str = "",
+        unit: str = "it",
+        file=None,
+        interval: float = INTERVAL_SECONDS,
+        step_share: float = STEP_SHARE,
+        quiet: float = QUIET_SECONDS,
+        **_: Any,
+    ):
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.n = self.initial = initial
@@ -51,8 +63,16 @@ class LogProgress:
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
-        done = f"{self.n:g}/{self.total:g} {self.unit} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n:g} {self.unit}"
-        eta = f", {_duration((self.total - self.n) / rate)} left" if self.total and rate > 0 and self.n < self.total else ""
+        done = (
+            f"{self.n:g}/{self.total:g} {self.unit} ({100 * self.n / self.total:.0f}%)"
+            if self.total
+            else f"{self.n:g} {self.unit}"
+        )
+        eta = (
+            f", {_duration((self.total - self.n) / rate)} left"
+            if self.total and rate > 0 and self.n < self.total
+            else ""
+        )
         return f"{self.desc}: {done} in {_duration(elapsed)}, {rate:.3g} {self.unit}/s{eta}{self.postfix}"
 
     def _print(self) -> None:

@@ -27,7 +27,8 @@ import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Iterator
+from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from bolt.errors import BoltError
 
@@ -168,7 +169,9 @@ def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BoltError(f"{path}: not a UTF-8 JSON array of objects ({exc}). Use JSONL for large corpora.") from None
+            raise BoltError(
+                f"{path}: not a UTF-8 JSON array of objects ({exc}). Use JSONL for large corpora."
+            ) from None
         if not isinstance(rows, list):
             raise BoltError(f"{path}: a .json corpus must be an array of objects; use .jsonl for one object per line.")
         for row_number, row in enumerate(rows):
@@ -188,7 +191,9 @@ def is_hub_corpus(source: str | Path) -> bool:
     return str(source).startswith(HUB_PREFIX)
 
 
-def iter_hub_corpus(source: str, text_field: str = "text", config: str | None = None, split: str = "train", revision: str | None = None) -> Iterator[CorpusDocument]:
+def iter_hub_corpus(
+    source: str, text_field: str = "text", config: str | None = None, split: str = "train", revision: str | None = None
+) -> Iterator[CorpusDocument]:
     """The documents of a Hugging Face dataset (``hf:ORG/NAME``), streamed row by row (nothing is
     downloaded whole); the same checks as ``iter_corpus``. Ids: the row's ``id``, else ``NAME-<row>``."""
     import datasets
@@ -219,8 +224,13 @@ def iter_corpus(path: str | Path, text_field: str = "text") -> Iterator[CorpusDo
     yield from _documents(_iter_rows(path), text_field, str(path), lambda index: f"{path.stem}-{index}")
 
 
-def _documents(rows: Iterator[tuple[str, dict[str, Any]]], text_field: str, source: str, default_id: Callable[[int], str],
-               scalar_meta: bool = False) -> Iterator[CorpusDocument]:
+def _documents(
+    rows: Iterator[tuple[str, dict[str, Any]]],
+    text_field: str,
+    source: str,
+    default_id: Callable[[int], str],
+    scalar_meta: bool = False,
+) -> Iterator[CorpusDocument]:
     """Corpus documents from ``(position, row)`` pairs: the text field checked, empty documents skipped
     with a warning, ids unique (a row's ``id``, else ``default_id(row number)``), the other fields as
     meta (``scalar_meta``: only strings, numbers, booleans and nulls)."""
@@ -249,7 +259,12 @@ def _documents(rows: Iterator[tuple[str, dict[str, Any]]], text_field: str, sour
         if doc_id in seen:
             raise BoltError(f"{position}: duplicate id {doc_id!r} (first at {seen[doc_id]}). Ids must be unique.")
         seen[doc_id] = position
-        meta = {key: value for key, value in row.items() if key not in (text_field, "id") and (not scalar_meta or value is None or isinstance(value, (str, int, float, bool)))}
+        meta = {
+            key: value
+            for key, value in row.items()
+            if key not in (text_field, "id")
+            and (not scalar_meta or value is None or isinstance(value, (str, int, float, bool)))
+        }
         count += 1
         yield CorpusDocument(id=doc_id, text=text, meta=meta)
     if skipped:
@@ -284,7 +299,9 @@ def iter_documents(path: str | Path, require_latents: bool = False) -> Iterator[
         raise BoltError(f"{path}: no documents found.")
 
 
-def iter_documents_at(path: str | Path, require_latents: bool = False, offset: int = 0, line_number: int = 1, ordinal: int = 0) -> Iterator[tuple[int, int, Document]]:
+def iter_documents_at(
+    path: str | Path, require_latents: bool = False, offset: int = 0, line_number: int = 1, ordinal: int = 0
+) -> Iterator[tuple[int, int, Document]]:
     """``(byte offset, line number, document)`` of each document of a ``bolt.chunks/1`` file, from the
     line that starts at byte ``offset`` (line ``line_number``, ``ordinal`` documents before it):
     where a shard that reads part of the file seeks to."""
@@ -348,7 +365,10 @@ class DocumentScan:
 
     def shards(self, count: int) -> list[tuple[int, DocumentRange]]:
         """``(shard index, range)`` of the ``count`` contiguous shards that hold a document still to do."""
-        ranges = [DocumentRange(self.path, r.start, r.stop, self.offsets[r.start], self.lines[r.start]) for r in split_ranges(len(self), count)]
+        ranges = [
+            DocumentRange(self.path, r.start, r.stop, self.offsets[r.start], self.lines[r.start])
+            for r in split_ranges(len(self), count)
+        ]
         return [(index, shard) for index, shard in enumerate(ranges) if any(self.todo[shard.start : shard.stop])]
 
 
@@ -363,8 +383,14 @@ def split_ranges(count: int, shards: int) -> list[range]:
     return [r for r in ranges if r]
 
 
-def document_from_row(path: Path, line_number: int, row: dict[str, Any], ordinal: int, require_latents: bool = False,
-                      seen: set[str] | None = None) -> Document:
+def document_from_row(
+    path: Path,
+    line_number: int,
+    row: dict[str, Any],
+    ordinal: int,
+    require_latents: bool = False,
+    seen: set[str] | None = None,
+) -> Document:
     """The document of one line of a ``bolt.chunks/1``/``bolt.latents/1`` file, checked.
 
     ``ordinal``: how many documents come before it (its default id is ``<file stem>-<ordinal>``).
@@ -539,7 +565,12 @@ def _partial_row(line: bytes) -> dict[str, Any] | None:
         row = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
-    if not (isinstance(row, dict) and isinstance(row.get("config_key"), str) and isinstance(row.get("document"), dict) and "id" in row["document"]):
+    if not (
+        isinstance(row, dict)
+        and isinstance(row.get("config_key"), str)
+        and isinstance(row.get("document"), dict)
+        and "id" in row["document"]
+    ):
         return None
     return row
 

@@ -35,7 +35,8 @@ import warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from bolt.errors import BoltError
 from bolt.core.scrub import scrub
@@ -45,7 +46,16 @@ OVERWRITE_ENVIRONMENT = "BOLT_OVERWRITE"
 """Set to 1 (``bolt COMMAND --overwrite`` does) to let every stage of this process and its
 workers replace bolt's outputs of another config."""
 
-SCRATCH = ("metrics.jsonl", "checkpoints", "tokens", "partial.jsonl", "partial-*.jsonl", "failures.jsonl", "spend.json", "bounds.partial.jsonl")
+SCRATCH = (
+    "metrics.jsonl",
+    "checkpoints",
+    "tokens",
+    "partial.jsonl",
+    "partial-*.jsonl",
+    "failures.jsonl",
+    "spend.json",
+    "bounds.partial.jsonl",
+)
 """What bolt writes in a run directory besides the manifest and the recorded outputs: removed
 when ``--overwrite`` replaces a run of another config (caches such as teacher-cache.sqlite,
 keyed by what they hold, stay)."""
@@ -63,6 +73,7 @@ def _without(value: Any, ignore: tuple[str, ...]) -> Any:
     if isinstance(value, list):
         return [_without(item, ignore) for item in value]
     return value
+
 
 _PACKAGES = ("bolt-latent", "torch", "transformers", "accelerate", "tokenizers", "safetensors", "nupunkt")
 
@@ -126,8 +137,15 @@ class RunDir:
             return []
         return sorted(entry.name for entry in self.path.iterdir() if entry.name not in own and not is_temporary(entry))
 
-    def claim(self, command: str, config: Any, overwrite: bool | None = None, ignore: tuple[str, ...] = (), own: tuple[str, ...] = (),
-              replace: bool = True) -> bool:
+    def claim(
+        self,
+        command: str,
+        config: Any,
+        overwrite: bool | None = None,
+        ignore: tuple[str, ...] = (),
+        own: tuple[str, ...] = (),
+        replace: bool = True,
+    ) -> bool:
         """Check that ``command`` with ``config`` may write here; refuse with a ``BoltError`` otherwise.
 
         Allowed: no directory, an empty one, or a run directory of the same command and config
@@ -139,7 +157,9 @@ class RunDir:
         with ``remove_written``).
         """
         if self.path.exists() and not self.path.is_dir():
-            raise BoltError(f"{self.path}: is a file, where bolt needs a directory; name a directory that does not exist yet (or an empty one).")
+            raise BoltError(
+                f"{self.path}: is a file, where bolt needs a directory; name a directory that does not exist yet (or an empty one)."
+            )
         check_parent_directories(self.path)
         manifest = self.read_manifest()
         if manifest is None:
@@ -151,7 +171,9 @@ class RunDir:
                     "even with --overwrite: name another output path."
                 )
             return False
-        if manifest.get("command") == command and _without(manifest.get("config"), ignore) == _without(config_to_json(config), ignore):
+        if manifest.get("command") == command and _without(manifest.get("config"), ignore) == _without(
+            config_to_json(config), ignore
+        ):
             return False
         what = f"`bolt {manifest['command']}`" if manifest.get("command") else "bolt"
         if not overwrite_allowed(overwrite):
@@ -176,7 +198,8 @@ class RunDir:
     def record_outputs(self, paths: list[str | Path]) -> None:
         """Record the size and sha256 of each output file in the manifest that ``finish`` writes."""
         self._manifest["outputs"] = {
-            os.path.relpath(path, self.path): {"size": Path(path).stat().st_size, "sha256": file_sha256(path)} for path in paths
+            os.path.relpath(path, self.path): {"size": Path(path).stat().st_size, "sha256": file_sha256(path)}
+            for path in paths
         }
 
     def verify_outputs(self) -> list[str]:
@@ -214,7 +237,9 @@ class RunDir:
         manifest, metrics and temporaries (no partial results to resume from), and none of ``keep`` exists."""
         if not self.path.is_dir() or any(Path(path).exists() for path in keep):
             return
-        if all(entry.name in ("manifest.json", "metrics.jsonl") or is_temporary(entry) for entry in self.path.iterdir()):
+        if all(
+            entry.name in ("manifest.json", "metrics.jsonl") or is_temporary(entry) for entry in self.path.iterdir()
+        ):
             shutil.rmtree(self.path, ignore_errors=True)
 
     def is_complete(self, config: Any, inputs: dict[str, str | Path] | None = None) -> bool:
@@ -223,9 +248,15 @@ class RunDir:
         if not (manifest and manifest.get("status") == "complete" and manifest.get("config") == config_to_json(config)):
             return False
         recorded = manifest.get("inputs", {})
-        return all(recorded.get(name, {}).get("sha256") == file_sha256(p) for name, p in (inputs or {}).items() if Path(p).is_file())
+        return all(
+            recorded.get(name, {}).get("sha256") == file_sha256(p)
+            for name, p in (inputs or {}).items()
+            if Path(p).is_file()
+        )
 
-    def start(self, command: str, config: Any, inputs: dict[str, str | Path] | None = None, seed: int | None = None) -> None:
+    def start(
+        self, command: str, config: Any, inputs: dict[str, str | Path] | None = None, seed: int | None = None
+    ) -> None:
         """Write a 'running' manifest. Inputs are hashed so results can be traced.
 
         A directory that is not empty and has no manifest is refused (``claim`` says more).
@@ -238,11 +269,17 @@ class RunDir:
         self._started = time.monotonic()
         self._manifest = {
             "command": command,
-            "argv": [scrub(arg) for arg in sys.argv],  # a --base-url http://user:KEY@host, say, also when called as a library
+            "argv": [
+                scrub(arg) for arg in sys.argv
+            ],  # a --base-url http://user:KEY@host, say, also when called as a library
             "config": config_to_json(config),
             "seed": seed,
             "versions": package_versions(),
-            "inputs": {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in (inputs or {}).items() if Path(p).is_file()},
+            "inputs": {
+                name: {"path": str(p), "sha256": file_sha256(p)}
+                for name, p in (inputs or {}).items()
+                if Path(p).is_file()
+            },
             "started_at": _now(),
             "first_started_at": previous.get("first_started_at", _now()),
             "status": "running",
@@ -264,7 +301,13 @@ class RunDir:
         if not manifest or manifest.get("status") != "running":
             return False
         interrupted = isinstance(error, KeyboardInterrupt)
-        text = "interrupted (Ctrl-C or SIGINT)" if interrupted else str(error) if isinstance(error, BoltError) else f"{type(error).__name__}: {error}"
+        text = (
+            "interrupted (Ctrl-C or SIGINT)"
+            if interrupted
+            else str(error)
+            if isinstance(error, BoltError)
+            else f"{type(error).__name__}: {error}"
+        )
         manifest.update(status="interrupted" if interrupted else "failed", failed_at=_now(), error=scrub(text)[:2000])
         try:
             write_json(self.manifest_path, manifest)
@@ -303,7 +346,9 @@ def check_output_path(command: str, output: Path, run: RunDir, inputs: dict[str,
     """Refuse an output file that is also an input, is a directory, or exists without bolt's manifest."""
     for name, path in (inputs or {}).items():
         if Path(path).resolve() == output.resolve():
-            raise BoltError(f"{output}: is also the {name} input of `bolt {command}`; writing it would destroy the input: name another output path with -o.")
+            raise BoltError(
+                f"{output}: is also the {name} input of `bolt {command}`; writing it would destroy the input: name another output path with -o."
+            )
     if output.is_dir():
         raise BoltError(f"{output}: is a directory; -o names the output file of `bolt {command}`.")
     check_parent_directories(output)
@@ -313,8 +358,19 @@ def check_output_path(command: str, output: Path, run: RunDir, inputs: dict[str,
         )
 
 
-def run_stage(command: str, run: RunDir, output: Path, config: Any, work: Callable[[RunDir], dict], inputs: dict[str, Path] | None = None, seed: int | None = None,
-              overwrite: bool | None = None, ignore: tuple[str, ...] = (), own: tuple[str, ...] = (), extra_outputs: tuple[Path, ...] = ()) -> dict:
+def run_stage(
+    command: str,
+    run: RunDir,
+    output: Path,
+    config: Any,
+    work: Callable[[RunDir], dict],
+    inputs: dict[str, Path] | None = None,
+    seed: int | None = None,
+    overwrite: bool | None = None,
+    ignore: tuple[str, ...] = (),
+    own: tuple[str, ...] = (),
+    extra_outputs: tuple[Path, ...] = (),
+) -> dict:
     """Run ``work`` inside ``run`` unless a complete run with the same config already produced ``output``, intact.
 
     ``output`` is claimed first (``check_output_path``, ``RunDir.claim`` with ``overwrite``,

@@ -70,7 +70,9 @@ def add_latent_tokens(tokenizer, model) -> int:
     for token in LATENT_TOKENS:
         ids = tokenizer.encode(token, add_special_tokens=False)
         if len(ids) != 1:
-            raise BoltError(f"the tokenizer splits {token!r} into {len(ids)} tokens; it must be a single special token.")
+            raise BoltError(
+                f"the tokenizer splits {token!r} into {len(ids)} tokens; it must be a single special token."
+            )
     old_rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > old_rows:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)

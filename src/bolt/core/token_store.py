@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from bolt.core.progress import progress_bar
@@ -62,7 +62,15 @@ from bolt.core.rundir import file_sha256
 from bolt.core.special_tokens import MarkerIds
 
 FORMAT = "bolt.tokens/1"
-_ARRAYS = ("tokens", "document_chunks", "chunk_text", "chunk_latent", "document_synthetic", "document_ids", "document_id_offsets")
+_ARRAYS = (
+    "tokens",
+    "document_chunks",
+    "chunk_text",
+    "chunk_latent",
+    "document_synthetic",
+    "document_ids",
+    "document_id_offsets",
+)
 _PROBE = "Tokenizer probe: héllo wörld, 12+30=42. <|START_OF_LATENT|>\n\tx"
 _BLOCK = 1024  # documents tokenised between two writes
 
@@ -107,7 +115,11 @@ class StoreKey:
         return f"{self.source_sha256[:16]}-{self.tokenizer[:16]}"
 
     def matches(self, header: dict) -> bool:
-        return header.get("format") == FORMAT and header.get("source", {}).get("sha256") == self.source_sha256 and header.get("tokenizer", {}).get("fingerprint") == self.tokenizer
+        return (
+            header.get("format") == FORMAT
+            and header.get("source", {}).get("sha256") == self.source_sha256
+            and header.get("tokenizer", {}).get("fingerprint") == self.tokenizer
+        )
 
 
 class _ArrayWriter:
@@ -128,9 +140,15 @@ class _ArrayWriter:
         self.rows += len(values)
 
     def close(self) -> None:
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.rows, *self.row_shape)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": (self.rows, *self.row_shape),
+        }
         start = np.lib.format.magic(1, 0)
-        text = repr(header).encode("latin1").ljust(self.HEADER_BYTES - len(start) - 2 - 1) + b"\n"  # NPY 1.0: spaces, then a newline
+        text = (
+            repr(header).encode("latin1").ljust(self.HEADER_BYTES - len(start) - 2 - 1) + b"\n"
+        )  # NPY 1.0: spaces, then a newline
         self.handle.seek(0)
         self.handle.write(start + struct.pack("<H", len(text)) + text)
         self.handle.close()
@@ -171,7 +189,9 @@ def _tokenize_block(tokenizer, dtype: np.dtype, source: Path, documents: list[Do
     pieces: list[list[int]] = []
     text_spans, latent_spans, synthetic_spans = [], [], []
     position = 0
-    counts = dict(documents=len(documents), chunks_without_latent=0, documents_with_synthetic=0, documents_with_synthetic_field=0)
+    counts = dict(
+        documents=len(documents), chunks_without_latent=0, documents_with_synthetic=0, documents_with_synthetic_field=0
+    )
     for document in documents:
         tokenized = tokenize_document(tokenizer, document, with_latents=True)
         for chunk, text, latent in zip(document.chunks, tokenized.texts, tokenized.latents):
@@ -205,7 +225,9 @@ def _tokenize_block(tokenizer, dtype: np.dtype, source: Path, documents: list[Do
     )
 
 
-def _token_array(pieces: list[list[int]], count: int, dtype: np.dtype, source: Path, documents: list[Document], vocabulary: int) -> np.ndarray:
+def _token_array(
+    pieces: list[list[int]], count: int, dtype: np.dtype, source: Path, documents: list[Document], vocabulary: int
+) -> np.ndarray:
     try:
         tokens = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64, count=count)
     except (TypeError, ValueError, OverflowError):
@@ -227,7 +249,9 @@ def _start_worker(tokenizer, dtype: np.dtype, source: Path, require_latents: boo
     _WORKER = (tokenizer, dtype, source, require_latents)
 
 
-def _tokenize_lines(lines: list[tuple[int, bytes]], first_ordinal: int) -> tuple[_Block, list[tuple[int, str]], BoltError | None]:
+def _tokenize_lines(
+    lines: list[tuple[int, bytes]], first_ordinal: int
+) -> tuple[_Block, list[tuple[int, str]], BoltError | None]:
     """In a worker: read non-blank lines as the reader does (its checks, but for repeated ids) and tokenise them.
 
     Returns the block of the documents before the first bad line, their line numbers and
@@ -237,7 +261,9 @@ def _tokenize_lines(lines: list[tuple[int, bytes]], first_ordinal: int) -> tuple
     documents, positions, error = [], [], None
     try:
         for ordinal, (line_number, raw) in enumerate(lines, start=first_ordinal):
-            document = document_from_row(source, line_number, parse_jsonl_line(source, line_number, raw), ordinal, require_latents)
+            document = document_from_row(
+                source, line_number, parse_jsonl_line(source, line_number, raw), ordinal, require_latents
+            )
             documents.append(document)
             positions.append((line_number, document.id))
     except BoltError as exc:
@@ -262,7 +288,9 @@ def _line_blocks(source: Path) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
         yield block, before
 
 
-def _tokenized_blocks(source: Path, require_latents: bool, tokenizer, dtype: np.dtype, workers: int) -> Iterator[_Block]:
+def _tokenized_blocks(
+    source: Path, require_latents: bool, tokenizer, dtype: np.dtype, workers: int
+) -> Iterator[_Block]:
     """The source's documents in tokenised blocks of ``_BLOCK``, in order.
 
     One process: the reader, then ``_tokenize_block``. Several (chunked/latent JSONL only):
@@ -285,7 +313,9 @@ def _tokenized_blocks(source: Path, require_latents: bool, tokenizer, dtype: np.
         return block
 
     # spawn, not fork: the caller may hold torch's threads and a process group.
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(tokenizer, dtype, source, require_latents)) as pool:
+    with multiprocessing.get_context("spawn").Pool(
+        workers, initializer=_start_worker, initargs=(tokenizer, dtype, source, require_latents)
+    ) as pool:
         pending: deque = deque()
         for lines, before in _line_blocks(source):
             pending.append(pool.apply_async(_tokenize_lines, (lines, before)))
@@ -305,10 +335,20 @@ class _Writer:
         self.dtype = dtype
         shapes = {"chunk_text": (2,), "chunk_latent": (2,), "document_synthetic": (2,)}
         dtypes = {"tokens": dtype.str, "document_ids": "<u1"}
-        self.arrays = {name: _ArrayWriter(directory / f"{name}.npy", dtypes.get(name, "<i8"), shapes.get(name, ())) for name in _ARRAYS}
+        self.arrays = {
+            name: _ArrayWriter(directory / f"{name}.npy", dtypes.get(name, "<i8"), shapes.get(name, ()))
+            for name in _ARRAYS
+        }
         self.arrays["document_chunks"].append(np.zeros(1))
         self.arrays["document_id_offsets"].append(np.zeros(1))
-        self.counts = dict(documents=0, chunks=0, tokens=0, chunks_without_latent=0, documents_with_synthetic=0, documents_with_synthetic_field=0)
+        self.counts = dict(
+            documents=0,
+            chunks=0,
+            tokens=0,
+            chunks_without_latent=0,
+            documents_with_synthetic=0,
+            documents_with_synthetic_field=0,
+        )
         self.id_bytes = 0
 
     def write(self, block: _Block) -> None:
@@ -331,7 +371,9 @@ class _Writer:
         return {**self.counts, "dtype": self.dtype.name}
 
 
-def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, require_latents: bool = False, workers: int = 1) -> TokenStore:
+def build_token_store(
+    source: Path, tokenizer, directory: Path, key: StoreKey, require_latents: bool = False, workers: int = 1
+) -> TokenStore:
     """Tokenise ``source`` into a store at ``directory``, streaming: a few blocks of documents in memory at a time.
 
     ``workers``: processes that read and tokenise a chunked/latent file (a plain corpus is
@@ -354,8 +396,16 @@ def build_token_store(source: Path, tokenizer, directory: Path, key: StoreKey, r
                 progress.update(len(block.chunks_per_document))
         header = {
             "format": FORMAT,
-            "source": {"path": str(source), "sha256": key.source_sha256, "kind": "chunks" if is_chunked_file(source) else "corpus"},
-            "tokenizer": {"fingerprint": key.tokenizer, "class": type(tokenizer).__name__, "vocab_size": len(tokenizer)},
+            "source": {
+                "path": str(source),
+                "sha256": key.source_sha256,
+                "kind": "chunks" if is_chunked_file(source) else "corpus",
+            },
+            "tokenizer": {
+                "fingerprint": key.tokenizer,
+                "class": type(tokenizer).__name__,
+                "vocab_size": len(tokenizer),
+            },
             **writer.finish(),
             "workers": workers,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -387,8 +437,17 @@ def _read_matching_header(directory: Path, key: StoreKey) -> dict | None:
     return header if key.matches(header) else None
 
 
-def open_token_store(source: Path, tokenizer, directory: Path, key: StoreKey | None = None, *, build: bool = True,
-                     require_latents: bool = False, workers: int = 1, poll_seconds: float = 2.0) -> TokenStore:
+def open_token_store(
+    source: Path,
+    tokenizer,
+    directory: Path,
+    key: StoreKey | None = None,
+    *,
+    build: bool = True,
+    require_latents: bool = False,
+    workers: int = 1,
+    poll_seconds: float = 2.0,
+) -> TokenStore:
     """The store of ``source`` at ``directory``: opened if it matches, else built (``build``) or waited for.
 
     Several processes: one builds (``build=True``), the others poll the directory until a
@@ -435,7 +494,9 @@ class TokenStore:
         directory = Path(directory)
         header = json.loads((directory / "header.json").read_text(encoding="utf-8"))
         if header.get("format") != FORMAT:
-            raise BoltError(f"{directory}: not a {FORMAT} token store (format {header.get('format')!r}). Delete it; `bolt train` rebuilds it.")
+            raise BoltError(
+                f"{directory}: not a {FORMAT} token store (format {header.get('format')!r}). Delete it; `bolt train` rebuilds it."
+            )
         # np.asarray: plain array views of the maps (no copy), cheaper to slice than np.memmap.
         arrays = {name: np.asarray(np.load(directory / f"{name}.npy", mmap_mode="r")) for name in _ARRAYS}
         return cls(directory, header, arrays)
@@ -457,7 +518,9 @@ class TokenStore:
         return TokenizedDocument(
             id=self.document_id(index),
             texts=[self._ids(start, end) for start, end in self.chunk_text[first:last].tolist()],
-            latents=[self._ids(start, end) for start, end in self.chunk_latent[first:last].tolist()] if with_latents else None,
+            latents=[self._ids(start, end) for start, end in self.chunk_latent[first:last].tolist()]
+            if with_latents
+            else None,
             synthetic=self._ids(synthetic_start, synthetic_end) if synthetic_start >= 0 else None,
         )
 
@@ -469,7 +532,9 @@ class TokenStore:
         all_synthetic = self.header["documents_with_synthetic_field"] == self.header["documents"]
         return layout.needs_latents and not (layout is Layout.PURE and all_synthetic)
 
-    def tokens_per_epoch(self, layout: Layout, markers: MarkerIds, seed: int, raw_ratio: float = 0.0, block: int = 1 << 16) -> int:
+    def tokens_per_epoch(
+        self, layout: Layout, markers: MarkerIds, seed: int, raw_ratio: float = 0.0, block: int = 1 << 16
+    ) -> int:
         """Tokens of one epoch rendered with the coins of epoch 0 (``[seed, 0, i]``), from the offsets alone.
 
         Reads the offset tables a block of documents at a time (no array as long as the
@@ -483,8 +548,12 @@ class TokenStore:
             chunk_offsets = self.document_chunks[start : end + 1]
             first_chunk = chunk_offsets[0]
             starts = chunk_offsets[:-1] - first_chunk  # every document has a chunk, so reduceat sums each one's
-            texts = np.add.reduceat(np.diff(self.chunk_text[first_chunk : chunk_offsets[-1]], axis=1)[:, 0], starts).tolist()
-            latents = np.add.reduceat(np.diff(self.chunk_latent[first_chunk : chunk_offsets[-1]], axis=1)[:, 0], starts).tolist()
+            texts = np.add.reduceat(
+                np.diff(self.chunk_text[first_chunk : chunk_offsets[-1]], axis=1)[:, 0], starts
+            ).tolist()
+            latents = np.add.reduceat(
+                np.diff(self.chunk_latent[first_chunk : chunk_offsets[-1]], axis=1)[:, 0], starts
+            ).tolist()
             spans = self.document_synthetic[start:end]
             synthetic = np.where(spans[:, 0] >= 0, spans[:, 1] - spans[:, 0], -1).tolist()
             chunks = np.diff(chunk_offsets).tolist()
@@ -492,8 +561,15 @@ class TokenStore:
                 index = start + offset
                 rng = np.random.default_rng([seed, 0, index]) if coins else None
                 total += rendered_length(  # the id only names a document without latents in an error
-                    self.document_id(index) if not with_latents else "", n_chunks, n_text, n_latent if with_latents else None,
-                    n_synthetic if n_synthetic >= 0 else None, layout, markers, rng, raw_ratio,
+                    self.document_id(index) if not with_latents else "",
+                    n_chunks,
+                    n_text,
+                    n_latent if with_latents else None,
+                    n_synthetic if n_synthetic >= 0 else None,
+                    layout,
+                    markers,
+                    rng,
+                    raw_ratio,
                 )
         return total
 

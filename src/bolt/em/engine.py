@@ -46,6 +46,7 @@ from bolt.estep.sampling import SamplingConfig
 from bolt.train.training import TrainConfig, train
 from bolt.apps.world.world import WorldConfig
 
+
 def estep_seed(seed: int, iteration: int) -> int:
     """The E-step seed of iteration ``iteration`` (1, 2, ...): every iteration draws fresh random
     numbers; the K sweep shares iteration 1's, so its models differ only in K."""
@@ -59,7 +60,9 @@ Finish = Callable[..., dict]
 ``functools.partial`` of one) so that spawned workers can run it."""
 
 
-def training_summary(chain: Chain, name: str, model_dir: Path, train_path: Path, latents: Path, summary: dict, estep: dict | None) -> dict:
+def training_summary(
+    chain: Chain, name: str, model_dir: Path, train_path: Path, latents: Path, summary: dict, estep: dict | None
+) -> dict:
     """The default ``Finish``: the training's summary, the model's path and the E-step's summary."""
     return {**summary, "model": str(model_dir), "latents": str(latents), "estep": estep}
 
@@ -88,7 +91,13 @@ class Chain:
 
     def estep_config(self, samples: int, iteration: int) -> EStepConfig:
         sampling = SamplingConfig(max_new_tokens=self.loop.max_latent_tokens, temperature=self.loop.temperature)
-        return EStepConfig(samples=samples, seed=estep_seed(self.warm_train.seed, iteration), sampling=sampling, batch_prompts=self.loop.batch_prompts, proposal=self.loop.proposal)
+        return EStepConfig(
+            samples=samples,
+            seed=estep_seed(self.warm_train.seed, iteration),
+            sampling=sampling,
+            batch_prompts=self.loop.batch_prompts,
+            proposal=self.loop.proposal,
+        )
 
     def cross_fitted(self, previous: str) -> bool:
         """Whether the E-step with model ``previous`` is cross-fitted: the warm start never saw the bootstrap corpus."""
@@ -99,7 +108,9 @@ class Chain:
         if self.loop.m_step_data == "bootstrap":
             return latents
         path = self.directory / "latents" / f"{name}.train.jsonl"
-        write_jsonl(path, read_documents(self.warm_latents) + read_documents(latents))  # same bytes on a rerun: a finished training stays valid
+        write_jsonl(
+            path, read_documents(self.warm_latents) + read_documents(latents)
+        )  # same bytes on a rerun: a finished training stays valid
         return path
 
     def jobs(self, tag: str = "", sweep: list[int] | tuple[int, ...] = ()) -> dict[str, Job]:
@@ -108,7 +119,9 @@ class Chain:
         ``estep/em_1_k{K}`` and ``em_1_k{K}``."""
         jobs = {tag + "warm_start": Job(_job_warm_start, (self,))}
         chain = ["warm_start"] + [f"em_{i}" for i in range(1, self.loop.iterations + 1)]
-        m_steps = [(name, previous, self.loop.samples, i) for i, (previous, name) in enumerate(zip(chain, chain[1:]), start=1)]
+        m_steps = [
+            (name, previous, self.loop.samples, i) for i, (previous, name) in enumerate(zip(chain, chain[1:]), start=1)
+        ]
         if self.loop.iterations:
             m_steps += [(f"em_1_k{k}", "warm_start", k, 1) for k in sorted(set(sweep)) if k != self.loop.samples]
         for name, previous, k, iteration in m_steps:
@@ -116,9 +129,15 @@ class Chain:
             if self.cross_fitted(previous):
                 estep_after = tuple(tag + fold_model_name(previous, fold) for fold in range(self.loop.estep_folds))
                 for fold, fold_job in enumerate(estep_after):
-                    jobs[fold_job] = Job(_job_fold_model, (self, previous, fold, tag + f"estep/{previous}"), after=(tag + f"estep/{previous}",))
+                    jobs[fold_job] = Job(
+                        _job_fold_model,
+                        (self, previous, fold, tag + f"estep/{previous}"),
+                        after=(tag + f"estep/{previous}",),
+                    )
             jobs[tag + f"estep/{name}"] = Job(_job_estep, (self, name, previous, k, iteration), after=estep_after)
-            jobs[tag + name] = Job(_job_m_step, (self, name, previous, tag + f"estep/{name}"), after=(tag + f"estep/{name}",))
+            jobs[tag + name] = Job(
+                _job_m_step, (self, name, previous, tag + f"estep/{name}"), after=(tag + f"estep/{name}",)
+            )
         return jobs
 
 
@@ -141,7 +160,9 @@ def _train(chain: Chain, config: TrainConfig, data: Path, name: str) -> dict:
 
 def _job_warm_start(chain: Chain, done: dict) -> dict:
     summary = _train(chain, chain.warm_train, chain.warm_latents, "warm_start")
-    return chain.finish(chain, "warm_start", chain.model("warm_start"), chain.warm_latents, chain.warm_latents, summary, None)
+    return chain.finish(
+        chain, "warm_start", chain.model("warm_start"), chain.warm_latents, chain.warm_latents, summary, None
+    )
 
 
 def _job_estep(chain: Chain, name: str, previous: str, k: int, iteration: int, done: dict) -> dict:
@@ -160,7 +181,10 @@ def _job_estep(chain: Chain, name: str, previous: str, k: int, iteration: int, d
         summaries.append(estep_stage(chain.model(fold_model_name(previous, fold)), fold_input, outputs[-1], config))
     merged = merge_folds(outputs, chain.bootstrap, chain.directory / "latents" / f"{name}.crossfit.jsonl")
     chunks = sum(s["chunks"] for s in summaries)
-    pooled = {key: sum(s["chunks"] * s[key] for s in summaries) / max(1, chunks) for key in ("mean_ess", "unfinished_latent_share")}
+    pooled = {
+        key: sum(s["chunks"] * s[key] for s in summaries) / max(1, chunks)
+        for key in ("mean_ess", "unfinished_latent_share")
+    }
     return {**pooled, "chunks": chunks, "latents": str(merged), "fold_latents": [str(p) for p in outputs]}
 
 
@@ -186,7 +210,9 @@ def _job_fold_model(chain: Chain, previous: str, fold: int, estep_job: str, done
     write_jsonl(path, kept)
     config = chain.m_step_train
     if config.steps:
-        config = dataclasses.replace(config, steps=max(1, round(config.steps * len(kept) / (len(teacher) + len(bootstrap)))))
+        config = dataclasses.replace(
+            config, steps=max(1, round(config.steps * len(kept) / (len(teacher) + len(bootstrap))))
+        )
     _train(chain, config, path, fold_model_name(previous, fold))
     return {"model": str(chain.model(fold_model_name(previous, fold)))}
 
@@ -207,10 +233,18 @@ class EMConfig:
     prefix_chunks: int = 3
     """Context chunks for self-generated latents when the bootstrap corpus is raw (the paper: 3)."""
     seed: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="tiny", seq_len=256, batch_size=8, epochs=2.0, lr=3e-3, warmup_steps=10))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            model="tiny", seq_len=256, batch_size=8, epochs=2.0, lr=3e-3, warmup_steps=10
+        )
+    )
     """Warm start and M-step settings (the paper: about 2 epochs each); ``train.model`` is the base model (preset or HF directory)."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_latent_tokens=128, max_answer_tokens=64))
-    world: WorldConfig = field(default_factory=lambda: WorldConfig(warm_documents=24, bootstrap_documents=24, heldout_documents=4, questions=40))
+    world: WorldConfig = field(
+        default_factory=lambda: WorldConfig(
+            warm_documents=24, bootstrap_documents=24, heldout_documents=4, questions=40
+        )
+    )
     """Sizes of the embedded world used when no corpus is given."""
     workers: int = 1
     """E-steps and trainings side by side in this many processes (the chain itself is sequential; the K sweep is not run here)."""
@@ -220,7 +254,9 @@ class EMConfig:
         if (self.warm_start is None) != (self.bootstrap is None):
             raise BoltError("give both --warm-start and --bootstrap, or neither (to run on the embedded world).")
         if self.bootstrap is None and self.loop.estep_folds > self.world.bootstrap_documents:
-            raise BoltError(f"--estep-folds {self.loop.estep_folds} is more than the embedded world's {self.world.bootstrap_documents} bootstrap documents; use at most that.")
+            raise BoltError(
+                f"--estep-folds {self.loop.estep_folds} is more than the embedded world's {self.world.bootstrap_documents} bootstrap documents; use at most that."
+            )
         self.train.validate()
         self.eval.validate()
 
@@ -232,7 +268,12 @@ def prepare_world_data(directory: Path, world: WorldConfig, seed: int) -> dict[s
 
     data = write_world(directory, world, seed)
     data["warm_latents"] = directory / "warm.latents.jsonl"
-    synthesize_stage(OracleTeacher(error_rate=world.teacher_error_rate, seed=seed), data["warm_chunks"], data["warm_latents"], SynthesizeConfig(batch_size=256))
+    synthesize_stage(
+        OracleTeacher(error_rate=world.teacher_error_rate, seed=seed),
+        data["warm_chunks"],
+        data["warm_latents"],
+        SynthesizeConfig(batch_size=256),
+    )
     return data
 
 
@@ -249,24 +290,44 @@ def _prepare_world(config: EMConfig, data: Path) -> EMConfig:
         heldout=str(paths["heldout_chunks"]),
         questions=str(paths["questions"]),
         # the world states its answers in sentences; a pattern given with --answer-pattern is kept
-        eval=dataclasses.replace(config.eval, answer_pattern=ANSWER_PATTERN if config.eval.answer_pattern == DEFAULT_ANSWER_PATTERN else config.eval.answer_pattern),
+        eval=dataclasses.replace(
+            config.eval,
+            answer_pattern=ANSWER_PATTERN
+            if config.eval.answer_pattern == DEFAULT_ANSWER_PATTERN
+            else config.eval.answer_pattern,
+        ),
     )
 
 
-def _em_row(config: EMConfig, chain: Chain, name: str, model_dir: Path, train_path: Path, latents: Path, summary: dict, estep: dict | None) -> dict:
+def _em_row(
+    config: EMConfig,
+    chain: Chain,
+    name: str,
+    model_dir: Path,
+    train_path: Path,
+    latents: Path,
+    summary: dict,
+    estep: dict | None,
+) -> dict:
     """``bolt em``'s ``Finish``: one results row per iteration, with the model's evaluation."""
-    row = {"iteration": 0 if name == "warm_start" else int(name.split("_")[1]), "model": name, "train_loss": summary["final_loss"]}
+    row = {
+        "iteration": 0 if name == "warm_start" else int(name.split("_")[1]),
+        "model": name,
+        "train_loss": summary["final_loss"],
+    }
     row["data"] = "teacher latents" if estep is None else f"E-step, K={chain.loop.samples}"
     if estep is not None:
         row.update(estep_mean_ess=estep["mean_ess"], estep_unfinished_share=estep["unfinished_latent_share"])
     if config.heldout or config.questions:
-        row.update(eval_stage(
-            model_dir,
-            chain.directory / "eval" / name,
-            config.eval,
-            documents_path=Path(config.heldout) if config.heldout else None,
-            questions_path=Path(config.questions) if config.questions else None,
-        ))
+        row.update(
+            eval_stage(
+                model_dir,
+                chain.directory / "eval" / name,
+                config.eval,
+                documents_path=Path(config.heldout) if config.heldout else None,
+                questions_path=Path(config.questions) if config.questions else None,
+            )
+        )
     return row
 
 
@@ -298,7 +359,9 @@ def run_em(config: EMConfig, output: Path) -> list[dict]:
     if config.loop.estep_folds > 1 and config.loop.iterations >= 2:
         documents = len(read_documents(Path(config.bootstrap)))
         if config.loop.estep_folds > documents:
-            raise BoltError(f"--estep-folds {config.loop.estep_folds} is more than the {documents} documents of {config.bootstrap}; use at most {documents}.")
+            raise BoltError(
+                f"--estep-folds {config.loop.estep_folds} is more than the {documents} documents of {config.bootstrap}; use at most {documents}."
+            )
     chain = em_chain(config, output)
 
     def report(name: str, result: dict, seconds: float) -> None:
@@ -312,7 +375,16 @@ def run_em(config: EMConfig, output: Path) -> list[dict]:
     return rows
 
 
-_COLUMNS = ("iteration", "data", "train_loss", "accuracy", "nll_per_token", "iwae1_nll_per_token", "iwae4_nll_per_token", "estep_mean_ess")
+_COLUMNS = (
+    "iteration",
+    "data",
+    "train_loss",
+    "accuracy",
+    "nll_per_token",
+    "iwae1_nll_per_token",
+    "iwae4_nll_per_token",
+    "estep_mean_ess",
+)
 
 
 def write_results(output: Path, rows: list[dict]) -> None:

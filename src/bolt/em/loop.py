@@ -44,7 +44,9 @@ class LoopConfig:
 
     def validate(self) -> None:
         if self.iterations < 0 or self.samples < 1:
-            raise BoltError(f"--iterations must be at least 0 and -k/--samples at least 1, got {self.iterations} and {self.samples}.")
+            raise BoltError(
+                f"--iterations must be at least 0 and -k/--samples at least 1, got {self.iterations} and {self.samples}."
+            )
         if self.proposal not in PROPOSALS:
             raise BoltError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}.")
         if not self.temperature > 0:
@@ -54,7 +56,9 @@ class LoopConfig:
         if self.estep_folds < 1:
             raise BoltError(f"--estep-folds must be at least 1, got {self.estep_folds}.")
         if self.estep_folds > 1 and self.continue_from_previous:
-            raise BoltError("--estep-folds above 1 needs M-steps that restart from the base model; drop --continue-from-previous or use --estep-folds 1.")
+            raise BoltError(
+                "--estep-folds above 1 needs M-steps that restart from the base model; drop --continue-from-previous or use --estep-folds 1."
+            )
 
 
 def paper_loop_for_the_world() -> LoopConfig:
@@ -71,4 +75,11 @@ def demo_loop() -> LoopConfig:
     em_1 only equalled the warm start), the teacher's latents kept in every M-step, 2 iterations,
     48-token latents (the world's chains are short). Over 3 seeds it passed claim 3 and failed claim 2,
     as the paper's loop did over 2, so the demo's default is the paper's loop."""
-    return LoopConfig(iterations=2, samples=16, proposal="prior", temperature=1.5, max_latent_tokens=48, m_step_data="teacher+bootstrap")
+    return LoopConfig(
+        iterations=2,
+        samples=16,
+        proposal="prior",
+        temperature=1.5,
+        max_latent_tokens=48,
+        m_step_data="teacher+bootstrap",
+    )

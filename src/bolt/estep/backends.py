@@ -31,7 +31,14 @@ class LatentBackend(Protocol):
     context_window: int
     """Longest token sequence the engine accepts."""
 
-    def sample_latents(self, prompts: list[list[int]], k: int, stop_ids: set[int], sampling: SamplingConfig, rngs: list[np.random.Generator]) -> list[list[Sample]]:
+    def sample_latents(
+        self,
+        prompts: list[list[int]],
+        k: int,
+        stop_ids: set[int],
+        sampling: SamplingConfig,
+        rngs: list[np.random.Generator],
+    ) -> list[list[Sample]]:
         """K samples per prompt (``rngs``: one per row, prompt-major), each with its summed log-prob
         under the distribution actually sampled from (after temperature, top-k, top-p)."""
         ...
@@ -59,7 +66,12 @@ class HFBackend:
 
 
 def make_backend(
-    name: str, model_dir: str | Path, tokenizer, dtype: torch.dtype = torch.float32, max_batch_tokens: int = 16384, device: str = "auto"
+    name: str,
+    model_dir: str | Path,
+    tokenizer,
+    dtype: torch.dtype = torch.float32,
+    max_batch_tokens: int = 16384,
+    device: str = "auto",
 ) -> LatentBackend:
     """Load the model at ``model_dir`` into the engine called ``name`` (``device``: the HF engine's, see ``modeling.resolve_device``)."""
     if name == "hf":

@@ -13,7 +13,7 @@ resampling), never the argmax.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -51,7 +51,9 @@ class SamplingConfig:
         if not 0 < self.top_p <= 1:
             raise BoltError(f"--top-p must be in (0, 1], got {self.top_p}.")
         if self.top_k < 0 or self.max_new_tokens < 1:
-            raise BoltError(f"--top-k must be >= 0 and --max-new-tokens >= 1, got {self.top_k} and {self.max_new_tokens}.")
+            raise BoltError(
+                f"--top-k must be >= 0 and --max-new-tokens >= 1, got {self.top_k} and {self.max_new_tokens}."
+            )
 
 
 @dataclass
@@ -89,7 +91,9 @@ def _draw(log_probs: torch.Tensor, rngs: list[np.random.Generator], greedy: bool
     if greedy:
         return log_probs.argmax(dim=-1)
     cdf = torch.cumsum(log_probs.double().exp(), dim=-1)  # (N, V)
-    uniforms = torch.tensor([rng.random() for rng in rngs], dtype=torch.float64, device=cdf.device).unsqueeze(1) * cdf[:, -1:]
+    uniforms = (
+        torch.tensor([rng.random() for rng in rngs], dtype=torch.float64, device=cdf.device).unsqueeze(1) * cdf[:, -1:]
+    )
     tokens = torch.searchsorted(cdf, uniforms).squeeze(1)
     return tokens.clamp_(max=log_probs.shape[-1] - 1)
 
@@ -137,7 +141,14 @@ def sample_continuations(
     input_ids, mask = left_pad(prompts, pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = new_cache(model)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
+    out = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_argument(model): cache},
+    )
     if k > 1:
         cache.batch_repeat_interleave(k)
     logits = out.logits[:, -1, :].repeat_interleave(k, dim=0)  # (N, V)
@@ -169,7 +180,13 @@ def sample_continuations(
             drawn, mask, next_position = drawn[index], mask[index], next_position[index]
             active = [active[i] for i in keep]
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-        out = model(input_ids=drawn.unsqueeze(1), attention_mask=mask, position_ids=next_position, use_cache=True, **{cache_argument(model): cache})
+        out = model(
+            input_ids=drawn.unsqueeze(1),
+            attention_mask=mask,
+            position_ids=next_position,
+            use_cache=True,
+            **{cache_argument(model): cache},
+        )
         next_position = next_position + 1
         logits = out.logits[:, -1, :]
     samples = [Sample(tokens[row], log_prob[row], finished[row]) for row in range(n_rows)]

@@ -24,7 +24,9 @@ def _batches(order: list[int], lengths: list[int], max_batch_tokens: int):
 
 
 @torch.no_grad()
-def score(model, sequences: list[list[int]], starts: list[int], max_batch_tokens: int = 16384, pad_id: int = 0) -> list[float]:
+def score(
+    model, sequences: list[list[int]], starts: list[int], max_batch_tokens: int = 16384, pad_id: int = 0
+) -> list[float]:
     """Sum of log p(ids[t] | ids[:t]) over t >= starts[i], for each sequence (start >= 1)."""
     if any(start < 1 for start in starts):
         raise ValueError("the first scored position must be >= 1 (the first token has no context)")
@@ -52,7 +54,9 @@ def score(model, sequences: list[list[int]], starts: list[int], max_batch_tokens
 
 
 @torch.no_grad()
-def score_shared_beginnings(model, sequences: list[list[int]], starts: list[int], max_batch_tokens: int = 16384, pad_id: int = 0) -> list[float]:
+def score_shared_beginnings(
+    model, sequences: list[list[int]], starts: list[int], max_batch_tokens: int = 16384, pad_id: int = 0
+) -> list[float]:
     """``score`` for sequences whose unscored beginnings ``ids[:start]`` repeat, as the K candidates
     of one E-step chunk share their BOS and prefix: each distinct beginning goes through the model
     once, its KV cache is copied to every row that shares it, and only the scored ends ``ids[start:]``
@@ -73,7 +77,14 @@ def score_shared_beginnings(model, sequences: list[list[int]], starts: list[int]
         ids, mask = left_pad([list(beginning) for beginning in batch], pad_id, device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = new_cache(model)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_argument(model): cache},
+        )
         first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (G, V): the first scored token's distribution
         rows = [index for beginning in batch for index in groups[beginning]]
         owner = torch.tensor([g for g, beginning in enumerate(batch) for _ in groups[beginning]], device=device)
@@ -87,8 +98,13 @@ def score_shared_beginnings(model, sequences: list[list[int]], starts: list[int]
             end_mask[row, : len(end)] = 1
         end_ids, end_mask = end_ids.to(device), end_mask.to(device)
         end_positions = positions[owner, -1:] + 1 + torch.arange(width, device=device).unsqueeze(0)
-        logits = model(input_ids=end_ids, attention_mask=torch.cat([mask[owner], end_mask], dim=1), position_ids=end_positions, use_cache=True,
-                       **{cache_argument(model): cache}).logits.float()
+        logits = model(
+            input_ids=end_ids,
+            attention_mask=torch.cat([mask[owner], end_mask], dim=1),
+            position_ids=end_positions,
+            use_cache=True,
+            **{cache_argument(model): cache},
+        ).logits.float()
         later = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, end_ids[:, 1:].unsqueeze(2)).squeeze(2)  # (R, W-1)
         sums = (later * (end_mask[:, 1:] == 1)).sum(dim=1) + first[owner].gather(1, end_ids[:, :1]).squeeze(1)
         for row, index in enumerate(rows):
@@ -98,7 +114,9 @@ def score_shared_beginnings(model, sequences: list[list[int]], starts: list[int]
     for beginning in sorted(groups, key=lambda b: -max(len(sequences[i]) for i in groups[b])):
         candidate = batch + [beginning]
         rows = sum(len(groups[b]) for b in candidate)
-        width = max(len(b) for b in candidate) + max(len(sequences[i]) - starts[i] for b in candidate for i in groups[b])
+        width = max(len(b) for b in candidate) + max(
+            len(sequences[i]) - starts[i] for b in candidate for i in groups[b]
+        )
         if batch and rows * width > max_batch_tokens:
             run(batch)
             candidate = [beginning]

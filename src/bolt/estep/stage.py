@@ -27,7 +27,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Iterator
+from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -41,14 +42,20 @@ from bolt.estep.backends import BACKENDS, HFBackend, LatentBackend, make_backend
 from bolt.core.executors import ExecutorConfig, run_shards
 from bolt.core.modeling import check_model_dir, load_tokenizer, model_fingerprint, resolve_device
 from bolt.core.records import (
-    Document, DocumentRange, DocumentScan, PartialDocuments, finished_documents, merged_documents, read_documents, require_file,
-    shard_partial_paths, write_jsonl,
+    Document,
+    DocumentRange,
+    DocumentScan,
+    PartialDocuments,
+    finished_documents,
+    merged_documents,
+    read_documents,
+    require_file,
+    shard_partial_paths,
+    write_jsonl,
 )
 from bolt.core.rundir import partial_key, run_dir_for_file, run_stage
 from bolt.estep.sampling import SamplingConfig
 from bolt.core.special_tokens import MarkerIds, marker_ids
-
-
 
 
 @dataclass
@@ -112,7 +119,9 @@ def fit_context(prefix: list[int], text: list[int], window: int, reserved: int) 
     prefix_cut = min(prefix_cut, len(prefix))
     prefix = prefix[prefix_cut:]
     text_cut = max(0, len(prefix) + len(text) - room)
-    return ChunkContext(prefix=prefix, text=text[: len(text) - text_cut], prefix_tokens_cut=prefix_cut, text_tokens_cut=text_cut)
+    return ChunkContext(
+        prefix=prefix, text=text[: len(text) - text_cut], prefix_tokens_cut=prefix_cut, text_tokens_cut=text_cut
+    )
 
 
 def chunk_seed(seed: int, document_id: str, chunk_index: int) -> np.random.SeedSequence:
@@ -210,7 +219,13 @@ def run_batch(model, tokenizer, jobs: list[ChunkJob], m: MarkerIds, config: ESte
             result["latent_token_ids"] = body
         if config.keep_candidates:
             result["candidates"] = [
-                {"latent": tokenizer.decode(latent_body(s.token_ids, m)), "log_p_joint": p, "log_q": q, "log_w": float(w), "finished": s.finished}
+                {
+                    "latent": tokenizer.decode(latent_body(s.token_ids, m)),
+                    "log_p_joint": p,
+                    "log_q": q,
+                    "log_w": float(w),
+                    "finished": s.finished,
+                }
                 for s, p, q, w in zip(job_samples, log_p, log_q, log_w)
             ]
         results.append(result)
@@ -264,7 +279,14 @@ def batch_windows(
 
 
 def run_estep(
-    model, tokenizer, m: MarkerIds, documents: Iterable[Document], config: EStepConfig, partial_path: Path, config_key: str, finished: Collection[str] = ()
+    model,
+    tokenizer,
+    m: MarkerIds,
+    documents: Iterable[Document],
+    config: EStepConfig,
+    partial_path: Path,
+    config_key: str,
+    finished: Collection[str] = (),
 ) -> None:
     """Run the E-step over ``documents``, appending each finished document to ``partial_path`` and
     skipping those already there or named in ``finished`` (ids written to another shard's partial
@@ -282,7 +304,12 @@ def run_estep(
         return document.id not in partial.done and document.id not in finished
 
     results: dict[int, list[Any]] = {}
-    with progress_bar(total=sum(len(d.chunks) for d in documents if is_todo(d)), desc=f"E-step {run_name(partial_path)}", unit="chunk", disable=None) as progress:
+    with progress_bar(
+        total=sum(len(d.chunks) for d in documents if is_todo(d)),
+        desc=f"E-step {run_name(partial_path)}",
+        unit="chunk",
+        disable=None,
+    ) as progress:
         for batch, involved in batch_windows(documents, is_todo, tokenizer, config, window):
             counted = sum(is_todo(involved[job.document_index]) for job in batch)
             for job, result in zip(batch, run_batch(backend, tokenizer, batch, m, config)):
@@ -390,10 +417,17 @@ def estep_stage(
         raise BoltError(f"--limit must be at least 1, got {limit}.")
     config.validate()
     resolve_device(device)  # a wrong device fails here, before any worker starts
-    check_model_dir(model_dir)  # a missing, unfinished or damaged model: one line, before any warning about it or any output
+    check_model_dir(
+        model_dir
+    )  # a missing, unfinished or damaged model: one line, before any warning about it or any output
     executor = executor or ExecutorConfig()
     executor.validate()
-    stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "input": str(input_path), "estep": config}
+    stage_config = {
+        "model": str(model_dir),
+        "model_fingerprint": model_fingerprint(model_dir),
+        "input": str(input_path),
+        "estep": config,
+    }
     if limit is not None:
         stage_config["limit"] = limit
 
@@ -417,7 +451,10 @@ def estep_stage(
         # shards of the whole input (ranges each worker reads itself), finished documents included: a rerun with
         # the same worker count batches every chunk as the uninterrupted run did (another count: the same latents)
         paths = shard_partial_paths(run.path, min(executor.workers, len(scan)))
-        jobs = [(model_dir, shard, config, dtype, paths[index], key, device, finished) for index, shard in scan.shards(executor.workers)]
+        jobs = [
+            (model_dir, shard, config, dtype, paths[index], key, device, finished)
+            for index, shard in scan.shards(executor.workers)
+        ]
         run_shards(estep_shard, jobs, executor, desc="E-step shards")
         summary = Summary()
 
@@ -435,7 +472,8 @@ def estep_stage(
                     f"{share:.0%} of chosen latents never reached <|END_OF_LATENT|> within "
                     f"{config.sampling.max_new_tokens} tokens: the model has probably not learned the latent format. "
                     "Train it on latent data first, or raise the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`).",
-                    strict, "the sampled latents are kept in the run directory, so a rerun without --strict writes them without sampling again",
+                    strict,
+                    "the sampled latents are kept in the run directory, so a rerun without --strict writes them without sampling again",
                 )
 
         write_jsonl(output_path, rows())
@@ -444,7 +482,16 @@ def estep_stage(
             path.unlink()
         return summary
 
-    return run_stage("estep", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path}, seed=config.seed, overwrite=overwrite)
+    return run_stage(
+        "estep",
+        run_dir_for_file(output_path),
+        output_path,
+        stage_config,
+        work,
+        inputs={"chunks": input_path},
+        seed=config.seed,
+        overwrite=overwrite,
+    )
 
 
 def latent_model_warning(model_dir: Path) -> str | None:
@@ -458,9 +505,14 @@ def latent_model_warning(model_dir: Path) -> str | None:
     return None
 
 
-
 def estimate(
-    model_dir: Path, input_path: Path, config: EStepConfig, dtype: torch.dtype = torch.float32, device: str = "auto", workers: int = 1, sample_chunks: int = 32,
+    model_dir: Path,
+    input_path: Path,
+    config: EStepConfig,
+    dtype: torch.dtype = torch.float32,
+    device: str = "auto",
+    workers: int = 1,
+    sample_chunks: int = 32,
 ) -> dict[str, float]:
     """``bolt estep --estimate``: time the E-step on ``sample_chunks`` chunks spread over the input,
     with the user's model, device, dtype, K and budget, and project the whole input's wall time on
@@ -481,7 +533,9 @@ def estimate(
         raise BoltError(f"{input_path}: no chunks to estimate the E-step on.")
     # chunks at even intervals over the whole input, each with the prefix it carries (as the E-step reads it)
     every = [(document, chunk) for document in documents for chunk in document.chunks]
-    picked = sorted(set(np.linspace(0, total_chunks - 1, num=min(total_chunks, sample_chunks)).round().astype(int).tolist()))
+    picked = sorted(
+        set(np.linspace(0, total_chunks - 1, num=min(total_chunks, sample_chunks)).round().astype(int).tolist())
+    )
     chosen = [Document(id=every[i][0].id, chunks=[every[i][1]], meta=every[i][0].meta) for i in picked]
     backend = make_backend(config.backend, model_dir, tokenizer, dtype, config.max_batch_tokens, device)
     window = config.context_window or backend.context_window
@@ -494,8 +548,13 @@ def estimate(
     rate = len(jobs) / seconds
     hours = total_chunks / rate / 3600
     return {
-        "chunks_timed": len(jobs), "seconds": seconds, "chunks_per_second": rate,
+        "chunks_timed": len(jobs),
+        "seconds": seconds,
+        "chunks_per_second": rate,
         "sampled_tokens_per_second": sum(r["sampled_tokens"] for r in rows) / seconds,
         "unfinished_latent_share": sum(not r["latent_finished"] for r in rows) / len(rows),
-        "input_chunks": total_chunks, "workers": workers, "projected_wall_hours": hours / workers, "projected_device_hours": hours,
+        "input_chunks": total_chunks,
+        "workers": workers,
+        "projected_wall_hours": hours / workers,
+        "projected_device_hours": hours,
     }

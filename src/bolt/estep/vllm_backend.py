@@ -46,7 +46,9 @@ def _import_vllm():
 def _token_log_prob(entry, token_id: int) -> float:
     """The log-prob of ``token_id`` in one position's ``{token id: Logprob}`` mapping."""
     if entry is None or token_id not in entry:
-        raise BoltError(f"vLLM returned no log-prob for token {token_id}; this vLLM version does not include the sampled/prompt token in its log-probs.")
+        raise BoltError(
+            f"vLLM returned no log-prob for token {token_id}; this vLLM version does not include the sampled/prompt token in its log-probs."
+        )
     return float(entry[token_id].logprob)
 
 
@@ -66,7 +68,9 @@ def token_budget_batches(lengths: list[int], max_batch_tokens: int) -> list[list
 class VLLMBackend:
     """A vLLM engine holding the model at ``model_dir`` (one per GPU worker)."""
 
-    def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32, max_batch_tokens: int = 16384, **engine_args):
+    def __init__(
+        self, model_dir: str | Path, dtype: torch.dtype = torch.float32, max_batch_tokens: int = 16384, **engine_args
+    ):
         from transformers import AutoConfig
 
         vllm = _import_vllm()
@@ -74,11 +78,18 @@ class VLLMBackend:
         self.context_window = int(getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", 2048))
         try:
             self.llm = vllm.LLM(
-                model=str(model_dir), dtype=_DTYPES.get(dtype, "auto"), max_model_len=self.context_window, logprobs_mode="processed_logprobs", seed=0, **engine_args
+                model=str(model_dir),
+                dtype=_DTYPES.get(dtype, "auto"),
+                max_model_len=self.context_window,
+                logprobs_mode="processed_logprobs",
+                seed=0,
+                **engine_args,
             )
         except TypeError as exc:
             if "logprobs_mode" in str(exc):
-                raise BoltError(f"vLLM {vllm.__version__} has no logprobs_mode setting, so its log q would ignore temperature and top-p: use vLLM >= 0.10.2.") from None
+                raise BoltError(
+                    f"vLLM {vllm.__version__} has no logprobs_mode setting, so its log q would ignore temperature and top-p: use vLLM >= 0.10.2."
+                ) from None
             raise
         self.max_batch_tokens = max_batch_tokens
 
@@ -87,7 +98,14 @@ class VLLMBackend:
 
         return TokensPrompt(prompt_token_ids=list(token_ids))
 
-    def sample_latents(self, prompts: list[list[int]], k: int, stop_ids: set[int], sampling: SamplingConfig, rngs: list[np.random.Generator]) -> list[list[Sample]]:
+    def sample_latents(
+        self,
+        prompts: list[list[int]],
+        k: int,
+        stop_ids: set[int],
+        sampling: SamplingConfig,
+        rngs: list[np.random.Generator],
+    ) -> list[list[Sample]]:
         requests, params = [], []
         for row in range(len(prompts) * k):
             params.append(
@@ -112,7 +130,9 @@ class VLLMBackend:
             token_ids = list(completion.token_ids)
             finished = completion.finish_reason == "stop"
             if finished and (not token_ids or token_ids[-1] not in stop_ids):
-                raise BoltError("vLLM stopped a sample without returning its stop token; the E-step needs it (check the installed vLLM version).")
+                raise BoltError(
+                    "vLLM stopped a sample without returning its stop token; the E-step needs it (check the installed vLLM version)."
+                )
             log_prob = sum(_token_log_prob(entry, token) for entry, token in zip(completion.logprobs, token_ids))
             samples.append(Sample(token_ids=token_ids, log_prob=log_prob, finished=finished))
         return [samples[i * k : (i + 1) * k] for i in range(len(prompts))]
@@ -120,11 +140,15 @@ class VLLMBackend:
     def score_sequences(self, sequences: list[list[int]], starts: list[int]) -> list[float]:
         if any(start < 1 for start in starts):
             raise ValueError("the first scored position must be >= 1 (the first token has no context)")
-        params = self._vllm.SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0, top_k=-1, prompt_logprobs=0, detokenize=False)
+        params = self._vllm.SamplingParams(
+            max_tokens=1, temperature=1.0, top_p=1.0, top_k=-1, prompt_logprobs=0, detokenize=False
+        )
         totals = [0.0] * len(sequences)
         for batch in token_budget_batches([len(s) for s in sequences], self.max_batch_tokens):
             outputs = self.llm.generate([self._prompt(sequences[i]) for i in batch], params, use_tqdm=False)
             for index, output in zip(batch, outputs):
                 sequence = sequences[index]
-                totals[index] = sum(_token_log_prob(output.prompt_logprobs[t], sequence[t]) for t in range(starts[index], len(sequence)))
+                totals[index] = sum(
+                    _token_log_prob(output.prompt_logprobs[t], sequence[t]) for t in range(starts[index], len(sequence))
+                )
         return totals

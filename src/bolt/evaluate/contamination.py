@@ -24,7 +24,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from bolt.errors import BoltError
 from bolt.core.progress import progress_bar
@@ -79,8 +79,12 @@ def test_documents(dataset: str, data_dir: Path | None) -> list[tuple[str, str]]
 
     splits = hooks.load(dataset, data_dir=str(data_dir) if data_dir else None)
     if "test" not in splits:
-        raise BoltError(f"the {dataset} data has no test split to check against (--data-dir DIR with DIR/{dataset}/test.jsonl).")
-    return [(str(row.get("id", f"{dataset}-test-{i}")), _test_text(dataset, row)) for i, row in enumerate(splits["test"])]
+        raise BoltError(
+            f"the {dataset} data has no test split to check against (--data-dir DIR with DIR/{dataset}/test.jsonl)."
+        )
+    return [
+        (str(row.get("id", f"{dataset}-test-{i}")), _test_text(dataset, row)) for i, row in enumerate(splits["test"])
+    ]
 
 
 def _training_texts(path: Path) -> Iterator[tuple[str, str, str]]:
@@ -105,7 +109,9 @@ def _short_ngrams(index: dict[tuple[str, ...], set[str]], n: int) -> dict[int, s
     return short
 
 
-def overlaps(text: str, index: dict[tuple[str, ...], set[str]], n: int, short: dict[int, set[tuple[str, ...]]]) -> set[str]:
+def overlaps(
+    text: str, index: dict[tuple[str, ...], set[str]], n: int, short: dict[int, set[tuple[str, ...]]]
+) -> set[str]:
     """Keys of the test documents that share an n-gram with ``text`` (or whose whole short text it contains)."""
     tokens = words(text)
     hits: set[str] = set()
@@ -127,7 +133,11 @@ def contamination(files: Iterable[Path], output: Path, config: ContaminationConf
         if not path.is_file():
             raise BoltError(f"{path}: no such file; give JSONL corpora or bolt.chunks/1 / bolt.latents/1 files.")
     run = RunDir(output)
-    run.start("contamination", {"files": [str(f) for f in files], "config": config}, inputs={str(i): f for i, f in enumerate(files)})
+    run.start(
+        "contamination",
+        {"files": [str(f) for f in files], "config": config},
+        inputs={str(i): f for i, f in enumerate(files)},
+    )
     index: dict[tuple[str, ...], set[str]] = defaultdict(set)
     tests: dict[str, list[str]] = {}
     for dataset in config.datasets:
@@ -165,8 +175,12 @@ def contamination(files: Iterable[Path], output: Path, config: ContaminationConf
     for dataset, keys in tests.items():
         hit = [key for key in keys if key in hit_by]
         per_dataset[dataset] = {
-            "test_documents": len(keys), "contaminated": len(hit), "share": len(hit) / max(1, len(keys)),
-            "examples": [{"test_document": key.split(":", 1)[1], "files": sorted(hit_by[key])} for key in hit[:EXAMPLES]],
+            "test_documents": len(keys),
+            "contaminated": len(hit),
+            "share": len(hit) / max(1, len(keys)),
+            "examples": [
+                {"test_document": key.split(":", 1)[1], "files": sorted(hit_by[key])} for key in hit[:EXAMPLES]
+            ],
         }
     result = {"ngram": config.ngram, "datasets": per_dataset, "files": per_file}
     write_json(output / "contamination.json", result)
@@ -178,8 +192,25 @@ def contamination(files: Iterable[Path], output: Path, config: ContaminationConf
 
 def markdown(result: dict) -> str:
     n = result["ngram"]
-    lines = [f"## Test documents sharing a {n}-gram with the training files", "", "| dataset | test documents | contaminated | share |", "|---|---|---|---|"]
-    lines += [f"| {d} | {v['test_documents']:,} | {v['contaminated']:,} | {v['share']:.2%} |" for d, v in result["datasets"].items()]
-    lines += ["", f"## Training documents holding a test {n}-gram", "", "| file | documents | overlapping | through a latent |", "|---|---|---|---|"]
-    lines += [f"| {f} | {v['documents']:,} | {v['documents_overlapping']:,} | {v['documents_with_an_overlapping_latent']:,} |" for f, v in result["files"].items()]
+    lines = [
+        f"## Test documents sharing a {n}-gram with the training files",
+        "",
+        "| dataset | test documents | contaminated | share |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {d} | {v['test_documents']:,} | {v['contaminated']:,} | {v['share']:.2%} |"
+        for d, v in result["datasets"].items()
+    ]
+    lines += [
+        "",
+        f"## Training documents holding a test {n}-gram",
+        "",
+        "| file | documents | overlapping | through a latent |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {f} | {v['documents']:,} | {v['documents_overlapping']:,} | {v['documents_with_an_overlapping_latent']:,} |"
+        for f, v in result["files"].items()
+    ]
     return "\n".join(lines) + "\n"

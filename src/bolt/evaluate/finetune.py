@@ -66,7 +66,9 @@ class FinetuneConfig:
         if self.task not in TASKS:
             raise BoltError(f"unknown task {self.task!r}; finetune-eval takes one of: {', '.join(TASKS)}.")
         if self.data_dir is None:
-            raise BoltError("finetune-eval needs --data-dir DIR with DIR/<dataset>/train.jsonl (the fine-tuning data) and test.jsonl.")
+            raise BoltError(
+                "finetune-eval needs --data-dir DIR with DIR/<dataset>/train.jsonl (the fine-tuning data) and test.jsonl."
+            )
         if self.seeds < 1 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.samples < 1:
             raise BoltError("--seeds, --epochs, --lr, --batch-size and --samples must be positive.")
 
@@ -83,7 +85,10 @@ def training_pairs(task: str, data_dir: Path, limit: int | None) -> list[tuple[s
     splits = hooks.load(dataset_of(task), data_dir=str(data_dir))
     if "train" not in splits:
         raise BoltError(f"{Path(data_dir) / 'world'}: no train.jsonl (or train.json / train.parquet) to fine-tune on.")
-    return [(hooks.world_text(row, latent=latent), hooks.world_target(row, latent=latent)) for row in list(splits["train"])[:limit]]
+    return [
+        (hooks.world_text(row, latent=latent), hooks.world_target(row, latent=latent))
+        for row in list(splits["train"])[:limit]
+    ]
 
 
 def supervised_batches(tokenizer, pairs: list[tuple[str, str]], batch_size: int, rng: np.random.Generator):
@@ -151,9 +156,18 @@ def finetune_eval(model_dir: Path, output: Path, config: FinetuneConfig) -> dict
 
     config.validate()
     run = RunDir(output)
-    run.start("finetune-eval", {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "finetune": config}, seed=config.first_seed)
+    run.start(
+        "finetune-eval",
+        {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "finetune": config},
+        seed=config.first_seed,
+    )
     pairs = training_pairs(config.task, config.data_dir, config.max_train_examples)
-    key = hashlib.sha256(json.dumps([model_fingerprint(model_dir), config_to_json(dataclasses.replace(config, seeds=0, limit=None, samples=0))], default=str).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            [model_fingerprint(model_dir), config_to_json(dataclasses.replace(config, seeds=0, limit=None, samples=0))],
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
     per_seed = []
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         tuned = output / f"seed-{seed}" / "model"
@@ -162,14 +176,26 @@ def finetune_eval(model_dir: Path, output: Path, config: FinetuneConfig) -> dict
             summary = finetune(model_dir, pairs, config, seed, tuned)
             write_json(marker, summary | {"key": key})
         evaluation = TaskRunConfig(
-            tasks=[config.task], data_dir=config.data_dir, limit=config.limit, samples=config.samples, temperature=config.temperature,
-            top_p=config.top_p, max_gen_tokens=config.max_gen_tokens, seed=seed, num_fewshot=0,
+            tasks=[config.task],
+            data_dir=config.data_dir,
+            limit=config.limit,
+            samples=config.samples,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_gen_tokens=config.max_gen_tokens,
+            seed=seed,
+            num_fewshot=0,
         )
         metrics = run_tasks(tuned, output / f"seed-{seed}" / "eval", evaluation)[config.task]
         per_seed.append(metrics)
         run.log_metrics(seed=seed, **metrics)
     names = [name for name in ("exact_match", "exact_match_flexible", "maj_at_k", "pass_at_k") if name in per_seed[0]]
-    result = {"task": config.task, "seeds": config.seeds, "samples_per_question": config.samples, "questions": per_seed[0]["questions"]}
+    result = {
+        "task": config.task,
+        "seeds": config.seeds,
+        "samples_per_question": config.samples,
+        "questions": per_seed[0]["questions"],
+    }
     result |= {name: mean_and_stderr([m[name] for m in per_seed]) for name in names}
     write_json(output / "finetune_eval.json", result)
     run.finish(**{name: result[name]["mean"] for name in names})

@@ -21,7 +21,7 @@ import multiprocessing
 import re
 import threading
 from collections import Counter
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from bolt.errors import BoltError
 from bolt.core.special_tokens import EOL, SOL
@@ -45,7 +45,9 @@ def regex_extract(text: str, pattern: str, group_select: int) -> str:
     """The harness's regex filter on one response (``[invalid]`` when nothing matches)."""
     from lm_eval.filters.extraction import RegexFilter
 
-    return next(iter(RegexFilter(regex_pattern=pattern, group_select=group_select, fallback=INVALID).apply([[text]], [{}])))[0]
+    return next(
+        iter(RegexFilter(regex_pattern=pattern, group_select=group_select, fallback=INVALID).apply([[text]], [{}]))
+    )[0]
 
 
 def normalize_number(text: str) -> str:
@@ -100,7 +102,9 @@ def math_answer(text: str) -> str | None:
 def _verify_in_worker(connection) -> None:
     from math_verify import parse, verify
 
-    verify(parse("$1$", parsing_timeout=None), parse("$1$", parsing_timeout=None), timeout_seconds=None)  # warm-up: lazy imports and grammar
+    verify(
+        parse("$1$", parsing_timeout=None), parse("$1$", parsing_timeout=None), timeout_seconds=None
+    )  # warm-up: lazy imports and grammar
     connection.send("ready")
     while True:
         gold, answer = connection.recv()
@@ -126,7 +130,9 @@ class MathVerifier:
 
     def _start(self) -> None:
         if importlib.util.find_spec("math_verify") is None:  # the helper would die on import, with no message here
-            raise BoltError("grading MATH answers needs math-verify: pip install 'bolt-latent[eval]' (it pins math-verify==0.9.0).")
+            raise BoltError(
+                "grading MATH answers needs math-verify: pip install 'bolt-latent[eval]' (it pins math-verify==0.9.0)."
+            )
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["math_verify"])
         self._connection, child = context.Pipe()
@@ -177,6 +183,8 @@ def majority_correct(answers: Sequence[str | None], is_correct: Callable[[str], 
     return bool(is_correct(Counter(valid).most_common(1)[0][0]))
 
 
-def sample_metrics(correct: Sequence[bool], answers: Sequence[str | None], is_correct: Callable[[str], bool]) -> dict[str, float]:
+def sample_metrics(
+    correct: Sequence[bool], answers: Sequence[str | None], is_correct: Callable[[str], bool]
+) -> dict[str, float]:
     """First-sample accuracy, maj@k and pass@k over the k samples of one question."""
     return {"maj_at_k": float(majority_correct(answers, is_correct)), "pass_at_k": float(any(correct))}

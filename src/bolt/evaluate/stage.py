@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from bolt.core.progress import progress_bar
 
@@ -26,8 +26,24 @@ from bolt.errors import BoltError
 from bolt.estep.stage import EStepConfig, batch_windows, run_batch
 from bolt.estep.importance import iwae_bound
 from bolt.core.layouts import encode
-from bolt.core.modeling import check_model_dir, context_window, load_model, load_tokenizer, model_fingerprint, resolve_device
-from bolt.core.records import Document, PartialDocuments, is_chunked_file, iter_jsonl, read_corpus, read_documents, write_json, write_jsonl
+from bolt.core.modeling import (
+    check_model_dir,
+    context_window,
+    load_model,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_device,
+)
+from bolt.core.records import (
+    Document,
+    PartialDocuments,
+    is_chunked_file,
+    iter_jsonl,
+    read_corpus,
+    read_documents,
+    write_json,
+    write_jsonl,
+)
 from bolt.core.rundir import RunDir, partial_key, run_stage
 from bolt.estep.sampling import SamplingConfig, sample_continuations
 from bolt.estep.scoring import score
@@ -60,7 +76,11 @@ class EvalConfig:
             raise BoltError(f"--batch-prompts must be at least 1, got {self.batch_prompts}.")
         if not self.iwae_samples or min(self.iwae_samples) < 1:
             raise BoltError(f"--iwae-samples must be positive integers, got {self.iwae_samples}.")
-        for flag, value in (("--uniform-units", self.uniform_units), ("--max-latent-tokens", self.max_latent_tokens), ("--max-answer-tokens", self.max_answer_tokens)):
+        for flag, value in (
+            ("--uniform-units", self.uniform_units),
+            ("--max-latent-tokens", self.max_latent_tokens),
+            ("--max-answer-tokens", self.max_answer_tokens),
+        ):
             if value < 1:
                 raise BoltError(f"{flag} must be at least 1, got {value}.")
         try:
@@ -69,7 +89,14 @@ class EvalConfig:
             raise BoltError(f"--answer-pattern is not a valid regex: {exc}.") from None
 
 
-def nll(model, tokenizer, documents: list[Document], m: MarkerIds, max_batch_tokens: int = 16384, documents_per_step: int = 64) -> dict[str, float]:
+def nll(
+    model,
+    tokenizer,
+    documents: list[Document],
+    m: MarkerIds,
+    max_batch_tokens: int = 16384,
+    documents_per_step: int = 64,
+) -> dict[str, float]:
     """Raw-text NLL per token and per character (nats)."""
     window = context_window(model)
     total, tokens, chars = 0.0, 0, 0
@@ -99,7 +126,15 @@ class _DocumentBounds:
         return {"id": self.id, "log_w": self.log_w, "tokens": self.tokens}
 
 
-def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds, config: EvalConfig, partial_path: Path | None = None, config_key: str = "") -> dict[str, float]:
+def likelihood_bounds(
+    model,
+    tokenizer,
+    documents: list[Document],
+    m: MarkerIds,
+    config: EvalConfig,
+    partial_path: Path | None = None,
+    config_key: str = "",
+) -> dict[str, float]:
     """IWAE NLL upper bounds per token for each n in ``config.iwae_samples``.
 
     Each chunk goes through the E-step's own ``run_batch`` (K = max(n) samples, seeded per
@@ -108,22 +143,35 @@ def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds,
     numbers.
     """
     k = max(config.iwae_samples)
-    estep = EStepConfig(samples=k, seed=config.seed, sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens), batch_prompts=config.batch_prompts, keep_candidates=True)
+    estep = EStepConfig(
+        samples=k,
+        seed=config.seed,
+        sampling=SamplingConfig(max_new_tokens=config.max_latent_tokens),
+        batch_prompts=config.batch_prompts,
+        keep_candidates=True,
+    )
     window = context_window(model)
     partial = PartialDocuments(partial_path, config_key) if partial_path else None
     done = partial.done if partial else {}
     todo = {i for i, document in enumerate(documents) if document.id not in done}
     pending: dict[int, list] = {i: [None] * len(documents[i].chunks) for i in todo}
     model.eval()
-    with progress_bar(total=sum(len(documents[i].chunks) for i in todo), desc="IWAE bounds", unit="chunk", disable=None) as progress:
+    with progress_bar(
+        total=sum(len(documents[i].chunks) for i in todo), desc="IWAE bounds", unit="chunk", disable=None
+    ) as progress:
         for batch, _ in batch_windows(documents, lambda document: document.id not in done, tokenizer, estep, window):
             for job, result in zip(batch, run_batch(model, tokenizer, batch, m, estep)):
                 if job.document_index not in pending:
                     continue  # finished before an interruption
                 chunks = pending[job.document_index]
-                chunks[job.chunk_index] = ([candidate["log_w"] for candidate in result["candidates"]], len(job.context.text))
+                chunks[job.chunk_index] = (
+                    [candidate["log_w"] for candidate in result["candidates"]],
+                    len(job.context.text),
+                )
                 if all(chunk is not None for chunk in chunks):
-                    finished = _DocumentBounds(documents[job.document_index].id, [w for w, _ in chunks], sum(t for _, t in chunks))
+                    finished = _DocumentBounds(
+                        documents[job.document_index].id, [w for w, _ in chunks], sum(t for _, t in chunks)
+                    )
                     if partial:
                         partial.add(finished)
                     else:
@@ -132,7 +180,9 @@ def likelihood_bounds(model, tokenizer, documents: list[Document], m: MarkerIds,
             progress.update(sum(job.document_index in todo for job in batch))
     records = [done[document.id] for document in documents]
     tokens = sum(record["tokens"] for record in records)
-    totals = {n: sum(iwae_bound(log_w, n) for record in records for log_w in record["log_w"]) for n in config.iwae_samples}
+    totals = {
+        n: sum(iwae_bound(log_w, n) for record in records for log_w in record["log_w"]) for n in config.iwae_samples
+    }
     return {f"iwae{n}_nll_per_token": -totals[n] / tokens for n in config.iwae_samples} | {"bound_tokens": tokens}
 
 
@@ -148,7 +198,15 @@ def first_match_extractor(pattern: str) -> Callable[[str], str | None]:
     return extract
 
 
-def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, config: EvalConfig, latent: bool = True, extract: Callable[[str], str | None] | None = None) -> dict:
+def answer_questions(
+    model,
+    tokenizer,
+    questions: list[dict],
+    m: MarkerIds,
+    config: EvalConfig,
+    latent: bool = True,
+    extract: Callable[[str], str | None] | None = None,
+) -> dict:
     """Greedy answers, with reasoning in latent space when ``latent``; returns accuracy and outputs."""
     extract = extract or first_match_extractor(config.answer_pattern)
     start = [m.bos] if m.bos is not None else []
@@ -162,7 +220,9 @@ def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, conf
         for sample in sample_continuations(model, batch, 1, stop, sampling, pad_id=tokenizer.pad_token_id):
             ids = [t for t in sample[0].token_ids if t not in stop]
             if latent:
-                thought_ids, answer_ids = (ids[: ids.index(m.eol)], ids[ids.index(m.eol) + 1 :]) if m.eol in ids else (ids, [])
+                thought_ids, answer_ids = (
+                    (ids[: ids.index(m.eol)], ids[ids.index(m.eol) + 1 :]) if m.eol in ids else (ids, [])
+                )
             else:
                 thought_ids, answer_ids = [], ids
             outputs.append({"latent": tokenizer.decode(thought_ids), "answer_text": tokenizer.decode(answer_ids)})
@@ -176,7 +236,13 @@ def answer_questions(model, tokenizer, questions: list[dict], m: MarkerIds, conf
             empty += 1  # with latents: no latent ever closed (no EoL within --max-answer-tokens), or nothing after it
         elif output["extracted"] is None:
             unparseable += 1
-    return {"accuracy": correct / max(1, len(questions)), "questions": len(questions), "empty_answers": empty, "unparseable_answers": unparseable, "outputs": outputs}
+    return {
+        "accuracy": correct / max(1, len(questions)),
+        "questions": len(questions),
+        "empty_answers": empty,
+        "unparseable_answers": unparseable,
+        "outputs": outputs,
+    }
 
 
 def answer_warnings(answered: dict, config: EvalConfig, latent: bool, strict: bool = False) -> None:
@@ -185,12 +251,20 @@ def answer_warnings(answered: dict, config: EvalConfig, latent: bool, strict: bo
     if n and (empty + unparseable) * 2 > n:
         why = []
         if empty:
-            why.append(f"{empty} empty" + (" (no latent ever closed: no EoL within --max-answer-tokens)" if latent else ""))
+            why.append(
+                f"{empty} empty" + (" (no latent ever closed: no EoL within --max-answer-tokens)" if latent else "")
+            )
         if unparseable:
             why.append(f"{unparseable} that --answer-pattern {config.answer_pattern!r} cannot read")
-        fix = ("train the model on latent data (or longer), raise --max-answer-tokens, or measure the base model with --direct" if latent and empty * 2 > n
-               else "fix --answer-pattern to match the answers' form")
-        warn(f"{empty + unparseable} of {n} answers are unusable ({', '.join(why)}), so the accuracy says little: {fix}.", strict)
+        fix = (
+            "train the model on latent data (or longer), raise --max-answer-tokens, or measure the base model with --direct"
+            if latent and empty * 2 > n
+            else "fix --answer-pattern to match the answers' form"
+        )
+        warn(
+            f"{empty + unparseable} of {n} answers are unusable ({', '.join(why)}), so the accuracy says little: {fix}.",
+            strict,
+        )
 
 
 def extracted_part(pattern: str) -> str:
@@ -229,11 +303,17 @@ def gold_answer_check(questions: list[dict], config: EvalConfig, strict: bool = 
     never = [gold for gold in golds if not answer.fullmatch(gold)]
     if never:
         default = config.answer_pattern == DEFAULT_ANSWER_PATTERN
-        warn(f"{len(never)} of {len(golds)} gold answers (e.g. {never[0][:40]!r}) can never match "
-             + ("the default --answer-pattern, which reads a number" if default else f"--answer-pattern {config.answer_pattern!r}")
-             + ": those questions count as wrong whatever the model says; pass an --answer-pattern that reads them (e.g. '[A-D]' or '\\w+')", strict)
+        warn(
+            f"{len(never)} of {len(golds)} gold answers (e.g. {never[0][:40]!r}) can never match "
+            + (
+                "the default --answer-pattern, which reads a number"
+                if default
+                else f"--answer-pattern {config.answer_pattern!r}"
+            )
+            + ": those questions count as wrong whatever the model says; pass an --answer-pattern that reads them (e.g. '[A-D]' or '\\w+')",
+            strict,
+        )
     return len(never)
-
 
 
 def evaluate_model(
@@ -295,8 +375,15 @@ def load_eval_documents(path: Path, uniform_units: int) -> list[Document]:
 
 
 def eval_stage(
-    model_dir: Path, output_dir: Path, config: EvalConfig, documents_path: Path | None = None, questions_path: Path | None = None, latent: bool = True, device: str = "auto",
-    overwrite: bool | None = None, strict: bool = False,
+    model_dir: Path,
+    output_dir: Path,
+    config: EvalConfig,
+    documents_path: Path | None = None,
+    questions_path: Path | None = None,
+    latent: bool = True,
+    device: str = "auto",
+    overwrite: bool | None = None,
+    strict: bool = False,
 ) -> dict:
     """``bolt eval``: metrics to ``OUT/eval.json``, each generated answer to ``OUT/answers.jsonl``.
 
@@ -309,17 +396,36 @@ def eval_stage(
     config.validate()
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise BoltError(f"{output_dir}: is a file, where bolt needs a directory (-o of `bolt eval` names a directory); name another path.")
+        raise BoltError(
+            f"{output_dir}: is a file, where bolt needs a directory (-o of `bolt eval` names a directory); name another path."
+        )
     resolve_device(device)
     check_model_dir(model_dir)  # one line for a missing, unfinished or damaged model, before any output is claimed
-    stage_config = {"model": str(model_dir), "model_fingerprint": model_fingerprint(model_dir), "documents": str(documents_path), "questions": str(questions_path), "latent": latent, "eval": config}
+    stage_config = {
+        "model": str(model_dir),
+        "model_fingerprint": model_fingerprint(model_dir),
+        "documents": str(documents_path),
+        "questions": str(questions_path),
+        "latent": latent,
+        "eval": config,
+    }
 
     def work(run) -> dict:
         documents = load_eval_documents(documents_path, config.uniform_units) if documents_path else None
         questions = read_questions(questions_path) if questions_path else None
         unmatchable = gold_answer_check(questions, config, strict) if questions else 0
         key = partial_key(stage_config, documents_path) if documents_path else ""
-        results = evaluate_model(model_dir, documents, questions, config, latent=latent, partial_path=output_dir / "bounds.partial.jsonl", config_key=key, device=device, strict=strict)
+        results = evaluate_model(
+            model_dir,
+            documents,
+            questions,
+            config,
+            latent=latent,
+            partial_path=output_dir / "bounds.partial.jsonl",
+            config_key=key,
+            device=device,
+            strict=strict,
+        )
         if questions:
             results["unmatchable_gold_answers"] = unmatchable
         write_jsonl(output_dir / "answers.jsonl", results.pop("answers", []))
@@ -328,5 +434,15 @@ def eval_stage(
         return results
 
     inputs = {name: p for name, p in (("documents", documents_path), ("questions", questions_path)) if p}
-    return run_stage("eval", RunDir(output_dir), output_dir / "eval.json", stage_config, work, inputs=inputs, seed=config.seed,
-                     overwrite=overwrite, own=("tasks", "tasks.json"), extra_outputs=(output_dir / "answers.jsonl",))
+    return run_stage(
+        "eval",
+        RunDir(output_dir),
+        output_dir / "eval.json",
+        stage_config,
+        work,
+        inputs=inputs,
+        seed=config.seed,
+        overwrite=overwrite,
+        own=("tasks", "tasks.json"),
+        extra_outputs=(output_dir / "answers.jsonl",),
+    )

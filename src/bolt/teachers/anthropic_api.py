@@ -45,14 +45,20 @@ class AnthropicBackend:
         anthropic = _import_anthropic()
         self.model = model
         self.anthropic = anthropic
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=sdk_timeout(anthropic, timeout), max_retries=0)
+        self.client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, timeout=sdk_timeout(anthropic, timeout), max_retries=0
+        )
         self.endpoint = str(self.client.base_url)
         """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub before showing."""
 
     def render(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         # The Messages API of anthropic 2.x has no temperature or seed: the model's own sampling is used.
-        body: dict[str, Any] = {"model": self.model, "max_tokens": sampling.max_tokens, "messages": [m for m in messages if m["role"] != "system"]}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": sampling.max_tokens,
+            "messages": [m for m in messages if m["role"] != "system"],
+        }
         if system:
             body["system"] = system
         return body
@@ -64,7 +70,9 @@ class AnthropicBackend:
         return sdk_error_kind(self.anthropic, error)
 
     def submit_batch(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
-        batch = self.client.messages.batches.create(requests=[{"custom_id": custom_id, "params": body} for custom_id, body in items])
+        batch = self.client.messages.batches.create(
+            requests=[{"custom_id": custom_id, "params": body} for custom_id, body in items]
+        )
         return batch.id
 
     def find_batch(self, submission: str) -> str | None:

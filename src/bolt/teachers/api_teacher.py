@@ -41,7 +41,17 @@ from bolt.errors import BoltError, EnvironmentFault
 from bolt.core.scrub import register, scrub, scrub_url, url_secrets
 from bolt.teachers.cache import TeacherCache
 from bolt.teachers.chat import (
-    OK, REJECTED, UNREACHABLE, BatchRejected, ChatBackend, Reply, Sampling, Spend, backoff_seconds, connect_failure, request_key,
+    OK,
+    REJECTED,
+    UNREACHABLE,
+    BatchRejected,
+    ChatBackend,
+    Reply,
+    Sampling,
+    Spend,
+    backoff_seconds,
+    connect_failure,
+    request_key,
 )
 from bolt.teachers.pricing import Price, estimate_tokens
 
@@ -112,15 +122,21 @@ def api_key(variable: str, env_file: str | Path | None) -> str | None:
     return dotenv_values(path).get(variable) or None
 
 
-def make_backend(family: str, model: str, base_url: str | None, env_file: str | Path | None, timeout: float, require_key: bool = True) -> ChatBackend:
+def make_backend(
+    family: str, model: str, base_url: str | None, env_file: str | Path | None, timeout: float, require_key: bool = True
+) -> ChatBackend:
     variable = KEY_VARIABLES[family]
     key = api_key(variable, env_file)
     if key is None:
         if (family == "openai" and base_url) or not require_key:
             key = "none"  # local OpenAI-compatible servers (vLLM, SGLang) accept any key; a dry run sends nothing
         else:
-            raise BoltError(f"--teacher {family} needs an API key: export {variable}=... or pass --env-file FILE with a {variable}= line.")
-    register(key, *url_secrets(base_url))  # from now on bolt.core.scrub removes them from whatever is written or printed
+            raise BoltError(
+                f"--teacher {family} needs an API key: export {variable}=... or pass --env-file FILE with a {variable}= line."
+            )
+    register(
+        key, *url_secrets(base_url)
+    )  # from now on bolt.core.scrub removes them from whatever is written or printed
     if family == "openai":
         from bolt.teachers.openai_api import OpenAIBackend
 
@@ -133,7 +149,15 @@ def make_backend(family: str, model: str, base_url: str | None, env_file: str | 
 class ApiTeacher:
     """Answers prompts through one chat backend, with a cache, retries and spend tracking."""
 
-    def __init__(self, backend: ChatBackend, sampling: Sampling, config: ApiConfig, price: Price | None, base_url: str | None = None, seed: int = 0):
+    def __init__(
+        self,
+        backend: ChatBackend,
+        sampling: Sampling,
+        config: ApiConfig,
+        price: Price | None,
+        base_url: str | None = None,
+        seed: int = 0,
+    ):
         config.validate()
         self.backend = backend
         self.name = backend.family
@@ -158,11 +182,19 @@ class ApiTeacher:
         """Requests not sent because of ``config.max_spend``."""
         self.budget_lock = threading.Lock()
         if config.max_spend is not None and price is None:
-            raise BoltError(f"--max-spend needs the price of {backend.model}: it is not in the built-in table; give one with --pricing FILE.")
+            raise BoltError(
+                f"--max-spend needs the price of {backend.model}: it is not in the built-in table; give one with --pricing FILE."
+            )
 
     def describe(self) -> dict[str, Any]:
         """Goes into the manifest: the URL without credentials."""
-        return {"backend": self.name, "model": self.backend.model, "base_url": scrub_url(self.base_url), "sampling": self.sampling, "batch": self.config.batch}
+        return {
+            "backend": self.name,
+            "model": self.backend.model,
+            "base_url": scrub_url(self.base_url),
+            "sampling": self.sampling,
+            "batch": self.config.batch,
+        }
 
     def requests(self, prompts: list[Prompt]) -> list[tuple[str, dict[str, Any]]]:
         """``(cache key, body)`` of every prompt."""
@@ -205,12 +237,21 @@ class ApiTeacher:
         requests = dict(self.requests(prompts))
         cached = cache.get_many(list(requests))
         todo = [body for key, body in requests.items() if key not in cached]
-        texts = [m["content"] for body in todo for m in body["messages"]] + [body["system"] for body in todo if "system" in body]
+        texts = [m["content"] for body in todo for m in body["messages"]] + [
+            body["system"] for body in todo if "system" in body
+        ]
         input_tokens = sum(estimate_tokens(text) + 4 for text in texts)  # + 4: each message's role and delimiters
         output_tokens = self.sampling.max_tokens * len(todo)
         return {
-            "backend": self.name, "model": self.backend.model, "batch": self.config.batch, "prompts": len(prompts), "unique_requests": len(requests),
-            "cached": len(cached), "requests_to_send": len(todo), "estimated_input_tokens": input_tokens, "max_output_tokens": output_tokens,
+            "backend": self.name,
+            "model": self.backend.model,
+            "batch": self.config.batch,
+            "prompts": len(prompts),
+            "unique_requests": len(requests),
+            "cached": len(cached),
+            "requests_to_send": len(todo),
+            "estimated_input_tokens": input_tokens,
+            "max_output_tokens": output_tokens,
             "estimated_cost_usd_at_most": self.cost(input_tokens, output_tokens),
         }
 
@@ -222,9 +263,17 @@ class ApiTeacher:
         pending = {key: body for key, body in requests if key not in cached}
         self.spend.cached = len(set(keys)) - len(pending)
         self.stop.clear()
-        progress = progress_bar(total=len(set(keys)), initial=self.spend.cached, desc=scrub(f"synthesize ({self.name} {self.backend.model})"), unit="req", disable=None)
+        progress = progress_bar(
+            total=len(set(keys)),
+            initial=self.spend.cached,
+            desc=scrub(f"synthesize ({self.name} {self.backend.model})"),
+            unit="req",
+            disable=None,
+        )
         try:
-            failures = self._batched(pending, cache, progress) if self.config.batch else self._online(pending, cache, progress)
+            failures = (
+                self._batched(pending, cache, progress) if self.config.batch else self._online(pending, cache, progress)
+            )
         finally:
             progress.close()
         answers = self.use_answers(keys, cache)
@@ -243,16 +292,31 @@ class ApiTeacher:
         this_run = spend.to_json()
         this_run["cost_usd"] = self.cost(spend.input_tokens, spend.output_tokens)
         used = self.answers_used
-        answers_cost = None if self.price is None else round(sum(self.price.cost(row[1], row[2], bool(row[3])) for row in used), 6)
+        answers_cost = (
+            None if self.price is None else round(sum(self.price.cost(row[1], row[2], bool(row[3])) for row in used), 6)
+        )
         return {
-            "backend": self.name, "model": self.backend.model, "batch": self.config.batch, "this_run": this_run,
-            "answers": {"count": len(used), "input_tokens": sum(row[1] for row in used), "output_tokens": sum(row[2] for row in used), "cost_usd": answers_cost},
+            "backend": self.name,
+            "model": self.backend.model,
+            "batch": self.config.batch,
+            "this_run": this_run,
+            "answers": {
+                "count": len(used),
+                "input_tokens": sum(row[1] for row in used),
+                "output_tokens": sum(row[2] for row in used),
+                "cost_usd": answers_cost,
+            },
         }
 
     def _answered(self, key: str, reply: Reply, cache: TeacherCache, progress) -> None:
-        cache.put(key, reply.text, reply.input_tokens, reply.output_tokens, self.name, self.backend.model, self.config.batch)
+        cache.put(
+            key, reply.text, reply.input_tokens, reply.output_tokens, self.name, self.backend.model, self.config.batch
+        )
         progress.update(1)
-        progress.set_postfix(tokens=self.spend.input_tokens + self.spend.output_tokens, usd=self.cost(self.spend.input_tokens, self.spend.output_tokens))
+        progress.set_postfix(
+            tokens=self.spend.input_tokens + self.spend.output_tokens,
+            usd=self.cost(self.spend.input_tokens, self.spend.output_tokens),
+        )
 
     # --- online --------------------------------------------------------------------
 
@@ -262,7 +326,9 @@ class ApiTeacher:
         pool = ThreadPoolExecutor(self.config.concurrency)
         lock = threading.Lock()
         try:
-            futures = {pool.submit(self._ask_and_store, key, body, cache, progress, lock): key for key, body in pending.items()}
+            futures = {
+                pool.submit(self._ask_and_store, key, body, cache, progress, lock): key for key, body in pending.items()
+            }
             for future in as_completed(futures):
                 if future.cancelled():
                     continue
@@ -292,7 +358,9 @@ class ApiTeacher:
             raise fatal
         return failures
 
-    def _ask_and_store(self, key: str, body: dict[str, Any], cache: TeacherCache, progress, lock: threading.Lock) -> tuple[Reply | None, str]:
+    def _ask_and_store(
+        self, key: str, body: dict[str, Any], cache: TeacherCache, progress, lock: threading.Lock
+    ) -> tuple[Reply | None, str]:
         """Ask, and store a reply before this request's slot frees for the next one: a process
         killed at any moment then loses at most the ``concurrency`` replies in flight. (Stored by
         the main thread instead, finished replies waiting behind it were lost to a kill too.)"""
@@ -320,15 +388,21 @@ class ApiTeacher:
         url = scrub_url(getattr(self.backend, "endpoint", None) or self.base_url) or "the provider's default URL"
         cause = (connect_failure(error) if error is not None else None) or "no connection"
         when = f"for {lasted:.0f} s after it had answered" if heard else "and none has answered yet"
-        raise EnvironmentFault(scrub(
-            f"cannot reach the {self.name} API at {url}: {streak} requests in a row got no connection ({cause}) {when}. "
-            "Check --base-url and that the server is running and reachable from here; answers already received are kept in the cache, "
-            "so rerunning the same command sends only what is unanswered."
-        ))
+        raise EnvironmentFault(
+            scrub(
+                f"cannot reach the {self.name} API at {url}: {streak} requests in a row got no connection ({cause}) {when}. "
+                "Check --base-url and that the server is running and reachable from here; answers already received are kept in the cache, "
+                "so rerunning the same command sends only what is unanswered."
+            )
+        )
 
     def _all_rejected(self) -> bool:
         """Whether more than two rounds of requests were refused and none was ever answered (this run or, per the cache, before)."""
-        return self.spend.requests == 0 and self.spend.cached == 0 and self.spend.errors[REJECTED] > 2 * self.config.concurrency
+        return (
+            self.spend.requests == 0
+            and self.spend.cached == 0
+            and self.spend.errors[REJECTED] > 2 * self.config.concurrency
+        )
 
     def _ask(self, body: dict[str, Any]) -> tuple[Reply | None, str]:
         """One request until a usable reply or the retry limits; other errors propagate."""
@@ -348,12 +422,18 @@ class ApiTeacher:
                     self.spend.add_error(kind)
                 self._heard(kind, error)
                 if kind is None:
-                    raise BoltError(scrub(f"{self.name} API error that retrying cannot fix: {error}. Check --teacher-model, --base-url and the API key.")) from None
+                    raise BoltError(
+                        scrub(
+                            f"{self.name} API error that retrying cannot fix: {error}. Check --teacher-model, --base-url and the API key."
+                        )
+                    ) from None
                 if kind == REJECTED:
                     return None, scrub(f"{kind}: {error}")
                 if errors >= self.config.max_retries:
                     return None, f"{kind} after {errors + 1} attempts"
-                if self.stop.wait(backoff_seconds(errors, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng)):
+                if self.stop.wait(
+                    backoff_seconds(errors, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng)
+                ):
                     return None, f"{kind}, then the run stopped"
                 errors += 1
                 continue
@@ -378,8 +458,14 @@ class ApiTeacher:
             open_batches = self._open_batches(cache)
             covered = {key for _, keys in open_batches.values() for key in keys}
             todo = [key for key in pending if key not in covered and key not in failures]
-            if self.config.max_spend is not None:  # submit only what fits under the cap, counting the open batches' worst case
-                room = self.config.max_spend - self.spent() - sum(self.worst_case(pending[key]) for key in covered if key in pending)
+            if (
+                self.config.max_spend is not None
+            ):  # submit only what fits under the cap, counting the open batches' worst case
+                room = (
+                    self.config.max_spend
+                    - self.spent()
+                    - sum(self.worst_case(pending[key]) for key in covered if key in pending)
+                )
                 fits = []
                 for key in todo:
                     worst = self.worst_case(pending[key])
@@ -398,7 +484,11 @@ class ApiTeacher:
                 open_batches[submission] = (batch_id, part)
             if not open_batches:
                 return failures
-            finished = [submission for submission, (batch_id, _) in open_batches.items() if self._call("polling a batch", self.backend.batch_finished, batch_id)]
+            finished = [
+                submission
+                for submission, (batch_id, _) in open_batches.items()
+                if self._call("polling a batch", self.backend.batch_finished, batch_id)
+            ]
             for submission in finished:
                 batch_id, keys = open_batches[submission]
                 for key, reason in self._collect(batch_id, keys, pending, cache, progress).items():
@@ -424,7 +514,9 @@ class ApiTeacher:
             found[submission] = (batch_id, keys)
         return found
 
-    def _collect(self, batch_id: str, keys: list[str], pending: dict[str, dict[str, Any]], cache: TeacherCache, progress) -> dict[str, str]:
+    def _collect(
+        self, batch_id: str, keys: list[str], pending: dict[str, dict[str, Any]], cache: TeacherCache, progress
+    ) -> dict[str, str]:
         """Store a finished batch's good answers; returns the reason of every key without one."""
         try:
             results = self._call("downloading batch results", self.backend.batch_results, batch_id)
@@ -458,12 +550,16 @@ class ApiTeacher:
                 kind, retry_after = self.backend.transient(error)
                 self._heard(kind, error)
                 if kind is None or kind == REJECTED or attempt >= self.config.max_retries:
-                    raise BoltError(scrub(
-                        f"{self.name} batch API: {what} failed: {error}. Batches already submitted are recorded in the cache: "
-                        "rerun the same command to pick them up (check --base-url and the API key if this persists)."
-                    )) from None
+                    raise BoltError(
+                        scrub(
+                            f"{self.name} batch API: {what} failed: {error}. Batches already submitted are recorded in the cache: "
+                            "rerun the same command to pick them up (check --base-url and the API key if this persists)."
+                        )
+                    ) from None
                 self.spend.add_error(kind)
-                time.sleep(backoff_seconds(attempt, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng))
+                time.sleep(
+                    backoff_seconds(attempt, self.config.backoff_base, self.config.backoff_max, retry_after, self.rng)
+                )
                 attempt += 1
                 continue
             self._heard(OK)
@@ -491,8 +587,14 @@ class ApiTeacher:
         for key in keys:
             line = len(json.dumps(bodies[key], ensure_ascii=False).encode("utf-8")) + 200
             if line > self.backend.max_batch_bytes:
-                raise BoltError(f"one request is {line} bytes, over the batch limit of {self.backend.max_batch_bytes}; shorten the chunk or document.")
-            if not parts or len(parts[-1]) >= self.backend.max_batch_requests or size + line > self.backend.max_batch_bytes:
+                raise BoltError(
+                    f"one request is {line} bytes, over the batch limit of {self.backend.max_batch_bytes}; shorten the chunk or document."
+                )
+            if (
+                not parts
+                or len(parts[-1]) >= self.backend.max_batch_requests
+                or size + line > self.backend.max_batch_bytes
+            ):
                 parts.append([])
                 size = 0
             parts[-1].append(key)
@@ -500,14 +602,27 @@ class ApiTeacher:
         return parts
 
 
-def api_teacher(family: str, model: str, sampling: Sampling, config: ApiConfig, base_url: str | None = None, env_file: str | Path | None = None,
-                pricing_file: str | Path | None = None, seed: int = 0, require_key: bool = True) -> ApiTeacher:
+def api_teacher(
+    family: str,
+    model: str,
+    sampling: Sampling,
+    config: ApiConfig,
+    base_url: str | None = None,
+    env_file: str | Path | None = None,
+    pricing_file: str | Path | None = None,
+    seed: int = 0,
+    require_key: bool = True,
+) -> ApiTeacher:
     from bolt.teachers.pricing import load_prices, price_for
 
     if not model:
-        raise BoltError(f"--teacher {family} needs --teacher-model NAME (e.g. {'gpt-4o-mini' if family == 'openai' else 'claude-haiku-4-5'}).")
+        raise BoltError(
+            f"--teacher {family} needs --teacher-model NAME (e.g. {'gpt-4o-mini' if family == 'openai' else 'claude-haiku-4-5'})."
+        )
     backend = make_backend(family, model, base_url, env_file, config.timeout, require_key)
-    return ApiTeacher(backend, sampling, config, price_for(model, load_prices(pricing_file)), base_url=base_url, seed=seed)
+    return ApiTeacher(
+        backend, sampling, config, price_for(model, load_prices(pricing_file)), base_url=base_url, seed=seed
+    )
 
 
 def openai_teacher(**options: Any) -> ApiTeacher:

@@ -34,8 +34,7 @@ class Teacher(Protocol):
         """What identifies this teacher's outputs (model, template version, sampling): goes in the manifest."""
         ...
 
-    def write_latents(self, requests: list[LatentRequest]) -> list[str]:
-        ...
+    def write_latents(self, requests: list[LatentRequest]) -> list[str]: ...
 
 
 BACKENDS = {
@@ -63,7 +62,9 @@ class TeacherSpec:
     def __post_init__(self) -> None:
         secret = [key for key in self.options if "key" in key.lower() and key != "require_key"]
         if secret:
-            raise BoltError(f"a teacher spec travels to workers and must hold no API key (got option {secret[0]!r}); set the key in the environment or an --env-file.")
+            raise BoltError(
+                f"a teacher spec travels to workers and must hold no API key (got option {secret[0]!r}); set the key in the environment or an --env-file."
+            )
 
     def build(self) -> Teacher:
         return make_teacher(self.name, **self.options)

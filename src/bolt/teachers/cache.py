@@ -48,12 +48,15 @@ class TeacherCache:
         for start in range(0, len(unique), 500):
             part = unique[start : start + 500]
             rows = self.connection.execute(
-                f"SELECT key, text, input_tokens, output_tokens, batched FROM answers WHERE key IN ({','.join('?' * len(part))})", part
+                f"SELECT key, text, input_tokens, output_tokens, batched FROM answers WHERE key IN ({','.join('?' * len(part))})",
+                part,
             )
             found.update({row[0]: row[1:] for row in rows})
         return found
 
-    def put(self, key: str, text: str, input_tokens: int, output_tokens: int, backend: str, model: str, batched: bool) -> None:
+    def put(
+        self, key: str, text: str, input_tokens: int, output_tokens: int, backend: str, model: str, batched: bool
+    ) -> None:
         self.connection.execute(
             "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, text, input_tokens, output_tokens, backend, model, int(batched), time.time()),
@@ -61,14 +64,18 @@ class TeacherCache:
 
     def begin_batch(self, submission: str, backend: str, keys: list[str]) -> None:
         """Record a batch about to be submitted, before the provider knows it, so no kill can orphan it."""
-        self.connection.execute("INSERT INTO batches VALUES (?, NULL, ?, ?, 1, ?)", (submission, backend, json.dumps(keys), time.time()))
+        self.connection.execute(
+            "INSERT INTO batches VALUES (?, NULL, ?, ?, 1, ?)", (submission, backend, json.dumps(keys), time.time())
+        )
 
     def set_batch_id(self, submission: str, batch_id: str) -> None:
         self.connection.execute("UPDATE batches SET batch_id = ? WHERE submission = ?", (batch_id, submission))
 
     def open_batches(self, backend: str) -> dict[str, tuple[str | None, list[str]]]:
         """Open submissions: ``{submission: (provider batch id or None if not known yet, keys)}``."""
-        rows = self.connection.execute("SELECT submission, batch_id, keys FROM batches WHERE backend = ? AND open = 1 ORDER BY created", (backend,))
+        rows = self.connection.execute(
+            "SELECT submission, batch_id, keys FROM batches WHERE backend = ? AND open = 1 ORDER BY created", (backend,)
+        )
         return {submission: (batch_id, json.loads(keys)) for submission, batch_id, keys in rows}
 
     def close_batch(self, submission: str) -> None:

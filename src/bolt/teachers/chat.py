@@ -85,8 +85,7 @@ class ChatBackend(Protocol):
         """The id of the batch tagged ``submission``, if the provider has it (a kill came before its id was recorded)."""
         ...
 
-    def batch_finished(self, batch_id: str) -> bool:
-        ...
+    def batch_finished(self, batch_id: str) -> bool: ...
 
     def batch_results(self, batch_id: str) -> dict[str, Reply | str]:
         """Each custom_id's ``Reply``, or a string saying why it has none (error, expired, cancelled);
@@ -149,7 +148,9 @@ def sdk_error_kind(sdk: Any, error: Exception) -> tuple[str | None, float | None
 
 def request_key(family: str, body: dict[str, Any], template_version: str) -> str:
     """The cache key: a hash of the full rendered request and the template version."""
-    payload = json.dumps({"family": family, "body": body, "template": template_version}, sort_keys=True, ensure_ascii=False)
+    payload = json.dumps(
+        {"family": family, "body": body, "template": template_version}, sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -201,8 +202,12 @@ class Spend:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "requests": self.requests, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "cached_answers": self.cached,
-            "bad_replies": dict(self.problems), "errors": dict(self.errors),
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_answers": self.cached,
+            "bad_replies": dict(self.problems),
+            "errors": dict(self.errors),
         }
 
     @classmethod

@@ -51,12 +51,19 @@ class OpenAIBackend:
         openai = _import_openai()
         self.model = model
         self.openai = openai
-        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=sdk_timeout(openai, timeout), max_retries=0)
+        self.client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, timeout=sdk_timeout(openai, timeout), max_retries=0
+        )
         self.endpoint = str(self.client.base_url)
         """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub before showing."""
 
     def render(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_completion_tokens": sampling.max_tokens, "temperature": sampling.temperature}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_completion_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+        }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         return body
@@ -68,9 +75,19 @@ class OpenAIBackend:
         return sdk_error_kind(self.openai, error)
 
     def submit_batch(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
-        lines = [json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_PATH, "body": body}, ensure_ascii=False) for custom_id, body in items]
-        upload = self.client.files.create(file=("bolt-batch.jsonl", ("\n".join(lines) + "\n").encode("utf-8")), purpose="batch")
-        batch = self.client.batches.create(completion_window="24h", endpoint=CHAT_PATH, input_file_id=upload.id, metadata={"bolt_submission": submission})
+        lines = [
+            json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT_PATH, "body": body}, ensure_ascii=False)
+            for custom_id, body in items
+        ]
+        upload = self.client.files.create(
+            file=("bolt-batch.jsonl", ("\n".join(lines) + "\n").encode("utf-8")), purpose="batch"
+        )
+        batch = self.client.batches.create(
+            completion_window="24h",
+            endpoint=CHAT_PATH,
+            input_file_id=upload.id,
+            metadata={"bolt_submission": submission},
+        )
         return batch.id
 
     def find_batch(self, submission: str) -> str | None:
@@ -87,8 +104,14 @@ class OpenAIBackend:
     def batch_results(self, batch_id: str) -> dict[str, Reply | str]:
         batch = self.client.batches.retrieve(batch_id)
         if batch.status == "failed":
-            messages = "; ".join(f"{error.code}: {error.message}" for error in (batch.errors.data or [])) if batch.errors else "no reason given"
-            raise BatchRejected(f"OpenAI rejected batch {batch_id} ({messages}). Check --teacher-model and the request parameters.")
+            messages = (
+                "; ".join(f"{error.code}: {error.message}" for error in (batch.errors.data or []))
+                if batch.errors
+                else "no reason given"
+            )
+            raise BatchRejected(
+                f"OpenAI rejected batch {batch_id} ({messages}). Check --teacher-model and the request parameters."
+            )
         results: dict[str, Reply | str] = {}
         for file_id in (batch.error_file_id, batch.output_file_id):  # output last: it wins if both name an id
             if not file_id:

@@ -50,7 +50,9 @@ def load_prices(path: str | Path | None) -> dict[str, Price]:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         for model, entry in raw.items():
-            prices[str(model)] = Price(float(entry["input"]), float(entry["output"]), float(entry.get("batch_discount", 0.5)))
+            prices[str(model)] = Price(
+                float(entry["input"]), float(entry["output"]), float(entry.get("batch_discount", 0.5))
+            )
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BoltError(
             f"{path}: not a pricing table ({exc}). Expected a JSON object like "

@@ -58,7 +58,9 @@ LATENT_V1 = PromptTemplate(
     ),
 )
 
-_REPHRASER = "You rewrite documents faithfully: every fact, number and name of the original survives, nothing is invented."
+_REPHRASER = (
+    "You rewrite documents faithfully: every fact, number and name of the original survives, nothing is invented."
+)
 _WRAP_INSTRUCTIONS = {
     "simple": "Rewrite the document below in very simple words and short sentences, so that a young child could follow it.",
     "scholarly": "Rewrite the document below in dense, formal, scholarly language, as it would read in an academic publication.",
@@ -114,7 +116,10 @@ def load_templates(path: str | Path | None, method: str = "latent") -> dict[str,
                 raise KeyError("'styles' must be a non-empty object")
             if method != "wrap" and len(raw["styles"]) != 1:
                 raise KeyError(f"--method {method} takes one template, not several 'styles'")
-            return {str(style): _parse_template(f"{version}/{style}", value, f"style {style!r}") for style, value in raw["styles"].items()}
+            return {
+                str(style): _parse_template(f"{version}/{style}", value, f"style {style!r}")
+                for style, value in raw["styles"].items()
+            }
         return {"default": _parse_template(version, raw, "the template")}
     except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         raise BoltError(

@@ -21,7 +21,8 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator
+from typing import Any
+from collections.abc import Collection, Iterable, Iterator
 
 from bolt.core.progress import progress_bar
 
@@ -29,8 +30,20 @@ from bolt.errors import BoltError
 from bolt.core.quality import is_repetitive, warn
 from bolt.core.executors import ExecutorConfig, run_shards, split_shards
 from bolt.core.records import (
-    Chunk, Document, DocumentRange, DocumentScan, PartialDocuments, finished_documents, is_chunked_file, merged_documents,
-    read_corpus, read_documents, require_file, shard_partial_paths, write_json, write_jsonl,
+    Chunk,
+    Document,
+    DocumentRange,
+    DocumentScan,
+    PartialDocuments,
+    finished_documents,
+    is_chunked_file,
+    merged_documents,
+    read_corpus,
+    read_documents,
+    require_file,
+    shard_partial_paths,
+    write_json,
+    write_jsonl,
 )
 from bolt.core.rundir import RunDir, partial_key, run_dir_for_file, run_stage
 from bolt.core.scrub import scrub, scrub_data
@@ -74,11 +87,13 @@ class Slot:
 
 
 def wrap_style(styles: list[str], seed: int, document_id: str) -> str:
-    digest = hashlib.sha256(f"{seed}\0{document_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\0{document_id}".encode()).digest()
     return sorted(styles)[int.from_bytes(digest[:8], "little") % len(styles)]
 
 
-def build_prompts(documents: list[Document], config: SynthesizeConfig, templates: dict[str, PromptTemplate]) -> tuple[list, list[Slot]]:
+def build_prompts(
+    documents: list[Document], config: SynthesizeConfig, templates: dict[str, PromptTemplate]
+) -> tuple[list, list[Slot]]:
     """A prompt per chunk (``latent``) or per document (``wrap``, ``wrap-cot``), and where each answer goes."""
     from bolt.teachers.api_teacher import Prompt
 
@@ -96,7 +111,13 @@ def build_prompts(documents: list[Document], config: SynthesizeConfig, templates
     return prompts, slots
 
 
-def assemble(documents: list[Document], slots: list[Slot], answers: list[str | None], config: SynthesizeConfig, templates: dict[str, PromptTemplate]) -> list[Document]:
+def assemble(
+    documents: list[Document],
+    slots: list[Slot],
+    answers: list[str | None],
+    config: SynthesizeConfig,
+    templates: dict[str, PromptTemplate],
+) -> list[Document]:
     """Documents whose every prompt got an answer, with the answers in place."""
     latents: dict[int, dict[int, str]] = {}
     synthetic: dict[int, tuple[str, str]] = {}
@@ -113,7 +134,10 @@ def assemble(documents: list[Document], slots: list[Slot], answers: list[str | N
         if d in failed:
             continue
         if config.method == "latent":
-            chunks = [Chunk(text=c.text, prefix=c.prefix, latent=latents[d][i], extra=c.extra) for i, c in enumerate(document.chunks)]
+            chunks = [
+                Chunk(text=c.text, prefix=c.prefix, latent=latents[d][i], extra=c.extra)
+                for i, c in enumerate(document.chunks)
+            ]
             done.append(Document(id=document.id, chunks=chunks, meta=document.meta))
         else:
             text, style = synthetic[d]
@@ -123,7 +147,13 @@ def assemble(documents: list[Document], slots: list[Slot], answers: list[str | N
 
 def with_synthetic(document: Document, text: str, method: str, style: str, template: str) -> Document:
     """``document`` carrying a rephrased version of itself (docs/FORMATS.md, "Rephrased documents")."""
-    meta = {**document.meta, "synthetic": text, "synthetic_method": method, "synthetic_style": style, "synthetic_template": template}
+    meta = {
+        **document.meta,
+        "synthetic": text,
+        "synthetic_method": method,
+        "synthetic_style": style,
+        "synthetic_template": template,
+    }
     return Document(id=document.id, chunks=document.chunks, meta=meta)
 
 
@@ -134,7 +164,13 @@ def read_inputs(input_path: Path, method: str) -> list[Document]:
     return read_documents(input_path)
 
 
-def synthesize_documents(teacher: Teacher, documents: Iterable[Document], config: SynthesizeConfig, partial: PartialDocuments, finished: Collection[str] = ()) -> None:
+def synthesize_documents(
+    teacher: Teacher,
+    documents: Iterable[Document],
+    config: SynthesizeConfig,
+    partial: PartialDocuments,
+    finished: Collection[str] = (),
+) -> None:
     """Write the latents of every document in neither ``partial`` nor ``finished`` (ids written to
     another shard's partial file by an earlier run), ``config.batch_size`` chunks at a time.
 
@@ -160,12 +196,20 @@ def synthesize_documents(teacher: Teacher, documents: Iterable[Document], config
             yield window
 
     slots: dict[str, list[tuple[str, bool] | None]] = {}
-    with progress_bar(total=sum(len(d.chunks) for d in documents if pending(d)), desc=f"synthesize ({teacher.name})", unit="chunk", disable=None) as progress:
+    with progress_bar(
+        total=sum(len(d.chunks) for d in documents if pending(d)),
+        desc=f"synthesize ({teacher.name})",
+        unit="chunk",
+        disable=None,
+    ) as progress:
         for window in windows():
             counted = sum(pending(document) for document, _ in window)
             if not counted:
                 continue
-            batch = [LatentRequest(document.id, index, document.chunks[index].prefix, document.chunks[index].text) for document, index in window]
+            batch = [
+                LatentRequest(document.id, index, document.chunks[index].prefix, document.chunks[index].text)
+                for document, index in window
+            ]
             answers = teacher.write_latents(batch)
             if len(answers) != len(batch):
                 raise RuntimeError(f"teacher {teacher.name} returned {len(answers)} latents for {len(batch)} requests")
@@ -176,14 +220,27 @@ def synthesize_documents(teacher: Teacher, documents: Iterable[Document], config
                 entry = slots.setdefault(document.id, [None] * len(document.chunks))
                 entry[index] = (answer, truncated)
                 if all(slot is not None for slot in entry):
-                    chunks = [Chunk(text=c.text, prefix=c.prefix, latent=z, extra={**c.extra, TRUNCATED: True} if t else c.extra) for c, (z, t) in zip(document.chunks, entry)]
+                    chunks = [
+                        Chunk(
+                            text=c.text, prefix=c.prefix, latent=z, extra={**c.extra, TRUNCATED: True} if t else c.extra
+                        )
+                        for c, (z, t) in zip(document.chunks, entry)
+                    ]
                     partial.add(Document(id=document.id, chunks=chunks, meta=document.meta))
                     del slots[document.id]
             progress.update(counted)
 
 
-def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document] | DocumentRange, config: SynthesizeConfig, templates: dict[str, PromptTemplate] | None,
-                     partial_path: Path, config_key: str, cache_path: Path, finished: Collection[str] = ()) -> dict[str, Any]:
+def synthesize_shard(
+    source: Teacher | TeacherSpec,
+    documents: list[Document] | DocumentRange,
+    config: SynthesizeConfig,
+    templates: dict[str, PromptTemplate] | None,
+    partial_path: Path,
+    config_key: str,
+    cache_path: Path,
+    finished: Collection[str] = (),
+) -> dict[str, Any]:
     """One shard, in whatever process runs it: build its own teacher from ``source`` (a spec) and
     append the documents it finishes to ``partial_path``.
 
@@ -193,7 +250,9 @@ def synthesize_shard(source: Teacher | TeacherSpec, documents: list[Document] | 
     items in flight. Returns counts, and a prompt teacher's failures and spend.
     """
     teacher = source.build() if isinstance(source, TeacherSpec) else source
-    if templates is None:  # a local teacher: every document of the shard, one window at a time (its batches do not move on a resume)
+    if (
+        templates is None
+    ):  # a local teacher: every document of the shard, one window at a time (its batches do not move on a resume)
         partial = PartialDocuments(partial_path, config_key, keep=False)
         computed = sum(1 for document in documents if document.id not in partial.done and document.id not in finished)
         synthesize_documents(teacher, documents, config, partial, finished)
@@ -235,14 +294,26 @@ class LatentQuality:
         counts, chunks = self.counts, self.chunks
         fix = "rerun without --strict to write them anyway; the latents computed so far are kept"
         if counts["empty_latents"] and not getattr(teacher, "allows_empty_latents", False):
-            warn(f"the teacher returned {counts['empty_latents']} empty latent(s) of {chunks}; check the teacher model and prompt.", strict, fix)
+            warn(
+                f"the teacher returned {counts['empty_latents']} empty latent(s) of {chunks}; check the teacher model and prompt.",
+                strict,
+                fix,
+            )
         if counts["truncated_latents"]:
             budget = getattr(getattr(teacher, "sampling", None), "max_new_tokens", None)
-            warn(f"{counts['truncated_latents']} of {chunks} latents were cut at the token limit{f' ({budget} tokens)' if budget else ''} before the teacher ended them: "
-                 "raise --max-new-tokens, or use a teacher model that follows the prompt (an instruct/chat model)", strict, fix)
+            warn(
+                f"{counts['truncated_latents']} of {chunks} latents were cut at the token limit{f' ({budget} tokens)' if budget else ''} before the teacher ended them: "
+                "raise --max-new-tokens, or use a teacher model that follows the prompt (an instruct/chat model)",
+                strict,
+                fix,
+            )
         if counts["repetitive_latents"]:
-            warn(f"{counts['repetitive_latents']} of {chunks} latents repeat themselves (half or more of their 4-word sequences recur: a decoding loop); "
-                 "try a larger or instruction-tuned teacher, sampling (--temperature 0.7), or another --prompt-file", strict, fix)
+            warn(
+                f"{counts['repetitive_latents']} of {chunks} latents repeat themselves (half or more of their 4-word sequences recur: a decoding loop); "
+                "try a larger or instruction-tuned teacher, sampling (--temperature 0.7), or another --prompt-file",
+                strict,
+                fix,
+            )
         return dict(counts)
 
 
@@ -275,8 +346,18 @@ def _finish_local(teacher: Teacher, rows: Iterable[dict], output_path: Path, str
     return {"documents": quality.documents, "chunks": chunks, **quality.counts}
 
 
-def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], results: list[dict], run: RunDir, output_path: Path,
-                    config: SynthesizeConfig, templates: dict[str, PromptTemplate], cache_path: Path, strict: bool = False) -> dict:
+def _finish_prompts(
+    teacher: Any,
+    documents: list[Document],
+    rows: list[dict],
+    results: list[dict],
+    run: RunDir,
+    output_path: Path,
+    config: SynthesizeConfig,
+    templates: dict[str, PromptTemplate],
+    cache_path: Path,
+    strict: bool = False,
+) -> dict:
     """Merge the shards' failures and spend (spend.json: their sum, and every answer used, counted once), write the output."""
     from bolt.teachers.cache import TeacherCache
     from bolt.teachers.chat import Spend
@@ -292,14 +373,23 @@ def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], r
     spend = teacher.report(Spend.total([result["spend"] for result in results]))
     write_json(run.path / "spend.json", spend)
     # the reasons quote the provider, who may quote the API key back
-    write_jsonl(run.path / "failures.jsonl", [{"request_key": key, "reason": scrub(reason)} for key, reason in sorted(failures.items())])
-    quality = {key: value for key, value in latent_quality(rows, teacher, strict).items() if key != "truncated_latents"} if config.method == "latent" else {}
+    write_jsonl(
+        run.path / "failures.jsonl",
+        [{"request_key": key, "reason": scrub(reason)} for key, reason in sorted(failures.items())],
+    )
+    quality = (
+        {key: value for key, value in latent_quality(rows, teacher, strict).items() if key != "truncated_latents"}
+        if config.method == "latent"
+        else {}
+    )
     write_jsonl(output_path, rows)
     capped = sum(reason.startswith(CAPPED) for reason in failures.values())
     if capped:
-        message = (f"--max-spend reached: {capped} request(s) not sent, whose worst case would have gone over it (this run spent "
-                   f"{spend['this_run'].get('cost_usd') or 0:.4f} USD). {output_path} holds the {len(rows)} complete documents; the answers are cached, "
-                   "so rerunning with a higher --max-spend (or without it) sends only what is unanswered.")
+        message = (
+            f"--max-spend reached: {capped} request(s) not sent, whose worst case would have gone over it (this run spent "
+            f"{spend['this_run'].get('cost_usd') or 0:.4f} USD). {output_path} holds the {len(rows)} complete documents; the answers are cached, "
+            "so rerunning with a higher --max-spend (or without it) sends only what is unanswered."
+        )
         if not config.allow_failures:
             raise BoltError(message)
         warnings.warn(message, stacklevel=2)
@@ -310,11 +400,27 @@ def _finish_prompts(teacher: Any, documents: list[Document], rows: list[dict], r
             f"{output_path} holds the {len(rows)} complete documents. Rerun the same command to retry only the failed requests, "
             "or add --allow-failures to finish without them."
         )
-    return {"documents": len(rows), "prompts": len(prompts), "failed_requests": len(failures), "failed_documents": len(documents) - len(rows), **quality, "spend": spend}
+    return {
+        "documents": len(rows),
+        "prompts": len(prompts),
+        "failed_requests": len(failures),
+        "failed_documents": len(documents) - len(rows),
+        **quality,
+        "spend": spend,
+    }
 
 
-def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None,
-                     executor: ExecutorConfig | None = None, overwrite: bool | None = None, strict: bool = False, limit: int | None = None) -> dict:
+def synthesize_stage(
+    teacher: Teacher | TeacherSpec,
+    input_path: Path,
+    output_path: Path,
+    config: SynthesizeConfig,
+    cache_dir: Path | None = None,
+    executor: ExecutorConfig | None = None,
+    overwrite: bool | None = None,
+    strict: bool = False,
+    limit: int | None = None,
+) -> dict:
     """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``, written to ``output_path``.
 
     The unfinished documents are split into ``executor.workers`` contiguous shards, each run
@@ -336,17 +442,27 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
     config.validate()
     executor = executor or ExecutorConfig()
     executor.validate()
-    live = teacher.build() if isinstance(teacher, TeacherSpec) else teacher  # here it only describes the teacher, renders keys and prices answers
+    live = (
+        teacher.build() if isinstance(teacher, TeacherSpec) else teacher
+    )  # here it only describes the teacher, renders keys and prices answers
     if not isinstance(teacher, TeacherSpec) and (executor.kind != "local" or executor.workers > 1):
-        raise BoltError("--workers above 1 or --executor ray builds a teacher in every worker: pass a TeacherSpec(name, options), not a teacher object.")
+        raise BoltError(
+            "--workers above 1 or --executor ray builds a teacher in every worker: pass a TeacherSpec(name, options), not a teacher object."
+        )
     # scrubbed here, before the run directory writes it to manifest.json: a --base-url may hold credentials
-    stage_config: dict[str, Any] = {"input": str(input_path), "teacher": scrub_data(live.describe()), "synthesize": config}
+    stage_config: dict[str, Any] = {
+        "input": str(input_path),
+        "teacher": scrub_data(live.describe()),
+        "synthesize": config,
+    }
     templates = None
     if hasattr(live, "complete"):
         templates = load_templates(config.prompt_file, config.method)
         stage_config["templates"] = sorted(template.version for template in templates.values())
     elif config.method != "latent":
-        raise BoltError(f"--teacher {live.name} writes latents only; --method {config.method} needs a prompt teacher (openai, anthropic, vllm).")
+        raise BoltError(
+            f"--teacher {live.name} writes latents only; --method {config.method} needs a prompt teacher (openai, anthropic, vllm)."
+        )
     if limit is not None:
         stage_config["limit"] = limit
 
@@ -359,11 +475,16 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         done = finished_documents(run.path, key)
         # API answers do not depend on their batch: the unfinished documents are shared out evenly
         shards = split_shards([document for document in documents if document.id not in done], executor.workers)
-        shard_args = [(teacher, shard, config, templates, path, key, cache_path) for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))]
+        shard_args = [
+            (teacher, shard, config, templates, path, key, cache_path)
+            for shard, path in zip(shards, shard_partial_paths(run.path, len(shards)))
+        ]
         results = run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
         done = finished_documents(run.path, key)
         rows = [done[document.id] for document in documents if document.id in done]
-        summary = _finish_prompts(live, documents, rows, results, run, output_path, config, templates, cache_path, strict)
+        summary = _finish_prompts(
+            live, documents, rows, results, run, output_path, config, templates, cache_path, strict
+        )
         for path in run.path.glob("partial*.jsonl"):
             path.unlink()
         return summary
@@ -377,17 +498,36 @@ def synthesize_stage(teacher: Teacher | TeacherSpec, input_path: Path, output_pa
         scan = DocumentScan(input_path, limit, finished)  # every check of the input, first
         # shards of the whole input, finished documents included, so a resumed run batches as the first did
         paths = shard_partial_paths(run.path, min(executor.workers, len(scan)))
-        shard_args = [(teacher, shard, config, None, paths[index], key, cache_path, finished) for index, shard in scan.shards(executor.workers)]
+        shard_args = [
+            (teacher, shard, config, None, paths[index], key, cache_path, finished)
+            for index, shard in scan.shards(executor.workers)
+        ]
         run_shards(synthesize_shard, shard_args, executor, desc="synthesize shards")
         summary = _finish_local(live, merged_documents(run.path, key, scan.ids()), output_path, strict)
         for path in run.path.glob("partial*.jsonl"):
             path.unlink()
         return summary
 
-    return run_stage("synthesize", run_dir_for_file(output_path), output_path, stage_config, work, inputs={"chunks": input_path}, overwrite=overwrite, ignore=("allow_failures",))
+    return run_stage(
+        "synthesize",
+        run_dir_for_file(output_path),
+        output_path,
+        stage_config,
+        work,
+        inputs={"chunks": input_path},
+        overwrite=overwrite,
+        ignore=("allow_failures",),
+    )
 
 
-def synthesize_estimate(teacher: Any, input_path: Path, output_path: Path, config: SynthesizeConfig, cache_dir: Path | None = None, limit: int | None = None) -> dict:
+def synthesize_estimate(
+    teacher: Any,
+    input_path: Path,
+    output_path: Path,
+    config: SynthesizeConfig,
+    cache_dir: Path | None = None,
+    limit: int | None = None,
+) -> dict:
     """``--dry-run``: requests, estimated tokens and cost of a run, sending nothing."""
     config.validate()
     if not hasattr(teacher, "estimate"):

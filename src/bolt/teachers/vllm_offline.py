@@ -36,8 +36,12 @@ class VLLMTeacher:
             try:
                 from vllm import LLM, SamplingParams
             except ImportError:
-                raise BoltError("--teacher vllm needs vLLM (GPU machines): pip install vllm. Or serve the model and use --teacher openai --base-url URL.") from None
-            params = SamplingParams(temperature=self.sampling.temperature, max_tokens=self.sampling.max_tokens, seed=self.sampling.seed)
+                raise BoltError(
+                    "--teacher vllm needs vLLM (GPU machines): pip install vllm. Or serve the model and use --teacher openai --base-url URL."
+                ) from None
+            params = SamplingParams(
+                temperature=self.sampling.temperature, max_tokens=self.sampling.max_tokens, seed=self.sampling.seed
+            )
             self._engine = (LLM(model=self.model, seed=self.seed), params)
         return self._engine
 
@@ -45,7 +49,14 @@ class VLLMTeacher:
         return {"backend": self.name, "model": self.model, "sampling": self.sampling}
 
     def complete(self, prompts: list, cache: TeacherCache) -> tuple[list[str | None], dict[str, str]]:
-        keys = [request_key("vllm", {"model": self.model, "messages": p.messages, "sampling": repr(self.sampling)}, p.template_version) for p in prompts]
+        keys = [
+            request_key(
+                "vllm",
+                {"model": self.model, "messages": p.messages, "sampling": repr(self.sampling)},
+                p.template_version,
+            )
+            for p in prompts
+        ]
         by_key = dict(zip(keys, prompts))
         pending = [key for key in by_key if key not in cache.get_many(list(by_key))]
         failures: dict[str, str] = {}
@@ -67,7 +78,13 @@ class VLLMTeacher:
     @staticmethod
     def _reply(output: Any) -> Reply:
         sample = output.outputs[0]
-        return checked_reply(sample.text, sample.finish_reason == "length", False, len(output.prompt_token_ids or []), len(sample.token_ids))
+        return checked_reply(
+            sample.text,
+            sample.finish_reason == "length",
+            False,
+            len(output.prompt_token_ids or []),
+            len(sample.token_ids),
+        )
 
     def report(self, spend: Spend | None = None) -> dict[str, Any]:
         """Spend of this run (``spend``: the shards' spend, summed, instead of this instance's)."""

@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,15 @@ from bolt.core.progress import progress_bar
 from bolt.errors import BoltError
 from bolt.core.layouts import Layout, TokenizedDocument, render
 from bolt.core.modeling import context_window, load_model_and_tokenizer
-from bolt.core.records import fsync_path, is_chunked_file, is_temporary, remove_path, remove_stale_temporaries_in, temporary_name, writer_tag
+from bolt.core.records import (
+    fsync_path,
+    is_chunked_file,
+    is_temporary,
+    remove_path,
+    remove_stale_temporaries_in,
+    temporary_name,
+    writer_tag,
+)
 from bolt.core.rundir import RunDir, config_to_json, file_sha256
 from bolt.core.special_tokens import MarkerIds, add_latent_tokens, marker_ids
 from bolt.core.token_store import StoreKey, open_token_store
@@ -124,7 +132,9 @@ class TrainConfig:
         try:
             Layout(self.layout)
         except ValueError:
-            raise BoltError(f"unknown --layout {self.layout!r}; choose from {', '.join(l.value for l in Layout)}.") from None
+            raise BoltError(
+                f"unknown --layout {self.layout!r}; choose from {', '.join(l.value for l in Layout)}."
+            ) from None
         budgets = [name for name in ("steps", "tokens", "epochs") if getattr(self, name) is not None]
         if len(budgets) > 1:
             raise BoltError(f"--{' and --'.join(budgets)} conflict: give one training budget.")
@@ -143,9 +153,16 @@ class TrainConfig:
         for name, value in (("weight-decay", self.weight_decay), ("clip", self.clip)):
             if not (value >= 0 and math.isfinite(value)):
                 raise BoltError(f"--{name} must be a finite number >= 0, got {value}.")
-        for name, value in (("warmup-steps", self.warmup_steps), ("checkpoint-every", self.checkpoint_every), ("seed", self.seed)):
+        for name, value in (
+            ("warmup-steps", self.warmup_steps),
+            ("checkpoint-every", self.checkpoint_every),
+            ("seed", self.seed),
+        ):
             if value < 0:
-                raise BoltError(f"--{name} must be >= 0, got {value}" + (" (0: only the final model is saved)." if name == "checkpoint-every" else "."))
+                raise BoltError(
+                    f"--{name} must be >= 0, got {value}"
+                    + (" (0: only the final model is saved)." if name == "checkpoint-every" else ".")
+                )
         if self.log_every < 1:
             raise BoltError(f"--log-every must be at least 1, got {self.log_every}.")
 
@@ -153,11 +170,21 @@ class TrainConfig:
 def check_training_file(path: Path, layout: Layout) -> None:
     """Chunked/latent data; for ``--layout raw`` a plain corpus (one chunk per document) too."""
     if not is_chunked_file(path) and layout is not Layout.RAW:
-        raise BoltError(f"{path}: a plain corpus has no latents; --layout {layout.value} needs `bolt synthesize` or `bolt estep` output (or use --layout raw).")
+        raise BoltError(
+            f"{path}: a plain corpus has no latents; --layout {layout.value} needs `bolt synthesize` or `bolt estep` output (or use --layout raw)."
+        )
 
 
-def training_data(config: TrainConfig, data_path: Path, tokenizer, markers: MarkerIds, store_directory: Path,
-                  token_cache: Path | None = None, builds: bool = True, workers: int = 1) -> tuple[Sequence[TokenizedDocument], int]:
+def training_data(
+    config: TrainConfig,
+    data_path: Path,
+    tokenizer,
+    markers: MarkerIds,
+    store_directory: Path,
+    token_cache: Path | None = None,
+    builds: bool = True,
+    workers: int = 1,
+) -> tuple[Sequence[TokenizedDocument], int]:
     """The documents to render (read from the token store as they are needed) and the tokens of one epoch.
 
     The store lives in ``store_directory`` or, with ``token_cache``, in a directory of the
@@ -167,8 +194,15 @@ def training_data(config: TrainConfig, data_path: Path, tokenizer, markers: Mark
     layout = Layout(config.layout)
     key = StoreKey.of(data_path, tokenizer)
     directory = token_cache / key.name if token_cache is not None else store_directory
-    store = open_token_store(data_path, tokenizer, directory, key, build=builds, workers=workers,
-                             require_latents=layout.needs_latents and layout is not Layout.PURE)
+    store = open_token_store(
+        data_path,
+        tokenizer,
+        directory,
+        key,
+        build=builds,
+        workers=workers,
+        require_latents=layout.needs_latents and layout is not Layout.PURE,
+    )
     tokens_per_epoch = store.tokens_per_epoch(layout, markers, config.seed, config.raw_ratio)
     return store.documents(store.with_latents(layout)), tokens_per_epoch
 
@@ -224,7 +258,9 @@ def _clean_checkpoints(output: Path) -> None:
     remove_stale_temporaries_in(output / "checkpoints")
     for checkpoint in _checkpoints(output):
         if read_checkpoint_state(checkpoint) is None:
-            warnings.warn(f"{checkpoint} is incomplete (no readable state.json: its writer was killed); removed it.", stacklevel=3)
+            warnings.warn(
+                f"{checkpoint} is incomplete (no readable state.json: its writer was killed); removed it.", stacklevel=3
+            )
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 
@@ -235,7 +271,9 @@ def _latest_checkpoint(output: Path, identity: dict) -> tuple[Path, dict] | None
         if state is None:
             continue
         if state.get("identity") != identity:
-            warnings.warn(f"{checkpoint} was saved with another config or other data; training starts afresh.", stacklevel=3)
+            warnings.warn(
+                f"{checkpoint} was saved with another config or other data; training starts afresh.", stacklevel=3
+            )
             return None
         return checkpoint, state
     return None
@@ -254,14 +292,23 @@ def resume_identity(config: TrainConfig, data_path: Path, windows_per_step: int)
 def cpp_compiler() -> str | None:
     """The C++ compiler torch.compile's inductor backend would find for CPU code ($CXX, g++,
     clang++ or c++ on the PATH), or None."""
-    return next((found for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if name and (found := shutil.which(name))), None)
+    return next(
+        (
+            found
+            for name in (os.environ.get("CXX", ""), "g++", "clang++", "c++")
+            if name and (found := shutil.which(name))
+        ),
+        None,
+    )
 
 
 def check_compile_possible() -> None:
     """``torch.compile``'s default backend (inductor) writes C++ for CPUs: without a GPU, refuse
     before any work where no C++ compiler is on the PATH, instead of failing at the first step."""
     if not torch.cuda.is_available() and cpp_compiler() is None:
-        raise BoltError("--compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX) for torch.compile's inductor backend; install one or drop --compile.")
+        raise BoltError(
+            "--compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX) for torch.compile's inductor backend; install one or drop --compile."
+        )
 
 
 REPORT_TO_ENVIRONMENT = "BOLT_REPORT_TO"
@@ -269,8 +316,18 @@ REPORT_TO_ENVIRONMENT = "BOLT_REPORT_TO"
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "trackio", "swanlab", "all")
 
 
-def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path | None = None, tokenize_workers: int = 1, compile: bool = False,
-          overwrite: bool | None = None, strict: bool = False, report_to: str | None = None, gradient_checkpointing: bool = False) -> dict:
+def train(
+    config: TrainConfig,
+    data_path: Path,
+    output: Path,
+    token_cache: Path | None = None,
+    tokenize_workers: int = 1,
+    compile: bool = False,
+    overwrite: bool | None = None,
+    strict: bool = False,
+    report_to: str | None = None,
+    gradient_checkpointing: bool = False,
+) -> dict:
     """Train and save an HF model directory at ``output``; resumes from its checkpoints.
 
     ``output`` must not exist, be empty, or be a run directory of a training with the same
@@ -311,14 +368,18 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     trackers = [t.strip() for t in report_to.split(",") if t.strip()] if report_to else []
     unknown = [t for t in trackers if t not in TRACKERS]
     if unknown:
-        raise BoltError(f"unknown --report-to {', '.join(unknown)}; choose from {', '.join(TRACKERS)} (comma-separated).")
+        raise BoltError(
+            f"unknown --report-to {', '.join(unknown)}; choose from {', '.join(TRACKERS)} (comma-separated)."
+        )
     if compile:
         check_compile_possible()
     output, data_path = Path(output), Path(data_path)
     run = RunDir(output)
     if output.resolve() == data_path.resolve() or output.resolve() in data_path.resolve().parents:
         raise BoltError(f"{output}: holds the training data {data_path}; name another output directory with -o.")
-    replace = run.claim("train", config, overwrite=overwrite, ignore=RESUME_IGNORES, replace=False)  # every process checks; the main one replaces
+    replace = run.claim(
+        "train", config, overwrite=overwrite, ignore=RESUME_IGNORES, replace=False
+    )  # every process checks; the main one replaces
     if not replace and run.is_complete(config, inputs={"data": data_path}) and (output / "config.json").exists():
         problems = run.verify_outputs()
         if not problems:
@@ -329,7 +390,20 @@ def train(config: TrainConfig, data_path: Path, output: Path, token_cache: Path 
     created = not output.exists()
     fresh = created or not any(output.iterdir())  # everything in it will be this training's
     try:
-        return _train(config, data_path, output, run, replace, token_cache, tokenize_workers, compile, strict, trackers, report_to, gradient_checkpointing)
+        return _train(
+            config,
+            data_path,
+            output,
+            run,
+            replace,
+            token_cache,
+            tokenize_workers,
+            compile,
+            strict,
+            trackers,
+            report_to,
+            gradient_checkpointing,
+        )
     except BaseException as exc:
         if os.environ.get("RANK", "0") == "0":
             run.fail(exc)  # a directory kept for its checkpoints says why it stopped
@@ -373,23 +447,35 @@ def available_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-def memory_warning(model, config: TrainConfig, device: torch.device, processes_here: int, gradient_checkpointing: bool, strict: bool = False) -> None:
+def memory_warning(
+    model,
+    config: TrainConfig,
+    device: torch.device,
+    processes_here: int,
+    gradient_checkpointing: bool,
+    strict: bool = False,
+) -> None:
     """Warn (an error with ``strict``) before the first step when the training will likely not fit in memory."""
     from bolt.core.quality import warn
 
     available = available_memory_bytes(device)
     if available is None:
         return
-    need = training_memory_bytes(model, config.batch_size, config.seq_len, gradient_checkpointing) * (processes_here if device.type == "cpu" else 1)
+    need = training_memory_bytes(model, config.batch_size, config.seq_len, gradient_checkpointing) * (
+        processes_here if device.type == "cpu" else 1
+    )
     if need <= available:
         return
     fixes = "lower --batch-size and raise --grad-accum (the same batch per step), or lower --seq-len"
     if not gradient_checkpointing:
         fixes += ", or add --gradient-checkpointing (recompute activations in the backward pass)"
-    warn(f"this training needs about {need / 2**30:.1f} GiB ({config.batch_size} x {config.seq_len} tokens per micro-batch"
-         f"{f' in each of {processes_here} processes' if processes_here > 1 and device.type == 'cpu' else ''}) and {available / 2**30:.1f} GiB are free "
-         f"{'on the GPU' if device.type == 'cuda' else 'on this machine'}: it will likely run out of memory; {fixes}", strict,
-         "nothing was trained yet")
+    warn(
+        f"this training needs about {need / 2**30:.1f} GiB ({config.batch_size} x {config.seq_len} tokens per micro-batch"
+        f"{f' in each of {processes_here} processes' if processes_here > 1 and device.type == 'cpu' else ''}) and {available / 2**30:.1f} GiB are free "
+        f"{'on the GPU' if device.type == 'cuda' else 'on this machine'}: it will likely run out of memory; {fixes}",
+        strict,
+        "nothing was trained yet",
+    )
 
 
 def peak_lr(config: TrainConfig, total_steps: int) -> float:
@@ -405,13 +491,28 @@ def schedule_warning(config: TrainConfig, total_steps: int, strict: bool = False
 
     if config.warmup_steps and config.warmup_steps >= total_steps:
         peak = peak_lr(config, total_steps)
-        warn(f"the warm-up ({config.warmup_steps} steps) is longer than the run ({total_steps} steps): the learning rate never reaches its peak "
-             f"--lr {config.lr:g} and tops out at {peak:.3g} ({100 * peak / config.lr:.1f}% of it); lower --warmup-steps (e.g. to {max(1, total_steps // 10)}) "
-             "or train longer (--steps, --epochs)", strict)
+        warn(
+            f"the warm-up ({config.warmup_steps} steps) is longer than the run ({total_steps} steps): the learning rate never reaches its peak "
+            f"--lr {config.lr:g} and tops out at {peak:.3g} ({100 * peak / config.lr:.1f}% of it); lower --warmup-steps (e.g. to {max(1, total_steps // 10)}) "
+            "or train longer (--steps, --epochs)",
+            strict,
+        )
 
 
-def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, replace: bool, token_cache: Path | None, tokenize_workers: int, compile: bool,
-           strict: bool = False, trackers: list[str] | None = None, report_to: str | None = None, gradient_checkpointing: bool = False) -> dict:
+def _train(
+    config: TrainConfig,
+    data_path: Path,
+    output: Path,
+    run: RunDir,
+    replace: bool,
+    token_cache: Path | None,
+    tokenize_workers: int,
+    compile: bool,
+    strict: bool = False,
+    trackers: list[str] | None = None,
+    report_to: str | None = None,
+    gradient_checkpointing: bool = False,
+) -> dict:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import broadcast_object_list
@@ -427,24 +528,40 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
     # DDP/FSDP and their settings come from the launcher (torchrun, accelerate launch/config).
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=None if config.precision == "no" else precision,  # "no": the launcher's setting; auto decides itself
+        mixed_precision=None
+        if config.precision == "no"
+        else precision,  # "no": the launcher's setting; auto decides itself
         gradient_accumulation_steps=config.grad_accum,
         log_with=trackers or None,
         project_dir=str(output / "tracking") if trackers else None,
     )
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and accelerator.distributed_type.value != "FSDP":
-        warnings.warn(f"FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} (FSDP needs GPUs): training without sharding.", stacklevel=2)
+    if (
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+        and accelerator.distributed_type.value != "FSDP"
+    ):
+        warnings.warn(
+            f"FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} (FSDP needs GPUs): training without sharding.",
+            stacklevel=2,
+        )
     check_training_file(data_path, layout)
     if accelerator.is_main_process:
         if replace:
             run.remove_written()  # a training of another config, replaced with --overwrite
-        run.start("train", config, inputs={"data": data_path}, seed=config.seed)  # from here the directory is marked as bolt's
+        run.start(
+            "train", config, inputs={"data": data_path}, seed=config.seed
+        )  # from here the directory is marked as bolt's
     if trackers:
         try:
-            hparams = {key: value for key, value in config_to_json(config).items() if isinstance(value, (int, float, str, bool))}
+            hparams = {
+                key: value
+                for key, value in config_to_json(config).items()
+                if isinstance(value, (int, float, str, bool))
+            }
             accelerator.init_trackers(output.name, config=hparams)
         except (ImportError, ModuleNotFoundError, ValueError) as exc:
-            raise BoltError(f"--report-to {report_to}: {exc}. Install the tracker's package (pip install tensorboard, wandb, ...).") from None
+            raise BoltError(
+                f"--report-to {report_to}: {exc}. Install the tracker's package (pip install tensorboard, wandb, ...)."
+            ) from None
     accelerator.wait_for_everyone()
     # every process saves its part of a checkpoint into one temporary directory named after the main process
     writer = broadcast_object_list([writer_tag()])[0]
@@ -453,10 +570,20 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
     markers = marker_ids(tokenizer)
     if config.seq_len > context_window(model):
         raise BoltError(f"--seq-len {config.seq_len} exceeds the model's context window ({context_window(model)}).")
-    documents, tokens_per_epoch = training_data(config, data_path, tokenizer, markers, output / "tokens", token_cache,
-                                                builds=accelerator.is_main_process, workers=tokenize_workers)
+    documents, tokens_per_epoch = training_data(
+        config,
+        data_path,
+        tokenizer,
+        markers,
+        output / "tokens",
+        token_cache,
+        builds=accelerator.is_main_process,
+        workers=tokenize_workers,
+    )
     if tokens_per_epoch < config.seq_len:
-        raise BoltError(f"{data_path}: only {tokens_per_epoch} tokens in one epoch, fewer than one --seq-len {config.seq_len} window. Lower --seq-len or add data.")
+        raise BoltError(
+            f"{data_path}: only {tokens_per_epoch} tokens in one epoch, fewer than one --seq-len {config.seq_len} window. Lower --seq-len or add data."
+        )
     world = accelerator.num_processes
     windows_per_step = config.batch_size * config.grad_accum * world
     total_steps = plan_steps(config, tokens_per_epoch, windows_per_step)
@@ -471,8 +598,14 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    memory_warning(model, config, accelerator.device, accelerator.num_processes // max(1, getattr(accelerator.state, "num_machines", 1) or 1),
-                   gradient_checkpointing, strict)
+    memory_warning(
+        model,
+        config,
+        accelerator.device,
+        accelerator.num_processes // max(1, getattr(accelerator.state, "num_machines", 1) or 1),
+        gradient_checkpointing,
+        strict,
+    )
     parameters = sum(p.numel() for p in model.parameters())  # before FSDP shards them
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total_steps)
@@ -503,7 +636,13 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
         next(stream)
 
     model.train()
-    progress = progress_bar(total=total_steps, initial=step, desc=f"train {output.name}", unit="step", disable=None if accelerator.is_main_process else True)
+    progress = progress_bar(
+        total=total_steps,
+        initial=step,
+        desc=f"train {output.name}",
+        unit="step",
+        disable=None if accelerator.is_main_process else True,
+    )
     started, tokens_seen, last_loss = time.monotonic(), 0, float("nan")
     while step < total_steps:
         losses = []
@@ -527,7 +666,12 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
         progress.set_postfix(loss=f"{last_loss:.3f}")
         if accelerator.is_main_process and (step % config.log_every == 0 or step == total_steps):
             elapsed = time.monotonic() - started
-            logged = {"loss": last_loss, "lr": scheduler.get_last_lr()[0], "tokens": step * windows_per_step * config.seq_len, "tokens_per_second": tokens_seen / max(elapsed, 1e-9)}
+            logged = {
+                "loss": last_loss,
+                "lr": scheduler.get_last_lr()[0],
+                "tokens": step * windows_per_step * config.seq_len,
+                "tokens_per_second": tokens_seen / max(elapsed, 1e-9),
+            }
             run.log_metrics(step=step, **logged)
             if trackers:
                 accelerator.log(logged, step=step)
@@ -559,8 +703,14 @@ def _train(config: TrainConfig, data_path: Path, output: Path, run: RunDir, repl
         saving = time.time_ns()
         unwrapped.save_pretrained(output, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(output)
-        written = [path for path in sorted(output.iterdir()) if path.is_file() and not is_temporary(path)
-                   and path.name not in ("manifest.json", "metrics.jsonl") and path.stat().st_mtime_ns >= saving - 2_000_000_000]
+        written = [
+            path
+            for path in sorted(output.iterdir())
+            if path.is_file()
+            and not is_temporary(path)
+            and path.name not in ("manifest.json", "metrics.jsonl")
+            and path.stat().st_mtime_ns >= saving - 2_000_000_000
+        ]
         for path in written:
             fsync_path(path)
         run.record_outputs(written)

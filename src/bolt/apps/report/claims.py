@@ -43,7 +43,12 @@ def paired_difference(higher: list[float], lower: list[float], confidence: float
         raise ValueError(f"paired values need one per seed on both sides, got {len(higher)} and {len(lower)}")
     differences = np.asarray(higher, dtype=np.float64) - np.asarray(lower, dtype=np.float64)
     n = len(differences)
-    result = {"differences": [float(d) for d in differences], "n": n, "mean": float(differences.mean()) if n else math.nan, "ci95": None}
+    result = {
+        "differences": [float(d) for d in differences],
+        "n": n,
+        "mean": float(differences.mean()) if n else math.nan,
+        "ci95": None,
+    }
     if n >= 2:
         from scipy import stats
 
@@ -54,7 +59,13 @@ def paired_difference(higher: list[float], lower: list[float], confidence: float
 
 def compare(models: Models, comparison: Comparison) -> dict:
     """One comparison's paired statistics and verdict (``not tested`` when a model or the metric is missing)."""
-    entry = {"higher": comparison.higher, "lower": comparison.lower, "metric": comparison.metric, "margin": comparison.margin, "required": comparison.required}
+    entry = {
+        "higher": comparison.higher,
+        "lower": comparison.lower,
+        "metric": comparison.metric,
+        "margin": comparison.margin,
+        "required": comparison.required,
+    }
     values = [models.get(name, {}).get(comparison.metric) for name in (comparison.higher, comparison.lower)]
     if any(v is None or any(x is None for x in v) for v in values):
         return {**entry, "verdict": NOT_TESTED, "why": "a model or its metric is missing from this run"}
@@ -104,8 +115,15 @@ def demo_claims(models: Models, chain_samples: int, sweep: list[int]) -> dict:
         compare(models, Comparison("warm_start", "wrap_cot", required=False)),
     ]
     claim_2 = [compare(models, Comparison(after, before)) for before, after in zip(chain, chain[1:])]
-    claim_2 += [compare(models, Comparison(last, baseline)) for baseline in ("warm_long", "raw_token_matched", "raw_flops_matched") if baseline in models]
-    claim_2 += [compare(models, Comparison(after, before, metric="latent_correct_share")) for before, after in zip(chain[1:], chain[2:])]
+    claim_2 += [
+        compare(models, Comparison(last, baseline))
+        for baseline in ("warm_long", "raw_token_matched", "raw_flops_matched")
+        if baseline in models
+    ]
+    claim_2 += [
+        compare(models, Comparison(after, before, metric="latent_correct_share"))
+        for before, after in zip(chain[1:], chain[2:])
+    ]
     sweep_models = k_sweep_models(models, chain_samples, sweep)
     claim_3 = [compare(models, Comparison(high, low)) for (_, low), (_, high) in zip(sweep_models, sweep_models[1:])]
     ratio = _ratio_of_means(models, "warm_start", "raw_warm", at_least=2.0)
@@ -122,7 +140,8 @@ def demo_claims(models: Models, chain_samples: int, sweep: list[int]) -> dict:
             "verdict": _verdict(claim_2) if len(chain) > 1 else NOT_TESTED,
         },
         "3": {
-            "statement": "more Monte Carlo samples in the E-step make a better next model: " + " < ".join(f"K={k}" for k, _ in sweep_models),
+            "statement": "more Monte Carlo samples in the E-step make a better next model: "
+            + " < ".join(f"K={k}" for k, _ in sweep_models),
             "comparisons": claim_3,
             "verdict": _verdict(claim_3) if len(sweep_models) > 1 else NOT_TESTED,
         },
@@ -143,12 +162,22 @@ def markdown(claims: dict) -> str:
         lines += [f"### Claim {number}: {claim['verdict'].upper()}", "", claim["statement"] + ".", ""]
         if "ratio" in claim and "ratio" in claim["ratio"]:
             r = claim["ratio"]
-            lines += [f"mean {r['higher']} / mean {r['lower']} = {r['ratio']:.2f} (needs {r['at_least']:g}): {r['verdict']}", ""]
-        lines += ["| comparison | metric | per-seed differences | mean | 95% CI | needs above | verdict |", "|---|---|---|---|---|---|---|"]
+            lines += [
+                f"mean {r['higher']} / mean {r['lower']} = {r['ratio']:.2f} (needs {r['at_least']:g}): {r['verdict']}",
+                "",
+            ]
+        lines += [
+            "| comparison | metric | per-seed differences | mean | 95% CI | needs above | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for c in claim["comparisons"]:
             differences = ", ".join(f"{d:+.3f}" for d in c.get("differences", []))
             mean = f"{c['mean']:+.3f}" if "mean" in c else ""
-            verdict = c["verdict"] + ("" if c["required"] else " (not required)") + (f": {c['why']}" if "why" in c else "")
-            lines.append(f"| {c['higher']} > {c['lower']} | {c['metric']} | {differences} | {mean} | {_interval(c)} | {c['margin']:g} | {verdict} |")
+            verdict = (
+                c["verdict"] + ("" if c["required"] else " (not required)") + (f": {c['why']}" if "why" in c else "")
+            )
+            lines.append(
+                f"| {c['higher']} > {c['lower']} | {c['metric']} | {differences} | {mean} | {_interval(c)} | {c['margin']:g} | {verdict} |"
+            )
         lines.append("")
     return "\n".join(lines)

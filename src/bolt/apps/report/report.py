@@ -34,7 +34,18 @@ Models = dict[str, dict[str, list[float]]]
 BASELINES = ("raw_warm", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot", "warm_long")
 TASK_COUNTS = ("questions", "samples_per_question")
 """Entries of tasks.json that describe a task run rather than measure the model."""
-ORDER = ["raw_warm", "warm_start", "warm_long", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot"]
+ORDER = [
+    "raw_warm",
+    "warm_start",
+    "warm_long",
+    "em_1",
+    "em_2",
+    "em_3",
+    "raw_token_matched",
+    "raw_flops_matched",
+    "wrap",
+    "wrap_cot",
+]
 
 
 def _add(models: Models, name: str, metrics: dict) -> None:
@@ -80,7 +91,10 @@ def collect(run_dirs: list[Path]) -> tuple[Models, dict]:
                     _add(models, name, metrics)
                 config = data.get("config", {})
                 loop = config.get("loop", config)  # runs before the EM engine kept samples at the top
-                k_info = {"samples": loop.get("samples", k_info.get("samples")), "sweep": config.get("sweep", k_info.get("sweep"))}
+                k_info = {
+                    "samples": loop.get("samples", k_info.get("samples")),
+                    "sweep": config.get("sweep", k_info.get("sweep")),
+                }
             elif isinstance(data, list):
                 for row in data:
                     _add(models, "warm_start" if row.get("iteration") == 0 else f"em_{row.get('iteration')}", row)
@@ -89,17 +103,36 @@ def collect(run_dirs: list[Path]) -> tuple[Models, dict]:
             found = True
         if (run / "tasks.json").is_file():
             tasks = json.loads((run / "tasks.json").read_text(encoding="utf-8"))
-            _add(models, run.name, {f"{task}/{metric}": value for task, entry in tasks.items() for metric, value in entry.items() if not metric.endswith("_stderr") and metric not in TASK_COUNTS})
+            _add(
+                models,
+                run.name,
+                {
+                    f"{task}/{metric}": value
+                    for task, entry in tasks.items()
+                    for metric, value in entry.items()
+                    if not metric.endswith("_stderr") and metric not in TASK_COUNTS
+                },
+            )
             found = True
         if (run / "eval.json").is_file():
             _add(models, run.name, json.loads((run / "eval.json").read_text(encoding="utf-8")))
             found = True
         if (run / "finetune_eval.json").is_file():
             tuned = json.loads((run / "finetune_eval.json").read_text(encoding="utf-8"))
-            _add(models, run.name, {f"finetune/{tuned['task']}/{metric}": entry["values"] for metric, entry in tuned.items() if isinstance(entry, dict) and "values" in entry})
+            _add(
+                models,
+                run.name,
+                {
+                    f"finetune/{tuned['task']}/{metric}": entry["values"]
+                    for metric, entry in tuned.items()
+                    if isinstance(entry, dict) and "values" in entry
+                },
+            )
             found = True
         if not found:
-            raise BoltError(f"{run}: no results.json (bolt demo / bolt em), tasks.json or eval.json (bolt eval) or finetune_eval.json (bolt finetune-eval) to report on.")
+            raise BoltError(
+                f"{run}: no results.json (bolt demo / bolt em), tasks.json or eval.json (bolt eval) or finetune_eval.json (bolt finetune-eval) to report on."
+            )
     return models, k_info
 
 
@@ -146,15 +179,29 @@ def _iterations(models: Models) -> list[str]:
 def plot_per_iteration(models: Models, table: dict, path: Path) -> bool:
     """Accuracy and likelihood per EM iteration, raw-data baselines as horizontal lines."""
     names = _iterations(models)
-    panels = [(metric, label) for metric, label in (("accuracy", "held-out accuracy"), ("nll_per_token", "NLL / token"), ("iwae_per_token", "IWAE NLL bound / token"))
-              if any(metric in table[n] for n in names)]
+    panels = [
+        (metric, label)
+        for metric, label in (
+            ("accuracy", "held-out accuracy"),
+            ("nll_per_token", "NLL / token"),
+            ("iwae_per_token", "IWAE NLL bound / token"),
+        )
+        if any(metric in table[n] for n in names)
+    ]
     if not names or not panels:
         return False
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for axis, (metric, label) in zip(axes[0], panels):
         present = [(i, n) for i, n in enumerate(names) if metric in table[n]]
-        axis.errorbar([i for i, _ in present], [table[n][metric]["mean"] for _, n in present], yerr=[table[n][metric]["std"] for _, n in present], marker="o", capsize=3, label="latent model")
+        axis.errorbar(
+            [i for i, _ in present],
+            [table[n][metric]["mean"] for _, n in present],
+            yerr=[table[n][metric]["std"] for _, n in present],
+            marker="o",
+            capsize=3,
+            label="latent model",
+        )
         for baseline, style in zip(BASELINES, ("--", ":", "-.", (0, (1, 4)), (0, (5, 2, 1, 2)), (0, (3, 1)))):
             if baseline in table and metric in table[baseline]:
                 axis.axhline(table[baseline][metric]["mean"], linestyle=style, color="grey", label=baseline)
@@ -174,8 +221,15 @@ def plot_against(models: Models, table: dict, x_metric: str, xlabel: str, path: 
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     for name in names:
-        axis.errorbar([table[name][x_metric]["mean"]], [table[name]["accuracy"]["mean"]], yerr=[table[name]["accuracy"]["std"]],
-                      marker="s" if name in BASELINES else "o", capsize=3, linestyle="none", label=name)
+        axis.errorbar(
+            [table[name][x_metric]["mean"]],
+            [table[name]["accuracy"]["mean"]],
+            yerr=[table[name]["accuracy"]["std"]],
+            marker="s" if name in BASELINES else "o",
+            capsize=3,
+            linestyle="none",
+            label=name,
+        )
     axis.set_xscale("log")
     axis.set_xlabel(xlabel)
     axis.set_ylabel("held-out accuracy")
@@ -195,7 +249,13 @@ def plot_against_k(table: dict, k_info: dict, path: Path) -> bool:
     ks = sorted(points)
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(5, 4))
-    axis.errorbar(ks, [table[points[k]]["accuracy"]["mean"] for k in ks], yerr=[table[points[k]]["accuracy"]["std"] for k in ks], marker="o", capsize=3)
+    axis.errorbar(
+        ks,
+        [table[points[k]]["accuracy"]["mean"] for k in ks],
+        yerr=[table[points[k]]["accuracy"]["std"] for k in ks],
+        marker="o",
+        capsize=3,
+    )
     axis.set_xscale("log", base=2)
     axis.set_xlabel("Monte Carlo samples K in the E-step")
     axis.set_ylabel("held-out accuracy of the next model")
@@ -205,7 +265,9 @@ def plot_against_k(table: dict, k_info: dict, path: Path) -> bool:
 
 def plot_tasks(table: dict, path: Path) -> bool:
     """Benchmark accuracy (``<task>/exact_match``) per model, grouped by task."""
-    tasks = sorted({metric.split("/")[0] for entry in table.values() for metric in entry if metric.endswith("/exact_match")})
+    tasks = sorted(
+        {metric.split("/")[0] for entry in table.values() for metric in entry if metric.endswith("/exact_match")}
+    )
     names = [n for n in table if any(f"{t}/exact_match" in table[n] for t in tasks)]
     if not tasks:
         return False
@@ -214,7 +276,14 @@ def plot_tasks(table: dict, path: Path) -> bool:
     width = 0.8 / len(names)
     for index, name in enumerate(names):
         stats = [table[name].get(f"{t}/exact_match", {"mean": np.nan, "std": 0.0}) for t in tasks]
-        axis.bar(np.arange(len(tasks)) + index * width, [s["mean"] for s in stats], width, yerr=[s["std"] for s in stats], capsize=3, label=name)
+        axis.bar(
+            np.arange(len(tasks)) + index * width,
+            [s["mean"] for s in stats],
+            width,
+            yerr=[s["std"] for s in stats],
+            capsize=3,
+            label=name,
+        )
     axis.set_xticks(np.arange(len(tasks)) + width * (len(names) - 1) / 2, tasks, rotation=20, fontsize=8)
     axis.set_ylabel("accuracy (exact match)")
     axis.set_ylim(0, 1)
@@ -235,7 +304,9 @@ def report(run_dirs: list[Path], output: Path) -> dict:
         raise BoltError("give at least one run directory.")
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise BoltError(f"{output}: is a file; -o names the output directory of `bolt report` (report.md, report.json, plots).")
+        raise BoltError(
+            f"{output}: is a file; -o names the output directory of `bolt report` (report.md, report.json, plots)."
+        )
     check_parent_directories(output)
     run = RunDir(output)
     run.start("report", {"runs": [str(r) for r in run_dirs]})
@@ -244,13 +315,26 @@ def report(run_dirs: list[Path], output: Path) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     plots = {
         "per_iteration.png": plot_per_iteration(models, table, output / "per_iteration.png"),
-        "accuracy_vs_raw_tokens.png": plot_against(models, table, "raw_tokens_seen", "raw tokens seen in training", output / "accuracy_vs_raw_tokens.png"),
-        "accuracy_vs_train_tokens.png": plot_against(models, table, "train_tokens", "training tokens (FLOPs at a fixed model size)", output / "accuracy_vs_train_tokens.png"),
+        "accuracy_vs_raw_tokens.png": plot_against(
+            models, table, "raw_tokens_seen", "raw tokens seen in training", output / "accuracy_vs_raw_tokens.png"
+        ),
+        "accuracy_vs_train_tokens.png": plot_against(
+            models,
+            table,
+            "train_tokens",
+            "training tokens (FLOPs at a fixed model size)",
+            output / "accuracy_vs_train_tokens.png",
+        ),
         "accuracy_vs_k.png": plot_against_k(table, k_info, output / "accuracy_vs_k.png"),
         "tasks.png": plot_tasks(table, output / "tasks.png"),
     }
     verdicts = demo_claims([Path(r) for r in run_dirs])
-    result = {"runs": [str(r) for r in run_dirs], "models": table, "claims": verdicts, "plots": sorted(name for name, made in plots.items() if made)}
+    result = {
+        "runs": [str(r) for r in run_dirs],
+        "models": table,
+        "claims": verdicts,
+        "plots": sorted(name for name, made in plots.items() if made),
+    }
     write_json(output / "report.json", result)
     with atomic_path(output / "report.md") as temporary:
         temporary.write_text(markdown(table) + ("\n" + claims.markdown(verdicts) if verdicts else ""), encoding="utf-8")

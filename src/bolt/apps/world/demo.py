@@ -53,7 +53,11 @@ from bolt.apps.world.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, la
 class DemoConfig:
     """One demo run; ``quick()`` and ``full()`` give the smaller and larger presets."""
 
-    world: WorldConfig = field(default_factory=lambda: WorldConfig(warm_documents=50, bootstrap_documents=150, heldout_documents=20, questions=200, estep_context=1))
+    world: WorldConfig = field(
+        default_factory=lambda: WorldConfig(
+            warm_documents=50, bootstrap_documents=150, heldout_documents=20, questions=200, estep_context=1
+        )
+    )
     """Small splits, like the paper's data-starved regime, but no smaller: with 25 warm-start
     documents (600 or 1200 steps) the warm start learned the task on one seed of three
     (held-out accuracy 0.48, 0.13-0.29, 0.27-0.35), with 50 documents on all three (0.61-0.87),
@@ -63,7 +67,18 @@ class DemoConfig:
     The E-step sees one sentence of context, the question an answer's work depends on: with
     the paper's 3, the raw sentences before it (training documents always carry latents)
     threw an em_1 model off (82% of questions right when asked bare, 38% in raw context)."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(model="world", seq_len=256, batch_size=16, steps=800, lr=1e-3, warmup_steps=50, precision="auto", log_every=50))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            model="world",
+            seq_len=256,
+            batch_size=16,
+            steps=800,
+            lr=1e-3,
+            warmup_steps=50,
+            precision="auto",
+            log_every=50,
+        )
+    )
     """Settings of every model; ``steps`` is the warm start's (and raw_warm's) budget; M-steps
     follow from ``m_step_steps`` (or ``m_step_budget``), the raw baselines from the M-steps and
     the epochs of the last EM model. At ``lr`` 3e-3 about one training in eight failed to learn
@@ -94,7 +109,15 @@ class DemoConfig:
     warm_long: bool = True
     """Also train ``warm_long``: the warm start on its own data for the EM chain's training
     compute (its steps plus every M-step's), the control that tells bootstrapping from more steps."""
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(iwae_samples=[1, 4, 16], max_latent_tokens=48, max_answer_tokens=48, batch_prompts=64, answer_pattern=ANSWER_PATTERN))
+    eval: EvalConfig = field(
+        default_factory=lambda: EvalConfig(
+            iwae_samples=[1, 4, 16],
+            max_latent_tokens=48,
+            max_answer_tokens=48,
+            batch_prompts=64,
+            answer_pattern=ANSWER_PATTERN,
+        )
+    )
     seeds: int = 1
     """Repetitions with seeds first_seed, first_seed + 1, ...; tables report mean ± std."""
     first_seed: int = 0
@@ -119,13 +142,17 @@ class DemoConfig:
         if self.m_step_budget not in ("data", "steps"):
             raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
         if self.m_step_steps < 0:
-            raise BoltError(f"--m-step-steps must be at least 1 (or 0 for --m-step-budget's rule), got {self.m_step_steps}.")
+            raise BoltError(
+                f"--m-step-steps must be at least 1 (or 0 for --m-step-budget's rule), got {self.m_step_steps}."
+            )
         if not self.sweep or min(self.sweep) < 1:
             raise BoltError(f"--sweep takes K values of at least 1, got {self.sweep}.")
         if self.workers < 1:
             raise BoltError(f"--workers must be at least 1, got {self.workers}.")
         if self.loop.estep_folds > self.world.bootstrap_documents:
-            raise BoltError(f"--estep-folds must be between 1 and the bootstrap documents ({self.world.bootstrap_documents}), got {self.loop.estep_folds}.")
+            raise BoltError(
+                f"--estep-folds must be between 1 and the bootstrap documents ({self.world.bootstrap_documents}), got {self.loop.estep_folds}."
+            )
         if self.compile:
             from bolt.train.training import check_compile_possible
 
@@ -144,10 +171,21 @@ class DemoConfig:
         went on an AVX2-only 2-core machine: the E-steps at K = 16 (~130 s each, as an untrained
         model writes every candidate to the 48-token limit) and the trainings on the EM chain,
         which run one after another. K = 4 and 60 steps shorten that chain."""
-        world = WorldConfig(warm_documents=25, bootstrap_documents=15, heldout_documents=5, questions=50, estep_context=1)
+        world = WorldConfig(
+            warm_documents=25, bootstrap_documents=15, heldout_documents=5, questions=50, estep_context=1
+        )
         train = dataclasses.replace(cls().train, steps=60, batch_size=8)
         evaluation = dataclasses.replace(cls().eval, iwae_samples=[1, 4])
-        return cls(world=world, train=train, loop=dataclasses.replace(cls().loop, samples=4), sweep=[1, 4], m_step_steps=0, wrap_cot=False, warm_long=False, eval=evaluation)
+        return cls(
+            world=world,
+            train=train,
+            loop=dataclasses.replace(cls().loop, samples=4),
+            sweep=[1, 4],
+            m_step_steps=0,
+            wrap_cot=False,
+            warm_long=False,
+            eval=evaluation,
+        )
 
     @classmethod
     def full(cls) -> DemoConfig:
@@ -188,7 +226,11 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
     data = prepare_world_data(directory / "data", config.world, seed)
     # raw layouts never read prefixes: one-sentence prefixes throughout keep the raw baselines'
     # input (and so their finished trainings) the same whatever --estep-context is
-    data["raw_all"] = _concatenate([data["warm_chunks"], data["bootstrap_chunks"]], directory / "data" / "warm+bootstrap.chunks.jsonl", prefix_chunks=1)
+    data["raw_all"] = _concatenate(
+        [data["warm_chunks"], data["bootstrap_chunks"]],
+        directory / "data" / "warm+bootstrap.chunks.jsonl",
+        prefix_chunks=1,
+    )
     teacher = OracleTeacher(error_rate=config.world.teacher_error_rate, seed=seed)
     if config.wrap:
         data["wrap"] = directory / "data" / "warm+bootstrap.wrap.jsonl"
@@ -200,15 +242,39 @@ def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, P
     if config.wrap_cot:
         data["wrap_cot"] = directory / "data" / "warm+bootstrap.wrap-cot.jsonl"
         documents = read_documents(data["raw_all"])
-        write_jsonl(data["wrap_cot"], [with_synthetic(d, teacher.rephrase_with_reasoning(d.id, d.text), "wrap-cot", "default", "world-oracle-v1") for d in documents])
+        write_jsonl(
+            data["wrap_cot"],
+            [
+                with_synthetic(
+                    d, teacher.rephrase_with_reasoning(d.id, d.text), "wrap-cot", "default", "world-oracle-v1"
+                )
+                for d in documents
+            ],
+        )
     return data
 
 
-def _entry(config: DemoConfig, directory: Path, data: dict[str, Path], name: str, model_dir: Path, train_path: Path, summary: dict, latent_file: Path | None) -> dict:
+def _entry(
+    config: DemoConfig,
+    directory: Path,
+    data: dict[str, Path],
+    name: str,
+    model_dir: Path,
+    train_path: Path,
+    summary: dict,
+    latent_file: Path | None,
+) -> dict:
     """A trained model's row: held-out accuracy and NLL, training tokens and epochs; for a latent
     model (``latent_file`` given) the IWAE bound and the oracle's verdict on the latents it trained on."""
     latent = latent_file is not None
-    evaluation = eval_stage(model_dir, directory / "eval" / name, config.eval, documents_path=data["heldout_chunks"], questions_path=data["questions"], latent=latent)
+    evaluation = eval_stage(
+        model_dir,
+        directory / "eval" / name,
+        config.eval,
+        documents_path=data["heldout_chunks"],
+        questions_path=data["questions"],
+        latent=latent,
+    )
     epochs = summary["tokens"] / summary["tokens_per_epoch"]
     entry = {
         "accuracy": evaluation["accuracy"],
@@ -221,7 +287,9 @@ def _entry(config: DemoConfig, directory: Path, data: dict[str, Path], name: str
         # well above its siblings (README: "How much one training varies")
         "final_loss": summary.get("final_loss"),
     }
-    if latent:  # the bound on log p(X) per raw token with n samples, comparable with the raw models' NLL on the same documents
+    if (
+        latent
+    ):  # the bound on log p(X) per raw token with n samples, comparable with the raw models' NLL on the same documents
         for n in config.eval.iwae_samples:
             entry[f"iwae{n}_per_token"] = evaluation[f"iwae{n}_nll_per_token"]
         entry["iwae_per_token"] = entry[f"iwae{max(config.eval.iwae_samples)}_per_token"]
@@ -229,7 +297,17 @@ def _entry(config: DemoConfig, directory: Path, data: dict[str, Path], name: str
     return entry
 
 
-def _finish_em_model(config: DemoConfig, data: dict[str, Path], chain: Chain, name: str, model_dir: Path, train_path: Path, latents: Path, summary: dict, estep: dict | None) -> dict:
+def _finish_em_model(
+    config: DemoConfig,
+    data: dict[str, Path],
+    chain: Chain,
+    name: str,
+    model_dir: Path,
+    train_path: Path,
+    latents: Path,
+    summary: dict,
+    estep: dict | None,
+) -> dict:
     """The engine's ``Finish`` for the demo: every model of the EM chain evaluated like the baselines."""
     entry = _entry(config, chain.directory, data, name, model_dir, train_path, summary, latents)
     if estep and "fold_latents" in estep:  # one failed fold model shows here before it drags the mean down
@@ -237,11 +315,23 @@ def _finish_em_model(config: DemoConfig, data: dict[str, Path], chain: Chain, na
     return entry
 
 
-def _train_baseline(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], name: str, train_path: Path, layout: str, steps: int, raw_ratio: float = 0.0) -> dict:
+def _train_baseline(
+    config: DemoConfig,
+    seed: int,
+    directory: Path,
+    data: dict[str, Path],
+    name: str,
+    train_path: Path,
+    layout: str,
+    steps: int,
+    raw_ratio: float = 0.0,
+) -> dict:
     train_config = dataclasses.replace(config.train, seed=seed, layout=layout, steps=steps, raw_ratio=raw_ratio)
     model_dir = directory / "models" / name
     summary = train(train_config, train_path, model_dir, compile=config.compile)
-    return _entry(config, directory, data, name, model_dir, train_path, summary, train_path if layout == "random" else None)
+    return _entry(
+        config, directory, data, name, model_dir, train_path, summary, train_path if layout == "random" else None
+    )
 
 
 def m_step_steps(config: DemoConfig) -> int:
@@ -253,7 +343,9 @@ def m_step_steps(config: DemoConfig) -> int:
         return config.m_step_steps
     if config.m_step_budget == "steps":
         return config.train.steps
-    documents = world.bootstrap_documents + (world.warm_documents if config.loop.m_step_data == "teacher+bootstrap" else 0)
+    documents = world.bootstrap_documents + (
+        world.warm_documents if config.loop.m_step_data == "teacher+bootstrap" else 0
+    )
     return round(config.train.steps * documents / world.warm_documents)
 
 
@@ -297,12 +389,16 @@ def _job_warm_long(config: DemoConfig, seed: int, directory: Path, data: dict[st
 
 def _job_raw_flops_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
     """Raw text of both splits with the EM chain's compute."""
-    return _train_baseline(config, seed, directory, data, "raw_flops_matched", data["raw_all"], "raw", _chain_steps(config))
+    return _train_baseline(
+        config, seed, directory, data, "raw_flops_matched", data["raw_all"], "raw", _chain_steps(config)
+    )
 
 
 def _job_wrap(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
     """Raw text of both splits mixed 1:1 with its rephrasings (WRAP), with the EM chain's compute."""
-    return _train_baseline(config, seed, directory, data, "wrap", data["wrap"], "pure", _chain_steps(config), raw_ratio=0.5)
+    return _train_baseline(
+        config, seed, directory, data, "wrap", data["wrap"], "pure", _chain_steps(config), raw_ratio=0.5
+    )
 
 
 def _job_wrap_cot(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], done: dict) -> dict:
@@ -311,7 +407,9 @@ def _job_wrap_cot(config: DemoConfig, seed: int, directory: Path, data: dict[str
     return _train_baseline(config, seed, directory, data, "wrap_cot", data["wrap_cot"], "pure", _chain_steps(config))
 
 
-def _job_raw_token_matched(config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], last_job: str, flops_job: str, done: dict) -> dict:
+def _job_raw_token_matched(
+    config: DemoConfig, seed: int, directory: Path, data: dict[str, Path], last_job: str, flops_job: str, done: dict
+) -> dict:
     """Raw text of both splits for as many epochs as the last EM model saw of its data."""
     steps = max(1, round(_chain_steps(config) * done[last_job]["epochs"] / done[flops_job]["epochs"]))
     return _train_baseline(config, seed, directory, data, "raw_token_matched", data["raw_all"], "raw", steps)
@@ -336,7 +434,9 @@ def demo_jobs(config: DemoConfig, output: Path) -> dict[str, Job]:
         if config.wrap_cot:
             jobs[tag + "wrap_cot"] = Job(_job_wrap_cot, common)
         last = tag + f"em_{config.loop.iterations}"
-        jobs[tag + "raw_token_matched"] = Job(_job_raw_token_matched, common + (last, tag + "raw_flops_matched"), after=(last, tag + "raw_flops_matched"))
+        jobs[tag + "raw_token_matched"] = Job(
+            _job_raw_token_matched, common + (last, tag + "raw_flops_matched"), after=(last, tag + "raw_flops_matched")
+        )
     return jobs
 
 
@@ -366,16 +466,43 @@ def run_demo(config: DemoConfig, output: Path) -> dict:
             for key, value in done[name].items():
                 models.setdefault(name.split("/", 1)[1], {}).setdefault(key, []).append(value)
     verdicts = claims.demo_claims(models, config.loop.samples, config.ks)
-    results = {"models": models, "claims": verdicts, "seeds": config.seeds, "seconds": time.monotonic() - started, "config": config_to_json(config)}
+    results = {
+        "models": models,
+        "claims": verdicts,
+        "seeds": config.seeds,
+        "seconds": time.monotonic() - started,
+        "config": config_to_json(config),
+    }
     write_json(output / "results.json", results)
     (output / "results.md").write_text(results_table(models) + "\n" + claims.markdown(verdicts), encoding="utf-8")
     _plots(models, config, output)
-    run.finish(seconds=results["seconds"], models=sorted(models), claims={number: claim["verdict"] for number, claim in verdicts.items()})
+    run.finish(
+        seconds=results["seconds"],
+        models=sorted(models),
+        claims={number: claim["verdict"] for number, claim in verdicts.items()},
+    )
     return results
 
 
-ORDER = ["raw_warm", "warm_start", "warm_long", "em_1", "em_2", "em_3", "raw_token_matched", "raw_flops_matched", "wrap", "wrap_cot"]
-COLUMNS = [("accuracy", "accuracy"), ("nll_per_token", "NLL/token"), ("iwae_per_token", "IWAE NLL/token"), ("latent_correct_share", "correct latents"), ("raw_tokens_seen", "raw tokens seen")]
+ORDER = [
+    "raw_warm",
+    "warm_start",
+    "warm_long",
+    "em_1",
+    "em_2",
+    "em_3",
+    "raw_token_matched",
+    "raw_flops_matched",
+    "wrap",
+    "wrap_cot",
+]
+COLUMNS = [
+    ("accuracy", "accuracy"),
+    ("nll_per_token", "NLL/token"),
+    ("iwae_per_token", "IWAE NLL/token"),
+    ("latent_correct_share", "correct latents"),
+    ("raw_tokens_seen", "raw tokens seen"),
+]
 
 
 def _cell(values: list | None) -> str:

@@ -78,11 +78,15 @@ class WorldConfig:
 
     def validate(self) -> None:
         if self.steps < 1 or self.modulus < 2 or not self.operators or set(self.operators) - set(_OPS):
-            raise BoltError(f"world: need steps >= 1, modulus >= 2 and operators from '+-*', got {self.steps}, {self.modulus}, {self.operators!r}.")
+            raise BoltError(
+                f"world: need steps >= 1, modulus >= 2 and operators from '+-*', got {self.steps}, {self.modulus}, {self.operators!r}."
+            )
         if not 0.0 <= self.teacher_error_rate <= 1.0:
             raise BoltError(f"world: teacher error rate must be in [0, 1], got {self.teacher_error_rate}.")
         if self.estep_context < 1:
-            raise BoltError(f"world: the E-step needs at least the question before an answer (--estep-context 1), got {self.estep_context}.")
+            raise BoltError(
+                f"world: the E-step needs at least the question before an answer (--estep-context 1), got {self.estep_context}."
+            )
 
 
 @dataclass(frozen=True)
@@ -153,11 +157,17 @@ def world_documents(config: WorldConfig, seed: int) -> dict[str, list[Document]]
     rng = np.random.default_rng([seed, 7])
     seen: set[tuple] = set()
     splits: dict[str, list[Document]] = {}
-    for name, count in (("warm", config.warm_documents), ("bootstrap", config.bootstrap_documents), ("heldout", config.heldout_documents)):
+    for name, count in (
+        ("warm", config.warm_documents),
+        ("bootstrap", config.bootstrap_documents),
+        ("heldout", config.heldout_documents),
+    ):
         documents = []
         for index in range(count):
             problems = [_fresh_problem(rng, config, seen) for _ in range(config.problems_per_document)]
-            documents.append(Document(id=f"world-{seed}-{name}-{index}", chunks=with_prefixes(document_text(problems), 1)))
+            documents.append(
+                Document(id=f"world-{seed}-{name}-{index}", chunks=with_prefixes(document_text(problems), 1))
+            )
         splits[name] = documents
     return splits
 
@@ -183,7 +193,9 @@ def world_questions(config: WorldConfig, seed: int, exclude: list[Document]) -> 
     return questions
 
 
-def _derivations(prefix: str, text: str, wrong: set[int] | None = None, rng: np.random.Generator | None = None) -> list[str]:
+def _derivations(
+    prefix: str, text: str, wrong: set[int] | None = None, rng: np.random.Generator | None = None
+) -> list[str]:
     """The derivation of every answer sentence in ``text``, each from the last question before it."""
     context = prefix + text
     questions = list(_QUESTION.finditer(context))
@@ -236,7 +248,9 @@ def rephrase(text: str, style: str) -> str:
     """
     questions, answers = list(_QUESTION.finditer(text)), list(_ANSWER.finditer(text))
     if not questions or len(questions) != len(answers):
-        raise BoltError(f"rephrase: expected question/answer pairs of the embedded world, found {len(questions)} questions and {len(answers)} answers in {text[:80]!r}.")
+        raise BoltError(
+            f"rephrase: expected question/answer pairs of the embedded world, found {len(questions)} questions and {len(answers)} answers in {text[:80]!r}."
+        )
     problems = [parse_question(q.group(0)) for q in questions]
     return " ".join(_rephrase_problem(p, a[2], style) for p, a in zip(problems, answers))
 
@@ -279,7 +293,9 @@ class OracleTeacher:
 
     def rephrase_with_reasoning(self, document_id: str, text: str) -> str:
         """The document with its derivations written inline (``with_reasoning``), errors drawn like the latents'."""
-        return with_reasoning(text, self.error_rate, np.random.default_rng(chunk_seed(self.seed, document_id + "\0wrap-cot", 0)))
+        return with_reasoning(
+            text, self.error_rate, np.random.default_rng(chunk_seed(self.seed, document_id + "\0wrap-cot", 0))
+        )
 
     def write_latents(self, requests: list[LatentRequest]) -> list[str]:
         latents = []

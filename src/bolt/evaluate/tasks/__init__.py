@@ -13,7 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 TASK_DIR = Path(__file__).parent
-TASKS = ("gsm8k_cot", "gsm8k_cot_latent", "math_cot", "math_cot_latent", "mmlu_stem_cot", "mmlu_stem_cot_latent", "world", "world_latent")
+TASKS = (
+    "gsm8k_cot",
+    "gsm8k_cot_latent",
+    "math_cot",
+    "math_cot_latent",
+    "mmlu_stem_cot",
+    "mmlu_stem_cot_latent",
+    "world",
+    "world_latent",
+)
 DATASETS = {"gsm8k_cot": "gsm8k", "math_cot": "math", "mmlu_stem_cot": "mmlu_stem", "world": "world"}
 """Dataset directory (under --data-dir) of each task family; the latent variant reads the same."""
 

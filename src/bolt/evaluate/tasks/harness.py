@@ -57,7 +57,9 @@ class BoltHFLM(HFLM):
         add_bos = bos is not None and self.add_bos_token and padding_side == "left"
         if add_bos and left_truncate_len:
             left_truncate_len -= 1
-        ids, mask = super().tok_batch_encode(strings, padding_side=padding_side, left_truncate_len=left_truncate_len, truncation=truncation)
+        ids, mask = super().tok_batch_encode(
+            strings, padding_side=padding_side, left_truncate_len=left_truncate_len, truncation=truncation
+        )
         lengths = mask.sum(dim=1).tolist()
         if not add_bos or all(ids[row, -length] == bos for row, length in enumerate(lengths) if length):
             return ids, mask
@@ -109,13 +111,25 @@ class TaskRunConfig:
     def validate(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or unknown:
-            raise BoltError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; --tasks takes a comma-separated list of: {', '.join(TASKS)}.")
-        if self.samples < 1 or self.batch_size < 1 or any(v is not None and v < 1 for v in (self.limit, self.max_gen_tokens)):
-            raise BoltError(f"--samples, --limit, --batch-size and --max-gen-tokens must be at least 1, got {self.samples}, {self.limit}, {self.batch_size}, {self.max_gen_tokens}.")
+            raise BoltError(
+                f"unknown task(s) {', '.join(unknown) or '(none given)'}; --tasks takes a comma-separated list of: {', '.join(TASKS)}."
+            )
+        if (
+            self.samples < 1
+            or self.batch_size < 1
+            or any(v is not None and v < 1 for v in (self.limit, self.max_gen_tokens))
+        ):
+            raise BoltError(
+                f"--samples, --limit, --batch-size and --max-gen-tokens must be at least 1, got {self.samples}, {self.limit}, {self.batch_size}, {self.max_gen_tokens}."
+            )
         if self.samples > 1 and not (self.temperature > 0 and 0 < self.top_p <= 1):
-            raise BoltError(f"sampling several answers needs --temperature > 0 and 0 < --top-p <= 1, got {self.temperature}, {self.top_p}.")
+            raise BoltError(
+                f"sampling several answers needs --temperature > 0 and 0 < --top-p <= 1, got {self.temperature}, {self.top_p}."
+            )
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
-            raise BoltError(f"--data-dir {self.data_dir}: no such directory. It should hold one folder per dataset, e.g. DIR/gsm8k/test.jsonl.")
+            raise BoltError(
+                f"--data-dir {self.data_dir}: no such directory. It should hold one folder per dataset, e.g. DIR/gsm8k/test.jsonl."
+            )
 
 
 def _data_files(config: TaskRunConfig, task: str) -> list[Path]:
@@ -130,7 +144,14 @@ def _task_key(model_dir: Path, fingerprint: str, task: str, config: TaskRunConfi
     from importlib.metadata import version
 
     # the task definitions: bolt's format revision (2: GSM8K/MATH/MMLU are lm-eval's own tasks) and the harness version
-    payload = [fingerprint, task, settings, [(p.name, file_sha256(p)) for p in _data_files(config, task)], TASK_FORMAT, version("lm_eval")]
+    payload = [
+        fingerprint,
+        task,
+        settings,
+        [(p.name, file_sha256(p)) for p in _data_files(config, task)],
+        TASK_FORMAT,
+        version("lm_eval"),
+    ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -200,25 +221,46 @@ def run_task(lm, task: str, config: TaskRunConfig, cache: Path) -> tuple[dict, l
         one.set_config(key="repeats", value=config.samples)
     seed = config.seed
     results = simple_evaluate(
-        model=lm, tasks=loaded, task_manager=manager, limit=config.limit, gen_kwargs=_gen_kwargs(config), num_fewshot=config.num_fewshot, log_samples=True,
-        use_cache=str(cache), random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        model=lm,
+        tasks=loaded,
+        task_manager=manager,
+        limit=config.limit,
+        gen_kwargs=_gen_kwargs(config),
+        num_fewshot=config.num_fewshot,
+        log_samples=True,
+        use_cache=str(cache),
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
     )
     names = [one.config.task for one in loaded]
     sizes = [results["n-samples"][name]["effective"] for name in names]
     entry = _combine([_metrics(results["results"][name]) for name in names], sizes) | {
-        "questions": sum(sizes), "samples_per_question": config.samples,
-        "harness_config": _plain(results["configs"][names[0]] if len(names) == 1 else {name: results["configs"][name] for name in names}),
+        "questions": sum(sizes),
+        "samples_per_question": config.samples,
+        "harness_config": _plain(
+            results["configs"][names[0]] if len(names) == 1 else {name: results["configs"][name] for name in names}
+        ),
         "versions": _plain(results.get("versions", {})),
     }
     if task.removesuffix("_latent") in UPSTREAM_NAMES:
         entry["upstream_task"] = UPSTREAM_NAMES[task.removesuffix("_latent")]
-    samples = [row | ({"task": name} if len(names) > 1 else {}) for name in names for row in _plain(results["samples"][name])]
+    samples = [
+        row | ({"task": name} if len(names) > 1 else {}) for name in names for row in _plain(results["samples"][name])
+    ]
     return entry, samples
 
 
 def load_lm(model_dir: Path, batch_size: int) -> BoltHFLM:
     device = str(resolve_device("auto"))
-    return BoltHFLM(pretrained=str(model_dir), device=device, dtype="float32" if device == "cpu" else "bfloat16", batch_size=batch_size, add_bos_token=True)
+    return BoltHFLM(
+        pretrained=str(model_dir),
+        device=device,
+        dtype="float32" if device == "cpu" else "bfloat16",
+        batch_size=batch_size,
+        add_bos_token=True,
+    )
 
 
 def run_tasks(model_dir: Path, output_dir: Path, config: TaskRunConfig) -> dict:
@@ -228,7 +270,9 @@ def run_tasks(model_dir: Path, output_dir: Path, config: TaskRunConfig) -> dict:
         raise BoltError(f"{model_dir}: not a Hugging Face model directory (no config.json).")
     fingerprint = model_fingerprint(model_dir)
     run = RunDir(output_dir / "tasks")
-    run.start("eval --tasks", {"model": str(model_dir), "model_fingerprint": fingerprint, "run": config}, seed=config.seed)
+    run.start(
+        "eval --tasks", {"model": str(model_dir), "model_fingerprint": fingerprint, "run": config}, seed=config.seed
+    )
     os.environ[MATH_TIMEOUT_ENV] = str(config.math_timeout)
     lm = None
     summary: dict[str, dict] = {}
@@ -243,7 +287,9 @@ def run_tasks(model_dir: Path, output_dir: Path, config: TaskRunConfig) -> dict:
             entry["key"] = key
             write_jsonl(output_dir / "tasks" / f"{task}.samples.jsonl", samples)
             write_json(path, entry)
-        summary[task] = {name: value for name, value in entry.items() if name not in ("harness_config", "versions", "key")}
+        summary[task] = {
+            name: value for name, value in entry.items() if name not in ("harness_config", "versions", "key")
+        }
         run.log_metrics(task=task, **summary[task])
     write_json(output_dir / "tasks.json", summary)
     run.finish(tasks=summary)

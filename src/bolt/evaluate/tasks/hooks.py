@@ -15,14 +15,23 @@ SoL. The YAMLs name these functions with ``!function bolt.evaluate.tasks.hooks.N
 from __future__ import annotations
 
 import os
-import re
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from bolt.errors import BoltError
 from bolt.evaluate.grading import (
-    INVALID, after_latent, gsm8k_flexible, gsm8k_gold, gsm8k_strict, last_boxed, math_answer, math_equivalent, mmlu_letter, numbers_equal,
+    INVALID,
+    after_latent,
+    gsm8k_flexible,
+    gsm8k_gold,
+    gsm8k_strict,
+    last_boxed,
+    math_answer,
+    math_equivalent,
+    mmlu_letter,
+    numbers_equal,
     sample_metrics,
 )
 from bolt.core.special_tokens import EOL, PRIOR, SOL
@@ -44,7 +53,12 @@ MMLU_STEM_SUBJECTS = frozenset(
     "high_school_computer_science high_school_mathematics high_school_physics high_school_statistics machine_learning".split()
 )
 LATENT_OPEN = SOL + PRIOR
-FIELDS = {"gsm8k": ("question", "answer"), "math": ("problem",), "mmlu_stem": ("question", "choices", "answer"), "world": ("prompt", "answer")}
+FIELDS = {
+    "gsm8k": ("question", "answer"),
+    "math": ("problem",),
+    "mmlu_stem": ("question", "choices", "answer"),
+    "world": ("prompt", "answer"),
+}
 
 
 # --- data ---------------------------------------------------------------------------
@@ -64,7 +78,9 @@ def _read_rows(path: Path, dataset: str) -> list[dict]:
     for where, row in _iter_rows(path):
         missing = [name for name in FIELDS[dataset] if name not in row]
         if missing:
-            raise BoltError(f"{where}: a {dataset} row needs the fields {', '.join(FIELDS[dataset])}; missing {', '.join(missing)}.")
+            raise BoltError(
+                f"{where}: a {dataset} row needs the fields {', '.join(FIELDS[dataset])}; missing {', '.join(missing)}."
+            )
         rows.append(row)
     return rows
 
@@ -76,11 +92,15 @@ def load(dataset: str, data_dir: str | None = None, **_: Any):
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
     directory = Path(data_dir) / dataset if data_dir else None
     if directory is not None and _local_split(directory, "test"):
-        splits = {split: _read_rows(path, dataset) for split in ("train", "test") if (path := _local_split(directory, split))}
+        splits = {
+            split: _read_rows(path, dataset) for split in ("train", "test") if (path := _local_split(directory, split))
+        }
     elif dataset == "world":
         splits = {"test": _world_questions()}
     elif directory is not None:
-        raise BoltError(f"{directory}: no test.jsonl (or test.json / test.parquet) for the {dataset} tasks. Put the dataset's test split there.")
+        raise BoltError(
+            f"{directory}: no test.jsonl (or test.json / test.parquet) for the {dataset} tasks. Put the dataset's test split there."
+        )
     else:
         return _hub(dataset)
     if dataset == "mmlu_stem":
@@ -93,7 +113,9 @@ def _hub(dataset: str):
 
     path, name, splits = HUB.get(dataset, (None, None, None))
     if path is None:
-        raise BoltError(f"the {dataset} tasks need local data: --data-dir DIR with DIR/{dataset}/test.jsonl (the dataset is not redistributable).")
+        raise BoltError(
+            f"the {dataset} tasks need local data: --data-dir DIR with DIR/{dataset}/test.jsonl (the dataset is not redistributable)."
+        )
     try:
         loaded = datasets.load_dataset(path, name)
     except Exception as exc:
@@ -132,7 +154,9 @@ def _prompt(question: str, latent: bool) -> str:
 def math_gold(doc: dict) -> str:
     gold = doc.get("answer") or last_boxed(doc.get("solution", ""))
     if gold is None:
-        raise BoltError(f"a MATH problem has neither an 'answer' nor a \\boxed{{}} answer in its 'solution': {doc['problem'][:60]!r}.")
+        raise BoltError(
+            f"a MATH problem has neither an 'answer' nor a \\boxed{{}} answer in its 'solution': {doc['problem'][:60]!r}."
+        )
     return str(gold)
 
 
@@ -146,7 +170,9 @@ def mmlu_gold(doc: dict) -> str:
     except (TypeError, ValueError):
         index = -1
     if not 0 <= index <= 3:  # -1 would silently index "D"
-        raise BoltError(f"an MMLU row's 'answer' must be 0-3 or A-D, got {answer!r} (question {doc['question'][:60]!r}).")
+        raise BoltError(
+            f"an MMLU row's 'answer' must be 0-3 or A-D, got {answer!r} (question {doc['question'][:60]!r})."
+        )
     return "ABCD"[index]
 
 
@@ -160,7 +186,9 @@ def world_target(doc: dict, latent: bool = False) -> str:
 
     problem = parse_question(doc["prompt"])
     if problem is None:
-        raise BoltError(f"world question {doc.get('id', '?')}: {doc['prompt']!r} is not a 'Let x = ... (mod m).' question.")
+        raise BoltError(
+            f"world question {doc.get('id', '?')}: {doc['prompt']!r} is not a 'Let x = ... (mod m).' question."
+        )
     sentence = f" So {problem.variable} = {doc['answer']}."
     return f"{problem.derivation()}{EOL}{sentence}" if latent else sentence
 
@@ -168,7 +196,13 @@ def world_target(doc: dict, latent: bool = False) -> str:
 # --- grading ------------------------------------------------------------------------
 
 
-def grade_samples(responses: list[str], latent: bool, extractors: dict[str, Callable[[str], str | None]], is_correct: Callable[[str], bool], vote: str) -> dict[str, float]:
+def grade_samples(
+    responses: list[str],
+    latent: bool,
+    extractors: dict[str, Callable[[str], str | None]],
+    is_correct: Callable[[str], bool],
+    vote: str,
+) -> dict[str, float]:
     """Each metric on the first sample, and maj@k / pass@k over all samples with the ``vote`` extraction.
 
     A latent-variant response without EoL is malformed: every extraction gives nothing.
@@ -192,13 +226,21 @@ def grade_samples(responses: list[str], latent: bool, extractors: dict[str, Call
 def gsm8k_results(doc: dict, results: list[str], latent: bool = False) -> dict[str, float]:
     gold = gsm8k_gold(doc["answer"])
     extractors = {"exact_match": gsm8k_strict, "exact_match_flexible": gsm8k_flexible}
-    return grade_samples(results, latent, extractors, lambda answer: numbers_equal(answer, gold), vote="exact_match_flexible")
+    return grade_samples(
+        results, latent, extractors, lambda answer: numbers_equal(answer, gold), vote="exact_match_flexible"
+    )
 
 
 def math_results(doc: dict, results: list[str], latent: bool = False) -> dict[str, float]:
     gold = math_gold(doc)
     timeout = float(os.environ.get(MATH_TIMEOUT_ENV, "5"))
-    return grade_samples(results, latent, {"exact_match": math_answer}, lambda answer: bool(math_equivalent(gold, answer, timeout)), vote="exact_match")
+    return grade_samples(
+        results,
+        latent,
+        {"exact_match": math_answer},
+        lambda answer: bool(math_equivalent(gold, answer, timeout)),
+        vote="exact_match",
+    )
 
 
 def mmlu_results(doc: dict, results: list[str], latent: bool = False) -> dict[str, float]:
@@ -212,7 +254,13 @@ def world_results(doc: dict, results: list[str], latent: bool = False) -> dict[s
     from bolt.apps.world.world import ANSWER_PATTERN
 
     gold = str(doc["answer"]).strip()
-    return grade_samples(results, latent, {"exact_match": first_match_extractor(ANSWER_PATTERN)}, lambda answer: answer == gold, vote="exact_match")
+    return grade_samples(
+        results,
+        latent,
+        {"exact_match": first_match_extractor(ANSWER_PATTERN)},
+        lambda answer: answer == gold,
+        vote="exact_match",
+    )
 
 
 gsm8k_results_latent = partial(gsm8k_results, latent=True)

@@ -37,10 +37,22 @@ STEM_SUBJECTS = (
     "high_school_computer_science high_school_mathematics high_school_physics high_school_statistics machine_learning"
 ).split()
 """lm-eval's ``mmlu_flan_cot_fewshot_stem`` subjects."""
-MATH_SUBJECTS = ("algebra", "counting_and_prob", "geometry", "intermediate_algebra", "num_theory", "prealgebra", "precalc")
+MATH_SUBJECTS = (
+    "algebra",
+    "counting_and_prob",
+    "geometry",
+    "intermediate_algebra",
+    "num_theory",
+    "prealgebra",
+    "precalc",
+)
 """lm-eval's ``minerva_math`` subtasks."""
 
-UPSTREAM_NAMES = {"gsm8k_cot": "gsm8k_cot", "math_cot": "minerva_math", "mmlu_stem_cot": "mmlu_flan_cot_fewshot (STEM subjects)"}
+UPSTREAM_NAMES = {
+    "gsm8k_cot": "gsm8k_cot",
+    "math_cot": "minerva_math",
+    "mmlu_stem_cot": "mmlu_flan_cot_fewshot (STEM subjects)",
+}
 """The lm-eval task each bolt standard variant is."""
 MAJORITY_FILTER = "maj@k"
 """The filter added for several samples per question; its metric is reported as ``maj_at_k``."""
@@ -72,7 +84,9 @@ def upstream_config(task: str, subject: str | None = None) -> dict[str, Any]:
     if task == "math_cot":
         return _math_config(path)
     if not path.is_file():
-        raise BoltError(f"lm-evaluation-harness has no {path.relative_to(tasks_dir())}; bolt's {task} needs the upstream task (lm-eval 0.4.13 or a compatible version).")
+        raise BoltError(
+            f"lm-evaluation-harness has no {path.relative_to(tasks_dir())}; bolt's {task} needs the upstream task (lm-eval 0.4.13 or a compatible version)."
+        )
     config = copy.deepcopy(load_yaml(path, resolve_func=True))
     for key in ("tag", "group", "task_list"):
         config.pop(key, None)
@@ -106,7 +120,11 @@ def _math_config(path: Path) -> dict[str, Any]:
 
     real = importlib.metadata.version
     shim = not _antlr_version().startswith("4.11")
-    with mock.patch.object(importlib.metadata, "version", lambda name: "4.11.0" if shim and name == "antlr4-python3-runtime" else real(name)):
+    with mock.patch.object(
+        importlib.metadata,
+        "version",
+        lambda name: "4.11.0" if shim and name == "antlr4-python3-runtime" else real(name),
+    ):
         config = copy.deepcopy(load_yaml(path, resolve_func=True))
     if shim:
         config["process_results"].__globals__["parse_latex"] = _latex_to_sympy
@@ -123,15 +141,22 @@ def _local_file(data_dir: Path, family: str, split: str = "test") -> Path:
     for suffix in (".jsonl", ".json", ".parquet"):
         if (directory / f"{split}{suffix}").is_file():
             return directory / f"{split}{suffix}"
-    raise BoltError(f"{directory}: no {split}.jsonl (or {split}.json / {split}.parquet) for the {family} tasks. Put the dataset's {split} split there.")
+    raise BoltError(
+        f"{directory}: no {split}.jsonl (or {split}.json / {split}.parquet) for the {family} tasks. Put the dataset's {split} split there."
+    )
 
 
 def _local_data(config: dict, path: Path) -> dict:
     """Point a config at one local file, read as its test split (the exemplars come from the config, so no other split is read)."""
     builder = "parquet" if path.suffix == ".parquet" else "json"
     return config | {
-        "dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}},
-        "test_split": "test", "training_split": None, "validation_split": None, "fewshot_split": None,
+        "dataset_path": builder,
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "test_split": "test",
+        "training_split": None,
+        "validation_split": None,
+        "fewshot_split": None,
     }
 
 
@@ -182,7 +207,10 @@ def standard_configs(family: str, data_dir: Path | None, split: str = "test", sa
     for config in configs:
         if samples > 1 and config.get("filter_list"):
             extraction = [step for step in config["filter_list"][-1]["filter"] if step["function"] != "take_first"]
-            vote = {"name": MAJORITY_FILTER, "filter": [*extraction, {"function": "majority_vote"}, {"function": "take_first"}]}
+            vote = {
+                "name": MAJORITY_FILTER,
+                "filter": [*extraction, {"function": "majority_vote"}, {"function": "take_first"}],
+            }
             config["filter_list"] = [*config["filter_list"], vote]
         generation = dict(config.get("generation_kwargs") or {})
         generation["bolt_banned_tokens"] = list(LATENT_TOKENS)
@@ -202,7 +230,9 @@ def split_exemplar(family: str, exemplar: dict) -> tuple[str, str, str]:
         cue, text = "Let's think step by step.", text[len("Let's think step by step.") :]
     at = text.rfind(marker)
     if at < 0:
-        raise BoltError(f"an upstream {family} exemplar has no {marker.strip()!r} to split its reasoning from its answer: {text[:80]!r}.")
+        raise BoltError(
+            f"an upstream {family} exemplar has no {marker.strip()!r} to split its reasoning from its answer: {text[:80]!r}."
+        )
     return cue, text[:at].strip(), text[at:].strip()
 
 
@@ -254,12 +284,18 @@ def latent_config(family: str, config: dict) -> dict:
     config["generation_kwargs"] = generation
     if config.get("filter_list"):
         config["filter_list"] = [
-            entry | {"filter": [{"function": "custom", "filter_fn": _after_latent_filter}, *entry["filter"]]} for entry in config["filter_list"]
+            entry | {"filter": [{"function": "custom", "filter_fn": _after_latent_filter}, *entry["filter"]]}
+            for entry in config["filter_list"]
         ]
     if callable(config.get("process_results")):
         config["process_results"] = partial(_after_latent_results, process_results=config["process_results"])
     elif not config.get("filter_list"):
-        config["filter_list"] = [{"name": "none", "filter": [{"function": "custom", "filter_fn": _after_latent_filter}, {"function": "take_first"}]}]
+        config["filter_list"] = [
+            {
+                "name": "none",
+                "filter": [{"function": "custom", "filter_fn": _after_latent_filter}, {"function": "take_first"}],
+            }
+        ]
     return config
 
 
@@ -308,7 +344,11 @@ def solution_parts(family: str, doc: dict) -> tuple[str, str, str]:
         reasoning, _, gold = doc["answer"].rpartition("####")
         return _one_line(reasoning), " ", f"The answer is {gold.strip()}."
     if family == "math_cot":
-        return doc["solution"].strip(), "\n", f"Final Answer: The final answer is ${doc['answer']}$. I hope it is correct."
+        return (
+            doc["solution"].strip(),
+            "\n",
+            f"Final Answer: The final answer is ${doc['answer']}$. I hope it is correct.",
+        )
     from bolt.evaluate.tasks.hooks import mmlu_gold
 
     letter = mmlu_gold(doc)
