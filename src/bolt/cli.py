@@ -60,8 +60,9 @@ def _add_overwrite(parser: argparse.ArgumentParser, what: str = "the output") ->
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help=f"replace {what} when bolt wrote it with another config (without it bolt refuses); only what bolt wrote is removed. "
-        "A path bolt did not write (no manifest) is never replaced, and rerunning the same config needs no flag: it resumes or skips",
+        help=f"replace {what} when bolt wrote it with another config (without it bolt refuses); only what bolt wrote "
+        "is removed. A path bolt did not write (no manifest) is never replaced, and rerunning the same config needs no "
+        "flag: it resumes or skips",
     )
 
 
@@ -69,10 +70,12 @@ def _chunk_parser(sub) -> None:
     p = sub.add_parser(
         "chunk",
         help="split a corpus into chunks of sentences",
-        description="Split each document into chunks of 1 + Poisson(mean-1) sentence units, each with the text of the previous chunks as its prefix. "
-        "Input: JSONL/JSON/Parquet with a 'text' field (optional 'id'), or a Hugging Face dataset named hf:ORG/NAME, streamed row by row. "
-        "Output: bolt.chunks/1 JSONL, written as the documents stream through.",
-        epilog="example: bolt chunk corpus.jsonl -o chunks.jsonl --prefix-chunks 1   |   bolt chunk hf:HuggingFaceTB/finemath --dataset-config finemath-4plus --limit 10000 -o chunks.jsonl",
+        description="Split each document into chunks of 1 + Poisson(mean-1) sentence units, each with the text of the "
+        "previous chunks as its prefix. Input: JSONL/JSON/Parquet with a 'text' field (optional 'id'), or a Hugging "
+        "Face dataset named hf:ORG/NAME, streamed row by row. Output: bolt.chunks/1 JSONL, written as the documents "
+        "stream through.",
+        epilog="example: bolt chunk corpus.jsonl -o chunks.jsonl --prefix-chunks 1   |   bolt chunk "
+        "hf:HuggingFaceTB/finemath --dataset-config finemath-4plus --limit 10000 -o chunks.jsonl",
     )
     p.add_argument(
         "input", help="corpus file (.jsonl, .json or .parquet), or hf:ORG/NAME for a Hugging Face dataset (streamed)"
@@ -119,7 +122,8 @@ def _run_chunk(args) -> dict:
     hub = HubSource(config=args.dataset_config, split=args.split, revision=args.revision)
     if not is_hub_corpus(args.input) and (args.dataset_config or args.revision or args.split != "train"):
         raise BoltError(
-            "--dataset-config, --split and --revision are for a Hugging Face dataset input (hf:ORG/NAME); a file is read whole."
+            "--dataset-config, --split and --revision are for a Hugging Face dataset input (hf:ORG/NAME); a file is "
+            "read whole."
         )
     return chunk_stage(
         args.input if is_hub_corpus(args.input) else Path(args.input),
@@ -136,15 +140,18 @@ def _synthesize_parser(sub) -> None:
     p = sub.add_parser(
         "synthesize",
         help="have a teacher LM write a latent thought for every chunk (or rephrase every document)",
-        description="Write a latent for every chunk of a bolt.chunks/1 file (--method latent), or rephrase every whole document "
-        "(--method wrap: one of four styles per document; wrap-cot: paraphrase with step-by-step reasoning) into meta.synthetic. "
-        "Teachers: 'openai' (OpenAI, or any OpenAI-compatible server such as vLLM or SGLang with --base-url), 'anthropic', "
-        "'vllm' (offline on a local GPU), 'hf' (a Hugging Face model from disk, latents only), 'oracle' (the embedded world's true latents). "
-        "API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or --env-file and are never written anywhere. API answers are cached in "
-        "OUT.run/teacher-cache.sqlite (or --cache-dir): rerunning the same command, even after a kill, sends only what is unanswered, "
-        "and picks up batches already submitted. Use --dry-run first to see the request count, tokens and cost. "
-        "--workers N (with --executor ray: on a Ray cluster) splits the input into shards, each with its own teacher; the output is that of one process.",
-        epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher openai --teacher-model gpt-4o-mini --batch --dry-run",
+        description="Write a latent for every chunk of a bolt.chunks/1 file (--method latent), or rephrase every whole "
+        "document (--method wrap: one of four styles per document; wrap-cot: paraphrase with step-by-step reasoning) "
+        "into meta.synthetic. Teachers: 'openai' (OpenAI, or any OpenAI-compatible server such as vLLM or SGLang with "
+        "--base-url), 'anthropic', 'vllm' (offline on a local GPU), 'hf' (a Hugging Face model from disk, latents "
+        "only), 'oracle' (the embedded world's true latents). API keys come from OPENAI_API_KEY / ANTHROPIC_API_KEY or "
+        "--env-file and are never written anywhere. API answers are cached in OUT.run/teacher-cache.sqlite (or "
+        "--cache-dir): rerunning the same command, even after a kill, sends only what is unanswered, and picks up "
+        "batches already submitted. Use --dry-run first to see the request count, tokens and cost. --workers N (with "
+        "--executor ray: on a Ray cluster) splits the input into shards, each with its own teacher; the output is that "
+        "of one process.",
+        epilog="example: bolt synthesize chunks.jsonl -o latents.jsonl --teacher openai --teacher-model gpt-4o-mini "
+        "--batch --dry-run",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1); wrap methods also take a raw corpus")
     p.add_argument(
@@ -158,7 +165,8 @@ def _synthesize_parser(sub) -> None:
         "--teacher",
         default="hf",
         choices=TEACHERS,
-        help="who writes the latents: an API (openai, anthropic), a local model (hf, the default; vllm on a GPU) or the embedded world's oracle",
+        help="who writes the latents: an API (openai, anthropic), a local model (hf, the default; vllm on a GPU) or "
+        "the embedded world's oracle",
     )
     p.add_argument(
         "--teacher-model",
@@ -169,7 +177,8 @@ def _synthesize_parser(sub) -> None:
         "--method",
         default="latent",
         choices=METHODS,
-        help="what the teacher writes: latent thoughts (default), a WRAP rephrasing, or a rephrasing with inserted reasoning (wrap-cot)",
+        help="what the teacher writes: latent thoughts (default), a WRAP rephrasing, or a rephrasing with inserted "
+        "reasoning (wrap-cot)",
     )
     p.add_argument(
         "--prompt-file",
@@ -243,9 +252,10 @@ def _synthesize_parser(sub) -> None:
         "--max-spend",
         type=float,
         metavar="USD",
-        help="spend at most this much in this run: a request goes out only while what was spent plus the worst "
-        "case of the requests in flight and its own (its input and --max-new-tokens of output) stay within it; the rest is not sent and the run says so "
-        "(cached answers cost nothing; with --workers N each worker gets USD / N; needs the model's price, built in or --pricing)",
+        help="spend at most this much in this run: a request goes out only while what was spent plus the worst case of "
+        "the requests in flight and its own (its input and --max-new-tokens of output) stay within it; the rest is not "
+        "sent and the run says so (cached answers cost nothing; with --workers N each worker gets USD / N; needs the "
+        "model's price, built in or --pricing)",
     )
     _add_executor(p, "each worker builds its own teacher; API workers share the answer cache")
     p.add_argument(
@@ -349,11 +359,14 @@ def _train_parser(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a causal LM on thought-augmented text (the M-step)",
-        description="Continued pretraining of an HF causal LM (or a preset from scratch) on latent data, with the four latent marker tokens added. "
-        "Saves a Hugging Face model directory at --output; rerunning the same command skips a finished run and resumes an interrupted one from its last checkpoint (written every --checkpoint-every steps; with the default 0 it starts over). "
-        "Multi-process: `torchrun --nproc_per_node N -m bolt train ...` or `accelerate launch -m bolt train ...` (DDP; FSDP and bf16 through "
-        "accelerate's config or flags, see configs/accelerate/); one optimiser step sees --batch-size x --grad-accum x processes windows. "
-        "The data is tokenised once into a memory-mapped token store (OUTPUT/tokens or --token-cache) that every process reads.",
+        description="Continued pretraining of an HF causal LM (or a preset from scratch) on latent data, with the four "
+        "latent marker tokens added. Saves a Hugging Face model directory at --output; rerunning the same command "
+        "skips a finished run and resumes an interrupted one from its last checkpoint (written every "
+        "--checkpoint-every steps; with the default 0 it starts over). Multi-process: `torchrun --nproc_per_node N -m "
+        "bolt train ...` or `accelerate launch -m bolt train ...` (DDP; FSDP and bf16 through accelerate's config or "
+        "flags, see configs/accelerate/); one optimiser step sees --batch-size x --grad-accum x processes windows. The "
+        "data is tokenised once into a memory-mapped token store (OUTPUT/tokens or --token-cache) that every process "
+        "reads.",
         epilog="example: bolt train latents.jsonl --model tiny -o runs/warm --epochs 2",
     )
     p.add_argument(
@@ -362,8 +375,8 @@ def _train_parser(sub) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output model directory")
     p.add_argument(
         "--model",
-        help="HF model directory, Hugging Face hub id (org/name), or a preset: tiny, small, world (default: tiny, a 140k-parameter "
-        "toy for tests and the embedded world; bolt warns when it trains on anything else)",
+        help="HF model directory, Hugging Face hub id (org/name), or a preset: tiny, small, world (default: tiny, a "
+        "140k-parameter toy for tests and the embedded world; bolt warns when it trains on anything else)",
     )
     _add_revision(p)
     p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights from its config")
@@ -371,7 +384,8 @@ def _train_parser(sub) -> None:
         "--layout",
         default="random",
         choices=LAYOUTS,
-        help="how latents and text are put together (docs/FORMATS.md; default: random, the paper's mix; raw: the text alone)",
+        help="how latents and text are put together (docs/FORMATS.md; default: random, the paper's mix; raw: the text "
+        "alone)",
     )
     p.add_argument(
         "--raw-ratio", type=float, default=0.0, help="share of documents shown without latents each epoch (default: 0)"
@@ -391,8 +405,9 @@ def _train_parser(sub) -> None:
         "--precision",
         default="no",
         choices=PRECISIONS,
-        help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16, or auto: bf16 where this device "
-        "computes it faster than fp32 (GPUs with bf16, CPUs with AVX-512 BF16 or AMX; on CPUs without, bf16 is ~13x slower)",
+        help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16, or auto: bf16 where this "
+        "device computes it faster than fp32 (GPUs with bf16, CPUs with AVX-512 BF16 or AMX; on CPUs without them bf16 "
+        "is far slower)",
     )
     p.add_argument(
         "--checkpoint-every",
@@ -405,8 +420,9 @@ def _train_parser(sub) -> None:
         "--token-cache",
         type=Path,
         metavar="DIR",
-        help="keep the tokenised data (a memory-mapped token store) in DIR, shared by runs on the same file and tokenizer "
-        "(default: OUTPUT/tokens, removed when training completes); on several machines DIR must be on a shared filesystem",
+        help="keep the tokenised data (a memory-mapped token store) in DIR, shared by runs on the same file and "
+        "tokenizer (default: OUTPUT/tokens, removed when training completes); on several machines DIR must be on a "
+        "shared filesystem",
     )
     p.add_argument(
         "--tokenize-workers",
@@ -418,14 +434,15 @@ def _train_parser(sub) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="run the training steps through torch.compile: same model, other kernels after a few seconds of compiling "
-        "(meant for GPUs; on one AVX2 CPU core the world model's steps ran 1.16x faster, whole runs within noise; a CPU needs a C++ compiler such as g++)",
+        help="run the training steps through torch.compile: same model, other kernels, compiled at the start of the "
+        "run (meant for GPUs; docs/SCALING.md has the CPU measurements; a CPU needs a C++ compiler such as g++)",
     )
     p.add_argument(
         "--gradient-checkpointing",
         action="store_true",
-        help="recompute each layer's activations in the backward pass instead of keeping them: "
-        "far less memory for long windows, about a third more compute, the same steps (bolt warns before the first step when a training will not fit)",
+        help="recompute each layer's activations in the backward pass instead of keeping them: far less memory for "
+        "long windows, more compute (one extra forward pass per step), the same steps (bolt warns before the first "
+        "step when a training will not fit)",
     )
     _add_report_to(p)
     _add_strict(p, "a warm-up as long as the run, or a training that will likely not fit in memory")
@@ -477,8 +494,9 @@ def _run_train(args) -> dict:
         args.model = "tiny"
         if not _is_world_data(args.input) and os.environ.get("RANK", "0") == "0":
             warnings.warn(
-                f"no --model given: training the built-in 'tiny' preset (140k parameters, a byte-level toy for tests and the embedded world) "
-                f"on {args.input}; pass --model DIR or a hub id such as HuggingFaceTB/SmolLM2-135M to train a real model.",
+                "no --model given: training the built-in 'tiny' preset (140k parameters, a byte-level toy for tests "
+                f"and the embedded world) on {args.input}; pass --model DIR or a hub id such as "
+                "HuggingFaceTB/SmolLM2-135M to train a real model.",
                 stacklevel=2,
             )
     return train(
@@ -513,11 +531,14 @@ def _estep_parser(sub) -> None:
     p = sub.add_parser(
         "estep",
         help="sample K latents per chunk and resample one by importance weight (the E-step)",
-        description="For every chunk: K candidate latents from the model (its posterior q(Z|X), or with --proposal prior its prior p(Z|prefix)), joint scores log p(Z,X), log weights log p - log q, and one latent "
-        "resampled with probability softmax(log w). Writes bolt.latents/1 with the chosen latent's scores, the ESS and the IWAE bound; "
-        "progress and a manifest go to OUTPUT.run/, and rerunning the same command keeps the documents already finished and goes on from there. "
-        "log q is under the distribution actually sampled from, so --temperature/--top-p/--top-k keep the weights correct.",
-        epilog="example: bolt estep chunks.jsonl --model runs/warm -k 4 -o latents-iter1.jsonl   |   on Ray: ... --executor ray --workers 8 --gpus-per-worker 1 --backend vllm",
+        description="For every chunk: K candidate latents from the model (its posterior q(Z|X), or with --proposal "
+        "prior its prior p(Z|prefix)), joint scores log p(Z,X), log weights log p - log q, and one latent resampled "
+        "with probability softmax(log w). Writes bolt.latents/1 with the chosen latent's scores, the ESS and the IWAE "
+        "bound; progress and a manifest go to OUTPUT.run/, and rerunning the same command keeps the documents already "
+        "finished and goes on from there. log q is under the distribution actually sampled from, so "
+        "--temperature/--top-p/--top-k keep the weights correct.",
+        epilog="example: bolt estep chunks.jsonl --model runs/warm -k 4 -o latents-iter1.jsonl   |   on Ray: ... "
+        "--executor ray --workers 8 --gpus-per-worker 1 --backend vllm",
     )
     p.add_argument("input", type=Path, help="chunks file (bolt.chunks/1), ideally chunked with --prefix-chunks 3")
     p.add_argument("-o", "--output", type=Path, required=True, help="output latents file")
@@ -539,27 +560,30 @@ def _estep_parser(sub) -> None:
         nargs="?",
         const=32,
         metavar="CHUNKS",
-        help="time the E-step on CHUNKS chunks (default: 32) spread over the input, "
-        "with this model, device, dtype, K and budget, and print the projected wall time (on --workers such workers) and device-hours of the whole "
+        help="time the E-step on CHUNKS chunks (default: 32) spread over the input, with this model, device, dtype, K "
+        "and budget, and print the projected wall time (on --workers such workers) and device-hours of the whole "
         "input; writes nothing",
     )
     p.add_argument(
         "--proposal",
         default="posterior",
         choices=PROPOSALS,
-        help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's p(Z|prefix); weights become p(X|Z))",
+        help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's "
+        "p(Z|prefix); weights become p(X|Z))",
     )
     p.add_argument(
         "--backend",
         default="hf",
         choices=ESTEP_BACKENDS,
-        help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install 'bolt-latent[vllm]')",
+        help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install "
+        "'bolt-latent[vllm]')",
     )
     _add_device(p)
     p.add_argument(
         "--dtype",
         default="float32",
-        help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser log-probs)",
+        help="weights' dtype: float32 (default; exact weights), bfloat16 or float16 (faster on GPUs, coarser "
+        "log-probs)",
     )
     _add_executor(p, "each worker loads the model")
     _add_strict(p, "most chosen latents cut at --max-new-tokens (a model that has not learned the latent format)")
@@ -571,7 +595,8 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        help="where the model runs: auto (default: the first CUDA GPU torch sees, else an Apple GPU, else the CPU), cpu, cuda, cuda:N or mps",
+        help="where the model runs: auto (default: the first CUDA GPU torch sees, else an Apple GPU, else the CPU), "
+        "cpu, cuda, cuda:N or mps",
     )
 
 
@@ -580,7 +605,8 @@ def _add_executor(parser: argparse.ArgumentParser, what_workers_do: str) -> None
     group.add_argument(
         "--executor",
         default="local",
-        help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a cluster)",
+        help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a "
+        "cluster)",
     )
     group.add_argument(
         "--workers",
@@ -637,10 +663,11 @@ def _run_estep(args) -> dict:
             sample_chunks=args.estimate,
         )
         print(
-            f"{result['chunks_timed']} chunks in {result['seconds']:.1f} s: {result['chunks_per_second']:.2f} chunks/s, "
-            f"{result['sampled_tokens_per_second']:,.0f} sampled tokens/s ({result['unfinished_latent_share']:.0%} of chosen latents ran to the budget). "
-            f"The whole input, {result['input_chunks']:,} chunks: ~{result['projected_wall_hours']:,.2f} h on {result['workers']} worker(s), "
-            f"~{result['projected_device_hours']:,.2f} device-hours."
+            f"{result['chunks_timed']} chunks in {result['seconds']:.1f} s: {result['chunks_per_second']:.2f} "
+            f"chunks/s, {result['sampled_tokens_per_second']:,.0f} sampled tokens/s "
+            f"({result['unfinished_latent_share']:.0%} of chosen latents ran to the budget). The whole input, "
+            f"{result['input_chunks']:,} chunks: ~{result['projected_wall_hours']:,.2f} h on {result['workers']} "
+            f"worker(s), ~{result['projected_device_hours']:,.2f} device-hours."
         )
         return result
     return estep_stage(
@@ -660,14 +687,17 @@ def _run_estep(args) -> dict:
 def _eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="benchmarks through lm-evaluation-harness, held-out NLL, ELBO/IWAE bounds and latent-space answer accuracy",
-        description="With --tasks: bolt's benchmark tasks (GSM8K, MATH, MMLU-STEM and the embedded world, each also as a *_latent variant "
-        "that reasons inside SoL PRIOR ... EoL) through lm-evaluation-harness's HF backend (needs the 'eval' extra); results in OUT/tasks.json. "
-        "With held-out documents: raw-text NLL per token and per character and ELBO/IWAE NLL bounds per token (uniform chunking, all previous "
-        "text as prefix). With --questions: greedy answers with reasoning in latent space (prompt ends with SoL PRIOR, stop at the next SoL, "
+        help="benchmarks through lm-evaluation-harness, held-out NLL, ELBO/IWAE bounds and latent-space answer "
+        "accuracy",
+        description="With --tasks: bolt's benchmark tasks (GSM8K, MATH, MMLU-STEM and the embedded world, each also as "
+        "a *_latent variant that reasons inside SoL PRIOR ... EoL) through lm-evaluation-harness's HF backend (needs "
+        "the 'eval' extra); results in OUT/tasks.json. With held-out documents: raw-text NLL per token and per "
+        "character and ELBO/IWAE NLL bounds per token (uniform chunking, all previous text as prefix). With "
+        "--questions: greedy answers with reasoning in latent space (prompt ends with SoL PRIOR, stop at the next SoL, "
         "answer read after EoL) in OUT/eval.json.",
-        epilog="example: bolt eval --model runs/warm --tasks gsm8k_cot,gsm8k_cot_latent --data-dir data/ --limit 100 -o runs/warm-eval   |   "
-        "bolt eval heldout.jsonl --model runs/warm --questions questions.jsonl -o runs/warm-eval",
+        epilog="example: bolt eval --model runs/warm --tasks gsm8k_cot,gsm8k_cot_latent --data-dir data/ --limit 100 "
+        "-o runs/warm-eval   |   bolt eval heldout.jsonl --model runs/warm --questions questions.jsonl -o "
+        "runs/warm-eval",
     )
     p.add_argument(
         "input", type=Path, nargs="?", help="held-out documents: raw corpus (chunked uniformly) or chunks file"
@@ -684,7 +714,8 @@ def _eval_parser(sub) -> None:
     tasks.add_argument(
         "--data-dir",
         type=Path,
-        help="local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (default: the HF hub)",
+        help="local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (default: the "
+        "HF hub)",
     )
     tasks.add_argument("--limit", type=int, help="questions per task (default: all)")
     tasks.add_argument(
@@ -702,8 +733,8 @@ def _eval_parser(sub) -> None:
         "--num-fewshot",
         type=int,
         metavar="N",
-        help="few-shot exemplars per prompt (default: each task's own: 8 for GSM8K, 4 for MATH and MMLU, 0 for the world); "
-        "numbers comparable with published lm-eval ones keep the default",
+        help="few-shot exemplars per prompt (default: each task's own: 8 for GSM8K, 4 for MATH and MMLU, 0 for the "
+        "world); numbers comparable with published lm-eval ones keep the default",
     )
     tasks.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default: 8)")
     tasks.add_argument(
@@ -728,7 +759,8 @@ def _eval_parser(sub) -> None:
     p.add_argument(
         "--answer-pattern",
         default=r"-?\d+(?:\.\d+)?",
-        help="regex; its first match after EoL is the answer, compared with the gold answer as text (default: a number)",
+        help="regex; its first match after EoL is the answer, compared with the gold answer as text (default: a "
+        "number)",
     )
     p.add_argument(
         "--batch-prompts",
@@ -753,7 +785,8 @@ def _run_benchmarks(args) -> dict:
         from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
     except ImportError as exc:
         raise BoltError(
-            f"--tasks needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'."
+            f"--tasks needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install "
+            "'bolt-latent[eval]'."
         ) from None
     config = TaskRunConfig(
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
@@ -785,7 +818,8 @@ def _run_eval(args) -> dict:
         answer_pattern=args.answer_pattern,
         batch_prompts=args.batch_prompts,
     )
-    # the likelihood stage first: it claims OUTPUT (manifest.json), the tasks then write OUTPUT/tasks and tasks.json inside it
+    # the likelihood stage first: it claims OUTPUT (manifest.json), the tasks then write OUTPUT/tasks and tasks.json
+    # inside it
     results = eval_stage(
         args.model,
         args.output,
@@ -804,14 +838,16 @@ def _em_parser(sub) -> None:
     p = sub.add_parser(
         "em",
         help="the BoLT loop: warm start, then E-step / M-step iterations, evaluating every model",
-        description="Warm start on teacher latents, then --iterations rounds of E-step on the bootstrap corpus and M-step from the base model. "
-        "Without --warm-start/--bootstrap (give both or neither) it runs on the embedded arithmetic world (no download). "
-        "The defaults are the paper's loop: K = 4 candidates from the model's posterior at temperature 1, every M-step from the base model on the "
-        "bootstrap corpus's inferred latents only, 3 iterations (the same engine as `bolt demo`). "
-        "Writes OUTPUT/models/warm_start, OUTPUT/latents/em_i.jsonl (E-step i) and models/em_i, each model's evaluation in "
-        "eval/<model> when --heldout or --questions is given (the embedded world brings its own), and results.json / results.md with one row per iteration. "
-        "Rerunning the same command resumes.",
-        epilog="example: bolt em -o runs/em   |   bolt em --warm-start warm.latents.jsonl --bootstrap corpus.jsonl --model ./my-hf-model -o runs/bolt",
+        description="Warm start on teacher latents, then --iterations rounds of E-step on the bootstrap corpus and "
+        "M-step from the base model. Without --warm-start/--bootstrap (give both or neither) it runs on the embedded "
+        "arithmetic world (no download). The defaults are the paper's loop: K = 4 candidates from the model's "
+        "posterior at temperature 1, every M-step from the base model on the bootstrap corpus's inferred latents only, "
+        "3 iterations (the same engine as `bolt demo`). Writes OUTPUT/models/warm_start, OUTPUT/latents/em_i.jsonl "
+        "(E-step i) and models/em_i, each model's evaluation in eval/<model> when --heldout or --questions is given "
+        "(the embedded world brings its own), and results.json / results.md with one row per iteration. Rerunning the "
+        "same command resumes.",
+        epilog="example: bolt em -o runs/em   |   bolt em --warm-start warm.latents.jsonl --bootstrap corpus.jsonl "
+        "--model ./my-hf-model -o runs/bolt",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
     p.add_argument("--warm-start", help="teacher latents for iteration 0 (bolt.latents/1)")
@@ -861,7 +897,8 @@ def _em_parser(sub) -> None:
     evaluation = p.add_argument_group("evaluation of every model (as `bolt eval`, with --heldout or --questions)")
     evaluation.add_argument(
         "--answer-pattern",
-        help=r"regex; its first match after EoL is the answer (default: a number, -?\d+(?:\.\d+)?; the embedded world: its own)",
+        help=r"regex; its first match after EoL is the answer (default: a number, -?\d+(?:\.\d+)?; the embedded world: "
+        r"its own)",
     )
     evaluation.add_argument(
         "--max-answer-tokens",
@@ -873,7 +910,8 @@ def _em_parser(sub) -> None:
         "--eval-max-latent-tokens",
         type=int,
         metavar="N",
-        help="latent budget per sample in the held-out bounds, what `bolt eval` calls --max-latent-tokens (default: --max-latent-tokens)",
+        help="latent budget per sample in the held-out bounds, what `bolt eval` calls --max-latent-tokens (default: "
+        "--max-latent-tokens)",
     )
     evaluation.add_argument(
         "--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)"
@@ -897,12 +935,14 @@ def _add_report_to(p) -> None:
         "--report-to",
         metavar="TRACKERS",
         help="also log every training's loss, learning rate and throughput to accelerate's experiment trackers, "
-        "comma-separated: tensorboard (under each model's tracking/), wandb, mlflow, ... or all (the tracker's package must be installed)",
+        "comma-separated: tensorboard (under each model's tracking/), wandb, mlflow, ... or all (the tracker's package "
+        "must be installed)",
     )
 
 
 def _add_loop_flags(p, defaults: LoopConfig) -> None:
-    """The EM loop's flags (``bolt.em.loop.LoopConfig``), shared by ``bolt em`` and ``bolt demo``; ``defaults`` fills the help."""
+    """The EM loop's flags (``bolt.em.loop.LoopConfig``), shared by ``bolt em`` and ``bolt demo``; ``defaults``
+    fills the help."""
     p.add_argument(
         "--iterations", type=int, help=f"EM iterations after the warm start (default: {defaults.iterations})"
     )
@@ -922,14 +962,15 @@ def _add_loop_flags(p, defaults: LoopConfig) -> None:
         "--estep-temperature",
         type=float,
         metavar="T",
-        help=f"sampling temperature of the E-steps' candidates (the paper: 1; the weights stay "
-        f"exact at any temperature, and above 1 the K candidates differ more often) (default: {defaults.temperature:g})",
+        help="sampling temperature of the E-steps' candidates (the paper: 1; the weights stay exact at any "
+        f"temperature, and above 1 the K candidates differ more often) (default: {defaults.temperature:g})",
     )
     p.add_argument(
         "--m-step-data",
         choices=M_STEP_DATA,
-        help=f"what every M-step trains on: bootstrap (the paper: the bootstrap corpus with the latents "
-        f"the previous model inferred) or teacher+bootstrap (the warm start's teacher latents too) (default: {defaults.m_step_data})",
+        help="what every M-step trains on: bootstrap (the paper: the bootstrap corpus with the latents the previous "
+        "model inferred) or teacher+bootstrap (the warm start's teacher latents too) (default: "
+        f"{defaults.m_step_data})",
     )
     p.add_argument(
         "--continue-from-previous",
@@ -940,9 +981,10 @@ def _add_loop_flags(p, defaults: LoopConfig) -> None:
         "--estep-folds",
         type=int,
         metavar="N",
-        help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds, each "
-        "inferred by a model trained like the previous M-step on the other folds, so no model re-reads latents it learned by heart "
-        f"(default: {defaults.estep_folds}, the paper's E-step; meant for many epochs over a small corpus; each fold adds one training per iteration from 2 on)",
+        help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds, each inferred by a "
+        "model trained like the previous M-step on the other folds, so no model re-reads latents it learned by heart "
+        f"(default: {defaults.estep_folds}, the paper's E-step; meant for many epochs over a small corpus; each fold "
+        "adds one training per iteration from 2 on)",
     )
 
 
@@ -962,9 +1004,8 @@ def _run_em(args) -> list:
     from bolt.train.training import REPORT_TO_ENVIRONMENT, TrainConfig
 
     if args.report_to:
-        os.environ[REPORT_TO_ENVIRONMENT] = (
-            args.report_to
-        )  # every training of the loop, in this process and its workers
+        # every training of the loop, in this process and its workers
+        os.environ[REPORT_TO_ENVIRONMENT] = args.report_to
 
     epochs = 2.0 if args.steps is None and args.tokens is None and args.epochs is None else args.epochs
     train = TrainConfig(
@@ -1015,13 +1056,13 @@ def _k_list(text: str) -> list[int]:
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="reproduce the paper's three claims in miniature on the embedded world (CPU, a few hours per seed; README has the times)",
-        description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, raw-data baselines, "
-        "BoLT EM iterations (the engine of `bolt em`), a K sweep and the controls warm_long and wrap_cot, evaluates all of them, and writes results.json "
-        "(with each claim's paired differences over seeds, 95% intervals and verdict), results.md and plots to the run directory. "
-        "Default: hours per seed on 2 CPU cores (README gives the times; with smaller splits the warm start "
-        "did not learn the task on most seeds, see docs/EXPERIMENTS.md); --quick about 3 minutes on 2 cores (a smoke test of every stage, too small to show the claims); "
-        "--full is for a bigger machine. Rerunning resumes.",
+        help="reproduce the paper's three claims in miniature on the embedded world (on a CPU; README gives the times)",
+        description="Generates the embedded arithmetic world, trains a warm-start latent model on oracle latents, "
+        "raw-data baselines, BoLT EM iterations (the engine of `bolt em`), a K sweep and the controls warm_long and "
+        "wrap_cot, evaluates all of them, and writes results.json (with each claim's paired differences over seeds, "
+        "95% intervals and verdict), results.md and plots to the run directory. Default: splits large enough for the "
+        "warm start to learn the task (docs/EXPERIMENTS.md says why; README gives the times); --quick: a smoke test of "
+        "every stage, too small to show the claims; --full is for a bigger machine. Rerunning resumes.",
         epilog="example: bolt demo -o runs/demo --seeds 3",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="run directory")
@@ -1029,7 +1070,7 @@ def _demo_parser(sub) -> None:
     size.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke test of every stage: 25 + 15 documents, 60-step trainings, K = 4 (about 3 minutes on 2 cores)",
+        help="a smoke test of every stage: 25 + 15 documents, 60-step trainings, K = 4 (README gives the time)",
     )
     size.add_argument("--full", action="store_true", help="a longer version for a bigger machine")
     p.add_argument(
@@ -1043,26 +1084,29 @@ def _demo_parser(sub) -> None:
     loop.add_argument(
         "--demo-loop",
         action="store_true",
-        help="instead of the paper's loop, the deviation README compares with it: K = 16 from the prior "
-        "at temperature 1.5, the warm start's teacher latents kept in every M-step, 2 iterations; the loop flags above still apply on top",
+        help="instead of the paper's loop, the deviation README compares with it: K = 16 from the prior at temperature "
+        "1.5, the warm start's teacher latents kept in every M-step, 2 iterations; the loop flags above still apply on "
+        "top",
     )
     loop.add_argument(
         "--paper-loop",
         action="store_true",
-        help="the paper's loop, the default (the flag is kept so that earlier commands still run)",
+        help="the paper's loop, the default (the flag is kept so that scripts that pass it still run)",
     )
     p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
     p.add_argument(
         "--sweep",
         type=_k_list,
         metavar="K,K,...",
-        help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4,16; --quick: 1,4; --full: 1,4,16,64); the chain's K is always in it",
+        help="K values of iteration 1's E-step compute sweep, comma-separated (default: 1,4,16; --quick: 1,4; --full: "
+        "1,4,16,64); the chain's K is always in it",
     )
     p.add_argument(
         "--estep-context",
         type=int,
         metavar="N",
-        help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer depends on, as the teacher sees it; the paper uses 3 chunks)",
+        help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer "
+        "depends on, as the teacher sees it; the paper uses 3 chunks)",
     )
     p.add_argument(
         "--wrap-cot",
@@ -1079,7 +1123,8 @@ def _demo_parser(sub) -> None:
     p.add_argument(
         "--wrap",
         action="store_true",
-        help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it in four styles, no reasoning added (on with --full)",
+        help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it "
+        "in four styles, no reasoning added (on with --full)",
     )
     world = p.add_argument_group("size (defaults: those of the preset)")
     world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
@@ -1109,15 +1154,17 @@ def _demo_parser(sub) -> None:
     p.add_argument(
         "--m-step-budget",
         choices=["data", "steps"],
-        help="instead of --m-step-steps' fixed count: data, each M-step trains as many epochs of its data as the warm start did of its own "
-        "(the paper's rule, but here that is ~150 epochs, enough to learn the latents by heart); steps, as many steps as the warm start",
+        help="instead of --m-step-steps' fixed count: data, each M-step trains as many epochs of its data as the warm "
+        "start did of its own (the paper's rule, but on the world's small splits that is so many epochs that the model "
+        "learns the latents by heart); steps, as many steps as the warm start",
     )
     p.add_argument(
         "--m-step-steps",
         type=int,
         metavar="N",
-        help="every M-step trains N steps, whatever its data; raw baselines follow (default: 1600, --quick: "
-        "the data rule; 0: the --m-step-budget rule): with more --bootstrap-documents each document is then seen for fewer epochs",
+        help="every M-step trains N steps, whatever its data; raw baselines follow (default: 1600, --quick: the data "
+        "rule; 0: the --m-step-budget rule): with more --bootstrap-documents each document is then seen for fewer "
+        "epochs",
     )
     p.add_argument(
         "--workers",
@@ -1128,8 +1175,8 @@ def _demo_parser(sub) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="train every model through torch.compile (on a 2-core AVX2 CPU steps ran 1.16x faster, whole trainings within noise; a CPU needs a C++ "
-        "compiler; other kernels, so results differ from uncompiled runs by about one training's spread)",
+        help="train every model through torch.compile (meant for GPUs; docs/SCALING.md has the CPU measurements; "
+        "a CPU needs a C++ compiler; other kernels, so results differ from uncompiled runs)",
     )
     _add_overwrite(p, "each stage's output in the run directory")
     _add_seed(p)
@@ -1177,10 +1224,12 @@ def _finetune_eval_parser(sub) -> None:
     p = sub.add_parser(
         "finetune-eval",
         help="fine-tune on a task's training split, then evaluate with sampled answers over several seeds",
-        description="For each seed: supervised fine-tuning on DIR/<dataset>/train.jsonl with the loss only on the answer (a *_latent task puts "
-        "the reasoning inside SoL PRIOR ... EoL), then the task zero-shot through lm-evaluation-harness with several sampled answers per "
-        "question (temperature 0.6, top-p 0.9). Writes finetune_eval.json: accuracy, maj@k and pass@k as mean ± standard error over seeds.",
-        epilog="example: bolt finetune-eval --model runs/warm --task gsm8k_cot_latent --data-dir data/ --seeds 3 -o runs/warm-ft",
+        description="For each seed: supervised fine-tuning on DIR/<dataset>/train.jsonl with the loss only on the "
+        "answer (a *_latent task puts the reasoning inside SoL PRIOR ... EoL), then the task zero-shot through "
+        "lm-evaluation-harness with several sampled answers per question (temperature 0.6, top-p 0.9). Writes "
+        "finetune_eval.json: accuracy, maj@k and pass@k as mean ± standard error over seeds.",
+        epilog="example: bolt finetune-eval --model runs/warm --task gsm8k_cot_latent --data-dir data/ --seeds 3 -o "
+        "runs/warm-ft",
     )
     p.add_argument(
         "-o",
@@ -1213,7 +1262,8 @@ def _run_finetune_eval(args) -> dict:
         importlib.import_module("bolt.evaluate.tasks.harness")  # are lm-eval and math-verify installed?
     except ImportError as exc:
         raise BoltError(
-            f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install 'bolt-latent[eval]'."
+            f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install "
+            "'bolt-latent[eval]'."
         ) from None
     config = FinetuneConfig(
         task=args.task,
@@ -1237,9 +1287,10 @@ def _report_parser(sub) -> None:
     p = sub.add_parser(
         "report",
         help="collect metrics from runs into Markdown/JSON tables and PNG plots",
-        description="Reads results.json of `bolt demo` / `bolt em` and tasks.json / eval.json of `bolt eval` from each run directory, pools runs "
-        "of the same model (seeds), and writes report.md and report.json (mean ± std over seeds) and plots: accuracy and likelihood per EM "
-        "iteration with the raw-data baselines, accuracy against raw tokens, training tokens and K, and benchmark accuracy per task.",
+        description="Reads results.json of `bolt demo` / `bolt em` and tasks.json / eval.json of `bolt eval` from each "
+        "run directory, pools runs of the same model (seeds), and writes report.md and report.json (mean ± std over "
+        "seeds) and plots: accuracy and likelihood per EM iteration with the raw-data baselines, accuracy against raw "
+        "tokens, training tokens and K, and benchmark accuracy per task.",
         epilog="example: bolt report runs/demo-seed0 runs/demo-seed1 runs/warm-eval -o runs/report",
     )
     p.add_argument("runs", type=Path, nargs="+", help="run directories")
@@ -1258,12 +1309,14 @@ def _view_parser(sub) -> None:
     p = sub.add_parser(
         "view",
         help="one HTML page (opens from disk) to look at latents, E-step candidates and weights, and EM runs",
-        description="Writes OUTPUT/view.html, a self-contained page: one row per chunk with a latent (its prefix, text, chosen latent, "
-        "log p, log q, log w, ESS, weight entropy, whether it was cut at the token budget, and the embedded world's verdict where it knows the chunk); "
-        "a row opens to the K candidates with their normalised weights (E-step output written with --keep-candidates) and to the same chunk's latent "
-        "in the other files given (per EM iteration for a run directory). Sort and filter by ESS, entropy, log w, length, cut, wrong, or text; "
-        "50 rows per page, so 100,000 chunks stay fast; an ESS histogram and latent lengths on top.",
-        epilog="example: bolt view runs/em -o runs/em-view   |   bolt view latents-iter1.jsonl -o runs/iter1-view   (then open runs/iter1-view/view.html)",
+        description="Writes OUTPUT/view.html, a self-contained page: one row per chunk with a latent (its prefix, "
+        "text, chosen latent, log p, log q, log w, ESS, weight entropy, whether it was cut at the token budget, and "
+        "the embedded world's verdict where it knows the chunk); a row opens to the K candidates with their normalised "
+        "weights (E-step output written with --keep-candidates) and to the same chunk's latent in the other files "
+        "given (per EM iteration for a run directory). Sort and filter by ESS, entropy, log w, length, cut, wrong, or "
+        "text; 50 rows per page, so large files stay fast; an ESS histogram and latent lengths on top.",
+        epilog="example: bolt view runs/em -o runs/em-view   |   bolt view latents-iter1.jsonl -o runs/iter1-view   "
+        "(then open runs/iter1-view/view.html)",
     )
     p.add_argument(
         "inputs",
@@ -1283,12 +1336,15 @@ def _run_view(args) -> dict:
 def _contamination_parser(sub) -> None:
     p = sub.add_parser(
         "contamination",
-        help="n-gram overlap of a corpus and its latents with the GSM8K, MATH and MMLU-STEM test sets (before comparing benchmark numbers)",
-        description="Checks training files against benchmark test sets the way the field decontaminates: lower-cased words of letters and digits, "
-        "cut into 13-grams (--ngram); a test document is contaminated when one of its n-grams occurs in a training file's text or, for a "
-        "latents file, in a latent (a teacher or an E-step can write a test solution into one). Writes contamination.json and contamination.md: "
-        "per dataset the contaminated test documents, per file the documents (and latents) holding a test n-gram, with examples.",
-        epilog="example: bolt contamination data/warm.latents.jsonl data/bootstrap.jsonl runs/seed-0/latents/em_3.jsonl --data-dir data/tasks -o runs/contamination",
+        help="n-gram overlap of a corpus and its latents with the GSM8K, MATH and MMLU-STEM test sets (before "
+        "comparing benchmark numbers)",
+        description="Checks training files against benchmark test sets the way the field decontaminates: lower-cased "
+        "words of letters and digits, cut into 13-grams (--ngram); a test document is contaminated when one of its "
+        "n-grams occurs in a training file's text or, for a latents file, in a latent (a teacher or an E-step can "
+        "write a test solution into one). Writes contamination.json and contamination.md: per dataset the contaminated "
+        "test documents, per file the documents (and latents) holding a test n-gram, with examples.",
+        epilog="example: bolt contamination data/warm.latents.jsonl data/bootstrap.jsonl "
+        "runs/seed-0/latents/em_3.jsonl --data-dir data/tasks -o runs/contamination",
     )
     p.add_argument(
         "files", type=Path, nargs="+", help="JSONL corpora ({id, text}) or bolt.chunks/1 / bolt.latents/1 files"
@@ -1303,7 +1359,8 @@ def _contamination_parser(sub) -> None:
     p.add_argument(
         "--data-dir",
         type=Path,
-        help="DIR/<dataset>/test.jsonl, as `bolt eval --data-dir` reads them (default: the Hugging Face hub, which needs network)",
+        help="DIR/<dataset>/test.jsonl, as `bolt eval --data-dir` reads them (default: the Hugging Face hub, which "
+        "needs network)",
     )
     p.add_argument(
         "--datasets",
@@ -1381,8 +1438,8 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="bolt",
-        description="Reasoning to learn from latent thoughts: chunk a corpus, synthesize latents with a teacher, train on thought-augmented text, "
-        "bootstrap latents with EM, evaluate. Run `bolt COMMAND --help` for each stage.",
+        description="Reasoning to learn from latent thoughts: chunk a corpus, synthesize latents with a teacher, train "
+        "on thought-augmented text, bootstrap latents with EM, evaluate. Run `bolt COMMAND --help` for each stage.",
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"bolt {__version__}")
@@ -1400,8 +1457,14 @@ def _check_finite(args) -> None:
 
 
 _FIXES = {
-    errno.ENOSPC: "the disk is full: free some space (or name an output path on another disk) and rerun the same command, which resumes",
-    errno.EDQUOT: "the disk quota is used up: free some space (or name an output path elsewhere) and rerun the same command, which resumes",
+    errno.ENOSPC: (
+        "the disk is full: free some space (or name an output path on another disk) and rerun the same command, "
+        "which resumes"
+    ),
+    errno.EDQUOT: (
+        "the disk quota is used up: free some space (or name an output path elsewhere) and rerun the same command, "
+        "which resumes"
+    ),
     errno.EROFS: "the filesystem is read-only: name an output path on a writable one with -o",
     errno.EACCES: "bolt may not write or read there: fix the permissions, or name another path",
     errno.EPERM: "bolt may not write or read there: fix the permissions, or name another path",
@@ -1421,13 +1484,8 @@ def _os_fault(exc: BaseException) -> OSError | None:
         if isinstance(exc, OSError) and exc.errno is not None:
             return exc
         text = str(exc)
-        for code in (
-            errno.ENOSPC,
-            errno.EDQUOT,
-            errno.EROFS,
-            errno.EACCES,
-            errno.EIO,
-        ):  # safetensors and torch word them in their own errors
+        # safetensors and torch word them in their own errors
+        for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):
             if f"os error {code})" in text or os.strerror(code) in text:
                 return OSError(code, os.strerror(code))
         exc = exc.__cause__ or exc.__context__
@@ -1458,7 +1516,8 @@ def _refuse_api_flags(args) -> None:
     ]
     if given:
         raise BoltError(
-            f"{given[0]} is for the API teachers (--teacher openai or anthropic); --teacher {args.teacher} would ignore it: drop {given[0]}"
+            f"{given[0]} is for the API teachers (--teacher openai or anthropic); --teacher {args.teacher} would "
+            f"ignore it: drop {given[0]}"
             + (" (--batch-size sets how many chunks a local teacher takes at once)." if given[0] == "--batch" else ".")
         )
 
@@ -1481,7 +1540,8 @@ def _resolve_models(args) -> None:
 
 
 def _mark_failed(args, started: float, error: BaseException) -> None:
-    """The command's own manifest (OUT.run/ of a file output, OUT/ of a directory), when this run left it 'running': 'failed' with the error."""
+    """The command's own manifest (OUT.run/ of a file output, OUT/ of a directory), when this run left it 'running':
+    'failed' with the error."""
     from bolt.core.rundir import RunDir, run_dir_for_file
 
     output = getattr(args, "output", None)
@@ -1505,9 +1565,8 @@ def main(argv: list[str] | None = None) -> int:
 
     before = os.environ.get(OVERWRITE_ENVIRONMENT)
     if getattr(args, "overwrite", False):
-        os.environ[OVERWRITE_ENVIRONMENT] = (
-            "1"  # for the stages a command runs inside itself (em, demo) and their worker processes
-        )
+        # for the stages a command runs inside itself (em, demo) and their worker processes
+        os.environ[OVERWRITE_ENVIRONMENT] = "1"
     started = time.time()
     try:
         _check_finite(args)
@@ -1534,8 +1593,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop(OVERWRITE_ENVIRONMENT, None)
         else:
             os.environ[OVERWRITE_ENVIRONMENT] = before
-    if (
-        args.command not in ("em", "demo", "report") and os.environ.get("RANK", "0") == "0"
-    ):  # one summary under torchrun
+    # one summary under torchrun
+    if args.command not in ("em", "demo", "report") and os.environ.get("RANK", "0") == "0":
         print(scrub(json.dumps(result, indent=2, default=str)))
     return 0
