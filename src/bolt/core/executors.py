@@ -96,7 +96,8 @@ def _run_on_ray(function, shard_args, config: ExecutorConfig, desc: str) -> list
                 results[pending[ready[0]]] = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
                 raise BoltError(
-                    f"shard {pending[ready[0]]} failed on Ray after {config.max_retries} retries: {exc}. Rerun the same command to resume."
+                    f"shard {pending[ready[0]]} failed on Ray after {config.max_retries} retries: {exc}. "
+                    "Rerun the same command to resume."
                 ) from None
             progress.update(1)
     return results

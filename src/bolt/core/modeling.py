@@ -27,7 +27,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "world": dict(
         hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4
     ),
-    # ~3.3M parameters: CPU experiments in minutes.
+    # ~3.3M parameters: CPU experiments.
     "small": dict(
         hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4
     ),
@@ -74,7 +74,8 @@ def preset_model(name: str, seed: int = 0, max_positions: int = 4096):
 
 
 def byte_llama(shape: dict[str, int], seed: int = 0, max_positions: int = 4096):
-    """A randomly initialised Llama of ``shape`` (LlamaConfig fields: hidden_size, num_hidden_layers, ...) and the byte tokenizer."""
+    """A randomly initialised Llama of ``shape`` (LlamaConfig fields: hidden_size, num_hidden_layers, ...) and the
+    byte tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = byte_tokenizer()
@@ -129,7 +130,11 @@ def model_path(spec: str | Path, revision: str | None = None) -> Path:
 
     cache, offline = _hub_cache(), _offline()
     at = f" at revision {revision}" if revision else ""
-    get = f"download it with `hf download {spec}{f' --revision {revision}' if revision else ''}` (huggingface-cli download in older huggingface_hub) where there is a network, with the same HF_HOME, or pass a local model directory (with config.json)"
+    get = (
+        f"download it with `hf download {spec}{f' --revision {revision}' if revision else ''}` "
+        "(huggingface-cli download in older huggingface_hub) where there is a network, with the same HF_HOME, "
+        "or pass a local model directory (with config.json)"
+    )
     try:
         folder = Path(
             snapshot_download(
@@ -142,22 +147,26 @@ def model_path(spec: str | Path, revision: str | None = None) -> Path:
             )
     except RevisionNotFoundError:
         raise BoltError(
-            f"{spec}: the Hugging Face hub has this model but no revision {revision!r}; pass a branch, tag or commit it has with --revision."
+            f"{spec}: the Hugging Face hub has this model but no revision {revision!r}; "
+            "pass a branch, tag or commit it has with --revision."
         ) from None
     except RepositoryNotFoundError:
         raise BoltError(
-            f"{spec}: no such model directory, and no model {spec!r} on the Hugging Face hub (or it is private or gated: log in with `hf auth login`); "
+            f"{spec}: no such model directory, and no model {spec!r} on the Hugging Face hub "
+            "(or it is private or gated: log in with `hf auth login`); "
             "pass a local model directory (with config.json) or a hub id such as HuggingFaceTB/SmolLM2-135M."
         ) from None
     except LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
         raise BoltError(
-            f"{spec}: no such model directory, and no hub model {spec!r}{at} in the Hugging Face cache {cache} ({why}): {get}."
+            f"{spec}: no such model directory, and no hub model {spec!r}{at} in the Hugging Face cache {cache} "
+            f"({why}): {get}."
         ) from None
     except Exception as exc:
         if type(exc).__module__.startswith(("huggingface_hub", "requests", "httpx")):
             raise BoltError(
-                f"{spec}: no such model directory, and the Hugging Face hub could not give model {spec!r}{at} ({type(exc).__name__}): {get}."
+                f"{spec}: no such model directory, and the Hugging Face hub could not give model {spec!r}{at} "
+                f"({type(exc).__name__}): {get}."
             ) from None
         raise
     return folder
@@ -170,7 +179,8 @@ def check_model_dir(path: str | Path) -> None:
     path = model_path(path)
     if not path.exists():
         raise BoltError(
-            f"{path}: no such model directory. Pass an HF model directory (with config.json), a Hugging Face hub id (org/name), or for train and em a preset ({', '.join(PRESETS)})."
+            f"{path}: no such model directory. Pass an HF model directory (with config.json), "
+            f"a Hugging Face hub id (org/name), or for train and em a preset ({', '.join(PRESETS)})."
         )
     if not path.is_dir():
         raise BoltError(
@@ -179,7 +189,8 @@ def check_model_dir(path: str | Path) -> None:
     manifest = _bolt_manifest(path)
     if manifest is not None and manifest.get("command") == "train" and manifest.get("status") != "complete":
         raise BoltError(
-            f"{path}: this training has not finished (its manifest.json says {manifest.get('status')!r}): rerun the same `bolt train` command "
+            f"{path}: this training has not finished (its manifest.json says {manifest.get('status')!r}): "
+            "rerun the same `bolt train` command "
             "to finish it (it resumes from its last checkpoint), or pass a finished model directory."
         )
     if not (path / "config.json").is_file():
@@ -190,7 +201,8 @@ def check_model_dir(path: str | Path) -> None:
         file = path / name
         if file.is_file() and isinstance(recorded, dict) and file.stat().st_size != recorded.get("size"):
             raise BoltError(
-                f"{file}: has {file.stat().st_size} bytes where `bolt train` wrote {recorded.get('size')}: the file is damaged (truncated?); "
+                f"{file}: has {file.stat().st_size} bytes where `bolt train` wrote {recorded.get('size')}: "
+                "the file is damaged (truncated?); "
                 "rerun the same `bolt train` command, which trains a damaged model again, or restore the file."
             )
 
@@ -198,7 +210,8 @@ def check_model_dir(path: str | Path) -> None:
         problem = safetensors_problem(file)
         if problem:
             raise BoltError(
-                f"{file}: {problem}: the file is damaged or truncated; retrain the model (rerun its `bolt train` command) or restore the file."
+                f"{file}: {problem}: the file is damaged or truncated; "
+                "retrain the model (rerun its `bolt train` command) or restore the file."
             )
 
 
@@ -206,7 +219,8 @@ _check_model_dir = check_model_dir
 
 
 def safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file cannot be whole (a header that does not parse, tensors past its end), or None; reads only the header."""
+    """Why a .safetensors file cannot be whole (a header that does not parse, tensors past its end), or None;
+    reads only the header."""
     size = path.stat().st_size
     try:
         with open(path, "rb") as handle:
@@ -240,7 +254,8 @@ def load_tokenizer(path: str | Path):
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
         raise BoltError(
-            f"{path}: cannot load a tokenizer ({exc}). The directory needs the tokenizer files saved by `save_pretrained`."
+            f"{path}: cannot load a tokenizer ({exc}). "
+            "The directory needs the tokenizer files saved by `save_pretrained`."
         ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -265,13 +280,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise BoltError(
-                f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}). Use --device cpu, or install a CUDA build of torch."
+                f"--device {name}: torch sees no CUDA GPU here (torch {torch.__version__}). "
+                "Use --device cpu, or install a CUDA build of torch."
             )
         return torch.device(name)
     if name == "mps":
         if not _mps_available():
             raise BoltError(
-                f"--device mps: torch sees no Apple GPU here (torch {torch.__version__}; MPS needs macOS on Apple silicon). Use --device cpu."
+                f"--device mps: torch sees no Apple GPU here (torch {torch.__version__}; "
+                "MPS needs macOS on Apple silicon). Use --device cpu."
             )
         return torch.device("mps")
     raise BoltError(f"unknown --device {name!r}; choose auto, cpu, cuda, cuda:N or mps.")
@@ -290,7 +307,8 @@ def load_model(
     from_scratch: bool = False,
     device: str | torch.device | None = None,
 ):
-    """Load a causal LM (or only its config, randomly initialised, when ``from_scratch``), on ``device`` if given (see ``resolve_device``)."""
+    """Load a causal LM (or only its config, randomly initialised, when ``from_scratch``), on ``device`` if given
+    (see ``resolve_device``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = model_path(path)

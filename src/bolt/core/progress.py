@@ -32,7 +32,8 @@ def _duration(seconds: float) -> str:
 
 
 class LogProgress:
-    """The subset of tqdm's interface that bolt uses (``update``, ``set_postfix``, ``close``, iteration, ``with``), as log lines."""
+    """The subset of tqdm's interface that bolt uses (``update``, ``set_postfix``, ``close``, iteration,
+    ``with``), as log lines."""
 
     def __init__(
         self,
@@ -146,7 +147,8 @@ def heartbeat(note: str) -> None:
 
 
 def progress_bar(iterable: Iterable | None = None, **kwargs: Any):
-    """tqdm on a terminal, ``LogProgress`` lines elsewhere; ``disable=True`` (a worker that is not the main process) and ``BOLT_PROGRESS=off`` silence it."""
+    """tqdm on a terminal, ``LogProgress`` lines elsewhere; ``disable=True`` (a worker that is not the main
+    process) and ``BOLT_PROGRESS=off`` silence it."""
     from tqdm.auto import tqdm
 
     if kwargs.get("disable") is True or os.environ.get("BOLT_PROGRESS", "").lower() in ("off", "0", "no"):

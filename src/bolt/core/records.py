@@ -205,8 +205,10 @@ def iter_hub_corpus(
         rows = datasets.load_dataset(name, config, split=split, streaming=True, revision=revision)
     except Exception as exc:
         raise BoltError(
-            f"cannot stream the dataset {name} (config {config or 'default'}, split {split}): {type(exc).__name__}: {str(exc)[:200]}. "
-            "Check the id, --dataset-config and --split; offline (HF_DATASETS_OFFLINE=1) only what the cache holds can be read."
+            f"cannot stream the dataset {name} (config {config or 'default'}, split {split}): "
+            f"{type(exc).__name__}: {str(exc)[:200]}. "
+            "Check the id, --dataset-config and --split; "
+            "offline (HF_DATASETS_OFFLINE=1) only what the cache holds can be read."
         ) from None
     short = name.rsplit("/", 1)[-1]
     numbered = ((f"{name} row {index}", row) for index, row in enumerate(rows))
@@ -249,7 +251,8 @@ def _documents(
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise BoltError(
-                f"{position}: '{text_field}' holds an unpaired surrogate escape ({text[exc.start]!r} at character {exc.start}), "
+                f"{position}: '{text_field}' holds an unpaired surrogate escape "
+                f"({text[exc.start]!r} at character {exc.start}), "
                 "which is not Unicode text. Fix or drop it in the source data."
             ) from None
         doc_id = str(row["id"]) if row.get("id") is not None else default_id(count + skipped)
@@ -593,7 +596,7 @@ class PartialDocuments:
         if not path.exists():
             return
         damaged = []
-        for number, offset, line in _lines(path):
+        for number, _offset, line in _lines(path):
             row = _partial_row(line)
             if row is None:
                 if line.strip():
@@ -604,7 +607,8 @@ class PartialDocuments:
             # A damaged line (not UTF-8, not JSON: a bad disk or an editor) in the middle: drop it,
             # once, and compute its document again, instead of failing every rerun.
             warnings.warn(
-                f"{path}: {len(damaged)} damaged line(s) dropped (line {damaged[0]}{' and more' if len(damaged) > 1 else ''}: not a UTF-8 JSON record); "
+                f"{path}: {len(damaged)} damaged line(s) dropped "
+                f"(line {damaged[0]}{' and more' if len(damaged) > 1 else ''}: not a UTF-8 JSON record); "
                 "their documents are computed again.",
                 stacklevel=2,
             )

@@ -158,7 +158,8 @@ class RunDir:
         """
         if self.path.exists() and not self.path.is_dir():
             raise BoltError(
-                f"{self.path}: is a file, where bolt needs a directory; name a directory that does not exist yet (or an empty one)."
+                f"{self.path}: is a file, where bolt needs a directory; "
+                "name a directory that does not exist yet (or an empty one)."
             )
         check_parent_directories(self.path)
         manifest = self.read_manifest()
@@ -167,7 +168,8 @@ class RunDir:
             if foreign:
                 shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
                 raise BoltError(
-                    f"{self.path}: not empty ({shown}) and not written by bolt (no manifest.json); bolt never replaces what it did not write, "
+                    f"{self.path}: not empty ({shown}) and not written by bolt (no manifest.json); "
+                    "bolt never replaces what it did not write, "
                     "even with --overwrite: name another output path."
                 )
             return False
@@ -218,7 +220,8 @@ class RunDir:
         return problems
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop the metrics lines of steps after ``last_step`` (those a resumed run logs again), and a last line a kill cut."""
+        """Drop the metrics lines of steps after ``last_step`` (those a resumed run logs again), and a last line a
+        kill cut."""
         if not self.metrics_path.is_file():
             return
         kept = []
@@ -296,7 +299,8 @@ class RunDir:
         write_json(self.manifest_path, self._manifest)
 
     def fail(self, error: BaseException | str) -> bool:
-        """Mark a manifest this process left 'running' as 'failed' ('interrupted' after Ctrl-C), with the (scrubbed) error; False where there is none."""
+        """Mark a manifest this process left 'running' as 'failed' ('interrupted' after Ctrl-C), with the (scrubbed)
+        error; False where there is none."""
         manifest = self.read_manifest()
         if not manifest or manifest.get("status") != "running":
             return False
@@ -347,14 +351,16 @@ def check_output_path(command: str, output: Path, run: RunDir, inputs: dict[str,
     for name, path in (inputs or {}).items():
         if Path(path).resolve() == output.resolve():
             raise BoltError(
-                f"{output}: is also the {name} input of `bolt {command}`; writing it would destroy the input: name another output path with -o."
+                f"{output}: is also the {name} input of `bolt {command}`; "
+                "writing it would destroy the input: name another output path with -o."
             )
     if output.is_dir():
         raise BoltError(f"{output}: is a directory; -o names the output file of `bolt {command}`.")
     check_parent_directories(output)
     if output.exists() and run.read_manifest() is None:
         raise BoltError(
-            f"{output}: exists and bolt did not write it (no {run.manifest_path}); bolt never replaces it, even with --overwrite: name another output path."
+            f"{output}: exists and bolt did not write it (no {run.manifest_path}); "
+            "bolt never replaces it, even with --overwrite: name another output path."
         )
 
 

@@ -33,7 +33,8 @@ _lock = threading.Lock()
 
 
 def url_secrets(url: str | None) -> list[str]:
-    """The credentials in ``url``'s user information: its password, or a lone user name that is long enough to be a token."""
+    """The credentials in ``url``'s user information: its password, or a lone user name that is long enough to
+    be a token."""
     if not url:
         return []
     try:

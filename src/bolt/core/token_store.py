@@ -1,8 +1,8 @@
 """The training file tokenised once into flat arrays on disk, memory-mapped by every training process.
 
-``bolt train`` used to read the whole file into Python objects and tokenise it in every
-process; at the paper's scale (billions of tokens) that does not fit. A token store holds
-the same token ids (``bolt.core.layouts.tokenize_document`` of every document, so latents from
+Reading the whole file into Python objects and tokenising it in every process does not fit at
+the paper's scale (billions of tokens). A token store holds the same token ids
+(``bolt.core.layouts.tokenize_document`` of every document, so latents from
 ``latent_token_ids`` and ``meta.synthetic`` included) in numpy arrays that
 ``np.load(mmap_mode="r")`` opens: a process holds the offset tables' pages it touches and
 the tokens of the documents it renders, nothing else. The format is ``bolt.tokens/1``
@@ -76,7 +76,8 @@ _BLOCK = 1024  # documents tokenised between two writes
 
 
 def source_documents(path: Path, require_latents: bool) -> Iterator[Document]:
-    """The documents ``bolt train`` reads, one at a time: chunked/latent files as they are, a plain corpus as one chunk per document."""
+    """The documents ``bolt train`` reads, one at a time: chunked/latent files as they are, a plain corpus as one
+    chunk per document."""
     if is_chunked_file(path):
         yield from iter_documents(path, require_latents=require_latents)
     else:
@@ -235,8 +236,9 @@ def _token_array(
     limit = np.iinfo(dtype).max
     if tokens is None or (tokens.size and (tokens.min() < 0 or tokens.max() > limit)):
         raise BoltError(
-            f"{source}: a 'latent_token_ids' list among documents {documents[0].id!r}..{documents[-1].id!r} holds something other "
-            f"than token ids in [0, {limit}] of this tokenizer ({vocabulary} ids). Use the latents of an E-step run with this model's tokenizer."
+            f"{source}: a 'latent_token_ids' list among documents {documents[0].id!r}..{documents[-1].id!r} "
+            f"holds something other than token ids in [0, {limit}] of this tokenizer ({vocabulary} ids). "
+            "Use the latents of an E-step run with this model's tokenizer."
         )
     return tokens.astype(dtype)
 
@@ -377,9 +379,9 @@ def build_token_store(
     """Tokenise ``source`` into a store at ``directory``, streaming: a few blocks of documents in memory at a time.
 
     ``workers``: processes that read and tokenise a chunked/latent file (a plain corpus is
-    read in this process). Starting them costs seconds, and on the 2-vCPU machine bolt is
-    developed on they were not faster (README, "Scaling out"), so the default is 1. They
-    are spawned: a script that asks for them needs the usual ``if __name__ == "__main__":``.
+    read in this process). Starting them takes time, and they pay off only where there are cores
+    to spare (docs/SCALING.md gives the times), so the default is 1. They are spawned: a script
+    that asks for them needs the usual ``if __name__ == "__main__":``.
     """
     source, directory = Path(source), Path(directory)
     dtype = np.dtype("<u2") if len(tokenizer) <= 1 << 16 else np.dtype("<u4")
@@ -418,7 +420,8 @@ def build_token_store(
 
 
 def _install(temporary: Path, directory: Path, key: StoreKey) -> None:
-    """Rename the finished store into place; a matching store installed meanwhile (another run sharing the cache) is kept."""
+    """Rename the finished store into place; a matching store installed meanwhile (another run sharing the cache)
+    is kept."""
     try:
         os.rename(temporary, directory)
         return
@@ -495,7 +498,8 @@ class TokenStore:
         header = json.loads((directory / "header.json").read_text(encoding="utf-8"))
         if header.get("format") != FORMAT:
             raise BoltError(
-                f"{directory}: not a {FORMAT} token store (format {header.get('format')!r}). Delete it; `bolt train` rebuilds it."
+                f"{directory}: not a {FORMAT} token store (format {header.get('format')!r}). "
+                "Delete it; `bolt train` rebuilds it."
             )
         # np.asarray: plain array views of the maps (no copy), cheaper to slice than np.memmap.
         arrays = {name: np.asarray(np.load(directory / f"{name}.npy", mmap_mode="r")) for name in _ARRAYS}
@@ -528,7 +532,8 @@ class TokenStore:
         return StoredDocuments(self, with_latents)
 
     def with_latents(self, layout: Layout) -> bool:
-        """Whether training in ``layout`` tokenises latents: all but raw, and pure unless every document has ``meta.synthetic``."""
+        """Whether training in ``layout`` tokenises latents: all but raw, and pure unless every document has
+        ``meta.synthetic``."""
         all_synthetic = self.header["documents_with_synthetic_field"] == self.header["documents"]
         return layout.needs_latents and not (layout is Layout.PURE and all_synthetic)
 
@@ -575,7 +580,8 @@ class TokenStore:
 
 
 class StoredDocuments(Sequence):
-    """The store's documents as ``TokenizedDocument``s, read from the maps when indexed (what ``window_stream`` takes)."""
+    """The store's documents as ``TokenizedDocument``s, read from the maps when indexed (what ``window_stream``
+    takes)."""
 
     def __init__(self, store: TokenStore, with_latents: bool):
         self.store = store

@@ -2,8 +2,8 @@
 
 When an M-step trains many epochs on a small bootstrap corpus, its model learns the chosen
 latents by heart, and the next E-step, run on the same documents, re-picks them, wrong ones
-included (README, "Why iteration 2 stands still"). Cross-fitting deals the bootstrap documents
-into ``folds`` folds (document ``i`` of the file goes to fold ``i % folds``); the latents of
+included (docs/EXPERIMENTS.md, "Why iteration 2 stands still"). Cross-fitting deals the
+bootstrap documents into ``folds`` folds (document ``i`` of the file goes to fold ``i % folds``); the latents of
 each fold are inferred by a model trained like the M-step on everything except that fold.
 The paper's regime (about 2 epochs of a large corpus) does not need it; a data-starved one
 with many epochs does. Each fold costs one extra training per EM iteration from 2 on, on
@@ -46,8 +46,10 @@ def merge_folds(fold_outputs: list[Path], order: Path, output: Path) -> Path:
     missing = [i for i in wanted if i not in chosen]
     if missing or len(chosen) != len(wanted):
         raise BoltError(
-            f"the fold E-steps ({', '.join(str(p) for p in fold_outputs)}) do not cover the documents of {order} exactly "
-            f"({len(missing)} missing, e.g. {missing[:3]}; {len(chosen) - len(wanted) + len(missing)} not in it): delete the fold outputs and rerun."
+            f"the fold E-steps ({', '.join(str(p) for p in fold_outputs)}) "
+            f"do not cover the documents of {order} exactly "
+            f"({len(missing)} missing, e.g. {missing[:3]}; {len(chosen) - len(wanted) + len(missing)} not in it): "
+            "delete the fold outputs and rerun."
         )
     write_jsonl(output, [chosen[i] for i in wanted])
     return output

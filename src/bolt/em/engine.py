@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,8 @@ class Chain:
         return self.loop.estep_folds > 1 and previous != "warm_start"
 
     def m_step_data(self, name: str, latents: Path) -> Path:
-        """The M-step's training file: the E-step's output, with the teacher's latents before it under ``teacher+bootstrap``."""
+        """The M-step's training file: the E-step's output, with the teacher's latents before it under
+        ``teacher+bootstrap``."""
         if self.loop.m_step_data == "bootstrap":
             return latents
         path = self.directory / "latents" / f"{name}.train.jsonl"
@@ -120,7 +122,8 @@ class Chain:
         jobs = {tag + "warm_start": Job(_job_warm_start, (self,))}
         chain = ["warm_start"] + [f"em_{i}" for i in range(1, self.loop.iterations + 1)]
         m_steps = [
-            (name, previous, self.loop.samples, i) for i, (previous, name) in enumerate(zip(chain, chain[1:]), start=1)
+            (name, previous, self.loop.samples, i)
+            for i, (previous, name) in enumerate(itertools.pairwise(chain), start=1)
         ]
         if self.loop.iterations:
             m_steps += [(f"em_1_k{k}", "warm_start", k, 1) for k in sorted(set(sweep)) if k != self.loop.samples]
@@ -238,7 +241,8 @@ class EMConfig:
             model="tiny", seq_len=256, batch_size=8, epochs=2.0, lr=3e-3, warmup_steps=10
         )
     )
-    """Warm start and M-step settings (the paper: about 2 epochs each); ``train.model`` is the base model (preset or HF directory)."""
+    """Warm start and M-step settings (the paper: about 2 epochs each); ``train.model`` is the base model (preset
+    or HF directory)."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_latent_tokens=128, max_answer_tokens=64))
     world: WorldConfig = field(
         default_factory=lambda: WorldConfig(
@@ -247,7 +251,8 @@ class EMConfig:
     )
     """Sizes of the embedded world used when no corpus is given."""
     workers: int = 1
-    """E-steps and trainings side by side in this many processes (the chain itself is sequential; the K sweep is not run here)."""
+    """E-steps and trainings side by side in this many processes (the chain itself is sequential; the K sweep is
+    not run here)."""
 
     def validate(self) -> None:
         self.loop.validate()
@@ -255,7 +260,8 @@ class EMConfig:
             raise BoltError("give both --warm-start and --bootstrap, or neither (to run on the embedded world).")
         if self.bootstrap is None and self.loop.estep_folds > self.world.bootstrap_documents:
             raise BoltError(
-                f"--estep-folds {self.loop.estep_folds} is more than the embedded world's {self.world.bootstrap_documents} bootstrap documents; use at most that."
+                f"--estep-folds {self.loop.estep_folds} is more than the embedded world's "
+                f"{self.world.bootstrap_documents} bootstrap documents; use at most that."
             )
         self.train.validate()
         self.eval.validate()
@@ -360,7 +366,8 @@ def run_em(config: EMConfig, output: Path) -> list[dict]:
         documents = len(read_documents(Path(config.bootstrap)))
         if config.loop.estep_folds > documents:
             raise BoltError(
-                f"--estep-folds {config.loop.estep_folds} is more than the {documents} documents of {config.bootstrap}; use at most {documents}."
+                f"--estep-folds {config.loop.estep_folds} is more than the {documents} documents of "
+                f"{config.bootstrap}; use at most {documents}."
             )
     chain = em_chain(config, output)
 

@@ -45,7 +45,8 @@ class LoopConfig:
     def validate(self) -> None:
         if self.iterations < 0 or self.samples < 1:
             raise BoltError(
-                f"--iterations must be at least 0 and -k/--samples at least 1, got {self.iterations} and {self.samples}."
+                "--iterations must be at least 0 and -k/--samples at least 1, "
+                f"got {self.iterations} and {self.samples}."
             )
         if self.proposal not in PROPOSALS:
             raise BoltError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}.")
@@ -57,24 +58,24 @@ class LoopConfig:
             raise BoltError(f"--estep-folds must be at least 1, got {self.estep_folds}.")
         if self.estep_folds > 1 and self.continue_from_previous:
             raise BoltError(
-                "--estep-folds above 1 needs M-steps that restart from the base model; drop --continue-from-previous or use --estep-folds 1."
+                "--estep-folds above 1 needs M-steps that restart from the base model; "
+                "drop --continue-from-previous or use --estep-folds 1."
             )
 
 
 def paper_loop_for_the_world() -> LoopConfig:
     """The paper's loop as ``bolt demo`` runs it by default: every setting the paper's, with latents
-    cut at 48 tokens (the world's chains take at most about 30)."""
+    cut at 48 tokens (the world's chains are shorter)."""
     return LoopConfig(max_latent_tokens=48)
 
 
 def demo_loop() -> LoopConfig:
-    """The deviation ``bolt demo --demo-loop`` runs, and why it was tried (each measured on the
-    embedded world: README, docs/EXPERIMENTS.md): candidates from the prior
-    (it proposes correct chains about twice as often as the small model's posterior) at
-    temperature 1.5 (at K = 4 and T = 1 the candidates were mostly one chain), K = 16 (at K = 4
-    em_1 only equalled the warm start), the teacher's latents kept in every M-step, 2 iterations,
-    48-token latents (the world's chains are short). Over 3 seeds it passed claim 3 and failed claim 2,
-    as the paper's loop did over 2, so the demo's default is the paper's loop."""
+    """The deviation ``bolt demo --demo-loop`` runs: candidates from the prior at temperature 1.5,
+    K = 16, the teacher's latents kept in every M-step, 2 iterations, 48-token latents (the world's
+    chains are short). The prior, the higher temperature and the larger K give the small model's
+    E-step more varied and more often correct candidates; README and docs/EXPERIMENTS.md give why
+    each setting was tried and how it did. The demo's default is the paper's loop
+    (``paper_loop_for_the_world``)."""
     return LoopConfig(
         iterations=2,
         samples=16,

@@ -61,7 +61,7 @@ PRECISIONS = ("no", "bf16", "fp16", "auto")
 def resolve_precision(precision: str) -> str:
     """The mixed precision a training runs with: ``precision`` itself, except "auto", which is
     bf16 on GPUs that support it and on CPUs where a bf16 matrix product beats an fp32 one
-    (measured once per process, ~0.2 s), else no."""
+    (timed once per process), else no."""
     if precision != "auto":
         return precision
     if torch.cuda.is_available():
@@ -72,8 +72,8 @@ def resolve_precision(precision: str) -> str:
 @functools.cache
 def cpu_bf16_is_faster(size: int = 256, repeats: int = 4) -> bool:
     """Whether a ``size`` x ``size`` matrix product takes less time in bf16 than in fp32 on this
-    CPU (the best of ``repeats``, after a warm-up). CPUs without native bf16 emulate it: ~1 GFLOP/s
-    against ~160 in fp32 on a 2-core AVX2 machine."""
+    CPU (the best of ``repeats``, after a warm-up). CPUs without native bf16 emulate it, far more
+    slowly than fp32."""
     best = {}
     for dtype in (torch.float32, torch.bfloat16):
         a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
@@ -121,8 +121,8 @@ class TrainConfig:
     precision: str = "no"
     """Mixed precision: no, bf16, fp16 or auto. "no" leaves the choice to the launcher
     (``accelerate launch --mixed_precision bf16``). "auto" takes bf16 where this device computes
-    it faster than fp32 (``resolve_precision``): bf16 trains 1.6-2.2x faster on CPUs with
-    AVX-512 BF16 or AMX, but about 13x slower on CPUs without them (AVX2 only: many laptops)."""
+    it faster than fp32 (``resolve_precision``): bf16 is faster on CPUs with AVX-512 BF16 or AMX,
+    but much slower on CPUs without them (AVX2 only: many laptops); docs/SCALING.md gives the times."""
     seed: int = 0
     checkpoint_every: int = 0
     """Save a resumable checkpoint every N steps (0: only at the end of training)."""
@@ -133,7 +133,7 @@ class TrainConfig:
             Layout(self.layout)
         except ValueError:
             raise BoltError(
-                f"unknown --layout {self.layout!r}; choose from {', '.join(l.value for l in Layout)}."
+                f"unknown --layout {self.layout!r}; choose from {', '.join(choice.value for choice in Layout)}."
             ) from None
         budgets = [name for name in ("steps", "tokens", "epochs") if getattr(self, name) is not None]
         if len(budgets) > 1:
@@ -171,7 +171,8 @@ def check_training_file(path: Path, layout: Layout) -> None:
     """Chunked/latent data; for ``--layout raw`` a plain corpus (one chunk per document) too."""
     if not is_chunked_file(path) and layout is not Layout.RAW:
         raise BoltError(
-            f"{path}: a plain corpus has no latents; --layout {layout.value} needs `bolt synthesize` or `bolt estep` output (or use --layout raw)."
+            f"{path}: a plain corpus has no latents; --layout {layout.value} needs "
+            "`bolt synthesize` or `bolt estep` output (or use --layout raw)."
         )
 
 
@@ -307,12 +308,14 @@ def check_compile_possible() -> None:
     before any work where no C++ compiler is on the PATH, instead of failing at the first step."""
     if not torch.cuda.is_available() and cpp_compiler() is None:
         raise BoltError(
-            "--compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX) for torch.compile's inductor backend; install one or drop --compile."
+            "--compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX) for torch.compile's inductor backend; "
+            "install one or drop --compile."
         )
 
 
 REPORT_TO_ENVIRONMENT = "BOLT_REPORT_TO"
-"""Trackers for every training of a process and its workers (``bolt em --report-to``), when ``train``'s ``report_to`` is not given."""
+"""Trackers for every training of a process and its workers (``bolt em --report-to``), when ``train``'s
+``report_to`` is not given."""
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "trackio", "swanlab", "all")
 
 
@@ -346,10 +349,8 @@ def train(
     ``compile`` runs the forward and backward passes through ``torch.compile`` (inductor):
     the same model and optimiser, other kernels. It is not part of the run's identity (a
     finished run is not retrained for it), like ``tokenize_workers``; the summary records it.
-    On one AVX2 core (fp32) the world model's steps ran 1.16x faster compiled (steps of both
-    interleaved in one process), after ~5 s of compiling; whole runs of
-    ``benchmarks/train_throughput.py --compile`` gave 0.93x and 1.10x, inside that machine's
-    run-to-run noise. Made for GPUs, where it is not measured yet.
+    Made for GPUs: compiling slows the start, and on a CPU it gains little (docs/SCALING.md
+    gives the times).
 
     A warm-up as long as the run or longer (the learning rate never reaches ``lr``) is warned
     about (``schedule_warning``), and with ``strict`` refused before the first step.
@@ -470,8 +471,10 @@ def memory_warning(
     if not gradient_checkpointing:
         fixes += ", or add --gradient-checkpointing (recompute activations in the backward pass)"
     warn(
-        f"this training needs about {need / 2**30:.1f} GiB ({config.batch_size} x {config.seq_len} tokens per micro-batch"
-        f"{f' in each of {processes_here} processes' if processes_here > 1 and device.type == 'cpu' else ''}) and {available / 2**30:.1f} GiB are free "
+        f"this training needs about {need / 2**30:.1f} GiB "
+        f"({config.batch_size} x {config.seq_len} tokens per micro-batch"
+        f"{f' in each of {processes_here} processes' if processes_here > 1 and device.type == 'cpu' else ''}) "
+        f"and {available / 2**30:.1f} GiB are free "
         f"{'on the GPU' if device.type == 'cuda' else 'on this machine'}: it will likely run out of memory; {fixes}",
         strict,
         "nothing was trained yet",
@@ -492,8 +495,10 @@ def schedule_warning(config: TrainConfig, total_steps: int, strict: bool = False
     if config.warmup_steps and config.warmup_steps >= total_steps:
         peak = peak_lr(config, total_steps)
         warn(
-            f"the warm-up ({config.warmup_steps} steps) is longer than the run ({total_steps} steps): the learning rate never reaches its peak "
-            f"--lr {config.lr:g} and tops out at {peak:.3g} ({100 * peak / config.lr:.1f}% of it); lower --warmup-steps (e.g. to {max(1, total_steps // 10)}) "
+            f"the warm-up ({config.warmup_steps} steps) is longer than the run ({total_steps} steps): "
+            "the learning rate never reaches its peak "
+            f"--lr {config.lr:g} and tops out at {peak:.3g} ({100 * peak / config.lr:.1f}% of it); "
+            f"lower --warmup-steps (e.g. to {max(1, total_steps // 10)}) "
             "or train longer (--steps, --epochs)",
             strict,
         )
@@ -540,7 +545,8 @@ def _train(
         and accelerator.distributed_type.value != "FSDP"
     ):
         warnings.warn(
-            f"FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} (FSDP needs GPUs): training without sharding.",
+            f"FSDP was asked for, but accelerate runs {accelerator.distributed_type.value} (FSDP needs GPUs): "
+            "training without sharding.",
             stacklevel=2,
         )
     check_training_file(data_path, layout)
@@ -582,7 +588,8 @@ def _train(
     )
     if tokens_per_epoch < config.seq_len:
         raise BoltError(
-            f"{data_path}: only {tokens_per_epoch} tokens in one epoch, fewer than one --seq-len {config.seq_len} window. Lower --seq-len or add data."
+            f"{data_path}: only {tokens_per_epoch} tokens in one epoch, "
+            f"fewer than one --seq-len {config.seq_len} window. Lower --seq-len or add data."
         )
     world = accelerator.num_processes
     windows_per_step = config.batch_size * config.grad_accum * world
