@@ -142,7 +142,8 @@ def naive(model, tokenizer, m, jobs, k: int, max_new: int) -> int:
 
 
 def load_model(args):
-    """The preset or HF directory of ``--preset``, or a Llama of the ``--hidden``/``--layers``/``--heads`` shape built from a config."""
+    """The preset or HF directory of ``--preset``, or a Llama of the ``--hidden``/``--layers``/``--heads``
+    shape built from a config."""
     if args.hidden:
         shape = dict(
             hidden_size=args.hidden,
@@ -223,10 +224,12 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     shape = f"Llama {args.hidden}x{args.layers}" if args.hidden else f"preset {args.preset}"
     print(
-        f"device: {where}, {args.dtype}; model: {shape} ({params:.1f}M params), {len(jobs)} chunks, K={args.samples}, {args.max_new_tokens} latent tokens"
+        f"device: {where}, {args.dtype}; model: {shape} ({params:.1f}M params), {len(jobs)} chunks, "
+        f"K={args.samples}, {args.max_new_tokens} latent tokens"
     )
     print(
-        f"bolt   (batched, shared prefill): {len(jobs) / ours:8.2f} chunks/s  ({ours_tokens / ours:8.0f} sampled tok/s, {ours_tokens} tokens)"
+        f"bolt   (batched, shared prefill): {len(jobs) / ours:8.2f} chunks/s  "
+        f"({ours_tokens / ours:8.0f} sampled tok/s, {ours_tokens} tokens)"
     )
     start = time.perf_counter()
     batched_tokens = batched_generate(
@@ -234,7 +237,8 @@ def main() -> None:
     )
     batched = time.perf_counter() - start
     print(
-        f"generate, batched, K per prompt  : {len(jobs) / batched:8.2f} chunks/s  ({batched_tokens / batched:8.0f} sampled tok/s, {batched_tokens} tokens)"
+        f"generate, batched, K per prompt  : {len(jobs) / batched:8.2f} chunks/s  "
+        f"({batched_tokens / batched:8.0f} sampled tok/s, {batched_tokens} tokens)"
     )
     print(f"bolt / batched generate: {batched / ours:.2f}x (chunks/s)")
     if args.per_sample:
@@ -243,7 +247,8 @@ def main() -> None:
         baseline_tokens = naive(model, tokenizer, m, naive_jobs, args.samples, args.max_new_tokens)
         baseline = time.perf_counter() - start
         print(
-            f"generate, one call per sample    : {len(naive_jobs) / baseline:8.2f} chunks/s  ({baseline_tokens / baseline:8.0f} sampled tok/s, {baseline_tokens} tokens)"
+            f"generate, one call per sample    : {len(naive_jobs) / baseline:8.2f} chunks/s  "
+            f"({baseline_tokens / baseline:8.0f} sampled tok/s, {baseline_tokens} tokens)"
         )
         print(f"bolt / per-sample generate: {(len(jobs) / ours) / (len(naive_jobs) / baseline):.2f}x (chunks/s)")
     if args.processes:
@@ -251,7 +256,8 @@ def main() -> None:
     if args.backend == "vllm":
         vllm_seconds, vllm_tokens = time_vllm(model, tokenizer, m, jobs, config)
         print(
-            f"vLLM backend                    : {len(jobs) / vllm_seconds:8.2f} chunks/s  ({vllm_tokens / vllm_seconds:8.0f} sampled tok/s, {vllm_tokens} tokens)"
+            f"vLLM backend                    : {len(jobs) / vllm_seconds:8.2f} chunks/s  "
+            f"({vllm_tokens / vllm_seconds:8.0f} sampled tok/s, {vllm_tokens} tokens)"
         )
         print(f"vLLM / bolt HF: {ours / vllm_seconds:.2f}x")
 
@@ -318,7 +324,8 @@ def whole_processes(args, model, tokenizer) -> None:
                 f"{name + ' (whole process)':<33}: {args.chunks / seconds[name]:8.2f} chunks/s  ({seconds[name]:.1f} s)"
             )
         print(
-            f"bolt estep / batched generate script (whole processes): {seconds['batched generate script'] / seconds['bolt estep']:.2f}x"
+            "bolt estep / batched generate script (whole processes): "
+            f"{seconds['batched generate script'] / seconds['bolt estep']:.2f}x"
         )
 
 

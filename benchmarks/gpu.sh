@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU numbers in README, in one go, on one GPU with torch, transformers and accelerate
+# The GPU numbers in docs/PERFORMANCE.md, in one go, on one GPU with torch, transformers and accelerate
 # installed (bolt from this checkout through PYTHONPATH; `pip install -e .` works as well):
 #
-#     bash benchmarks/gpu.sh [OUT_DIR]          # about 6 minutes on one H100
+#     bash benchmarks/gpu.sh [OUT_DIR]
 #
 # 1. training throughput and MFU of a ~400M-parameter Llama built from a config (bf16, batch 8 and 16);
 # 2. E-step throughput of the HF backend on the same shape (bf16, 16 and 64 chunks at once),

@@ -35,7 +35,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 CHILD = r"""
 import json, sys
 argv = json.loads(sys.argv[1])
-import bolt.cli, bolt.core.chunking, bolt.teachers.synthesize, bolt.estep.stage, bolt.train.training, torch  # the same imports in every process
+# the same imports in every process
+import bolt.cli, bolt.core.chunking, bolt.teachers.synthesize, bolt.estep.stage, bolt.train.training, torch
 if argv:
     code = bolt.cli.main(argv)
     if code:
@@ -168,10 +169,12 @@ def main() -> None:
             ],
         }
         print(
-            f"baseline (imports only): {baseline / 1024:.0f} MiB; corpus 1x = {args.documents} documents, 12 one-sentence chunks each"
+            f"baseline (imports only): {baseline / 1024:.0f} MiB; "
+            f"corpus 1x = {args.documents} documents, 12 one-sentence chunks each"
         )
         print(
-            f"{'stage':<11} {'1x: above baseline':>19} {'seconds':>8} {f'{args.scale}x: above baseline':>20} {'seconds':>8} {'ratio':>6}"
+            f"{'stage':<11} {'1x: above baseline':>19} {'seconds':>8} "
+            f"{f'{args.scale}x: above baseline':>20} {'seconds':>8} {'ratio':>6}"
         )
         for stage in stages:
             above, seconds = {}, {}
@@ -180,7 +183,8 @@ def main() -> None:
                 above[name] = max(1, peak - baseline)
             small, large = above["1x"], above[f"{args.scale}x"]
             print(
-                f"{stage:<11} {small / 1024:>15.1f} MiB {seconds['1x']:>8.1f} {large / 1024:>16.1f} MiB {seconds[f'{args.scale}x']:>8.1f} {large / small:>6.2f}"
+                f"{stage:<11} {small / 1024:>15.1f} MiB {seconds['1x']:>8.1f} "
+                f"{large / 1024:>16.1f} MiB {seconds[f'{args.scale}x']:>8.1f} {large / small:>6.2f}"
             )
 
 

@@ -1,4 +1,4 @@
-"""Memory and time of `bolt train`'s data path: tokenising in memory (before the token store) against building and
+"""Memory and time of `bolt train`'s data path: tokenising every document in memory against building and
 mapping a token store, on the embedded world's documents with oracle latents (bolt.latents/1).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/token_store.py --documents 50000 200000
@@ -8,12 +8,12 @@ that its peak resident memory (``VmHWM`` of /proc/self/status: ``ru_maxrss`` wou
 the parent's memory, which Linux carries over fork and exec) is its own:
 
     memory    read every document, ``tokenize_document`` each, count an epoch by rendering every
-              document, take the first --windows windows (what every process of `bolt train` did)
+              document, take the first --windows windows (the data path without a token store)
     build     stream the file into a token store in this one process
     build-N   the same with N tokenising worker processes (--workers; the reading stays in the
               main process; its RSS is the main process's, each worker's is given apart)
     open      map the store, count an epoch from its offsets, take the first --windows windows
-              (what every process does now, the builder included, after the build)
+              (what every process of `bolt train` does, the builder included, after the build)
 
 Each line gives seconds and peak RSS, and the RSS above a process that has only imported
 the same modules (``baseline``); ratios are against ``memory`` in the same run. The windows
@@ -49,7 +49,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def write_corpus(path: Path, documents: int) -> int:
-    """World documents (12 sentences, one per chunk) with the oracle's latent on every chunk; returns the file's bytes."""
+    """World documents (12 sentences, one per chunk) with the oracle's latent on every chunk; returns the
+    file's bytes."""
     world = WorldConfig(warm_documents=documents, bootstrap_documents=0, heldout_documents=0)
     rows = world_documents(world, seed=0)["warm"]
     for document in rows:
@@ -153,7 +154,8 @@ def main() -> None:
         return
 
     print(
-        f"{os.cpu_count()} CPUs; layout {args.layout}, seq_len {args.seq_len}, first {args.windows} windows; byte-level tokenizer (uint16 store)"
+        f"{os.cpu_count()} CPUs; layout {args.layout}, seq_len {args.seq_len}, first {args.windows} windows; "
+        "byte-level tokenizer (uint16 store)"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for documents in args.documents:
@@ -172,7 +174,8 @@ def main() -> None:
             ), ("the paths disagree", results)
             store_bytes = sum(p.stat().st_size for p in store.iterdir())
             print(
-                f"\n{documents} documents: {size / 2**20:.0f} MiB of JSONL, {results['build']['tokens']:,} tokens stored ({store_bytes / 2**20:.0f} MiB), "
+                f"\n{documents} documents: {size / 2**20:.0f} MiB of JSONL, "
+                f"{results['build']['tokens']:,} tokens stored ({store_bytes / 2**20:.0f} MiB), "
                 f"{memory['tokens_per_epoch']:,} tokens per epoch; imports alone: {baseline['peak_rss_mib']:.0f} MiB"
             )
             for mode in modes[1:]:
@@ -188,12 +191,14 @@ def main() -> None:
                 )
                 workers = f"; each worker <= {row['worker_peak_rss_mib']:.0f} MiB" if mode.startswith("build-") else ""
                 now = (
-                    f"; at the end {row['anon_mib'] - baseline['anon_mib']:+.0f} MiB own, {row['file_mib'] - baseline['file_mib']:+.0f} MiB of mapped files"
+                    f"; at the end {row['anon_mib'] - baseline['anon_mib']:+.0f} MiB own, "
+                    f"{row['file_mib'] - baseline['file_mib']:+.0f} MiB of mapped files"
                     if "anon_mib" in row
                     else ""
                 )
                 print(
-                    f"  {mode:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mib']:8.0f} MiB ({above:+8.0f} above imports){ratio}{workers}{now}"
+                    f"  {mode:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mib']:8.0f} MiB "
+                    f"({above:+8.0f} above imports){ratio}{workers}{now}"
                 )
 
 

@@ -1,11 +1,11 @@
 """Training throughput of `bolt train`: tokens/s and model FLOPs utilisation (MFU), one
 process against N processes (torchrun) in the same run, on the same device.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_throughput.py                    # CPU, tiny: ~1 min
-    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers 4 --hidden 128 \\
-        --intermediate 384 --batch-size 16 --steps 40 --warmup 10 --nproc 1 --compile  # the world model, eager vs compiled
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_throughput.py                    # CPU, tiny
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers 4 --hidden 128 --intermediate 384 \\
+        --batch-size 16 --steps 40 --warmup 10 --nproc 1 --compile                   # world model, eager vs compiled
     python benchmarks/train_throughput.py --hidden 1024 --layers 24 --heads 16 \\
-        --seq-len 2048 --batch-size 8 --precision bf16 --steps 30 --nproc 1          # one GPU, ~300M params
+        --seq-len 2048 --batch-size 8 --precision bf16 --steps 30 --nproc 1          # one GPU, ~400M params
 
 The model is a Llama built from the flags (byte-level vocabulary), trained by the real
 `bolt.train.training.train` loop on the embedded world's text (``--layout raw``). Throughput is
@@ -176,7 +176,8 @@ def main() -> None:
         name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         print(f"device: {name}; matmul peak ({dtype}): {peak / 1e12:.3f} TFLOP/s")
         print(
-            f"model: {params / 1e6:.1f}M params ({non_embedding / 1e6:.1f}M without input embedding), {flops_per_token / 1e6:.1f} MFLOP/token; "
+            f"model: {params / 1e6:.1f}M params ({non_embedding / 1e6:.1f}M without input embedding), "
+            f"{flops_per_token / 1e6:.1f} MFLOP/token; "
             f"seq {args.seq_len} x batch {args.batch_size} per process, precision {args.precision}"
         )
         print(f"1 process   : {single:10.0f} tokens/s  MFU {single * flops_per_token / peak:6.1%}")
@@ -186,8 +187,10 @@ def main() -> None:
             compiled = steady_rate(tmp / "compiled", args.warmup)
             setup = time.monotonic() - started - summary["seconds"]
             print(
-                f"1 compiled  : {compiled:10.0f} tokens/s  MFU {compiled * flops_per_token / peak:6.1%}  ({compiled / single:.2f}x eager; "
-                f"{summary['seconds'] - summary['tokens'] / compiled:.1f} s more in the first steps, compiling; setup {setup:.1f} s)"
+                f"1 compiled  : {compiled:10.0f} tokens/s  MFU {compiled * flops_per_token / peak:6.1%}  "
+                f"({compiled / single:.2f}x eager; "
+                f"{summary['seconds'] - summary['tokens'] / compiled:.1f} s more in the first steps, compiling; "
+                f"setup {setup:.1f} s)"
             )
         if args.nproc > 1:
             run_torchrun(args, tmp / "model", data, tmp / "multi")

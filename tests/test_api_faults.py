@@ -268,7 +268,8 @@ def test_a_closed_port_stops_batch_mode_too(tmp_path):
 
 def test_a_server_that_dies_mid_run_keeps_its_answers_and_the_rerun_sends_only_the_rest(tmp_path, monkeypatch):
     """Once the server has answered, a streak of unreachable requests stops the run after ``outage_seconds``
-    (not at once: the server may be restarting); every answer received is in the cache, and the rerun asks only for the rest."""
+    (not at once: the server may be restarting); every answer received is in the cache, and the rerun asks
+    only for the rest."""
     from bolt.teachers.api_teacher import ApiConfig, Prompt, api_teacher
     from bolt.teachers.cache import TeacherCache
     from bolt.teachers.chat import Sampling

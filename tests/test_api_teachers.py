@@ -183,7 +183,8 @@ def test_batches_respect_the_request_limit(tmp_path, monkeypatch):
 
 
 def test_batch_endpoints_failing_for_a_while_are_retried_without_a_second_batch(family, tmp_path, capsys):
-    """503s from upload, create, lookup or polling are retried; a submission that may have gone through is looked up, not sent twice."""
+    """503s from upload, create, lookup or polling are retried; a submission that may have gone through is
+    looked up, not sent twice."""
     documents = make_chunks(tmp_path / "chunks.jsonl", documents=2, chunks=2)
     with FakeLLMServer(Faults(failing_batch_calls=3, polls_to_finish=2)) as server:
         summary = run_json(

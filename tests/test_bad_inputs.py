@@ -598,7 +598,8 @@ def inputs(tiny_latents, tiny_trained_model, tmp_path_factory):
 
 
 def forbid_writes(monkeypatch, directory: Path, code: int, mkdir_too: bool) -> None:
-    """Make every write (open for writing, os.open with O_CREAT/O_WRONLY/O_RDWR, and with ``mkdir_too`` mkdir) under ``directory`` fail with ``code``."""
+    """Make every write (open for writing, os.open with O_CREAT/O_WRONLY/O_RDWR, and with ``mkdir_too`` mkdir)
+    under ``directory`` fail with ``code``."""
     root = os.path.abspath(directory)
 
     def inside(path) -> bool:
@@ -678,7 +679,8 @@ def test_the_table_covers_every_command_and_at_least_60_cases():
 
 
 def test_latents_given_to_estep_are_accepted_with_a_warning(inputs, tmp_path, capsys):
-    """bolt.latents/1 is bolt.chunks/1 with latents (docs/FORMATS.md): a valid E-step input; the latents it holds are replaced, and the user is told."""
+    """bolt.latents/1 is bolt.chunks/1 with latents (docs/FORMATS.md): a valid E-step input; the latents it
+    holds are replaced, and the user is told."""
     with pytest.warns(UserWarning, match="already holds latents .* the E-step ignores them"):
         assert (
             main(

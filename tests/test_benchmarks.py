@@ -164,7 +164,8 @@ def test_a_rerun_skips_finished_tasks(all_tasks_run, marker_happy_model, monkeyp
 
 
 def test_world_latent_through_the_harness_matches_bolts_own_answers(marker_happy_model, data_dir, tmp_path):
-    """The same greedy generation as `bolt eval --questions` (BOS, SoL PRIOR, stop at SoL); the standard variant bans the markers this model loves."""
+    """The same greedy generation as `bolt eval --questions` (BOS, SoL PRIOR, stop at SoL); the standard
+    variant bans the markers this model loves."""
     from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
     from bolt.evaluate.stage import EvalConfig, answer_questions, read_questions
     from bolt.core.modeling import load_model, load_tokenizer
@@ -217,7 +218,7 @@ def test_offline_without_data_dir_says_how_to_fix(marker_happy_model, tmp_path):
 
     with pytest.raises(BoltError, match="--data-dir"):
         run_tasks(marker_happy_model, tmp_path, TaskRunConfig(tasks=["gsm8k_cot"], limit=1))
-    with pytest.raises(BoltError, match="no test.jsonl"):
+    with pytest.raises(BoltError, match=r"no test.jsonl"):
         run_tasks(marker_happy_model, tmp_path, TaskRunConfig(tasks=["math_cot"], data_dir=tmp_path, limit=1))
 
 
@@ -353,7 +354,7 @@ def test_mmlu_stem_is_upstreams_stem_subjects_each_with_its_own_description(tmp_
 def test_latent_exemplars_are_the_upstream_ones_transformed(task, tmp_path):
     from bolt.evaluate.tasks.upstream import build_tasks, exemplars_of, task_configs, upstream_config
 
-    name, folder, doc = GOLDEN[task]
+    _name, folder, doc = GOLDEN[task]
     write_jsonl(tmp_path / folder / "test.jsonl", [doc])
     subject = {"math_cot": "algebra", "mmlu_stem_cot": "college_physics"}.get(task)
     upstream = exemplars_of(upstream_config(task, subject))
@@ -366,7 +367,7 @@ def test_latent_exemplars_are_the_upstream_ones_transformed(task, tmp_path):
         # the latent target with the markers removed is upstream's target, up to the whitespace around the markers
         assert after.count(SOL + PRIOR) == 1 and after.count(EOL) == 1
         assert after.replace(SOL + PRIOR, " ").replace(EOL, " ").split() == before[key].split()
-        reasoning, answer = after.split(EOL)
+        _reasoning, answer = after.split(EOL)
         assert (
             answer.strip()
             == before[key][before[key].rfind("Final Answer:" if task == "math_cot" else "The answer is") :].strip()

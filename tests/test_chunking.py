@@ -326,7 +326,7 @@ def test_chunk_stage_end_to_end(tmp_path):
     assert (tmp_path / "out" / "chunks.jsonl.run" / "manifest.json").read_bytes() == manifest_before
 
     # another config is new work, not a reuse, and replaces the earlier output only when asked to
-    with pytest.raises(BoltError, match="another config.*--overwrite"):
+    with pytest.raises(BoltError, match=r"another config.*--overwrite"):
         chunk_stage(corpus, output, ChunkConfig(seed=5, prefix_chunks=1))
     assert output.stat().st_mtime_ns == before
     chunk_stage(corpus, output, ChunkConfig(seed=5, prefix_chunks=1), overwrite=True)
@@ -374,7 +374,8 @@ def test_chunk_stage_bad_corpus_is_a_bolt_error(tmp_path):
 
 @pytest.fixture()
 def fake_hub(monkeypatch):
-    """datasets.load_dataset answering with a streamed dataset built here (nothing is downloaded); records its arguments."""
+    """datasets.load_dataset answering with a streamed dataset built here (nothing is downloaded); records its
+    arguments."""
     import datasets
 
     calls = []

@@ -60,7 +60,7 @@ def test_demo_claims_verdicts_follow_the_required_comparisons():
     assert result["1"]["verdict"] == claims.PASS
     assert result["1"]["ratio"]["ratio"] == pytest.approx(0.66 / (0.53 / 3))
     # wrap_cot beats the warm start: shown as a failed comparison, the claim still passes
-    wrap = [c for c in result["1"]["comparisons"] if c["lower"] == "wrap_cot"][0]
+    wrap = next(c for c in result["1"]["comparisons"] if c["lower"] == "wrap_cot")
     assert wrap["verdict"] == claims.FAIL and not wrap["required"]
     assert result["2"]["verdict"] == claims.FAIL  # em_2 - em_1: +0.05, -0.04, +0.03
     pairs = [(c["higher"], c["lower"], c["metric"]) for c in result["2"]["comparisons"]]

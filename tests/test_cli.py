@@ -496,7 +496,8 @@ def test_estep_bad_device_or_dtype_is_refused_before_any_work(
 
 
 def test_estep_on_cpu_equals_auto_on_a_machine_without_gpu(tiny_latents, tiny_trained_model, tmp_path):
-    """``--device auto`` is the CPU when torch sees no GPU, and ``--device cpu`` gives the same latents as the default."""
+    """``--device auto`` is the CPU when torch sees no GPU, and ``--device cpu`` gives the same latents as the
+    default."""
     if torch.cuda.is_available():
         pytest.skip("auto is the GPU here")
     outputs = []

@@ -13,11 +13,13 @@ from bolt.core.records import write_jsonl
 
 GSM8K_TEST = [
     {
-        "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether?",
+        "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+        "How many clips did Natalia sell altogether?",
         "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72",
     },
     {
-        "question": "Weng earns $12 an hour for babysitting. Yesterday she did 50 minutes of babysitting. How much did she earn?",
+        "question": "Weng earns $12 an hour for babysitting. Yesterday she did 50 minutes of babysitting. "
+        "How much did she earn?",
         "answer": "#### 10",
     },
     {
@@ -38,7 +40,8 @@ def data(tmp_path):
     clean = {"id": "clean", "text": "The derivative of x squared is two x, as any calculus book will tell you."}
     copied = {
         "id": "copied",
-        "text": "Forum post: natalia sold clips to 48 of her friends in April, and then she sold HALF as many clips in May... how many?",
+        "text": "Forum post: natalia sold clips to 48 of her friends in April, "
+        "and then she sold HALF as many clips in May... how many?",
     }
     write_jsonl(tmp_path / "corpus.jsonl", [clean, copied])
     # a latents file whose text is clean but whose latent copies a test question (a teacher that has seen GSM8K)

@@ -169,7 +169,8 @@ def test_accelerate_launch_runs_two_processes_like_torchrun(tiny_latents, tmp_pa
 
 @pytest.mark.slow
 def test_a_failed_build_stops_the_waiting_process_too(tiny_latents, tmp_path):
-    """Rank 0 finds a malformed line while building the token store; rank 1, waiting for the store, is stopped by the launcher."""
+    """Rank 0 finds a malformed line while building the token store; rank 1, waiting for the store, is stopped
+    by the launcher."""
     lines = tiny_latents["warm_latents"].read_text().splitlines()
     data = tmp_path / "broken.jsonl"
     data.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")

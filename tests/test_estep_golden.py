@@ -137,7 +137,8 @@ def test_iwae_is_below_exact_log_px_and_tightens_with_k(golden):
 
 @pytest.mark.parametrize("proposal", ["posterior", "prior"])
 def test_resampling_matches_exact_posterior(golden, proposal):
-    """With K = 64, resampled latents follow p(Z | X) whichever proposal drew them; the proposal alone is far from it."""
+    """With K = 64, resampled latents follow p(Z | X) whichever proposal drew them; the proposal alone is far
+    from it."""
     repeats = 800
     counts: dict = {}
     for result in _run(golden, k=64, repeats=repeats, seed=1, proposal=proposal):

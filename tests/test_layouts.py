@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -225,7 +227,7 @@ def test_random_layout_is_about_half_joint(tokenizer, markers, long_tokenized):
     joint = picked.count(Layout.JOINT) / len(picked)
     assert 0.44 < joint < 0.56
     # coins are independent per chunk, not one coin for the document
-    changes = sum(a != b for a, b in zip(picked, picked[1:]))
+    changes = sum(a != b for a, b in itertools.pairwise(picked))
     assert 400 < changes < 600
 
 

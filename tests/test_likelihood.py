@@ -50,7 +50,8 @@ def heldout(tiny_trained_model, tiny_latents):
 
 @pytest.mark.filterwarnings("ignore:.*never reached")
 def test_iwae_bounds_are_the_estep_numbers_on_the_same_chunks(heldout, tiny_trained_model, tiny_latents, tmp_path):
-    """`bolt estep -k 4 --keep-candidates` and the evaluation's bounds, same seed: bound_n = -sum_chunks IWAE_n(log w_1..n) / tokens."""
+    """`bolt estep -k 4 --keep-candidates` and the evaluation's bounds, same seed:
+    bound_n = -sum_chunks IWAE_n(log w_1..n) / tokens."""
     tokenizer, model, m, documents = heldout
     output = tmp_path / "latents.jsonl"
     estep = EStepConfig(

@@ -121,7 +121,7 @@ def test_a_stage_output_of_another_config_needs_overwrite(tiny_latents, tmp_path
     output = tmp_path / "chunks.jsonl"
     chunk_stage(tiny_latents["warm"], output, ChunkConfig(seed=1))
     before = output.read_bytes()
-    with pytest.raises(BoltError, match="another config.*--overwrite"):
+    with pytest.raises(BoltError, match=r"another config.*--overwrite"):
         chunk_stage(tiny_latents["warm"], output, ChunkConfig(seed=2, mean_units=3))
     assert output.read_bytes() == before
     chunk_stage(tiny_latents["warm"], output, ChunkConfig(seed=2, mean_units=3), overwrite=True)

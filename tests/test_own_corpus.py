@@ -538,7 +538,7 @@ def test_a_batch_that_decodes_for_minutes_is_not_silent_in_a_log(monkeypatch, ti
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
     log = io.StringIO()
     bar = progress.progress_bar(total=3, desc="E-step em_1", unit="chunk", file=log, disable=None)
-    model, tokenizer = load_model_and_tokenizer(tiny_trained_model)
+    model, _tokenizer = load_model_and_tokenizer(tiny_trained_model)
     real_draw = __import__("bolt.estep.sampling", fromlist=["_draw"])._draw
 
     def slow_draw(*args, **kwargs):

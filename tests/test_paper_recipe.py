@@ -193,7 +193,8 @@ def test_recipe_runs_end_to_end_at_toy_scale(tmp_path):
         "TRAIN_EXTRA": "--lr 1e-3 --warmup-steps 0",
         "LAUNCH": "bolt",
         "ESTEP_FLAGS": "-k 2 --max-new-tokens 8 --backend hf",
-        "EVAL_FLAGS": "--iwae-samples 1 --max-latent-tokens 8 --max-answer-tokens 8 --limit 1 --max-gen-tokens 8 --num-fewshot 0",
+        "EVAL_FLAGS": "--iwae-samples 1 --max-latent-tokens 8 --max-answer-tokens 8 --limit 1 --max-gen-tokens 8 "
+        "--num-fewshot 0",
         "FINETUNE_FLAGS": "--seeds 1 --samples 1 --limit 1 --max-gen-tokens 8 --max-train-examples 2",
         "BASELINES": "raw-token raw-flops",
     }

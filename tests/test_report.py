@@ -110,5 +110,5 @@ def test_em_results_become_iterations(tmp_path):
 
 
 def test_a_directory_without_results_is_an_error(tmp_path):
-    with pytest.raises(BoltError, match="no results.json"):
+    with pytest.raises(BoltError, match=r"no results.json"):
         report([tmp_path], tmp_path / "out")

@@ -34,7 +34,7 @@ class SplittingTokenizer(RefusingTokenizer):
 
 def test_refusing_tokenizer_gets_a_clear_error():
     model, _ = preset_model("tiny")
-    with pytest.raises(BoltError, match="cannot add the latent marker tokens.*fast tokenizer"):
+    with pytest.raises(BoltError, match=r"cannot add the latent marker tokens.*fast tokenizer"):
         add_latent_tokens(RefusingTokenizer(), model)
 
 

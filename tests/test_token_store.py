@@ -1,4 +1,5 @@
-"""The token store: the same ids, windows, epoch sizes, losses and weights as tokenising in memory; reuse, rebuild, errors, waiting.
+"""The token store: the same ids, windows, epoch sizes, losses and weights as tokenising in memory; reuse, rebuild,
+errors, waiting.
 
 The reference everywhere is the in-memory path ``bolt train`` had before the store: read
 every document, ``tokenize_document`` each, render from the lists.
@@ -449,7 +450,7 @@ def test_latent_token_ids_outside_the_vocabulary_are_a_clear_error(tiny_latents,
     rows = [json.loads(line) for line in tiny_latents["warm_latents"].read_text().splitlines()]
     rows[1]["chunks"][0]["latent_token_ids"] = [3, 70_000]
     data = write_rows(tmp_path / "ids.jsonl", rows)
-    with pytest.raises(BoltError, match="latent_token_ids.*65535"):
+    with pytest.raises(BoltError, match=r"latent_token_ids.*65535"):
         store_of(data, marked(byte_tokenizer()), tmp_path / "store")
 
 

@@ -1,4 +1,5 @@
-"""Training (the M-step): output directory, loss, exact resume, reruns, marker tokens, budgets, data checks, window stream."""
+"""Training (the M-step): output directory, loss, exact resume, reruns, marker tokens, budgets, data checks,
+window stream."""
 
 from __future__ import annotations
 
@@ -213,7 +214,7 @@ def test_rerun_with_another_config_needs_overwrite_and_changed_data_trains_again
     base = dict(model="tiny", seq_len=64, batch_size=2, lr=3e-3, log_every=1)
     train(TrainConfig(**base, steps=2), data, output)
 
-    with pytest.raises(BoltError, match="another config.*--overwrite"):
+    with pytest.raises(BoltError, match=r"another config.*--overwrite"):
         train(TrainConfig(**base, steps=3), data, output)
     full = train(TrainConfig(**base, steps=3), data, output, overwrite=True)
     assert full["steps"] == 3

@@ -58,11 +58,18 @@ from bolt.teachers import make_teacher
 from bolt.train.training import TrainConfig, train
 from bolt.apps.world.world import WorldConfig, write_world
 d = Path({str(data)!r})
-paths = write_world(d / "world", WorldConfig(warm_documents=1500, bootstrap_documents=6, heldout_documents=2, questions=4), seed=0)
+paths = write_world(
+    d / "world", WorldConfig(warm_documents=1500, bootstrap_documents=6, heldout_documents=2, questions=4), seed=0
+)
 chunk_stage(paths["warm"], d / "warm.chunks.jsonl", ChunkConfig(prefix_chunks=1, mean_units=2))
 synthesize_stage(make_teacher("oracle"), d / "warm.chunks.jsonl", d / "warm.latents.jsonl", SynthesizeConfig())
 train(TrainConfig(model="tiny", seq_len=64, batch_size=2, steps=4, lr=3e-3), d / "warm.latents.jsonl", d / "model")
-out = {{"chunks": str(d / "warm.chunks.jsonl"), "bootstrap": str(paths["bootstrap_chunks"]), "latents": str(d / "warm.latents.jsonl"), "model": str(d / "model")}}
+out = {{
+    "chunks": str(d / "warm.chunks.jsonl"),
+    "bootstrap": str(paths["bootstrap_chunks"]),
+    "latents": str(d / "warm.latents.jsonl"),
+    "model": str(d / "model"),
+}}
 (d / "ready.json").write_text(json.dumps(out))
 """
     data.mkdir(parents=True, exist_ok=True)
@@ -276,7 +283,8 @@ def soak(
         results.append(trial)
         weights = "" if trial.weights is None else f"{trial.weights:.1e}"
         echo(
-            f"{stage:<10} {number + 1:>3} {trial.kill_after:>8.2f} {trial.killed!s:>6} {trial.resumed!s:>7} {trial.lost:>4} {trial.duplicated:>4} "
+            f"{stage:<10} {number + 1:>3} {trial.kill_after:>8.2f} {trial.killed!s:>6} {trial.resumed!s:>7} "
+            f"{trial.lost:>4} {trial.duplicated:>4} "
             f"{trial.reordered!s:>9} {trial.differ:>6} {weights:>8} {trial.seconds:>6}  {'; '.join(trial.notes)}"
         )
     return results
@@ -315,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = prepare(work / "data")
         rng = random.Random(args.seed)
         print(
-            f"{'stage':<10} {'#':>3} {'kill s':>8} {'killed':>6} {'resumed':>7} {'lost':>4} {'dup':>4} {'reordered':>9} {'differ':>6} {'weights':>8} {'s':>6}  notes"
+            f"{'stage':<10} {'#':>3} {'kill s':>8} {'killed':>6} {'resumed':>7} {'lost':>4} {'dup':>4} "
+            f"{'reordered':>9} {'differ':>6} {'weights':>8} {'s':>6}  notes"
         )
         results = []
         for stage in STAGES if args.stage == "all" else (args.stage,):
@@ -325,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = [t for t in results if t.stage == stage]
             weights = [t.weights for t in rows if t.weights is not None]
             print(
-                f"{stage:<10} {len(rows):>6} {sum(t.killed for t in rows):>6} {sum(t.lost for t in rows):>4} {sum(t.duplicated for t in rows):>3} "
-                f"{sum(t.reordered for t in rows):>9} {sum(t.differ for t in rows):>6} {sum(not t.resumed for t in rows):>11} "
+                f"{stage:<10} {len(rows):>6} {sum(t.killed for t in rows):>6} {sum(t.lost for t in rows):>4} "
+                f"{sum(t.duplicated for t in rows):>3} "
+                f"{sum(t.reordered for t in rows):>9} {sum(t.differ for t in rows):>6} "
+                f"{sum(not t.resumed for t in rows):>11} "
                 f"{(f'{max(weights):.1e}' if weights else '-'):>15}"
             )
         return 1 if any(failed(t, args.tolerance) for t in results) else 0

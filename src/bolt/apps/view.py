@@ -47,7 +47,8 @@ def latents_files(paths: list[Path]) -> list[Path]:
             inside = [p for p in inside if not p.name.endswith(".train.jsonl")]
             if not inside:
                 raise BoltError(
-                    f"{path}: no latents/*.jsonl here (a run directory of `bolt em` or `bolt demo` has them); name a latents file instead."
+                    f"{path}: no latents/*.jsonl here (a run directory of `bolt em` or `bolt demo` has them); "
+                    "name a latents file instead."
                 )
             found.extend(inside)
         else:
@@ -198,17 +199,21 @@ tr.row{cursor:pointer}tr.row:hover{background:#f5f8ff}
 <div id="plots"></div>
 <div id="controls">
  <label>sort <select id="sort">
-  <option value="order">input order</option><option value="ess-asc">ESS, lowest first</option><option value="ess-desc">ESS, highest first</option>
-  <option value="entropy-desc">weight entropy, highest first</option><option value="logw-asc">log w, lowest first</option><option value="length-desc">latent length, longest first</option>
+  <option value="order">input order</option>
+  <option value="ess-asc">ESS, lowest first</option><option value="ess-desc">ESS, highest first</option>
+  <option value="entropy-desc">weight entropy, highest first</option>
+  <option value="logw-asc">log w, lowest first</option><option value="length-desc">latent length, longest first</option>
  </select></label>
  <label><input type="checkbox" id="only-cut"> cut at the budget</label>
  <label><input type="checkbox" id="only-wrong"> wrong derivation</label>
- <label>ESS from <input id="ess-min" type="number" step="0.1" style="width:5em"> to <input id="ess-max" type="number" step="0.1" style="width:5em"></label>
+ <label>ESS from <input id="ess-min" type="number" step="0.1" style="width:5em"> to
+  <input id="ess-max" type="number" step="0.1" style="width:5em"></label>
  <label>search <input id="search" type="search" placeholder="text, latent or document id"></label>
  <span id="count"></span>
  <button id="prev">&larr; previous</button><span id="page"></span><button id="next">next &rarr;</button>
 </div>
-<table><thead><tr><th>document / chunk</th><th>prefix and text</th><th>chosen latent</th><th>log p</th><th>log q</th><th>log w</th><th>ESS</th><th>entropy</th><th>verdict</th></tr></thead>
+<table><thead><tr><th>document / chunk</th><th>prefix and text</th><th>chosen latent</th><th>log p</th><th>log q</th>
+<th>log w</th><th>ESS</th><th>entropy</th><th>verdict</th></tr></thead>
 <tbody id="rows"></tbody></table>
 <script type="application/json" id="data">__DATA__</script>
 <script>
@@ -230,7 +235,9 @@ function summary() {
   const parts = [`<span>files: ${DATA.files.map(esc).join(", ")}</span>`, `<span>chunks: ${N.toLocaleString()}</span>`];
   if (essN) parts.push(`<span>mean ESS: ${(ess / essN).toFixed(2)}</span>`);
   parts.push(`<span>cut at the budget: ${(100 * cut / N).toFixed(1)}%</span>`);
-  if (judged) parts.push(`<span>correct derivations: ${(100 * right / judged).toFixed(1)}% of ${judged.toLocaleString()}</span>`);
+  if (judged) {
+    parts.push(`<span>correct derivations: ${(100 * right / judged).toFixed(1)}% of ${judged.toLocaleString()}</span>`);
+  }
   $("summary").innerHTML = parts.join("");
 }
 
@@ -242,21 +249,27 @@ function histogram(values, title, bins = 20) {
   const counts = new Array(bins).fill(0), width = (hi - lo) || 1;
   for (const x of xs) counts[Math.min(bins - 1, Math.floor((x - lo) / width * bins))]++;
   const top = Math.max(...counts), W = 300, H = 120;
-  const bars = counts.map((c, b) => `<rect x="${b * W / bins + 1}" y="${H - 20 - c / top * (H - 40)}" width="${W / bins - 2}" height="${c / top * (H - 40)}" fill="#6d9eeb"><title>${c}</title></rect>`).join("");
-  return `<svg width="${W}" height="${H}" role="img" aria-label="${esc(title)}"><text x="6" y="14" font-size="12">${esc(title)}</text>${bars}` +
-    `<text x="2" y="${H - 4}" font-size="10">${lo.toFixed(2)}</text><text x="${W - 40}" y="${H - 4}" font-size="10">${hi.toFixed(2)}</text></svg>`;
+  const bars = counts.map((c, b) =>
+    `<rect x="${b * W / bins + 1}" y="${H - 20 - c / top * (H - 40)}" width="${W / bins - 2}" ` +
+    `height="${c / top * (H - 40)}" fill="#6d9eeb"><title>${c}</title></rect>`).join("");
+  return `<svg width="${W}" height="${H}" role="img" aria-label="${esc(title)}">` +
+    `<text x="6" y="14" font-size="12">${esc(title)}</text>${bars}` +
+    `<text x="2" y="${H - 4}" font-size="10">${lo.toFixed(2)}</text>` +
+    `<text x="${W - 40}" y="${H - 4}" font-size="10">${hi.toFixed(2)}</text></svg>`;
 }
 
 function filtered() {
   const cutOnly = $("only-cut").checked, wrongOnly = $("only-wrong").checked;
-  const lo = $("ess-min").value === "" ? -Infinity : Number($("ess-min").value), hi = $("ess-max").value === "" ? Infinity : Number($("ess-max").value);
+  const lo = $("ess-min").value === "" ? -Infinity : Number($("ess-min").value);
+  const hi = $("ess-max").value === "" ? Infinity : Number($("ess-max").value);
   const q = $("search").value.trim().toLowerCase();
   const keep = [];
   for (let i = 0; i < N; i++) {
     if (cutOnly && !C.cut[i]) continue;
     if (wrongOnly && C.correct[i] !== false) continue;
     if ((lo > -Infinity || hi < Infinity) && (C.ess[i] === null || C.ess[i] < lo || C.ess[i] > hi)) continue;
-    if (q && !(C.text[i].toLowerCase().includes(q) || C.latent[i].toLowerCase().includes(q) || C.doc[i].toLowerCase().includes(q))) continue;
+    if (q && !(C.text[i].toLowerCase().includes(q) || C.latent[i].toLowerCase().includes(q) ||
+               C.doc[i].toLowerCase().includes(q))) continue;
     keep.push(i);
   }
   return Int32Array.from(keep);
@@ -265,7 +278,10 @@ function filtered() {
 function sorted(rows) {
   const how = $("sort").value;
   if (how === "order") return rows;
-  const [field, dir] = {"ess-asc": ["ess", 1], "ess-desc": ["ess", -1], "entropy-desc": ["entropy", -1], "logw-asc": ["log_w", 1], "length-desc": ["length", -1]}[how];
+  const [field, dir] = {
+    "ess-asc": ["ess", 1], "ess-desc": ["ess", -1], "entropy-desc": ["entropy", -1],
+    "logw-asc": ["log_w", 1], "length-desc": ["length", -1],
+  }[how];
   const key = new Float64Array(N), col = C[field];
   for (const i of rows) key[i] = col[i] === null ? (dir > 0 ? Infinity : -Infinity) : col[i];
   return rows.sort((a, b) => dir * (key[a] - key[b]) || a - b);
@@ -274,10 +290,15 @@ function sorted(rows) {
 function update() { view = sorted(filtered()); page = 0; render(); }
 
 function detail(i) {
-  const cands = C.candidates[i].map((c, j) => `<tr class="cand${c[0] === C.latent[i] ? " chosen" : ""}"><td>candidate ${j + 1}</td><td class="latent">${esc(c[0])}${c[5] ? "" : ' <span class="cut">(cut)</span>'}</td>` +
-    `<td class="num">${fmt(c[1])}</td><td class="num">${fmt(c[2])}</td><td class="num">${fmt(c[3])}</td><td class="num">weight ${fmt(c[4])}</td></tr>`).join("");
-  const others = C.others[i].map((latent, j) => latent === null ? "" : `<tr><td>${esc(DATA.files[j + 1])}</td><td class="latent" colspan="5">${esc(latent)}</td></tr>`).join("");
-  const body = cands || others ? `<table>${cands}${others}</table>` : "no candidates kept (bolt estep --keep-candidates keeps them)";
+  const cands = C.candidates[i].map((c, j) =>
+    `<tr class="cand${c[0] === C.latent[i] ? " chosen" : ""}"><td>candidate ${j + 1}</td>` +
+    `<td class="latent">${esc(c[0])}${c[5] ? "" : ' <span class="cut">(cut)</span>'}</td>` +
+    `<td class="num">${fmt(c[1])}</td><td class="num">${fmt(c[2])}</td><td class="num">${fmt(c[3])}</td>` +
+    `<td class="num">weight ${fmt(c[4])}</td></tr>`).join("");
+  const others = C.others[i].map((latent, j) => latent === null ? "" :
+    `<tr><td>${esc(DATA.files[j + 1])}</td><td class="latent" colspan="5">${esc(latent)}</td></tr>`).join("");
+  const body = cands || others ? `<table>${cands}${others}</table>`
+    : "no candidates kept (bolt estep --keep-candidates keeps them)";
   return `<tr class="detail"><td colspan="9">${body}</td></tr>`;
 }
 
@@ -286,10 +307,14 @@ function render() {
   page = Math.min(page, pages - 1);
   const out = [];
   for (const i of view.subarray(page * PAGE, (page + 1) * PAGE)) {
-    const verdict = C.correct[i] === null ? "" : C.correct[i] ? '<span class="right">right</span>' : '<span class="wrong">wrong</span>';
-    out.push(`<tr class="row" data-i="${i}"><td>${esc(C.doc[i])}<br>#${C.chunk[i]}</td><td><span class="prefix">${esc(C.prefix[i])}</span> ${esc(C.text[i])}</td>` +
-      `<td class="latent">${esc(C.latent[i])}${C.cut[i] ? ' <span class="cut">(cut)</span>' : ""}</td><td class="num">${fmt(C.log_p[i])}</td><td class="num">${fmt(C.log_q[i])}</td>` +
-      `<td class="num">${fmt(C.log_w[i])}</td><td class="num">${fmt(C.ess[i], 2)}</td><td class="num">${fmt(C.entropy[i])}</td><td>${verdict}</td></tr>`);
+    const verdict = C.correct[i] === null ? "" :
+      C.correct[i] ? '<span class="right">right</span>' : '<span class="wrong">wrong</span>';
+    out.push(`<tr class="row" data-i="${i}"><td>${esc(C.doc[i])}<br>#${C.chunk[i]}</td>` +
+      `<td><span class="prefix">${esc(C.prefix[i])}</span> ${esc(C.text[i])}</td>` +
+      `<td class="latent">${esc(C.latent[i])}${C.cut[i] ? ' <span class="cut">(cut)</span>' : ""}</td>` +
+      `<td class="num">${fmt(C.log_p[i])}</td><td class="num">${fmt(C.log_q[i])}</td>` +
+      `<td class="num">${fmt(C.log_w[i])}</td><td class="num">${fmt(C.ess[i], 2)}</td>` +
+      `<td class="num">${fmt(C.entropy[i])}</td><td>${verdict}</td></tr>`);
     if (open.has(i)) out.push(detail(i));
   }
   $("rows").innerHTML = out.join("");

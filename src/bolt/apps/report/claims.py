@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def demo_claims(models: Models, chain_samples: int, sweep: list[int]) -> dict:
         compare(models, Comparison("warm_start", "raw_warm", margin=0.20)),
         compare(models, Comparison("warm_start", "wrap_cot", required=False)),
     ]
-    claim_2 = [compare(models, Comparison(after, before)) for before, after in zip(chain, chain[1:])]
+    claim_2 = [compare(models, Comparison(after, before)) for before, after in pairwise(chain)]
     claim_2 += [
         compare(models, Comparison(last, baseline))
         for baseline in ("warm_long", "raw_token_matched", "raw_flops_matched")
@@ -122,20 +123,22 @@ def demo_claims(models: Models, chain_samples: int, sweep: list[int]) -> dict:
     ]
     claim_2 += [
         compare(models, Comparison(after, before, metric="latent_correct_share"))
-        for before, after in zip(chain[1:], chain[2:])
+        for before, after in pairwise(chain[1:])
     ]
     sweep_models = k_sweep_models(models, chain_samples, sweep)
-    claim_3 = [compare(models, Comparison(high, low)) for (_, low), (_, high) in zip(sweep_models, sweep_models[1:])]
+    claim_3 = [compare(models, Comparison(high, low)) for (_, low), (_, high) in pairwise(sweep_models)]
     ratio = _ratio_of_means(models, "warm_start", "raw_warm", at_least=2.0)
     return {
         "1": {
-            "statement": "latent thoughts make the same raw data go further: warm_start at least 2x raw_warm, with a paired gain above 0.20 (wrap_cot shown, not required)",
+            "statement": "latent thoughts make the same raw data go further: warm_start at least 2x raw_warm, "
+            "with a paired gain above 0.20 (wrap_cot shown, not required)",
             "ratio": ratio,
             "comparisons": claim_1,
             "verdict": _verdict(claim_1 + [ratio]),
         },
         "2": {
-            "statement": f"bootstrapping: accuracy rises at every EM iteration ({' < '.join(chain)}), the last beats the controls, and the share of correct chosen latents rises",
+            "statement": f"bootstrapping: accuracy rises at every EM iteration ({' < '.join(chain)}), "
+            "the last beats the controls, and the share of correct chosen latents rises",
             "comparisons": claim_2,
             "verdict": _verdict(claim_2) if len(chain) > 1 else NOT_TESTED,
         },
@@ -177,7 +180,8 @@ def markdown(claims: dict) -> str:
                 c["verdict"] + ("" if c["required"] else " (not required)") + (f": {c['why']}" if "why" in c else "")
             )
             lines.append(
-                f"| {c['higher']} > {c['lower']} | {c['metric']} | {differences} | {mean} | {_interval(c)} | {c['margin']:g} | {verdict} |"
+                f"| {c['higher']} > {c['lower']} | {c['metric']} | {differences} | {mean} | {_interval(c)} "
+                f"| {c['margin']:g} | {verdict} |"
             )
         lines.append("")
     return "\n".join(lines)

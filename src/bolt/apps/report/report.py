@@ -90,7 +90,7 @@ def collect(run_dirs: list[Path]) -> tuple[Models, dict]:
                 for name, metrics in data["models"].items():
                     _add(models, name, metrics)
                 config = data.get("config", {})
-                loop = config.get("loop", config)  # runs before the EM engine kept samples at the top
+                loop = config.get("loop", config)  # a results.json without a "loop" block keeps samples at the top
                 k_info = {
                     "samples": loop.get("samples", k_info.get("samples")),
                     "sweep": config.get("sweep", k_info.get("sweep")),
@@ -131,7 +131,8 @@ def collect(run_dirs: list[Path]) -> tuple[Models, dict]:
             found = True
         if not found:
             raise BoltError(
-                f"{run}: no results.json (bolt demo / bolt em), tasks.json or eval.json (bolt eval) or finetune_eval.json (bolt finetune-eval) to report on."
+                f"{run}: no results.json (bolt demo / bolt em), tasks.json or eval.json (bolt eval) "
+                "or finetune_eval.json (bolt finetune-eval) to report on."
             )
     return models, k_info
 

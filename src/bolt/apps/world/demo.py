@@ -7,7 +7,8 @@ For every seed, in ``OUT/seed-N/``:
 3. ``em_1 .. em_N``: the EM chain of ``bolt.em.engine`` (the engine ``bolt em`` runs too): E-step on
    the bootstrap split with the previous model and K samples, then an M-step from the base
    initialisation on its latents (the paper's loop by default; ``--demo-loop`` keeps the warm
-   start's teacher latents in every M-step, among its other deviations). With ``--estep-folds N`` the E-steps from iteration 2 on are cross-fitted.
+   start's teacher latents in every M-step, among its other deviations). With ``--estep-folds N``
+   the E-steps from iteration 2 on are cross-fitted.
 4. ``em_1_k{k}``: iteration 1 with K = k in the E-step (inference-compute sweep).
 5. ``raw_token_matched`` / ``raw_flops_matched``: raw warm-start + bootstrap text, for as
    many epochs as the last EM model saw of its data / for as many tokens.
@@ -58,15 +59,14 @@ class DemoConfig:
             warm_documents=50, bootstrap_documents=150, heldout_documents=20, questions=200, estep_context=1
         )
     )
-    """Small splits, like the paper's data-starved regime, but no smaller: with 25 warm-start
-    documents (600 or 1200 steps) the warm start learned the task on one seed of three
-    (held-out accuracy 0.48, 0.13-0.29, 0.27-0.35), with 50 documents on all three (0.61-0.87),
-    and EM can only bootstrap from a warm start that works (README). The bootstrap split is
-    3 times the warm start's (the paper's is 8 times): with one as big as the warm start's, each
-    M-step learned its latents by heart and iteration 2's E-step picked them back (README).
-    The E-step sees one sentence of context, the question an answer's work depends on: with
-    the paper's 3, the raw sentences before it (training documents always carry latents)
-    threw an em_1 model off (82% of questions right when asked bare, 38% in raw context)."""
+    """Small splits, like the paper's data-starved regime, but no smaller: with fewer warm-start
+    documents the warm start does not learn the task reliably, and EM can only bootstrap from a
+    warm start that works. The bootstrap split is 3 times the warm start's (the paper's is 8
+    times): with one as small as the warm start's, each M-step learns its latents by heart and
+    the next E-step picks them back. The E-step sees one sentence of context, the question an
+    answer's work depends on: with the paper's 3, the raw sentences before it throw the model
+    off, as training documents always carry latents. docs/EXPERIMENTS.md has the runs behind
+    these choices."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             model="world",
@@ -81,12 +81,12 @@ class DemoConfig:
     )
     """Settings of every model; ``steps`` is the warm start's (and raw_warm's) budget; M-steps
     follow from ``m_step_steps`` (or ``m_step_budget``), the raw baselines from the M-steps and
-    the epochs of the last EM model. At ``lr`` 3e-3 about one training in eight failed to learn
-    the task (10-45 points down); 1e-3 rescued the ones retried (README)."""
+    the epochs of the last EM model. ``lr`` is 1e-3 because at 3e-3 some trainings fail to learn
+    the task (docs/EXPERIMENTS.md)."""
     loop: LoopConfig = field(default_factory=paper_loop_for_the_world)
     """The EM loop (``bolt.em.loop.LoopConfig``): the paper's (K = 4 from the posterior at temperature 1,
     M-steps on the bootstrap latents only, 3 iterations); ``--demo-loop`` runs the deviation of
-    ``bolt.em.loop.demo_loop`` instead (README shows the two side by side)."""
+    ``bolt.em.loop.demo_loop`` instead (docs/EXPERIMENTS.md shows the two side by side)."""
     sweep: list[int] = field(default_factory=lambda: [1, 4, 16])
     """K values for iteration 1 in the inference-compute sweep (the chain's K is added)."""
     m_step_budget: str = "data"
@@ -97,9 +97,7 @@ class DemoConfig:
     """When above 0, every M-step trains this many steps whatever its data (overrides
     ``m_step_budget``; 0: the budget rule): with a bigger bootstrap split the model then sees
     each document for fewer epochs, nearer the paper's ~2 epochs per M-step, instead of learning
-    its latents by heart (1,600 steps: about 100 epochs of the default's 150 bootstrap documents,
-    or 76 of 200 with ``--demo-loop``'s teacher latents; the warm start's 800 steps are about 150
-    epochs of its 50, as many as it needs to learn the task)."""
+    its latents by heart (docs/EXPERIMENTS.md)."""
     wrap: bool = False
     """Also train the WRAP-like rephrasing baseline ``wrap`` (one more FLOPs-matched training per seed)."""
     wrap_cot: bool = True
@@ -124,9 +122,9 @@ class DemoConfig:
     workers: int = 2
     """Trainings and E-steps run side by side, each in its own process (1: all in this one)."""
     compile: bool = False
-    """Train through ``torch.compile`` (``bolt.train.training.train``): on a 2-core AVX2 CPU its steps
-    ran 1.16x faster, whole trainings within noise; other kernels, so other numbers than the README's uncompiled runs by
-    about one training's spread. A finished model is not retrained when only this changes."""
+    """Train through ``torch.compile`` (``bolt.train.training.train``): faster steps, slower to start
+    (docs/SCALING.md gives the times); other kernels, so results differ a little from uncompiled
+    runs. A finished model is not retrained when only this changes."""
 
     def validate(self) -> None:
         self.world.validate()
@@ -137,7 +135,8 @@ class DemoConfig:
             raise BoltError("--iterations must be at least 1 for the demo.")
         if self.world.warm_documents < 1 or self.world.bootstrap_documents < 1:
             raise BoltError(
-                f"--warm-documents and --bootstrap-documents must be at least 1, got {self.world.warm_documents} and {self.world.bootstrap_documents}."
+                "--warm-documents and --bootstrap-documents must be at least 1, "
+                f"got {self.world.warm_documents} and {self.world.bootstrap_documents}."
             )
         if self.m_step_budget not in ("data", "steps"):
             raise BoltError(f"--m-step-budget must be data or steps, got {self.m_step_budget!r}.")
@@ -151,7 +150,8 @@ class DemoConfig:
             raise BoltError(f"--workers must be at least 1, got {self.workers}.")
         if self.loop.estep_folds > self.world.bootstrap_documents:
             raise BoltError(
-                f"--estep-folds must be between 1 and the bootstrap documents ({self.world.bootstrap_documents}), got {self.loop.estep_folds}."
+                f"--estep-folds must be between 1 and the bootstrap documents ({self.world.bootstrap_documents}), "
+                f"got {self.loop.estep_folds}."
             )
         if self.compile:
             from bolt.train.training import check_compile_possible
@@ -165,12 +165,11 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        """A smoke run of every stage, about 3 minutes on 2 cores; far too small to learn the task.
+        """A smoke run of every stage (README gives the time); far too small to learn the task.
 
-        Where the 9 minutes of the earlier quick preset (25 + 25 documents, 100 steps, K = 16)
-        went on an AVX2-only 2-core machine: the E-steps at K = 16 (~130 s each, as an untrained
-        model writes every candidate to the 48-token limit) and the trainings on the EM chain,
-        which run one after another. K = 4 and 60 steps shorten that chain."""
+        Most of its time goes to the E-steps (an untrained model writes every candidate to the
+        token limit, so the cost grows with K) and to the trainings of the EM chain, which run
+        one after another: K = 4 and 60 steps keep both short."""
         world = WorldConfig(
             warm_documents=25, bootstrap_documents=15, heldout_documents=5, questions=50, estep_context=1
         )
@@ -190,7 +189,7 @@ class DemoConfig:
     @classmethod
     def full(cls) -> DemoConfig:
         """The default's settings with K up to 64 in the sweep, the WRAP-like baseline and twice the
-        held-out questions (not measured as a whole)."""
+        held-out questions."""
         world = dataclasses.replace(cls().world, questions=400)
         return cls(world=world, sweep=[1, 4, 16, 64], wrap=True)
 
@@ -222,7 +221,7 @@ def _seed_directory(output: Path, seed: int) -> Path:
 
 def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, Path]:
     """The world's files and the oracle's warm-start latents (``bolt.em.engine.prepare_world_data``) and
-    the baselines' raw and rephrased text (seconds)."""
+    the baselines' raw and rephrased text."""
     data = prepare_world_data(directory / "data", config.world, seed)
     # raw layouts never read prefixes: one-sentence prefixes throughout keep the raw baselines'
     # input (and so their finished trainings) the same whatever --estep-context is
@@ -284,12 +283,12 @@ def _entry(
         "epochs": epochs,
         "train_seconds": summary.get("seconds"),
         # the last step's training loss: a training that failed to learn the task often ends
-        # well above its siblings (README: "How much one training varies")
+        # well above its siblings (docs/EXPERIMENTS.md: "How much one training varies")
         "final_loss": summary.get("final_loss"),
     }
-    if (
-        latent
-    ):  # the bound on log p(X) per raw token with n samples, comparable with the raw models' NLL on the same documents
+    if latent:
+        # the bound on log p(X) per raw token with n samples, comparable with the raw models' NLL
+        # on the same documents
         for n in config.eval.iwae_samples:
             entry[f"iwae{n}_per_token"] = evaluation[f"iwae{n}_nll_per_token"]
         entry["iwae_per_token"] = entry[f"iwae{max(config.eval.iwae_samples)}_per_token"]

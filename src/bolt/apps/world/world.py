@@ -19,11 +19,8 @@ the error propagates).
 Why a chain: a step of the chain takes 4 characters (``-5=6``), as a step of the spaced
 question does (`` - 5``), so the operator and operand a step needs sit at a constant
 distance back in the question, and the arithmetic reads the three characters just before
-``=``. It is also the shortest latent tried, and the answer after it repeats the chain's
-last number far more often (91% vs 30-60% for the other layouts tried, 100 documents,
-600 steps). It did not make operators easier to copy at that size: the operator of a step
-was still right only at chance (about a third), as with the earlier ``3+8=1. 1-5=6.``
-sentences; with 25 documents (more epochs) the chain's operators were 99.8% right.
+``=``. It is also short, and the answer after it only has to repeat the chain's last
+number.
 
 Documents are chunked one sentence per chunk, so the latent of an answer sees its
 question in the prefix, as a few-shot prompt would show it.
@@ -79,13 +76,15 @@ class WorldConfig:
     def validate(self) -> None:
         if self.steps < 1 or self.modulus < 2 or not self.operators or set(self.operators) - set(_OPS):
             raise BoltError(
-                f"world: need steps >= 1, modulus >= 2 and operators from '+-*', got {self.steps}, {self.modulus}, {self.operators!r}."
+                "world: need steps >= 1, modulus >= 2 and operators from '+-*', "
+                f"got {self.steps}, {self.modulus}, {self.operators!r}."
             )
         if not 0.0 <= self.teacher_error_rate <= 1.0:
             raise BoltError(f"world: teacher error rate must be in [0, 1], got {self.teacher_error_rate}.")
         if self.estep_context < 1:
             raise BoltError(
-                f"world: the E-step needs at least the question before an answer (--estep-context 1), got {self.estep_context}."
+                "world: the E-step needs at least the question before an answer (--estep-context 1), "
+                f"got {self.estep_context}."
             )
 
 
@@ -249,7 +248,8 @@ def rephrase(text: str, style: str) -> str:
     questions, answers = list(_QUESTION.finditer(text)), list(_ANSWER.finditer(text))
     if not questions or len(questions) != len(answers):
         raise BoltError(
-            f"rephrase: expected question/answer pairs of the embedded world, found {len(questions)} questions and {len(answers)} answers in {text[:80]!r}."
+            f"rephrase: expected question/answer pairs of the embedded world, found {len(questions)} questions "
+            f"and {len(answers)} answers in {text[:80]!r}."
         )
     problems = [parse_question(q.group(0)) for q in questions]
     return " ".join(_rephrase_problem(p, a[2], style) for p, a in zip(problems, answers))
