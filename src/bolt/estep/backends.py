@@ -73,7 +73,8 @@ def make_backend(
     max_batch_tokens: int = 16384,
     device: str = "auto",
 ) -> LatentBackend:
-    """Load the model at ``model_dir`` into the engine called ``name`` (``device``: the HF engine's, see ``modeling.resolve_device``)."""
+    """Load the model at ``model_dir`` into the engine called ``name`` (``device``: the HF engine's, see
+    ``modeling.resolve_device``)."""
     if name == "hf":
         from bolt.core.modeling import load_model
 

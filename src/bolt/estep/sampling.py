@@ -46,7 +46,8 @@ class SamplingConfig:
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise BoltError(
                 f"--temperature must be a number above 0, got {self.temperature}: the E-step samples its candidates "
-                "(a small value such as 0.1 comes close to greedy decoding; the importance weights stay exact at any temperature)."
+                "(a small value such as 0.1 comes close to greedy decoding; "
+                "the importance weights stay exact at any temperature)."
             )
         if not 0 < self.top_p <= 1:
             raise BoltError(f"--top-p must be in (0, 1], got {self.top_p}.")

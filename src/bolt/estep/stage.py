@@ -63,7 +63,7 @@ class EStepConfig:
     """Settings of one E-step."""
 
     samples: int = 4
-    """K: posterior samples per chunk (the paper: 4; more gave larger gains)."""
+    """K: posterior samples per chunk (the paper: 4; docs/EXPERIMENTS.md compares larger K)."""
     seed: int = 0
     """Seeds every chunk's sampling and resampling (with the document id and chunk index)."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -107,12 +107,14 @@ class ChunkContext:
 
 
 def fit_context(prefix: list[int], text: list[int], window: int, reserved: int) -> ChunkContext:
-    """Cut ``prefix`` from the left, then ``text`` from the right, until ``len(prefix)+len(text)+reserved <= window``."""
+    """Cut ``prefix`` from the left, then ``text`` from the right, until
+    ``len(prefix)+len(text)+reserved <= window``."""
     room = window - reserved
     if room < 1:
         raise BoltError(
             f"the context window ({window} tokens) leaves no room for the chunk after {reserved} reserved tokens "
-            "(markers and the latent budget). Lower the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`) "
+            "(markers and the latent budget). "
+            "Lower the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`) "
             "or use a model with a longer context."
         )
     prefix_cut = max(0, len(prefix) + len(text) - room)
@@ -376,8 +378,8 @@ def estep_shard(
 
     ``documents`` is the whole shard (a ``DocumentRange`` of the input), finished documents
     included, so that its batches are the same on every resume (``run_estep``); ``finished``
-    names those written to another partial file. Returns how many of its documents this call computed
-    (the rest were in the partial file).
+    names those written to another partial file. Returns how many of its documents this call
+    computed (the rest were in the partial file).
     """
     tokenizer = load_tokenizer(model_dir)
     already = PartialDocuments(partial_path, config_key, keep=False).done
@@ -403,23 +405,23 @@ def estep_stage(
     """``bolt estep``: read chunks, resample latents with the model at ``model_dir``, write ``output_path``.
 
     The input is split into ``executor.workers`` contiguous shards (those with nothing left to
-    do are skipped); finished documents go to ``OUT.run/partial.jsonl`` (one worker) or ``OUT.run/partial-<shard>.jsonl`` as they
-    complete, and a rerun with the same model, input and config (any number of workers)
-    continues from there. The latents do not depend on the executor or the worker count; the bytes
-    of a rerun with the same worker count are those of an uninterrupted run (``batch_windows``).
-    ``device`` and ``dtype`` place the HF engine (``auto``: a GPU when there is one); they are
-    not part of the resume key, so a run started on one device can be finished on another.
-    ``overwrite``: replace an output of another config (``bolt.core.rundir.RunDir.claim``). ``limit``: only the first
-    N documents of the input (part of the config: another limit is another output). ``strict``: most chosen
-    latents cut at the budget is an error, raised before the output is written.
+    do are skipped); finished documents go to ``OUT.run/partial.jsonl`` (one worker) or
+    ``OUT.run/partial-<shard>.jsonl`` as they complete, and a rerun with the same model, input and
+    config (any number of workers) continues from there. The latents do not depend on the executor
+    or the worker count; the bytes of a rerun with the same worker count are those of an
+    uninterrupted run (``batch_windows``). ``device`` and ``dtype`` place the HF engine (``auto``: a
+    GPU when there is one); they are not part of the resume key, so a run started on one device can
+    be finished on another. ``overwrite``: replace an output of another config
+    (``bolt.core.rundir.RunDir.claim``). ``limit``: only the first N documents of the input (part of
+    the config: another limit is another output). ``strict``: most chosen latents cut at the budget
+    is an error, raised before the output is written.
     """
     if limit is not None and limit < 1:
         raise BoltError(f"--limit must be at least 1, got {limit}.")
     config.validate()
     resolve_device(device)  # a wrong device fails here, before any worker starts
-    check_model_dir(
-        model_dir
-    )  # a missing, unfinished or damaged model: one line, before any warning about it or any output
+    # a missing, unfinished or damaged model: one line, before any warning about it or any output
+    check_model_dir(model_dir)
     executor = executor or ExecutorConfig()
     executor.validate()
     stage_config = {
@@ -442,10 +444,12 @@ def estep_stage(
         # one pass checks the input and notes where each document starts: no step holds the corpus in memory
         scan = DocumentScan(input_path, limit, finished)
         if scan.latent_chunks:
-            # bolt.latents/1 is bolt.chunks/1 with latents added (docs/FORMATS.md): a valid input, whose latents the E-step replaces
+            # bolt.latents/1 is bolt.chunks/1 with latents added (docs/FORMATS.md): a valid input, whose
+            # latents the E-step replaces
             warnings.warn(
-                f"{input_path} already holds latents ({scan.latent_chunks} chunks, bolt.latents/1): the E-step ignores them and samples new ones "
-                "from the model; pass the chunks file (`bolt chunk` output) to silence this.",
+                f"{input_path} already holds latents ({scan.latent_chunks} chunks, bolt.latents/1): "
+                "the E-step ignores them and samples new ones from the model; "
+                "pass the chunks file (`bolt chunk` output) to silence this.",
                 stacklevel=3,
             )
         # shards of the whole input (ranges each worker reads itself), finished documents included: a rerun with
@@ -471,9 +475,11 @@ def estep_stage(
                 warn(
                     f"{share:.0%} of chosen latents never reached <|END_OF_LATENT|> within "
                     f"{config.sampling.max_new_tokens} tokens: the model has probably not learned the latent format. "
-                    "Train it on latent data first, or raise the latent budget (--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`).",
+                    "Train it on latent data first, or raise the latent budget "
+                    "(--max-new-tokens of `bolt estep`, --max-latent-tokens of `bolt em`).",
                     strict,
-                    "the sampled latents are kept in the run directory, so a rerun without --strict writes them without sampling again",
+                    "the sampled latents are kept in the run directory, "
+                    "so a rerun without --strict writes them without sampling again",
                 )
 
         write_jsonl(output_path, rows())
@@ -498,10 +504,16 @@ def latent_model_warning(model_dir: Path) -> str | None:
     """A warning when a model directory does not look trained on latents by bolt."""
     manifest = model_dir / "manifest.json"
     if not manifest.exists():
-        return f"{model_dir} has no bolt training manifest: if it was never trained on latent data, its posterior samples will be noise."
+        return (
+            f"{model_dir} has no bolt training manifest: "
+            "if it was never trained on latent data, its posterior samples will be noise."
+        )
     layout = json.loads(manifest.read_text()).get("config", {}).get("layout")
     if layout in ("raw", "pure"):
-        return f"{model_dir} was trained with --layout {layout}, without latent markers in context: its posterior samples will be noise."
+        return (
+            f"{model_dir} was trained with --layout {layout}, without latent markers in context: "
+            "its posterior samples will be noise."
+        )
     return None
 
 
@@ -519,8 +531,9 @@ def estimate(
     ``workers`` such workers and its device-hours. Writes nothing; the output path is left alone.
 
     The timed chunks are taken at even intervals over the input, so the projection sees the
-    corpus's mix of short and long chunks and prefixes; a model that rarely closes its latents runs every sample
-    to the budget, which the projection then includes (its ``unfinished_latent_share`` says so)."""
+    corpus's mix of short and long chunks and prefixes; a model that rarely closes its latents runs
+    every sample to the budget, which the projection then includes (its ``unfinished_latent_share``
+    says so)."""
     if sample_chunks < 1:
         raise BoltError(f"--estimate takes a number of chunks of at least 1, got {sample_chunks}.")
     config.validate()

@@ -47,7 +47,8 @@ def _token_log_prob(entry, token_id: int) -> float:
     """The log-prob of ``token_id`` in one position's ``{token id: Logprob}`` mapping."""
     if entry is None or token_id not in entry:
         raise BoltError(
-            f"vLLM returned no log-prob for token {token_id}; this vLLM version does not include the sampled/prompt token in its log-probs."
+            f"vLLM returned no log-prob for token {token_id}; "
+            "this vLLM version does not include the sampled/prompt token in its log-probs."
         )
     return float(entry[token_id].logprob)
 
@@ -88,7 +89,8 @@ class VLLMBackend:
         except TypeError as exc:
             if "logprobs_mode" in str(exc):
                 raise BoltError(
-                    f"vLLM {vllm.__version__} has no logprobs_mode setting, so its log q would ignore temperature and top-p: use vLLM >= 0.10.2."
+                    f"vLLM {vllm.__version__} has no logprobs_mode setting, "
+                    "so its log q would ignore temperature and top-p: use vLLM >= 0.10.2."
                 ) from None
             raise
         self.max_batch_tokens = max_batch_tokens
@@ -131,7 +133,8 @@ class VLLMBackend:
             finished = completion.finish_reason == "stop"
             if finished and (not token_ids or token_ids[-1] not in stop_ids):
                 raise BoltError(
-                    "vLLM stopped a sample without returning its stop token; the E-step needs it (check the installed vLLM version)."
+                    "vLLM stopped a sample without returning its stop token; "
+                    "the E-step needs it (check the installed vLLM version)."
                 )
             log_prob = sum(_token_log_prob(entry, token) for entry, token in zip(completion.logprobs, token_ids))
             samples.append(Sample(token_ids=token_ids, log_prob=log_prob, finished=finished))

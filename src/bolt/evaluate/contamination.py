@@ -143,7 +143,7 @@ def contamination(files: Iterable[Path], output: Path, config: ContaminationConf
     for dataset in config.datasets:
         documents = test_documents(dataset, config.data_dir)
         tests[dataset] = [f"{dataset}:{doc_id}" for doc_id, _ in documents]
-        for (doc_id, text), key in zip(documents, tests[dataset]):
+        for (_doc_id, text), key in zip(documents, tests[dataset]):
             for gram in ngrams(text, config.ngram):
                 index[gram].add(key)
     short = _short_ngrams(index, config.ngram)

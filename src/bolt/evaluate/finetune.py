@@ -67,7 +67,8 @@ class FinetuneConfig:
             raise BoltError(f"unknown task {self.task!r}; finetune-eval takes one of: {', '.join(TASKS)}.")
         if self.data_dir is None:
             raise BoltError(
-                "finetune-eval needs --data-dir DIR with DIR/<dataset>/train.jsonl (the fine-tuning data) and test.jsonl."
+                "finetune-eval needs --data-dir DIR with DIR/<dataset>/train.jsonl (the fine-tuning data) "
+                "and test.jsonl."
             )
         if self.seeds < 1 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.samples < 1:
             raise BoltError("--seeds, --epochs, --lr, --batch-size and --samples must be positive.")

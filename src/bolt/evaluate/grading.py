@@ -102,9 +102,8 @@ def math_answer(text: str) -> str | None:
 def _verify_in_worker(connection) -> None:
     from math_verify import parse, verify
 
-    verify(
-        parse("$1$", parsing_timeout=None), parse("$1$", parsing_timeout=None), timeout_seconds=None
-    )  # warm-up: lazy imports and grammar
+    # warm-up: lazy imports and grammar
+    verify(parse("$1$", parsing_timeout=None), parse("$1$", parsing_timeout=None), timeout_seconds=None)
     connection.send("ready")
     while True:
         gold, answer = connection.recv()

@@ -246,7 +246,8 @@ def answer_questions(
 
 
 def answer_warnings(answered: dict, config: EvalConfig, latent: bool, strict: bool = False) -> None:
-    """A warning (an error with ``strict``) when most answers are empty or unreadable: an accuracy of 0 that says nothing about the task."""
+    """A warning (an error with ``strict``) when most answers are empty or unreadable: an accuracy of 0 that
+    says nothing about the task."""
     n, empty, unparseable = answered["questions"], answered["empty_answers"], answered["unparseable_answers"]
     if n and (empty + unparseable) * 2 > n:
         why = []
@@ -257,12 +258,14 @@ def answer_warnings(answered: dict, config: EvalConfig, latent: bool, strict: bo
         if unparseable:
             why.append(f"{unparseable} that --answer-pattern {config.answer_pattern!r} cannot read")
         fix = (
-            "train the model on latent data (or longer), raise --max-answer-tokens, or measure the base model with --direct"
+            "train the model on latent data (or longer), raise --max-answer-tokens, "
+            "or measure the base model with --direct"
             if latent and empty * 2 > n
             else "fix --answer-pattern to match the answers' form"
         )
         warn(
-            f"{empty + unparseable} of {n} answers are unusable ({', '.join(why)}), so the accuracy says little: {fix}.",
+            f"{empty + unparseable} of {n} answers are unusable ({', '.join(why)}), "
+            f"so the accuracy says little: {fix}.",
             strict,
         )
 
@@ -310,7 +313,8 @@ def gold_answer_check(questions: list[dict], config: EvalConfig, strict: bool = 
                 if default
                 else f"--answer-pattern {config.answer_pattern!r}"
             )
-            + ": those questions count as wrong whatever the model says; pass an --answer-pattern that reads them (e.g. '[A-D]' or '\\w+')",
+            + ": those questions count as wrong whatever the model says; "
+            "pass an --answer-pattern that reads them (e.g. '[A-D]' or '\\w+')",
             strict,
         )
     return len(never)
@@ -327,7 +331,8 @@ def evaluate_model(
     device: str = "auto",
     strict: bool = False,
 ) -> dict:
-    """Every metric that applies: NLL (and bounds, for latent models, resumable through ``partial_path``) on documents, accuracy on questions."""
+    """Every metric that applies: NLL (and bounds, for latent models, resumable through ``partial_path``) on
+    documents, accuracy on questions."""
     config.validate()
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, device=device).eval()
@@ -367,7 +372,8 @@ def read_questions(path: Path) -> list[dict]:
 
 
 def load_eval_documents(path: Path, uniform_units: int) -> list[Document]:
-    """Held-out documents: a chunked file as it is, or a raw corpus chunked uniformly with all previous text as prefix."""
+    """Held-out documents: a chunked file as it is, or a raw corpus chunked uniformly with all previous text as
+    prefix."""
     if is_chunked_file(path):
         return read_documents(path)
     config = ChunkConfig(mean_units=uniform_units, uniform=True, prefix_chunks=-1)
@@ -388,16 +394,18 @@ def eval_stage(
     """``bolt eval``: metrics to ``OUT/eval.json``, each generated answer to ``OUT/answers.jsonl``.
 
     ``overwrite``: replace an evaluation of another config (``bolt.core.rundir.RunDir.claim``); the
-    benchmark results ``bolt eval --tasks`` put in ``OUT/tasks*`` are bolt's own. ``strict``: a quality warning
-    (gold answers the pattern cannot match, mostly empty or unreadable answers) is an error. ``latent`` False
-    (``--direct``) also takes a base model without the latent markers: its NLL and direct answers, the baseline."""
+    benchmark results ``bolt eval --tasks`` put in ``OUT/tasks*`` are bolt's own. ``strict``: a quality
+    warning (gold answers the pattern cannot match, mostly empty or unreadable answers) is an error.
+    ``latent`` False (``--direct``) also takes a base model without the latent markers: its NLL and direct
+    answers, the baseline."""
     if documents_path is None and questions_path is None:
         raise BoltError("nothing to evaluate: give held-out documents (positional) and/or --questions FILE.")
     config.validate()
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise BoltError(
-            f"{output_dir}: is a file, where bolt needs a directory (-o of `bolt eval` names a directory); name another path."
+            f"{output_dir}: is a file, where bolt needs a directory "
+            "(-o of `bolt eval` names a directory); name another path."
         )
     resolve_device(device)
     check_model_dir(model_dir)  # one line for a missing, unfinished or damaged model, before any output is claimed

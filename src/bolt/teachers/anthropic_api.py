@@ -49,7 +49,8 @@ class AnthropicBackend:
             api_key=api_key, base_url=base_url, timeout=sdk_timeout(anthropic, timeout), max_retries=0
         )
         self.endpoint = str(self.client.base_url)
-        """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub before showing."""
+        """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub
+        before showing."""
 
     def render(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")

@@ -79,7 +79,8 @@ class ApiConfig:
     poll_interval: float = 30.0
     """Seconds between two looks at unfinished batches."""
     unreachable_limit: int = 3
-    """Requests in a row that reach no server (refused, name not resolved, connect timeout) before the run stops, if no server answered yet."""
+    """Requests in a row that reach no server (refused, name not resolved, connect timeout) before the run
+    stops, if no server answered yet."""
     outage_seconds: float = 120.0
     """How long such a streak may last once a server has answered, before the run stops (rerun to resume)."""
     max_spend: float | None = None
@@ -132,11 +133,11 @@ def make_backend(
             key = "none"  # local OpenAI-compatible servers (vLLM, SGLang) accept any key; a dry run sends nothing
         else:
             raise BoltError(
-                f"--teacher {family} needs an API key: export {variable}=... or pass --env-file FILE with a {variable}= line."
+                f"--teacher {family} needs an API key: "
+                f"export {variable}=... or pass --env-file FILE with a {variable}= line."
             )
-    register(
-        key, *url_secrets(base_url)
-    )  # from now on bolt.core.scrub removes them from whatever is written or printed
+    # from now on bolt.core.scrub removes them from whatever is written or printed
+    register(key, *url_secrets(base_url))
     if family == "openai":
         from bolt.teachers.openai_api import OpenAIBackend
 
@@ -183,7 +184,8 @@ class ApiTeacher:
         self.budget_lock = threading.Lock()
         if config.max_spend is not None and price is None:
             raise BoltError(
-                f"--max-spend needs the price of {backend.model}: it is not in the built-in table; give one with --pricing FILE."
+                f"--max-spend needs the price of {backend.model}: "
+                "it is not in the built-in table; give one with --pricing FILE."
             )
 
     def describe(self) -> dict[str, Any]:
@@ -216,7 +218,8 @@ class ApiTeacher:
         return self.cost(self.spend.input_tokens, self.spend.output_tokens) or 0.0
 
     def reserve(self, body: dict[str, Any]) -> float | None:
-        """Reserve a request's worst case under ``max_spend``: its amount, or None if it does not fit (then it is not sent)."""
+        """Reserve a request's worst case under ``max_spend``: its amount, or None if it does not fit (then it
+        is not sent)."""
         cap = self.config.max_spend
         if cap is None:
             return 0.0
@@ -346,8 +349,9 @@ class ApiTeacher:
                 failures[futures[future]] = reason
                 if fatal is None and self._all_rejected():
                     fatal = BoltError(
-                        f"the first {self.spend.errors[REJECTED]} requests were all refused by the {self.name} API ({reason}), so the "
-                        "request itself is wrong rather than one input: check --teacher-model, --base-url, --max-new-tokens and --temperature."
+                        f"the first {self.spend.errors[REJECTED]} requests were all refused by the {self.name} API "
+                        f"({reason}), so the request itself is wrong rather than one input: "
+                        "check --teacher-model, --base-url, --max-new-tokens and --temperature."
                     )
                     self.stop.set()
                     for other in futures:
@@ -362,8 +366,8 @@ class ApiTeacher:
         self, key: str, body: dict[str, Any], cache: TeacherCache, progress, lock: threading.Lock
     ) -> tuple[Reply | None, str]:
         """Ask, and store a reply before this request's slot frees for the next one: a process
-        killed at any moment then loses at most the ``concurrency`` replies in flight. (Stored by
-        the main thread instead, finished replies waiting behind it were lost to a kill too.)"""
+        killed at any moment then loses at most the ``concurrency`` replies in flight. (If the main
+        thread stored them instead, finished replies waiting behind it would be lost to a kill too.)"""
         reply, reason = self._ask(body)
         if reply is not None:
             with lock:  # one SQLite connection, written by one thread at a time
@@ -373,7 +377,8 @@ class ApiTeacher:
     def _heard(self, kind: str | None, error: Exception | None = None) -> None:
         """The circuit breaker: count a request that reached no server (``UNREACHABLE``), or end the
         streak (any other outcome: something answered). Raises ``EnvironmentFault`` once the streak
-        is ``unreachable_limit`` long and either no server ever answered or it lasted ``outage_seconds``."""
+        is ``unreachable_limit`` long and either no server ever answered or it lasted
+        ``outage_seconds``."""
         now = time.monotonic()
         with self.breaker:
             if kind != UNREACHABLE:
@@ -390,14 +395,17 @@ class ApiTeacher:
         when = f"for {lasted:.0f} s after it had answered" if heard else "and none has answered yet"
         raise EnvironmentFault(
             scrub(
-                f"cannot reach the {self.name} API at {url}: {streak} requests in a row got no connection ({cause}) {when}. "
-                "Check --base-url and that the server is running and reachable from here; answers already received are kept in the cache, "
+                f"cannot reach the {self.name} API at {url}: "
+                f"{streak} requests in a row got no connection ({cause}) {when}. "
+                "Check --base-url and that the server is running and reachable from here; "
+                "answers already received are kept in the cache, "
                 "so rerunning the same command sends only what is unanswered."
             )
         )
 
     def _all_rejected(self) -> bool:
-        """Whether more than two rounds of requests were refused and none was ever answered (this run or, per the cache, before)."""
+        """Whether more than two rounds of requests were refused and none was ever answered (this run or, per
+        the cache, before)."""
         return (
             self.spend.requests == 0
             and self.spend.cached == 0
@@ -424,7 +432,8 @@ class ApiTeacher:
                 if kind is None:
                     raise BoltError(
                         scrub(
-                            f"{self.name} API error that retrying cannot fix: {error}. Check --teacher-model, --base-url and the API key."
+                            f"{self.name} API error that retrying cannot fix: {error}. "
+                            "Check --teacher-model, --base-url and the API key."
                         )
                     ) from None
                 if kind == REJECTED:
@@ -458,9 +467,8 @@ class ApiTeacher:
             open_batches = self._open_batches(cache)
             covered = {key for _, keys in open_batches.values() for key in keys}
             todo = [key for key in pending if key not in covered and key not in failures]
-            if (
-                self.config.max_spend is not None
-            ):  # submit only what fits under the cap, counting the open batches' worst case
+            if self.config.max_spend is not None:
+                # submit only what fits under the cap, counting the open batches' worst case
                 room = (
                     self.config.max_spend
                     - self.spent()
@@ -502,7 +510,8 @@ class ApiTeacher:
                 time.sleep(self.config.poll_interval)
 
     def _open_batches(self, cache: TeacherCache) -> dict[str, tuple[str, list[str]]]:
-        """Open submissions with their batch ids; one a kill left without an id is looked up, or dropped if the provider never got it."""
+        """Open submissions with their batch ids; one a kill left without an id is looked up, or dropped if the
+        provider never got it."""
         found = {}
         for submission, (batch_id, keys) in cache.open_batches(self.name).items():
             if batch_id is None:
@@ -552,8 +561,10 @@ class ApiTeacher:
                 if kind is None or kind == REJECTED or attempt >= self.config.max_retries:
                     raise BoltError(
                         scrub(
-                            f"{self.name} batch API: {what} failed: {error}. Batches already submitted are recorded in the cache: "
-                            "rerun the same command to pick them up (check --base-url and the API key if this persists)."
+                            f"{self.name} batch API: {what} failed: {error}. "
+                            "Batches already submitted are recorded in the cache: "
+                            "rerun the same command to pick them up "
+                            "(check --base-url and the API key if this persists)."
                         )
                     ) from None
                 self.spend.add_error(kind)
@@ -566,7 +577,8 @@ class ApiTeacher:
             return result
 
     def _submit(self, items: list[tuple[str, dict[str, Any]]], submission: str) -> str:
-        """Submit one batch; before sending it again after an error, look for it: the provider may have accepted it."""
+        """Submit one batch; before sending it again after an error, look for it: the provider may have
+        accepted it."""
         tried = False
 
         def submit() -> str:
@@ -588,7 +600,8 @@ class ApiTeacher:
             line = len(json.dumps(bodies[key], ensure_ascii=False).encode("utf-8")) + 200
             if line > self.backend.max_batch_bytes:
                 raise BoltError(
-                    f"one request is {line} bytes, over the batch limit of {self.backend.max_batch_bytes}; shorten the chunk or document."
+                    f"one request is {line} bytes, over the batch limit of {self.backend.max_batch_bytes}; "
+                    "shorten the chunk or document."
                 )
             if (
                 not parts
@@ -617,7 +630,8 @@ def api_teacher(
 
     if not model:
         raise BoltError(
-            f"--teacher {family} needs --teacher-model NAME (e.g. {'gpt-4o-mini' if family == 'openai' else 'claude-haiku-4-5'})."
+            f"--teacher {family} needs --teacher-model NAME "
+            f"(e.g. {'gpt-4o-mini' if family == 'openai' else 'claude-haiku-4-5'})."
         )
     backend = make_backend(family, model, base_url, env_file, config.timeout, require_key)
     return ApiTeacher(

@@ -63,7 +63,8 @@ class TeacherSpec:
         secret = [key for key in self.options if "key" in key.lower() and key != "require_key"]
         if secret:
             raise BoltError(
-                f"a teacher spec travels to workers and must hold no API key (got option {secret[0]!r}); set the key in the environment or an --env-file."
+                f"a teacher spec travels to workers and must hold no API key (got option {secret[0]!r}); "
+                "set the key in the environment or an --env-file."
             )
 
     def build(self) -> Teacher:

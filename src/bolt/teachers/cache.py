@@ -19,13 +19,16 @@ import sqlite3
 import time
 from pathlib import Path
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS answers (
     key TEXT PRIMARY KEY, text TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
     backend TEXT NOT NULL, model TEXT NOT NULL, batched INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
-    submission TEXT PRIMARY KEY, batch_id TEXT, backend TEXT NOT NULL, keys TEXT NOT NULL, open INTEGER NOT NULL, created REAL NOT NULL);
+    submission TEXT PRIMARY KEY, batch_id TEXT, backend TEXT NOT NULL, keys TEXT NOT NULL, open INTEGER NOT NULL, """
+    """created REAL NOT NULL);
 """
+)
 
 
 class TeacherCache:
@@ -48,7 +51,8 @@ class TeacherCache:
         for start in range(0, len(unique), 500):
             part = unique[start : start + 500]
             rows = self.connection.execute(
-                f"SELECT key, text, input_tokens, output_tokens, batched FROM answers WHERE key IN ({','.join('?' * len(part))})",
+                "SELECT key, text, input_tokens, output_tokens, batched FROM answers "
+                f"WHERE key IN ({','.join('?' * len(part))})",
                 part,
             )
             found.update({row[0]: row[1:] for row in rows})

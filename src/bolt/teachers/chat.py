@@ -82,7 +82,8 @@ class ChatBackend(Protocol):
         ...
 
     def find_batch(self, submission: str) -> str | None:
-        """The id of the batch tagged ``submission``, if the provider has it (a kill came before its id was recorded)."""
+        """The id of the batch tagged ``submission``, if the provider has it (a kill came before its id was
+        recorded)."""
         ...
 
     def batch_finished(self, batch_id: str) -> bool: ...
@@ -98,7 +99,8 @@ REJECTED = "rejected"
 UNREACHABLE = "unreachable"
 """Failure kind of a request that reached no server: connection refused, name not resolved, connect timeout."""
 CONNECT_TIMEOUT = 10.0
-"""Seconds to open a connection (within the request timeout): a server that takes longer is down, and the breaker counts it."""
+"""Seconds to open a connection (within the request timeout): a server that takes longer is down, and the
+breaker counts it."""
 
 
 def sdk_timeout(sdk: Any, timeout: float) -> Any:

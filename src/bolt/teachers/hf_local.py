@@ -47,9 +47,8 @@ class HFTeacher:
     def model(self):
         """The model, loaded on first use: a sharded run's driver only describes the teacher."""
         if self._model is None:
-            self._model = load_model(
-                self.model_path, dtype=self.dtype, device="auto"
-            ).eval()  # a GPU when torch sees one
+            # a GPU when torch sees one
+            self._model = load_model(self.model_path, dtype=self.dtype, device="auto").eval()
         return self._model
 
     def stop_ids(self) -> set[int]:
@@ -93,7 +92,6 @@ class HFTeacher:
             None if self.sampling.greedy else rngs,
             pad_id=self.tokenizer.pad_token_id,
         )
-        self.last_truncated = [
-            not sample[0].finished for sample in samples
-        ]  # cut at max_new_tokens, not ended by the model
+        # cut at max_new_tokens, not ended by the model
+        self.last_truncated = [not sample[0].finished for sample in samples]
         return [self.tokenizer.decode(sample[0].token_ids, skip_special_tokens=True).strip() for sample in samples]

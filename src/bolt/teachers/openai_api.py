@@ -55,7 +55,8 @@ class OpenAIBackend:
             api_key=api_key, base_url=base_url, timeout=sdk_timeout(openai, timeout), max_retries=0
         )
         self.endpoint = str(self.client.base_url)
-        """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub before showing."""
+        """Where requests go (the provider's default URL unless ``base_url``); may hold credentials: scrub
+        before showing."""
 
     def render(self, messages: list[dict[str, str]], sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {

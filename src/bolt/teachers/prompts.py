@@ -62,11 +62,18 @@ _REPHRASER = (
     "You rewrite documents faithfully: every fact, number and name of the original survives, nothing is invented."
 )
 _WRAP_INSTRUCTIONS = {
-    "simple": "Rewrite the document below in very simple words and short sentences, so that a young child could follow it.",
-    "scholarly": "Rewrite the document below in dense, formal, scholarly language, as it would read in an academic publication.",
-    "wikipedia": "Rewrite the document below as clear, neutral, well-organised encyclopedic prose, in the manner of a Wikipedia article.",
-    "qa": "Rewrite the document below as a conversation of questions and answers that together cover all of its content. "
-    "Write every pair as 'Question: ...' on one line and 'Answer: ...' on the next.",
+    "simple": (
+        "Rewrite the document below in very simple words and short sentences, so that a young child could follow it."
+    ),
+    "scholarly": (
+        "Rewrite the document below in dense, formal, scholarly language, as it would read in an academic publication."
+    ),
+    "wikipedia": (
+        "Rewrite the document below as clear, neutral, well-organised encyclopedic prose, "
+        "in the manner of a Wikipedia article."
+    ),
+    "qa": "Rewrite the document below as a conversation of questions and answers that together cover all of its "
+    "content. Write every pair as 'Question: ...' on one line and 'Answer: ...' on the next.",
 }
 WRAP_V1 = {
     style: PromptTemplate(
@@ -123,7 +130,8 @@ def load_templates(path: str | Path | None, method: str = "latent") -> dict[str,
         return {"default": _parse_template(version, raw, "the template")}
     except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         raise BoltError(
-            f"{path}: not a prompt template ({exc}). Expected a JSON object with 'version' and either 'system' and 'user' "
+            f"{path}: not a prompt template ({exc}). "
+            "Expected a JSON object with 'version' and either 'system' and 'user' "
             "or 'styles' mapping style names to {{'system', 'user'}}; 'user' may use {{prefix}} and {{text}}."
         ) from None
 

@@ -250,9 +250,8 @@ def synthesize_shard(
     items in flight. Returns counts, and a prompt teacher's failures and spend.
     """
     teacher = source.build() if isinstance(source, TeacherSpec) else source
-    if (
-        templates is None
-    ):  # a local teacher: every document of the shard, one window at a time (its batches do not move on a resume)
+    if templates is None:
+        # a local teacher: every document of the shard, one window at a time (its batches do not move on a resume)
         partial = PartialDocuments(partial_path, config_key, keep=False)
         computed = sum(1 for document in documents if document.id not in partial.done and document.id not in finished)
         synthesize_documents(teacher, documents, config, partial, finished)
@@ -295,21 +294,24 @@ class LatentQuality:
         fix = "rerun without --strict to write them anyway; the latents computed so far are kept"
         if counts["empty_latents"] and not getattr(teacher, "allows_empty_latents", False):
             warn(
-                f"the teacher returned {counts['empty_latents']} empty latent(s) of {chunks}; check the teacher model and prompt.",
+                f"the teacher returned {counts['empty_latents']} empty latent(s) of {chunks}; "
+                "check the teacher model and prompt.",
                 strict,
                 fix,
             )
         if counts["truncated_latents"]:
             budget = getattr(getattr(teacher, "sampling", None), "max_new_tokens", None)
             warn(
-                f"{counts['truncated_latents']} of {chunks} latents were cut at the token limit{f' ({budget} tokens)' if budget else ''} before the teacher ended them: "
+                f"{counts['truncated_latents']} of {chunks} latents were cut at the token limit"
+                f"{f' ({budget} tokens)' if budget else ''} before the teacher ended them: "
                 "raise --max-new-tokens, or use a teacher model that follows the prompt (an instruct/chat model)",
                 strict,
                 fix,
             )
         if counts["repetitive_latents"]:
             warn(
-                f"{counts['repetitive_latents']} of {chunks} latents repeat themselves (half or more of their 4-word sequences recur: a decoding loop); "
+                f"{counts['repetitive_latents']} of {chunks} latents repeat themselves "
+                "(half or more of their 4-word sequences recur: a decoding loop); "
                 "try a larger or instruction-tuned teacher, sampling (--temperature 0.7), or another --prompt-file",
                 strict,
                 fix,
@@ -318,7 +320,8 @@ class LatentQuality:
 
 
 def latent_quality(rows: Iterable[dict], teacher: Any, strict: bool = False) -> dict:
-    """Counts of empty, cut (at the token limit) and repeating latents, with a warning (an error with ``strict``) for each kind found."""
+    """Counts of empty, cut (at the token limit) and repeating latents, with a warning (an error with
+    ``strict``) for each kind found."""
     quality = LatentQuality()
     for row in rows:
         quality.add(row)
@@ -358,7 +361,8 @@ def _finish_prompts(
     cache_path: Path,
     strict: bool = False,
 ) -> dict:
-    """Merge the shards' failures and spend (spend.json: their sum, and every answer used, counted once), write the output."""
+    """Merge the shards' failures and spend (spend.json: their sum, and every answer used, counted once),
+    write the output."""
     from bolt.teachers.cache import TeacherCache
     from bolt.teachers.chat import Spend
 
@@ -386,8 +390,9 @@ def _finish_prompts(
     capped = sum(reason.startswith(CAPPED) for reason in failures.values())
     if capped:
         message = (
-            f"--max-spend reached: {capped} request(s) not sent, whose worst case would have gone over it (this run spent "
-            f"{spend['this_run'].get('cost_usd') or 0:.4f} USD). {output_path} holds the {len(rows)} complete documents; the answers are cached, "
+            f"--max-spend reached: {capped} request(s) not sent, whose worst case would have gone over it "
+            f"(this run spent {spend['this_run'].get('cost_usd') or 0:.4f} USD). "
+            f"{output_path} holds the {len(rows)} complete documents; the answers are cached, "
             "so rerunning with a higher --max-spend (or without it) sends only what is unanswered."
         )
         if not config.allow_failures:
@@ -395,10 +400,11 @@ def _finish_prompts(
         warnings.warn(message, stacklevel=2)
     if failures and not config.allow_failures:
         raise BoltError(
-            f"{len(failures)} request(s) got no usable answer ({sum(spend['this_run']['bad_replies'].values())} bad replies, "
+            f"{len(failures)} request(s) got no usable answer "
+            f"({sum(spend['this_run']['bad_replies'].values())} bad replies, "
             f"{sum(spend['this_run']['errors'].values())} errors this run; reasons in {run.path / 'failures.jsonl'}). "
-            f"{output_path} holds the {len(rows)} complete documents. Rerun the same command to retry only the failed requests, "
-            "or add --allow-failures to finish without them."
+            f"{output_path} holds the {len(rows)} complete documents. "
+            "Rerun the same command to retry only the failed requests, or add --allow-failures to finish without them."
         )
     return {
         "documents": len(rows),
@@ -421,7 +427,8 @@ def synthesize_stage(
     strict: bool = False,
     limit: int | None = None,
 ) -> dict:
-    """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``, written to ``output_path``.
+    """``bolt synthesize``: a latent for every chunk (or a rephrasing of every document) of ``input_path``,
+    written to ``output_path``.
 
     The unfinished documents are split into ``executor.workers`` contiguous shards, each run
     by its own teacher built from the spec ``teacher`` (a live teacher object runs only as
@@ -435,19 +442,20 @@ def synthesize_stage(
     ``overwrite``: replace an output of another config (``bolt.core.rundir.RunDir.claim``); adding
     ``allow_failures`` after a run with failures is the same run, finished. ``strict``: a quality warning
     (empty, cut or repeating latents) is an error, raised before the output is written. ``limit``: only the
-    first N documents of the input (a trial run; part of the config, so a run with another limit is another output).
+    first N documents of the input (a trial run; part of the config, so a run with another limit is another
+    output).
     """
     if limit is not None and limit < 1:
         raise BoltError(f"--limit must be at least 1, got {limit}.")
     config.validate()
     executor = executor or ExecutorConfig()
     executor.validate()
-    live = (
-        teacher.build() if isinstance(teacher, TeacherSpec) else teacher
-    )  # here it only describes the teacher, renders keys and prices answers
+    # here it only describes the teacher, renders keys and prices answers
+    live = teacher.build() if isinstance(teacher, TeacherSpec) else teacher
     if not isinstance(teacher, TeacherSpec) and (executor.kind != "local" or executor.workers > 1):
         raise BoltError(
-            "--workers above 1 or --executor ray builds a teacher in every worker: pass a TeacherSpec(name, options), not a teacher object."
+            "--workers above 1 or --executor ray builds a teacher in every worker: "
+            "pass a TeacherSpec(name, options), not a teacher object."
         )
     # scrubbed here, before the run directory writes it to manifest.json: a --base-url may hold credentials
     stage_config: dict[str, Any] = {
@@ -461,7 +469,8 @@ def synthesize_stage(
         stage_config["templates"] = sorted(template.version for template in templates.values())
     elif config.method != "latent":
         raise BoltError(
-            f"--teacher {live.name} writes latents only; --method {config.method} needs a prompt teacher (openai, anthropic, vllm)."
+            f"--teacher {live.name} writes latents only; "
+            f"--method {config.method} needs a prompt teacher (openai, anthropic, vllm)."
         )
     if limit is not None:
         stage_config["limit"] = limit

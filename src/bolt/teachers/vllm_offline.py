@@ -31,13 +31,15 @@ class VLLMTeacher:
         self.spend = Spend()
 
     def engine(self):
-        """vLLM's engine and sampling parameters, started on first use: a sharded run's driver only describes the teacher."""
+        """vLLM's engine and sampling parameters, started on first use: a sharded run's driver only describes
+        the teacher."""
         if self._engine is None:
             try:
                 from vllm import LLM, SamplingParams
             except ImportError:
                 raise BoltError(
-                    "--teacher vllm needs vLLM (GPU machines): pip install vllm. Or serve the model and use --teacher openai --base-url URL."
+                    "--teacher vllm needs vLLM (GPU machines): pip install vllm. "
+                    "Or serve the model and use --teacher openai --base-url URL."
                 ) from None
             params = SamplingParams(
                 temperature=self.sampling.temperature, max_tokens=self.sampling.max_tokens, seed=self.sampling.seed

@@ -100,10 +100,12 @@ class TaskRunConfig:
     top_p: float = 0.9
     """Nucleus truncation when samples > 1."""
     max_gen_tokens: int | None = None
-    """Generation budget per answer; None: each task's own (lm-eval's default 256 for GSM8K, MATH and MMLU; 128 for the world)."""
+    """Generation budget per answer; None: each task's own (lm-eval's default 256 for GSM8K, MATH and MMLU;
+    128 for the world)."""
     batch_size: int = 8
     num_fewshot: int | None = None
-    """Few-shot exemplars per prompt; None: each task's own (8 for GSM8K, 4 for MATH and MMLU, 0 for the world)."""
+    """Few-shot exemplars per prompt; None: each task's own (8 for GSM8K, 4 for MATH and MMLU, 0 for the
+    world)."""
     math_timeout: float = 5.0
     """Seconds math-verify may spend on one answer before it is graded wrong."""
     seed: int = 0
@@ -112,7 +114,8 @@ class TaskRunConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or unknown:
             raise BoltError(
-                f"unknown task(s) {', '.join(unknown) or '(none given)'}; --tasks takes a comma-separated list of: {', '.join(TASKS)}."
+                f"unknown task(s) {', '.join(unknown) or '(none given)'}; "
+                f"--tasks takes a comma-separated list of: {', '.join(TASKS)}."
             )
         if (
             self.samples < 1
@@ -120,15 +123,18 @@ class TaskRunConfig:
             or any(v is not None and v < 1 for v in (self.limit, self.max_gen_tokens))
         ):
             raise BoltError(
-                f"--samples, --limit, --batch-size and --max-gen-tokens must be at least 1, got {self.samples}, {self.limit}, {self.batch_size}, {self.max_gen_tokens}."
+                "--samples, --limit, --batch-size and --max-gen-tokens must be at least 1, "
+                f"got {self.samples}, {self.limit}, {self.batch_size}, {self.max_gen_tokens}."
             )
         if self.samples > 1 and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise BoltError(
-                f"sampling several answers needs --temperature > 0 and 0 < --top-p <= 1, got {self.temperature}, {self.top_p}."
+                "sampling several answers needs --temperature > 0 and 0 < --top-p <= 1, "
+                f"got {self.temperature}, {self.top_p}."
             )
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise BoltError(
-                f"--data-dir {self.data_dir}: no such directory. It should hold one folder per dataset, e.g. DIR/gsm8k/test.jsonl."
+                f"--data-dir {self.data_dir}: no such directory. "
+                "It should hold one folder per dataset, e.g. DIR/gsm8k/test.jsonl."
             )
 
 
@@ -143,7 +149,8 @@ def _task_key(model_dir: Path, fingerprint: str, task: str, config: TaskRunConfi
     settings = config_to_json(config) | {"tasks": None}
     from importlib.metadata import version
 
-    # the task definitions: bolt's format revision (2: GSM8K/MATH/MMLU are lm-eval's own tasks) and the harness version
+    # the task definitions: bolt's format revision (2: GSM8K/MATH/MMLU are lm-eval's own tasks) and the harness
+    # version
     payload = [
         fingerprint,
         task,
@@ -166,7 +173,8 @@ def _gen_kwargs(config: TaskRunConfig) -> dict | None:
 
 def _metrics(task_results: dict) -> dict:
     """The harness's ``"metric,filter"`` keys as bolt's names: ``exact_match,strict-match`` -> ``exact_match``,
-    ``exact_match,flexible-extract`` -> ``exact_match_flexible``, ``exact_match,maj@k`` -> ``maj_at_k``, ``x_stderr,f`` -> ``x_stderr``."""
+    ``exact_match,flexible-extract`` -> ``exact_match_flexible``, ``exact_match,maj@k`` -> ``maj_at_k``,
+    ``x_stderr,f`` -> ``x_stderr``."""
     metrics = {}
     for key, value in task_results.items():
         if "," not in key or value == "N/A":

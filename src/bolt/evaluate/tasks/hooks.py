@@ -2,8 +2,8 @@
 
 GSM8K, MATH and MMLU-STEM are evaluated as lm-eval's own tasks (``bolt.evaluate.tasks.upstream``,
 which also formats ``bolt finetune-eval``'s training pairs); the ``gsm8k_*``, ``math_*`` and
-``mmlu_*`` graders here (first sample, maj@k and pass@k over samples) are bolt's earlier ones,
-which no task uses today.
+``mmlu_*`` graders here (first sample, maj@k and pass@k over samples) are bolt's own; no task
+uses them.
 
 Every task comes in two variants. The standard one asks for a chain of thought in plain
 text (``... The answer is N.``) with the latent markers banned from generation. The
@@ -37,7 +37,8 @@ from bolt.evaluate.grading import (
 from bolt.core.special_tokens import EOL, PRIOR, SOL
 
 DATA_DIR_ENV = "BOLT_EVAL_DATA_DIR"
-"""Set by ``bolt eval --data-dir``: the tasks read ``$BOLT_EVAL_DATA_DIR/<dataset>/{train,test}.{jsonl,json,parquet}``."""
+"""Set by ``bolt eval --data-dir``: the tasks read
+``$BOLT_EVAL_DATA_DIR/<dataset>/{train,test}.{jsonl,json,parquet}``."""
 MATH_TIMEOUT_ENV = "BOLT_MATH_VERIFY_TIMEOUT"
 
 HUB = {
@@ -48,9 +49,10 @@ HUB = {
 """Hub datasets used when no local directory is given (and the machine is online)."""
 
 MMLU_STEM_SUBJECTS = frozenset(
-    "abstract_algebra anatomy astronomy college_biology college_chemistry college_computer_science college_mathematics college_physics "
-    "computer_security conceptual_physics electrical_engineering elementary_mathematics high_school_biology high_school_chemistry "
-    "high_school_computer_science high_school_mathematics high_school_physics high_school_statistics machine_learning".split()
+    "abstract_algebra anatomy astronomy college_biology college_chemistry college_computer_science "
+    "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
+    "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
+    "high_school_mathematics high_school_physics high_school_statistics machine_learning".split()
 )
 LATENT_OPEN = SOL + PRIOR
 FIELDS = {
@@ -86,7 +88,8 @@ def _read_rows(path: Path, dataset: str) -> list[dict]:
 
 
 def load(dataset: str, data_dir: str | None = None, **_: Any):
-    """The task's ``custom_dataset``: local files when a data directory is set, else the hub (or the world's generator)."""
+    """The task's ``custom_dataset``: local files when a data directory is set, else the hub (or the world's
+    generator)."""
     import datasets
 
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
@@ -99,7 +102,8 @@ def load(dataset: str, data_dir: str | None = None, **_: Any):
         splits = {"test": _world_questions()}
     elif directory is not None:
         raise BoltError(
-            f"{directory}: no test.jsonl (or test.json / test.parquet) for the {dataset} tasks. Put the dataset's test split there."
+            f"{directory}: no test.jsonl (or test.json / test.parquet) for the {dataset} tasks. "
+            "Put the dataset's test split there."
         )
     else:
         return _hub(dataset)
@@ -114,13 +118,15 @@ def _hub(dataset: str):
     path, name, splits = HUB.get(dataset, (None, None, None))
     if path is None:
         raise BoltError(
-            f"the {dataset} tasks need local data: --data-dir DIR with DIR/{dataset}/test.jsonl (the dataset is not redistributable)."
+            f"the {dataset} tasks need local data: "
+            f"--data-dir DIR with DIR/{dataset}/test.jsonl (the dataset is not redistributable)."
         )
     try:
         loaded = datasets.load_dataset(path, name)
     except Exception as exc:
         raise BoltError(
-            f"cannot load {path} from the Hugging Face hub ({type(exc).__name__}). Offline, pass --data-dir DIR with DIR/{dataset}/{{train,test}}.jsonl."
+            f"cannot load {path} from the Hugging Face hub ({type(exc).__name__}). "
+            f"Offline, pass --data-dir DIR with DIR/{dataset}/{{train,test}}.jsonl."
         ) from None
     result = datasets.DatasetDict({ours: loaded[theirs] for ours, theirs in splits.items() if theirs in loaded})
     return result.filter(lambda row: row["subject"] in MMLU_STEM_SUBJECTS) if dataset == "mmlu_stem" else result
@@ -155,7 +161,8 @@ def math_gold(doc: dict) -> str:
     gold = doc.get("answer") or last_boxed(doc.get("solution", ""))
     if gold is None:
         raise BoltError(
-            f"a MATH problem has neither an 'answer' nor a \\boxed{{}} answer in its 'solution': {doc['problem'][:60]!r}."
+            "a MATH problem has neither an 'answer' nor a \\boxed{} answer in its 'solution': "
+            f"{doc['problem'][:60]!r}."
         )
     return str(gold)
 

@@ -32,9 +32,10 @@ from bolt.core.special_tokens import EOL, LATENT_TOKENS, PRIOR, SOL
 
 LATENT_OPEN = SOL + PRIOR
 STEM_SUBJECTS = (
-    "abstract_algebra anatomy astronomy college_biology college_chemistry college_computer_science college_mathematics college_physics "
-    "computer_security conceptual_physics electrical_engineering elementary_mathematics high_school_biology high_school_chemistry "
-    "high_school_computer_science high_school_mathematics high_school_physics high_school_statistics machine_learning"
+    "abstract_algebra anatomy astronomy college_biology college_chemistry college_computer_science "
+    "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
+    "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
+    "high_school_mathematics high_school_physics high_school_statistics machine_learning"
 ).split()
 """lm-eval's ``mmlu_flan_cot_fewshot_stem`` subjects."""
 MATH_SUBJECTS = (
@@ -85,7 +86,8 @@ def upstream_config(task: str, subject: str | None = None) -> dict[str, Any]:
         return _math_config(path)
     if not path.is_file():
         raise BoltError(
-            f"lm-evaluation-harness has no {path.relative_to(tasks_dir())}; bolt's {task} needs the upstream task (lm-eval 0.4.13 or a compatible version)."
+            f"lm-evaluation-harness has no {path.relative_to(tasks_dir())}; "
+            f"bolt's {task} needs the upstream task (lm-eval 0.4.13 or a compatible version)."
         )
     config = copy.deepcopy(load_yaml(path, resolve_func=True))
     for key in ("tag", "group", "task_list"):
@@ -142,12 +144,14 @@ def _local_file(data_dir: Path, family: str, split: str = "test") -> Path:
         if (directory / f"{split}{suffix}").is_file():
             return directory / f"{split}{suffix}"
     raise BoltError(
-        f"{directory}: no {split}.jsonl (or {split}.json / {split}.parquet) for the {family} tasks. Put the dataset's {split} split there."
+        f"{directory}: no {split}.jsonl (or {split}.json / {split}.parquet) for the {family} tasks. "
+        f"Put the dataset's {split} split there."
     )
 
 
 def _local_data(config: dict, path: Path) -> dict:
-    """Point a config at one local file, read as its test split (the exemplars come from the config, so no other split is read)."""
+    """Point a config at one local file, read as its test split (the exemplars come from the config, so no
+    other split is read)."""
     builder = "parquet" if path.suffix == ".parquet" else "json"
     return config | {
         "dataset_path": builder,
@@ -185,7 +189,8 @@ def standard_configs(family: str, data_dir: Path | None, split: str = "test", sa
         if data_dir is not None:
             configs = [_local_data(configs[0], _local_file(data_dir, family, split))]
     elif family == "math_cot":
-        if data_dir is not None:  # one local file holds every subject; the prompt and metrics are the same for all
+        # one local file holds every subject; the prompt and metrics are the same for all
+        if data_dir is not None:
             configs = [_local_data(upstream_config(family, "algebra"), _local_file(data_dir, family, split))]
         else:
             configs = [upstream_config(family, subject) for subject in MATH_SUBJECTS]
@@ -220,7 +225,8 @@ def standard_configs(family: str, data_dir: Path | None, split: str = "test", sa
 
 
 def split_exemplar(family: str, exemplar: dict) -> tuple[str, str, str]:
-    """(cue, reasoning, answer) of an upstream exemplar's target: the cue stays before SoL, the answer goes after EoL."""
+    """(cue, reasoning, answer) of an upstream exemplar's target: the cue stays before SoL, the answer goes
+    after EoL."""
     if family == "math_cot":
         text, marker = exemplar["solution"], "\nFinal Answer:"
     else:
@@ -231,7 +237,8 @@ def split_exemplar(family: str, exemplar: dict) -> tuple[str, str, str]:
     at = text.rfind(marker)
     if at < 0:
         raise BoltError(
-            f"an upstream {family} exemplar has no {marker.strip()!r} to split its reasoning from its answer: {text[:80]!r}."
+            f"an upstream {family} exemplar has no {marker.strip()!r} to split its reasoning from its answer: "
+            f"{text[:80]!r}."
         )
     return cue, text[:at].strip(), text[at:].strip()
 
@@ -307,7 +314,8 @@ def task_configs(task: str, data_dir: Path | None, split: str = "test", samples:
 
 
 def build_tasks(task: str, data_dir: Path | None, split: str = "test", samples: int = 1) -> list:
-    """The harness Task objects of a bolt task; a dataset that cannot be loaded is one BoltError naming --data-dir."""
+    """The harness Task objects of a bolt task; a dataset that cannot be loaded is one BoltError naming
+    --data-dir."""
     from lm_eval.api.task import ConfigurableTask
 
     tasks = []
@@ -321,7 +329,8 @@ def build_tasks(task: str, data_dir: Path | None, split: str = "test", samples: 
                 raise
             dataset = DATASET_DIRS[task.removesuffix("_latent")]
             raise BoltError(
-                f"cannot load {config.get('dataset_path')} ({config.get('dataset_name')}) for {task} ({type(exc).__name__}). "
+                f"cannot load {config.get('dataset_path')} ({config.get('dataset_name')}) "
+                f"for {task} ({type(exc).__name__}). "
                 f"Offline, pass --data-dir DIR with DIR/{dataset}/test.jsonl."
             ) from None
     return tasks

@@ -1,1 +1,0 @@
-"""Tables, claims with confidence intervals, and plots over runs (``bolt report``, the demo)."""
