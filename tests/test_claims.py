@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bolt.apps.report import claims
+from bolt.report import claims
 
 
 def test_paired_interval_matches_the_t_interval_computed_by_hand():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bolt.errors import BoltError
-from bolt.apps.report.report import report
+from bolt.report.stage import report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

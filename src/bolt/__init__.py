@@ -8,7 +8,8 @@ The library follows the pipeline of docs/METHOD.md, one package per stage:
 - ``estep``      model + chunks -> resampled latents (the E-step), math in ``importance``
 - ``evaluate``   model + held-out docs -> NLL, ELBO/IWAE, latent-space answers, benchmark tasks
 - ``em``         the BoLT loop wiring the stages together
-- ``apps``       built on the library: the embedded world and its demo, reports, the viewer
+- ``report``     statistics, tables, claims with confidence intervals, plots, ``bolt report``
+- ``apps``       built on the library: the embedded world and its demo, the latent viewer
 
 Nothing here imports a GPU-only dependency at module load.
 """

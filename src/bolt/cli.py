@@ -1298,7 +1298,7 @@ def _report_parser(sub) -> None:
 
 
 def _run_report(args) -> dict:
-    from bolt.apps.report.report import report
+    from bolt.report.stage import report
 
     result = report(args.runs, args.output)
     print((args.output / "report.md").read_text(), end="")

@@ -1,3 +1,3 @@
-"""Applications built on the library: the embedded arithmetic world and its demo, reports and
-plots over runs, and the latent viewer. The library below never imports from here, except the
-world's defaults named in ``bolt.em.engine`` and the ``world`` evaluation task."""
+"""Applications built on the library: the embedded arithmetic world and its demo, and the latent
+viewer. The library below never imports from here, except the world's defaults named in
+``bolt.em.engine`` and the ``world`` evaluation task."""

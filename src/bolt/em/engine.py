@@ -43,6 +43,7 @@ from bolt.core.jobgraph import Job, run_graph
 from bolt.em.loop import LoopConfig
 from bolt.core.records import is_chunked_file, read_documents, write_json, write_jsonl
 from bolt.core.rundir import RunDir, config_to_json
+from bolt.report.tables import rows_markdown
 from bolt.estep.sampling import SamplingConfig
 from bolt.train.training import TrainConfig, train
 from bolt.apps.world.world import WorldConfig
@@ -396,9 +397,4 @@ _COLUMNS = (
 
 def write_results(output: Path, rows: list[dict]) -> None:
     write_json(output / "results.json", config_to_json(rows))
-    columns = [c for c in _COLUMNS if any(c in row for row in rows)]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    (output / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (output / "results.md").write_text(rows_markdown(rows, _COLUMNS), encoding="utf-8")

@@ -32,6 +32,7 @@ from bolt.core.layouts import encode
 from bolt.core.modeling import load_model, load_tokenizer, model_fingerprint
 from bolt.core.records import write_json
 from bolt.core.rundir import RunDir, config_to_json
+from bolt.report.tables import summarize
 
 
 @dataclass
@@ -146,9 +147,8 @@ def finetune(model_dir: Path, pairs: list[tuple[str, str]], config: FinetuneConf
 
 
 def mean_and_stderr(values: list[float]) -> dict:
-    array = np.asarray(values, dtype=np.float64)
-    stderr = float(array.std(ddof=1) / math.sqrt(len(array))) if len(array) > 1 else 0.0
-    return {"mean": float(array.mean()), "stderr": stderr, "values": [float(v) for v in array]}
+    stats = summarize(values)
+    return {"mean": stats["mean"], "stderr": stats["stderr"], "values": [float(v) for v in values]}
 
 
 def finetune_eval(model_dir: Path, output: Path, config: FinetuneConfig) -> dict:

@@ -19,8 +19,8 @@ For every seed, in ``OUT/seed-N/``:
    and the oracle's verdict on the latents each latent model was trained on.
 
 ``results.json`` (``models`` -> name -> per-seed lists, and ``claims``: each claim's paired
-differences over seeds with 95% intervals and its verdict, ``bolt.apps.report.claims``), ``results.md``
-and three PNG plots go to ``OUT``. The trainings and E-steps form a graph (``demo_jobs``) that runs on
+differences over seeds with 95% intervals and its verdict, ``bolt.report.claims``), ``results.md``
+and PNG plots (``bolt.report.plots``) go to ``OUT``. The trainings and E-steps form a graph (``demo_jobs``) that runs on
 ``workers`` processes side by side (``bolt.core.jobgraph``). Every stage is resumable;
 rerunning the command continues.
 """
@@ -33,10 +33,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from bolt.apps.report import claims
+from bolt.report import claims, plots, tables
 from bolt.core.chunking import with_new_prefixes
 from bolt.em.engine import Chain, prepare_world_data
 from bolt.em.loop import LoopConfig, paper_loop_for_the_world
@@ -473,8 +472,11 @@ def run_demo(config: DemoConfig, output: Path) -> dict:
         "config": config_to_json(config),
     }
     write_json(output / "results.json", results)
-    (output / "results.md").write_text(results_table(models) + "\n" + claims.markdown(verdicts), encoding="utf-8")
-    _plots(models, config, output)
+    table = tables.summary_table(models)
+    (output / "results.md").write_text(
+        tables.markdown(table, COLUMNS) + "\n" + claims.markdown(verdicts), encoding="utf-8"
+    )
+    plots.write_plots(table, {"samples": config.loop.samples}, output, PLOT_FILES)
     run.finish(
         seconds=results["seconds"],
         models=sorted(models),
@@ -483,18 +485,6 @@ def run_demo(config: DemoConfig, output: Path) -> dict:
     return results
 
 
-ORDER = [
-    "raw_warm",
-    "warm_start",
-    "warm_long",
-    "em_1",
-    "em_2",
-    "em_3",
-    "raw_token_matched",
-    "raw_flops_matched",
-    "wrap",
-    "wrap_cot",
-]
 COLUMNS = [
     ("accuracy", "accuracy"),
     ("nll_per_token", "NLL/token"),
@@ -502,30 +492,6 @@ COLUMNS = [
     ("latent_correct_share", "correct latents"),
     ("raw_tokens_seen", "raw tokens seen"),
 ]
-
-
-def _cell(values: list | None) -> str:
-    if not values or any(v is None for v in values):
-        return ""
-    array = np.asarray(values, dtype=np.float64)
-    if array.mean() > 1000:
-        return f"{array.mean():,.0f}"
-    if len(array) == 1:
-        return f"{array[0]:.3f}"
-    return f"{array.mean():.3f} ± {array.std(ddof=1):.3f}"
-
-
-def results_table(models: dict) -> str:
-    names = [n for n in ORDER if n in models] + sorted(n for n in models if n not in ORDER)
-    lines = ["| model | " + " | ".join(title for _, title in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
-    for name in names:
-        lines.append(f"| {name} | " + " | ".join(_cell(models[name].get(key)) for key, _ in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _plots(models: dict, config: DemoConfig, output: Path) -> None:
-    from bolt.apps.report import plots
-
-    plots.accuracy_per_iteration(models, output / "accuracy_per_iteration.png")
-    plots.accuracy_against_k(models, config.ks, output / "accuracy_vs_k.png", config.loop.samples)
-    plots.data_efficiency(models, output / "data_efficiency.png")
+"""The columns of results.md: (metric, title)."""
+PLOT_FILES = {"per_iteration": "accuracy_per_iteration.png", "raw_tokens": "data_efficiency.png"}
+"""The demo's names for two of ``bolt.report.plots``' figures."""
