@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bolt.errors import BoltError
+
+if TYPE_CHECKING:
+    from bolt.teachers.cache import TeacherCache
+    from bolt.teachers.chat import Spend
 
 
 @dataclass(frozen=True)
@@ -18,15 +22,9 @@ class LatentRequest:
     text: str
 
 
+@runtime_checkable
 class Teacher(Protocol):
-    """A backend that writes one latent per request, in order (local teachers: hf, oracle).
-
-    Prompt teachers (the chat APIs, vLLM) instead answer rendered chat prompts, which
-    lets them serve every ``--method``: they have ``complete(prompts, cache)`` returning
-    an answer (or ``None``) per prompt and the reasons of failures, a ``spend``
-    (``chat.Spend``) counting what they sent, and ``report(spend)`` describing a spend
-    (theirs, or the sum of a sharded run's shards).
-    """
+    """A backend that writes one latent per request, in order (local teachers: hf, oracle)."""
 
     name: str
 
@@ -37,6 +35,40 @@ class Teacher(Protocol):
     def write_latents(self, requests: list[LatentRequest]) -> list[str]: ...
 
 
+@runtime_checkable
+class PromptTeacher(Protocol):
+    """A backend that answers rendered chat prompts (the chat APIs, vLLM), so it serves every
+    ``--method`` (latent, wrap, wrap-cot). Answers go through the shared cache as they arrive."""
+
+    name: str
+    spend: Spend
+    """What this teacher sent and received in this process."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def complete(self, prompts: list, cache: TeacherCache) -> tuple[list[str | None], dict[str, str]]:
+        """An answer (or None) per prompt, and the reason of each failure by request key."""
+        ...
+
+    def report(self, spend: Spend | None = None) -> dict[str, Any]:
+        """A spend (this teacher's, or the sum of a sharded run's shards) for spend.json."""
+        ...
+
+
+@runtime_checkable
+class PricedTeacher(PromptTeacher, Protocol):
+    """A prompt teacher that pays per token: it prices a run before sending anything (``--dry-run``)
+    and counts the cached answers a run used."""
+
+    def requests(self, prompts: list) -> list[tuple[str, dict[str, Any]]]:
+        """(cache key, request body) per prompt."""
+        ...
+
+    def estimate(self, prompts: list, cache: TeacherCache) -> dict[str, Any]: ...
+
+    def use_answers(self, keys: list[str], cache: TeacherCache) -> dict[str, tuple[str, int, int, int]]: ...
+
+
 BACKENDS = {
     "anthropic": "bolt.teachers.api_teacher:anthropic_teacher",
     "hf": "bolt.teachers.hf_local:HFTeacher",
@@ -44,6 +76,7 @@ BACKENDS = {
     "vllm": "bolt.teachers.vllm_offline:VLLMTeacher",
     "oracle": "bolt.apps.world.world:OracleTeacher",
 }
+"""Backend name -> ``module:constructor``, imported only when that backend is built."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +100,11 @@ class TeacherSpec:
                 "set the key in the environment or an --env-file."
             )
 
-    def build(self) -> Teacher:
+    def build(self) -> Teacher | PromptTeacher:
         return make_teacher(self.name, **self.options)
 
 
-def make_teacher(name: str, **options: Any) -> Teacher:
+def make_teacher(name: str, **options: Any) -> Teacher | PromptTeacher:
     if name not in BACKENDS:
         raise BoltError(f"unknown --teacher {name!r}; available: {', '.join(sorted(BACKENDS))}.")
     module_name, class_name = BACKENDS[name].split(":")

@@ -47,7 +47,7 @@ from bolt.core.records import (
 )
 from bolt.core.rundir import RunDir, partial_key, run_dir_for_file, run_stage
 from bolt.core.scrub import scrub, scrub_data
-from bolt.teachers.base import LatentRequest, Teacher, TeacherSpec
+from bolt.teachers.base import LatentRequest, PricedTeacher, PromptTeacher, Teacher, TeacherSpec
 from bolt.teachers.prompts import METHODS, PromptTemplate, load_templates
 
 CACHE_NAME = "teacher-cache.sqlite"
@@ -368,7 +368,7 @@ def _finish_prompts(
 
     failures = {key: reason for result in results for key, reason in result["failures"].items()}
     prompts, _ = build_prompts(documents, config, templates)
-    if hasattr(teacher, "use_answers"):
+    if isinstance(teacher, PricedTeacher):
         cache = TeacherCache(cache_path)
         try:
             teacher.use_answers([key for key, _ in teacher.requests(prompts)], cache)
@@ -464,7 +464,7 @@ def synthesize_stage(
         "synthesize": config,
     }
     templates = None
-    if hasattr(live, "complete"):
+    if isinstance(live, PromptTeacher):
         templates = load_templates(config.prompt_file, config.method)
         stage_config["templates"] = sorted(template.version for template in templates.values())
     elif config.method != "latent":
@@ -539,7 +539,7 @@ def synthesize_estimate(
 ) -> dict:
     """``--dry-run``: requests, estimated tokens and cost of a run, sending nothing."""
     config.validate()
-    if not hasattr(teacher, "estimate"):
+    if not isinstance(teacher, PricedTeacher):
         raise BoltError(f"--dry-run estimates API costs; --teacher {teacher.name} does not call an API.")
     from bolt.teachers.cache import TeacherCache
 
