@@ -83,7 +83,7 @@ def test_no_command_is_a_usage_error(capsys):
 
 # --- the public CLI surface ---------------------------------------------------------
 
-HELP = {"-h", "--help"}
+HELP = {"-h", "--help", "--config"}  # every command: its help, and its options from a YAML file (--config)
 SEED = {"--seed"}
 OVERWRITE = {"--overwrite"}  # every command that writes stage outputs into a run directory
 SURFACE = {
@@ -698,7 +698,8 @@ def test_train_bad_layout_is_refused_with_the_choices(tiny_latents, tmp_path, ca
 
 
 def test_flag_choices_are_the_stages_own():
-    """The CLI spells out the choices so that parsing imports no stage; they must not drift."""
+    """The CLI takes its choices from bolt.core.choices (parsing imports no stage); the stages, the layout enum
+    and the teacher registry must agree with them."""
     from bolt import cli
     from bolt.estep.stage import PROPOSALS
     from bolt.estep.backends import BACKENDS as ESTEP_BACKENDS

@@ -20,9 +20,10 @@ import time
 import warnings
 from pathlib import Path
 
+from bolt.core.choices import ESTEP_BACKENDS, LAYOUTS, M_STEP_DATA, METHODS, PRECISIONS, PROPOSALS
 from bolt import __version__
 from bolt.errors import BoltError
-from bolt.em.loop import M_STEP_DATA, PROPOSALS, LoopConfig, demo_loop, paper_loop_for_the_world
+from bolt.em.loop import LoopConfig, demo_loop, paper_loop_for_the_world
 from bolt.core.scrub import scrub
 
 EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
@@ -30,10 +31,6 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 # Choices of the flags that name one of a stage's fixed set of values, spelled out here so that
 # parsing needs no stage imports (tests/test_cli.py checks them against the stages' own lists).
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
-METHODS = ("latent", "wrap", "wrap-cot")
-LAYOUTS = ("random", "joint", "posterior", "prior-only", "posterior-only", "pure", "raw")
-ESTEP_BACKENDS = ("hf", "vllm")
-PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 
 def _add_seed(parser: argparse.ArgumentParser) -> None:
@@ -1446,6 +1443,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for build, _ in COMMANDS.values():
         build(sub)
+    for command in COMMANDS:
+        _subparser(parser, command).add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE.yaml",
+            help="take this command's options from a YAML file: long flag names (seq-len: 2048) and positionals "
+            "(input: data.jsonl) as keys, or a run directory's config.yaml to run it again; flags on the command "
+            "line win",
+        )
     return parser
 
 
@@ -1555,9 +1561,41 @@ def _mark_failed(args, started: float, error: BaseException) -> None:
             pass
 
 
+def _read_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """``--config FILE``: the file's options become the command's defaults before parsing."""
+    from bolt import config_file
+
+    path = config_file.config_path(argv)
+    command = next((arg for arg in argv if arg in COMMANDS), None)
+    if path is None or command is None:
+        return
+    subparser = _subparser(parser, command)
+    config_file.apply(subparser, config_file.read(path, command), path)
+
+
+def _write_config(parser: argparse.ArgumentParser, args, started: float) -> None:
+    """``config.yaml`` in the run directory this command wrote (OUT.run/ of a file output, OUT/ of a directory)."""
+    from bolt import config_file
+    from bolt.core.rundir import RunDir, run_dir_for_file
+
+    output = getattr(args, "output", None)
+    if output is None or os.environ.get("RANK", "0") != "0":
+        return
+    for run in (run_dir_for_file(output), RunDir(output)):
+        if run.manifest_path.is_file() and run.manifest_path.stat().st_mtime >= started - 1:
+            config_file.write(run.path, config_file.resolved(_subparser(parser, args.command), args, args.command))
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        _read_config(parser, list(sys.argv[1:] if argv is None else argv))
+    except BoltError as exc:
+        print(f"bolt: error: {scrub(exc)}", file=sys.stderr)
+        return exc.exit_code
+    args = parser.parse_args(argv)
     if argv is None:  # manifests record sys.argv: keep no credentials there (a --base-url http://user:KEY@host, say)
         sys.argv[:] = [scrub(arg) for arg in sys.argv]
     warnings.formatwarning = lambda message, category, *rest: f"bolt: warning: {scrub(message)}\n"
@@ -1573,6 +1611,7 @@ def main(argv: list[str] | None = None) -> int:
         _refuse_api_flags(args)
         _resolve_models(args)
         result = COMMANDS[args.command][1](args)
+        _write_config(parser, args, started)
     except BoltError as exc:
         _mark_failed(args, started, exc)
         print(f"bolt {args.command}: error: {scrub(exc)}", file=sys.stderr)
