@@ -18,18 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable, Sequence
 
+from bolt.core.choices import EXECUTORS, ExecutorKind
 from bolt.core.progress import progress_bar
 
 from bolt.errors import BoltError
-
-EXECUTORS = ("local", "ray")
 
 
 @dataclass
 class ExecutorConfig:
     """How a sharded stage is run."""
 
-    kind: str = "local"
+    kind: ExecutorKind = "local"
     """local: shards one after another in this process; ray: one Ray task per shard."""
     workers: int = 1
     """Shards (and, with Ray, tasks running at once)."""

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bolt.core.choices import M_STEP_DATA, PROPOSALS, MStepData, Proposal
 from bolt.errors import BoltError
-
-PROPOSALS = ("posterior", "prior")
-M_STEP_DATA = ("bootstrap", "teacher+bootstrap")
 
 
 @dataclass
@@ -21,7 +19,7 @@ class LoopConfig:
     """EM iterations after the warm start (the paper shows at least 3)."""
     samples: int = 4
     """K, Monte Carlo candidates per chunk in the chain's E-steps (the paper's main runs: 4)."""
-    proposal: str = "posterior"
+    proposal: Proposal = "posterior"
     """Where the candidates come from: the model's posterior q(Z|X) (the paper) or its prior
     p(Z|prefix) (``EStepConfig.proposal``); the importance weights are exact either way."""
     temperature: float = 1.0
@@ -29,7 +27,7 @@ class LoopConfig:
     actually sampled from, so any temperature targets the same posterior."""
     max_latent_tokens: int = 128
     """Latent budget per candidate (the paper: 1024)."""
-    m_step_data: str = "bootstrap"
+    m_step_data: MStepData = "bootstrap"
     """``bootstrap``: every M-step trains on the bootstrap corpus with the latents the previous
     model inferred (the paper); ``teacher+bootstrap``: the warm start's teacher latents too."""
     continue_from_previous: bool = False

@@ -32,12 +32,13 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 
 import numpy as np
 import torch
+from bolt.core.choices import EStepBackend, Proposal
 from bolt.core.progress import progress_bar, run_name
 
 from bolt.errors import BoltError
 from bolt.estep.importance import effective_sample_size, iwae_bound, log_importance_weights, resample_index
 from bolt.core.layouts import encode
-from bolt.em.loop import PROPOSALS
+from bolt.core.choices import PROPOSALS
 from bolt.estep.backends import BACKENDS, HFBackend, LatentBackend, make_backend
 from bolt.core.executors import ExecutorConfig, run_shards
 from bolt.core.modeling import check_model_dir, load_tokenizer, model_fingerprint, resolve_device
@@ -76,9 +77,9 @@ class EStepConfig:
     """Longest sequence the model may see; default: the model's max_position_embeddings."""
     keep_candidates: bool = False
     """Also store all K candidates with their scores in each chunk record."""
-    backend: str = "hf"
+    backend: EStepBackend = "hf"
     """Engine that samples and scores: hf (transformers, the reference) or vllm (GPU, optional extra)."""
-    proposal: str = "posterior"
+    proposal: Proposal = "posterior"
     """Where the K candidates come from: ``posterior`` (the paper: the model as q(Z | X), prompt
     ``... SoL EoL X SoL POST``) or ``prior`` (the model's own prior p(Z | prefix), prompt
     ``... SoL PRIOR``, so the weight reduces to p(X | Z, prefix) at temperature 1). Both are

@@ -22,9 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from bolt.core.choices import METHODS
 from bolt.errors import BoltError
-
-METHODS = ("latent", "wrap", "wrap-cot")
 
 
 @dataclass(frozen=True)

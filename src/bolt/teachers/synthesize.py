@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Collection, Iterable, Iterator
 
+from bolt.core.choices import Method
 from bolt.core.progress import progress_bar
 
 from bolt.errors import BoltError
@@ -59,7 +60,7 @@ TRUNCATED = "teacher_truncated"
 class SynthesizeConfig:
     """What the teacher writes and how chunks are sent to it."""
 
-    method: str = "latent"
+    method: Method = "latent"
     """``latent`` (a thought per chunk), ``wrap`` (a rephrased document in one of four styles) or ``wrap-cot``."""
     prompt_file: Path | None = None
     """JSON templates replacing the built-in ones of ``method`` (prompt teachers)."""

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from bolt.core.choices import PRECISIONS, LayoutName, Precision
 from bolt.core.progress import progress_bar
 
 from bolt.errors import BoltError
@@ -53,9 +54,6 @@ from bolt.core.records import (
 from bolt.core.rundir import RunDir, config_to_json, file_sha256
 from bolt.core.special_tokens import MarkerIds, add_latent_tokens, marker_ids
 from bolt.core.token_store import StoreKey, open_token_store
-
-
-PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 
 def resolve_precision(precision: str) -> str:
@@ -95,7 +93,7 @@ class TrainConfig:
     """HF model directory to continue from, or a preset name (tiny, small) to start from scratch."""
     from_scratch: bool = False
     """Re-initialise the weights of ``model`` from its config (keeps its tokenizer and architecture)."""
-    layout: str = "random"
+    layout: LayoutName = "random"
     """random, joint, posterior, prior-only, posterior-only, pure or raw (see bolt.core.layouts)."""
     raw_ratio: float = 0.0
     """Share of documents rendered without latents each epoch (mix-in-raw)."""
@@ -118,7 +116,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     clip: float = 1.0
     """Gradient-norm clipping threshold."""
-    precision: str = "no"
+    precision: Precision = "no"
     """Mixed precision: no, bf16, fp16 or auto. "no" leaves the choice to the launcher
     (``accelerate launch --mixed_precision bf16``). "auto" takes bf16 where this device computes
     it faster than fp32 (``resolve_precision``): bf16 is faster on CPUs with AVX-512 BF16 or AMX,
