@@ -87,6 +87,9 @@ def test_finetune_eval_over_seeds_and_rerun(tiny_trained_model, world_data, tmp_
         assert gen_kwargs["do_sample"] and gen_kwargs["temperature"] == 0.6 and gen_kwargs["top_p"] == 0.9
     assert json.loads((tmp_path / "finetune_eval.json").read_text()) == result
 
+    manifest = json.loads((tmp_path / "seed-0" / "model" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["summary"]["steps"] == 12 and manifest["seed"] == 0
+
     monkeypatch.setattr(finetune, "finetune", lambda *a, **k: pytest.fail("a finished seed was fine-tuned again"))
     assert finetune_eval(tiny_trained_model, tmp_path, config) == result
 

@@ -17,8 +17,6 @@ Every seed's model and evaluation are kept and skipped on a rerun.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from bolt.errors import BoltError
 from bolt.core.layouts import encode
 from bolt.core.modeling import load_model, load_tokenizer, model_fingerprint
 from bolt.core.records import write_json
-from bolt.core.rundir import RunDir, config_to_json
+from bolt.core.rundir import RunDir
 from bolt.report.tables import summarize
 
 
@@ -163,19 +161,18 @@ def finetune_eval(model_dir: Path, output: Path, config: FinetuneConfig) -> dict
         seed=config.first_seed,
     )
     pairs = training_pairs(config.task, config.data_dir, config.max_train_examples)
-    key = hashlib.sha256(
-        json.dumps(
-            [model_fingerprint(model_dir), config_to_json(dataclasses.replace(config, seeds=0, limit=None, samples=0))],
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
+    # what makes a seed's fine-tuned model: the base model and the training settings (not the evaluation's)
+    identity = {
+        "model_fingerprint": model_fingerprint(model_dir),
+        "finetune": dataclasses.replace(config, seeds=0, limit=None, samples=0),
+    }
     per_seed = []
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         tuned = output / f"seed-{seed}" / "model"
-        marker = tuned / "finetune.json"
-        if not (marker.is_file() and json.loads(marker.read_text()).get("key") == key):
-            summary = finetune(model_dir, pairs, config, seed, tuned)
-            write_json(marker, summary | {"key": key})
+        seed_run = RunDir(tuned)
+        if not seed_run.is_complete(identity | {"seed": seed}):
+            seed_run.start("finetune", identity | {"seed": seed}, seed=seed)
+            seed_run.finish(**finetune(model_dir, pairs, config, seed, tuned))
         evaluation = TaskRunConfig(
             tasks=[config.task],
             data_dir=config.data_dir,
