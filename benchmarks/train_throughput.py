@@ -34,10 +34,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
+from bolt.apps.world.world import WorldConfig, world_documents
 from bolt.core.modeling import byte_llama
 from bolt.core.special_tokens import add_latent_tokens
 from bolt.train.training import TrainConfig, train
-from bolt.apps.world.world import WorldConfig, world_documents
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

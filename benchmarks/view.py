@@ -21,8 +21,8 @@ from pathlib import Path
 
 
 def write_latents(path: Path, chunks: int, k: int = 4, seed: int = 0) -> None:
-    from bolt.estep.importance import effective_sample_size
     from bolt.core.records import write_jsonl
+    from bolt.estep.importance import effective_sample_size
 
     rng = random.Random(seed)
     documents = []

@@ -23,10 +23,10 @@ settings.load_profile("bolt")
 @pytest.fixture(scope="session")
 def tiny_latents(tmp_path_factory):
     """Embedded-world corpora chunked by `bolt chunk` (several sentences per chunk), with oracle latents."""
-    from bolt.core.chunking import ChunkConfig, chunk_stage
-    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
-    from bolt.teachers import make_teacher
     from bolt.apps.world.world import WorldConfig, write_world
+    from bolt.core.chunking import ChunkConfig, chunk_stage
+    from bolt.teachers import make_teacher
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 
     directory = tmp_path_factory.mktemp("world")
     world = WorldConfig(warm_documents=8, bootstrap_documents=4, heldout_documents=2, questions=6)

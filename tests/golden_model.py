@@ -10,7 +10,7 @@ VOCAB = ["<s>", "</s>", "<pad>", "a", "b", "c", SOL, EOL, PRIOR, POST]
 
 
 def golden_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.WordLevel(vocab={token: i for i, token in enumerate(VOCAB)}, unk_token="<pad>"))

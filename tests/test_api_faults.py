@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from bolt.errors import BoltError, EnvironmentFault
 from bolt.core.records import Chunk, Document, write_jsonl
 from bolt.core.scrub import REDACTED, register, scrub, scrub_data, scrub_url
+from bolt.errors import BoltError, EnvironmentFault
 
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from bolt.cli import main
-from bolt.errors import BoltError
 from bolt.core.records import Chunk, Document, write_jsonl
+from bolt.errors import BoltError
 from bolt.teachers.prompts import LATENT_V1, WRAP_COT_V1, WRAP_V1, load_templates
 
 pytest.importorskip("openai")

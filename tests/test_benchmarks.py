@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 
-from bolt.evaluate.tasks import TASKS
 from bolt.core.special_tokens import EOL, LATENT_TOKENS, PRIOR, SOL
+from bolt.evaluate.tasks import TASKS
 
 FEWSHOT = {"gsm8k_cot": 8, "math_cot": 4, "mmlu_stem_cot": 4, "world": 0}
 
@@ -166,11 +166,11 @@ def test_a_rerun_skips_finished_tasks(all_tasks_run, marker_happy_model, monkeyp
 def test_world_latent_through_the_harness_matches_bolts_own_answers(marker_happy_model, data_dir, tmp_path):
     """The same greedy generation as `bolt eval --questions` (BOS, SoL PRIOR, stop at SoL); the standard
     variant bans the markers this model loves."""
-    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
-    from bolt.evaluate.stage import EvalConfig, answer_questions, read_questions
+    from bolt.apps.world.world import ANSWER_PATTERN
     from bolt.core.modeling import load_model, load_tokenizer
     from bolt.core.special_tokens import marker_ids
-    from bolt.apps.world.world import ANSWER_PATTERN
+    from bolt.evaluate.stage import EvalConfig, answer_questions, read_questions
+    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
 
     questions = read_questions(data_dir / "world" / "test.jsonl")
     tokenizer, model = load_tokenizer(marker_happy_model), load_model(marker_happy_model)
@@ -213,8 +213,8 @@ def test_several_samples_give_maj_and_pass_at_k(marker_happy_model, data_dir, tm
 
 
 def test_offline_without_data_dir_says_how_to_fix(marker_happy_model, tmp_path):
-    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
     from bolt.errors import BoltError
+    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
 
     with pytest.raises(BoltError, match="--data-dir"):
         run_tasks(marker_happy_model, tmp_path, TaskRunConfig(tasks=["gsm8k_cot"], limit=1))
@@ -223,8 +223,8 @@ def test_offline_without_data_dir_says_how_to_fix(marker_happy_model, tmp_path):
 
 
 def test_unknown_task_lists_the_known_ones():
-    from bolt.evaluate.tasks.harness import TaskRunConfig
     from bolt.errors import BoltError
+    from bolt.evaluate.tasks.harness import TaskRunConfig
 
     with pytest.raises(BoltError, match="gsm8k_cot_latent"):
         TaskRunConfig(tasks=["gsm8k"]).validate()

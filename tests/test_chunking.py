@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bolt.core.chunking import ChunkConfig, chunk_document, chunk_lengths, chunk_stage, split_units, with_prefixes
-from bolt.errors import BoltError
 from bolt.core.records import CorpusDocument, Document, read_documents
 from bolt.core.rundir import file_sha256
+from bolt.errors import BoltError
 
 WORDS = [
     "the",

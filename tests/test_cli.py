@@ -15,8 +15,8 @@ import torch
 
 from bolt import __version__
 from bolt.cli import COMMANDS, build_parser, main
-from bolt.errors import BoltError
 from bolt.em.loop import LoopConfig, demo_loop
+from bolt.errors import BoltError
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -701,9 +701,9 @@ def test_flag_choices_are_the_stages_own():
     """The CLI takes its choices from bolt.core.choices (parsing imports no stage); the stages, the layout enum
     and the teacher registry must agree with them."""
     from bolt import cli
-    from bolt.estep.stage import PROPOSALS
-    from bolt.estep.backends import BACKENDS as ESTEP_BACKENDS
     from bolt.core.layouts import Layout
+    from bolt.estep.backends import BACKENDS as ESTEP_BACKENDS
+    from bolt.estep.stage import PROPOSALS
     from bolt.teachers.base import BACKENDS as TEACHERS
     from bolt.teachers.prompts import METHODS
     from bolt.train.training import PRECISIONS

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from bolt.cli import main
-from bolt.evaluate.contamination import ContaminationConfig, contamination, ngrams, words
-from bolt.errors import BoltError
 from bolt.core.records import write_jsonl
+from bolt.errors import BoltError
+from bolt.evaluate.contamination import ContaminationConfig, contamination, ngrams, words
 
 GSM8K_TEST = [
     {

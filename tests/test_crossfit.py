@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bolt.em.crossfit import in_fold, merge_folds, write_fold_inputs
 from bolt.core.records import Chunk, Document, read_documents, write_jsonl
+from bolt.em.crossfit import in_fold, merge_folds, write_fold_inputs
 
 
 def _documents(n: int) -> list[Document]:

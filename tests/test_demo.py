@@ -9,9 +9,9 @@ import json
 import pytest
 
 from bolt.apps.world.demo import DemoConfig, _prepare_seed, run_demo
-from bolt.em.loop import LoopConfig, demo_loop
-from bolt.core.records import read_documents
 from bolt.apps.world.world import REPHRASE_STYLES, WorldConfig, latent_is_correct, with_reasoning
+from bolt.core.records import read_documents
+from bolt.em.loop import LoopConfig, demo_loop
 
 pytestmark = pytest.mark.slow
 

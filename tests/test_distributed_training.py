@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import bolt
-from bolt.train import training
 from bolt.core.rundir import file_sha256
+from bolt.train import training
 from bolt.train.training import TrainConfig, train
 
 SRC = Path(bolt.__file__).resolve().parents[1]

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from bolt.apps.world.world import WorldConfig
+from bolt.core.records import read_documents
 from bolt.em.engine import EMConfig, run_em
 from bolt.em.loop import LoopConfig
 from bolt.errors import BoltError
-from bolt.core.records import read_documents
-from bolt.apps.world.world import WorldConfig
 
 
 @pytest.mark.slow

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from bolt.errors import BoltError
-from bolt.estep.stage import EStepConfig, estep_stage, fit_context
-from bolt.estep.importance import effective_sample_size, iwae_bound, resample_index
 from bolt.core.records import read_documents
+from bolt.errors import BoltError
+from bolt.estep.importance import effective_sample_size, iwae_bound, resample_index
 from bolt.estep.sampling import SamplingConfig
+from bolt.estep.stage import EStepConfig, estep_stage, fit_context
 
 
 def test_fit_context_cuts_prefix_first_then_end_of_text():

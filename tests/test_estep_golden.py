@@ -11,7 +11,13 @@ import itertools
 
 import numpy as np
 import pytest
+from golden_model import VOCAB, golden_model, golden_tokenizer
 
+from bolt.core.records import Chunk, Document
+from bolt.core.special_tokens import marker_ids
+from bolt.estep.importance import logsumexp
+from bolt.estep.sampling import SamplingConfig
+from bolt.estep.scoring import score
 from bolt.estep.stage import (
     ChunkContext,
     EStepConfig,
@@ -21,12 +27,6 @@ from bolt.estep.stage import (
     prior_prompt,
     run_batch,
 )
-from bolt.estep.importance import logsumexp
-from bolt.core.records import Chunk, Document
-from bolt.estep.sampling import SamplingConfig
-from bolt.estep.scoring import score
-from bolt.core.special_tokens import marker_ids
-from golden_model import VOCAB, golden_model, golden_tokenizer
 
 MAX_LATENT = 2
 PREFIX, TEXT = "a b", "c a"

@@ -7,11 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bolt.estep.stage as estep
-from bolt.errors import BoltError
-from bolt.estep.stage import EStepConfig, estep_stage
 from bolt.core.executors import ExecutorConfig, split_shards
 from bolt.core.records import read_documents
+from bolt.errors import BoltError
 from bolt.estep.sampling import SamplingConfig
+from bolt.estep.stage import EStepConfig, estep_stage
 
 
 def _config() -> EStepConfig:

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 
-from bolt.evaluate.finetune import FinetuneConfig, finetune_eval, supervised_batches, training_pairs
 from bolt.core.special_tokens import EOL, PRIOR, SOL
+from bolt.evaluate.finetune import FinetuneConfig, finetune_eval, supervised_batches, training_pairs
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +154,11 @@ def _graded(harness_task, response: str) -> dict:
 def test_finetune_pairs_are_the_evaluations_prompt_and_a_target_it_grades_right(task, latent, tmp_path):
     """The fine-tuning prompt is lm-eval's own zero-shot prompt for the row (what the evaluation after
     fine-tuning shows), the target has the exemplars' form, and upstream's metrics grade it right."""
-    from test_benchmarks import _upstream_task
     from lm_eval.tasks import TaskManager
+    from test_benchmarks import _upstream_task
 
-    from bolt.evaluate.tasks.upstream import build_tasks
     from bolt.core.records import write_jsonl
+    from bolt.evaluate.tasks.upstream import build_tasks
 
     name, folder, row, standard_target, latent_target = FINETUNE_GOLDEN[task]
     for split in ("train", "test"):
@@ -185,9 +185,9 @@ def test_finetune_pairs_are_the_evaluations_prompt_and_a_target_it_grades_right(
 def test_several_samples_add_upstreams_majority_vote(task, latent, tmp_path):
     """With K samples per question the upstream tasks gain upstream's self-consistency filter (the
     last filter's extraction, then majority_vote): a first sample that is wrong, a majority that is right."""
+    from bolt.core.records import write_jsonl
     from bolt.evaluate.tasks.harness import _metrics
     from bolt.evaluate.tasks.upstream import build_tasks
-    from bolt.core.records import write_jsonl
 
     _, folder, row, standard_target, latent_target = FINETUNE_GOLDEN[task]
     write_jsonl(tmp_path / folder / "test.jsonl", [row])

@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("lm_eval", reason="the 'eval' extra is part of the 'test' extra: pip install -e '.[test]'")
 pytest.importorskip("math_verify")
 
-from bolt.evaluate.tasks import hooks
+from bolt.core.special_tokens import EOL, SOL
 from bolt.errors import BoltError
 from bolt.evaluate.grading import after_latent, last_boxed, math_answer, math_equivalent
-from bolt.core.special_tokens import EOL, SOL
+from bolt.evaluate.tasks import hooks
 
 GSM8K_DOC = {"question": "q", "answer": "Work: 3 + 15 = <<3+15=18>>18.\n#### 1,018"}
 MATH_DOC = {"problem": "p", "solution": "So it is $\\boxed{\\frac{3}{4}}$."}

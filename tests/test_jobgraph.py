@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from bolt.errors import BoltError
 from bolt.core.jobgraph import Job, run_graph
+from bolt.errors import BoltError
 
 
 def _square(x: int, done: dict) -> int:

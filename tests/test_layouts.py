@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bolt.errors import BoltError
 from bolt.core.layouts import Layout, TokenizedDocument, encode, render, tokenize_document
 from bolt.core.modeling import preset_model
 from bolt.core.records import Chunk, Document
 from bolt.core.special_tokens import LATENT_TOKENS, MarkerIds, add_latent_tokens, marker_ids
+from bolt.errors import BoltError
 
 
 @pytest.fixture(scope="module")

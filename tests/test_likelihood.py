@@ -6,16 +6,16 @@ import json
 
 import pytest
 import torch
+from golden_model import golden_model, golden_tokenizer
 
-from bolt.estep.stage import EStepConfig, estep_stage
-from bolt.evaluate.stage import EvalConfig, likelihood_bounds, load_eval_documents, nll
-from bolt.estep.importance import iwae_bound
 from bolt.core.layouts import encode
 from bolt.core.modeling import load_model, load_tokenizer
 from bolt.core.records import Chunk, Document
-from bolt.estep.sampling import SamplingConfig
 from bolt.core.special_tokens import marker_ids
-from golden_model import golden_model, golden_tokenizer
+from bolt.estep.importance import iwae_bound
+from bolt.estep.sampling import SamplingConfig
+from bolt.estep.stage import EStepConfig, estep_stage
+from bolt.evaluate.stage import EvalConfig, likelihood_bounds, load_eval_documents, nll
 
 
 def test_nll_is_the_token_by_token_log_loss():

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bolt.train import training
-from bolt.core.chunking import ChunkConfig, chunk_stage
 from bolt.cli import main
-from bolt.errors import BoltError
+from bolt.core.chunking import ChunkConfig, chunk_stage
 from bolt.core.records import atomic_path, write_jsonl
 from bolt.core.rundir import RunDir
+from bolt.errors import BoltError
+from bolt.train import training
 from bolt.train.training import TrainConfig, train
 
 TRAIN = dict(model="tiny", seq_len=64, batch_size=2, lr=3e-3, log_every=1)
@@ -285,8 +285,8 @@ def test_a_damaged_chunk_output_is_recomputed_with_a_warning(tiny_latents, tmp_p
 
 
 def test_a_damaged_estep_output_is_recomputed(tiny_trained_model, tiny_latents, tmp_path):
-    from bolt.estep.stage import EStepConfig, estep_stage
     from bolt.estep.sampling import SamplingConfig
+    from bolt.estep.stage import EStepConfig, estep_stage
 
     output = tmp_path / "latents.jsonl"
     config = EStepConfig(samples=2, seed=0, sampling=SamplingConfig(max_new_tokens=8), batch_prompts=4)

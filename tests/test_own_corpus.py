@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bolt.cli import main
-from bolt.errors import BoltError
 from bolt.core.modeling import model_path, preset_model
+from bolt.errors import BoltError
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -242,8 +242,8 @@ def test_eval_warns_on_empty_answers_and_counts_them(tiny_trained_model, tmp_pat
 
 
 def test_eval_warns_when_gold_answers_cannot_match_the_pattern(tiny_trained_model, tmp_path, capsys):
-    from bolt.evaluate.stage import EvalConfig, gold_answer_check
     from bolt.apps.world.world import ANSWER_PATTERN
+    from bolt.evaluate.stage import EvalConfig, gold_answer_check
 
     questions = [{"prompt": "p", "answer": a} for a in ("MIT", "Apache-2.0", "7")]
     with pytest.warns(UserWarning, match="2 of 3 gold answers .* can never match the default --answer-pattern"):
@@ -394,9 +394,9 @@ def test_em_defaults_and_budget_flags(captured_em, tmp_path, capsys):
 
 
 def test_world_keeps_a_given_answer_pattern(tmp_path):
+    from bolt.apps.world.world import ANSWER_PATTERN, WorldConfig
     from bolt.em.engine import EMConfig, _prepare_world
     from bolt.evaluate.stage import EvalConfig
-    from bolt.apps.world.world import ANSWER_PATTERN, WorldConfig
 
     world = WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2)
     assert _prepare_world(EMConfig(world=world), tmp_path / "a").eval.answer_pattern == ANSWER_PATTERN
@@ -407,8 +407,8 @@ def test_world_keeps_a_given_answer_pattern(tmp_path):
 
 
 def test_estep_warning_names_the_budget_of_each_command(tiny_trained_model, tiny_latents, tmp_path):
-    from bolt.estep.stage import EStepConfig, estep_stage
     from bolt.estep.sampling import SamplingConfig
+    from bolt.estep.stage import EStepConfig, estep_stage
 
     config = EStepConfig(samples=1, sampling=SamplingConfig(max_new_tokens=1))
     with pytest.warns(UserWarning) as caught:

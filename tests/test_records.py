@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bolt.errors import BoltError
 from bolt.core.records import (
     CHUNKS_FORMAT,
     LATENTS_FORMAT,
@@ -27,6 +26,7 @@ from bolt.core.records import (
     write_json,
     write_jsonl,
 )
+from bolt.errors import BoltError
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from smollm2 import export_smollm2, gguf_location
 
 pytestmark = pytest.mark.slow
@@ -36,11 +35,11 @@ def smollm2():
 def pipeline(smollm2, tmp_path_factory):
     """chunk -> synthesize (hf teacher) -> train -> estep, on real text."""
     from bolt.core.chunking import ChunkConfig, chunk_stage
-    from bolt.estep.stage import EStepConfig, estep_stage
     from bolt.core.records import write_jsonl
     from bolt.estep.sampling import SamplingConfig
-    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
+    from bolt.estep.stage import EStepConfig, estep_stage
     from bolt.teachers import make_teacher
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
     from bolt.train.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("smollm2")
@@ -93,12 +92,12 @@ def test_trained_model_is_a_standard_hf_directory(pipeline):
 def test_estep_scores_exactly_the_sampled_ids(pipeline):
     """log p(Z, X) recomputed from the stored latent (text, or ids when the text does not
     re-tokenise to them) equals the recorded score."""
-    from bolt.estep.stage import ChunkContext, joint_sequence
     from bolt.core.layouts import encode
     from bolt.core.modeling import load_model, load_tokenizer
     from bolt.core.records import read_documents
-    from bolt.estep.scoring import score
     from bolt.core.special_tokens import marker_ids
+    from bolt.estep.scoring import score
+    from bolt.estep.stage import ChunkContext, joint_sequence
 
     tokenizer = load_tokenizer(pipeline / "model")
     model = load_model(pipeline / "model").eval()
@@ -120,8 +119,8 @@ def test_estep_scores_exactly_the_sampled_ids(pipeline):
 
 
 def test_eval_on_the_real_model(pipeline, smollm2):
-    from bolt.evaluate.stage import EvalConfig, eval_stage
     from bolt.core.records import write_jsonl
+    from bolt.evaluate.stage import EvalConfig, eval_stage
 
     write_jsonl(pipeline / "questions.jsonl", [{"prompt": "Question: 2 + 3 = ? Answer:", "answer": "5"}])
     config = EvalConfig(iwae_samples=[1, 2], uniform_units=2, max_latent_tokens=6, max_answer_tokens=8)

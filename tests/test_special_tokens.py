@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bolt.errors import BoltError
 from bolt.core.modeling import byte_tokenizer, preset_model
 from bolt.core.special_tokens import LATENT_TOKENS, add_latent_tokens, marker_ids
+from bolt.errors import BoltError
 
 
 class RefusingTokenizer:

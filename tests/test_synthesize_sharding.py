@@ -15,11 +15,11 @@ import pytest
 
 import bolt.teachers.synthesize as synthesize
 from bolt.cli import main
-from bolt.errors import BoltError
 from bolt.core.executors import ExecutorConfig
 from bolt.core.records import read_documents
-from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
+from bolt.errors import BoltError
 from bolt.teachers import TeacherSpec, make_teacher
+from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 
 ORACLE = TeacherSpec("oracle", {"error_rate": 0.3, "seed": 2})
 KEY = f"sk-test-{uuid.uuid4().hex}"

@@ -17,17 +17,17 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from window_recorder import record_windows
 
 from bolt.core import token_store
-from bolt.train import training
-from bolt.errors import BoltError
 from bolt.core.layouts import Layout, TokenizedDocument, render, rendered_length, tokenize_document
 from bolt.core.modeling import byte_tokenizer
 from bolt.core.records import Chunk, Document, is_chunked_file, read_corpus, read_documents
 from bolt.core.special_tokens import LATENT_TOKENS, MarkerIds, marker_ids
 from bolt.core.token_store import StoreKey, TokenStore, open_token_store, tokenizer_fingerprint
+from bolt.errors import BoltError
+from bolt.train import training
 from bolt.train.training import TrainConfig, train, window_stream
-from window_recorder import record_windows
 
 
 def marked(tokenizer):

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from window_recorder import record_windows
 
-from bolt.train import training
-from bolt.errors import BoltError
 from bolt.core.layouts import TokenizedDocument
 from bolt.core.modeling import byte_tokenizer, preset_model
 from bolt.core.rundir import config_to_json, file_sha256
 from bolt.core.special_tokens import LATENT_TOKENS, MarkerIds, add_latent_tokens
+from bolt.errors import BoltError
+from bolt.train import training
 from bolt.train.training import TrainConfig, plan_steps, train, window_stream
-from window_recorder import record_windows
 
 BYTE_VOCAB = 259  # 256 bytes + <s>, </s>, <pad>
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bolt.cli import main
-from bolt.errors import BoltError
-from bolt.core.records import write_jsonl
 from bolt.apps.view import collect, view
+from bolt.cli import main
+from bolt.core.records import write_jsonl
+from bolt.errors import BoltError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -20,8 +20,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def estep_output(tiny_trained_model, tiny_latents, tmp_path_factory):
     """A real E-step output with its K candidates kept, and a second E-step as "the next iteration"."""
-    from bolt.estep.stage import EStepConfig, estep_stage
     from bolt.estep.sampling import SamplingConfig
+    from bolt.estep.stage import EStepConfig, estep_stage
 
     directory = tmp_path_factory.mktemp("view")
     for name, seed in (("em_1", 0), ("em_2", 1)):

@@ -114,10 +114,10 @@ def test_log_q_is_that_of_the_distribution_sampled_from(engines, temperature, to
 
 @needs_vllm_gpu
 def test_chosen_latents_agree_in_distribution(engines):
-    from bolt.estep.stage import EStepConfig, chunk_jobs, run_batch
     from bolt.core.records import Chunk, Document
-    from bolt.estep.sampling import SamplingConfig
     from bolt.core.special_tokens import marker_ids
+    from bolt.estep.sampling import SamplingConfig
+    from bolt.estep.stage import EStepConfig, chunk_jobs, run_batch
 
     tokenizer, hf, vllm = engines
     m = marker_ids(tokenizer)

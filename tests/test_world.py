@@ -7,22 +7,22 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bolt.errors import BoltError
-from bolt.core.records import read_documents
-from bolt.teachers import LatentRequest, make_teacher
 from bolt.apps.world.world import (
     REPHRASE_STYLES,
     OracleTeacher,
     Problem,
     WorldConfig,
-    rephrase,
     latent_is_correct,
     oracle_latent,
     parse_question,
+    rephrase,
     world_documents,
     world_questions,
     write_world,
 )
+from bolt.core.records import read_documents
+from bolt.errors import BoltError
+from bolt.teachers import LatentRequest, make_teacher
 
 
 def answer_requests(documents) -> list[LatentRequest]:

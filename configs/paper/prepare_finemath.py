@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 SPLITS = (("heldout", "documents", 2_000), ("warm", "tokens", 240_000_000), ("bootstrap", "tokens", 1_920_000_000))
 

@@ -20,11 +20,11 @@ import time
 import warnings
 from pathlib import Path
 
-from bolt.core.choices import ESTEP_BACKENDS, LAYOUTS, M_STEP_DATA, METHODS, PRECISIONS, PROPOSALS
 from bolt import __version__
-from bolt.errors import BoltError
-from bolt.em.loop import LoopConfig, demo_loop, paper_loop_for_the_world
+from bolt.core.choices import ESTEP_BACKENDS, LAYOUTS, M_STEP_DATA, METHODS, PRECISIONS, PROPOSALS
 from bolt.core.scrub import scrub
+from bolt.em.loop import LoopConfig, demo_loop, paper_loop_for_the_world
+from bolt.errors import BoltError
 
 EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
 

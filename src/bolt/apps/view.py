@@ -26,10 +26,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bolt.errors import BoltError
+from bolt.apps.world.world import latent_is_correct
 from bolt.core.records import atomic_path, iter_documents
 from bolt.core.rundir import RunDir, check_parent_directories
-from bolt.apps.world.world import latent_is_correct
+from bolt.errors import BoltError
 
 PREFIX_CHARS = 400
 """The end of each prefix kept in the page (the part next to the chunk)."""

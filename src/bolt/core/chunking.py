@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from bolt.core.progress import progress_bar
 
-from bolt.errors import BoltError
+from bolt.core.progress import progress_bar
 from bolt.core.records import Chunk, CorpusDocument, Document, is_hub_corpus, iter_corpus, iter_hub_corpus, write_jsonl
 from bolt.core.rundir import run_dir_for_file, run_stage
+from bolt.errors import BoltError
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n\s*")
 

@@ -14,13 +14,12 @@ otherwise it starts a small local one (no dashboard, worker logs kept off the te
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable, Sequence
 
 from bolt.core.choices import EXECUTORS, ExecutorKind
 from bolt.core.progress import progress_bar
-
 from bolt.errors import BoltError
 
 

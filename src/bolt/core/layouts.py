@@ -25,9 +25,9 @@ from typing import NoReturn
 
 import numpy as np
 
-from bolt.errors import BoltError
 from bolt.core.records import Document
 from bolt.core.special_tokens import MarkerIds
+from bolt.errors import BoltError
 
 
 class Layout(str, Enum):

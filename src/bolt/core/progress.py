@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
 from collections.abc import Iterable
+from typing import Any
 
 QUIET_SECONDS = 10.0
 """No line before this many seconds: a run that short needs no progress report."""

@@ -18,17 +18,17 @@ from __future__ import annotations
 import contextlib
 import glob
 import itertools
-from array import array
 import json
 import os
 import re
 import shutil
 import socket
 import warnings
+from array import array
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Collection, Iterable, Iterator
 
 from bolt.errors import BoltError
 

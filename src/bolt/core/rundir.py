@@ -32,15 +32,15 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
-from bolt.errors import BoltError
-from bolt.core.scrub import scrub
 from bolt.core.records import atomic_path, is_temporary, remove_path, remove_stale_temporaries, write_json
+from bolt.core.scrub import scrub
+from bolt.errors import BoltError
 
 OVERWRITE_ENVIRONMENT = "BOLT_OVERWRITE"
 """Set to 1 (``bolt COMMAND --overwrite`` does) to let every stage of this process and its

@@ -34,17 +34,15 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Iterator
 
 import numpy as np
-from bolt.core.progress import progress_bar
 
-from bolt.errors import BoltError
 from bolt.core.layouts import Layout, TokenizedDocument, encode, rendered_length, tokenize_document
+from bolt.core.progress import progress_bar
 from bolt.core.records import (
     Chunk,
     Document,
@@ -60,6 +58,7 @@ from bolt.core.records import (
 )
 from bolt.core.rundir import file_sha256
 from bolt.core.special_tokens import MarkerIds
+from bolt.errors import BoltError
 
 FORMAT = "bolt.tokens/1"
 _ARRAYS = (

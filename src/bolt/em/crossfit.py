@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bolt.errors import BoltError
 from bolt.core.records import Document, read_documents, write_jsonl
+from bolt.errors import BoltError
 
 
 def in_fold(documents: list[Document], fold: int, folds: int, inside: bool = True) -> list[Document]:

@@ -34,19 +34,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bolt.apps.world.world import WorldConfig
 from bolt.core.chunking import ChunkConfig, chunk_stage
-from bolt.em.crossfit import in_fold, merge_folds, write_fold_inputs
-from bolt.errors import BoltError
-from bolt.estep.stage import EStepConfig, estep_stage
-from bolt.evaluate.stage import EvalConfig, eval_stage
 from bolt.core.jobgraph import Job, run_graph
-from bolt.em.loop import LoopConfig
 from bolt.core.records import is_chunked_file, read_documents, write_json, write_jsonl
 from bolt.core.rundir import RunDir, config_to_json
-from bolt.report.tables import rows_markdown
+from bolt.em.crossfit import in_fold, merge_folds, write_fold_inputs
+from bolt.em.loop import LoopConfig
+from bolt.errors import BoltError
 from bolt.estep.sampling import SamplingConfig
+from bolt.estep.stage import EStepConfig, estep_stage
+from bolt.evaluate.stage import EvalConfig, eval_stage
+from bolt.report.tables import rows_markdown
 from bolt.train.training import TrainConfig, train
-from bolt.apps.world.world import WorldConfig
 
 
 def estep_seed(seed: int, iteration: int) -> int:
@@ -270,8 +270,8 @@ class EMConfig:
 
 def prepare_world_data(directory: Path, world: WorldConfig, seed: int) -> dict[str, Path]:
     """The embedded world's files (``write_world``) and the oracle's warm-start latents as ``warm_latents``."""
-    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
     from bolt.apps.world.world import OracleTeacher, write_world
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 
     data = write_world(directory, world, seed)
     data["warm_latents"] = directory / "warm.latents.jsonl"
@@ -286,8 +286,8 @@ def prepare_world_data(directory: Path, world: WorldConfig, seed: int) -> dict[s
 
 def _prepare_world(config: EMConfig, data: Path) -> EMConfig:
     """World data and oracle latents for the warm start; answers are read as the world states them."""
-    from bolt.evaluate.stage import DEFAULT_ANSWER_PATTERN
     from bolt.apps.world.world import ANSWER_PATTERN
+    from bolt.evaluate.stage import DEFAULT_ANSWER_PATTERN
 
     paths = prepare_world_data(data, config.world, config.seed)
     return dataclasses.replace(

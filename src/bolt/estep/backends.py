@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from bolt.core.choices import ESTEP_BACKENDS
-from bolt.errors import BoltError
 from bolt.core.modeling import context_window
+from bolt.errors import BoltError
 from bolt.estep.sampling import Sample, SamplingConfig, sample_continuations
 from bolt.estep.scoring import score_shared_beginnings
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bolt.errors import BoltError
 from bolt.core.progress import heartbeat
+from bolt.errors import BoltError
 
 
 @dataclass

@@ -25,23 +25,19 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Collection, Iterable, Iterator
 
 import numpy as np
 import torch
-from bolt.core.choices import EStepBackend, Proposal
-from bolt.core.progress import progress_bar, run_name
 
-from bolt.errors import BoltError
-from bolt.estep.importance import effective_sample_size, iwae_bound, log_importance_weights, resample_index
-from bolt.core.layouts import encode
-from bolt.core.choices import PROPOSALS
-from bolt.estep.backends import BACKENDS, HFBackend, LatentBackend, make_backend
+from bolt.core.choices import PROPOSALS, EStepBackend, Proposal
 from bolt.core.executors import ExecutorConfig, run_shards
+from bolt.core.layouts import encode
 from bolt.core.modeling import check_model_dir, load_tokenizer, model_fingerprint, resolve_device
+from bolt.core.progress import progress_bar, run_name
 from bolt.core.records import (
     Document,
     DocumentRange,
@@ -55,8 +51,11 @@ from bolt.core.records import (
     write_jsonl,
 )
 from bolt.core.rundir import partial_key, run_dir_for_file, run_stage
-from bolt.estep.sampling import SamplingConfig
 from bolt.core.special_tokens import MarkerIds, marker_ids
+from bolt.errors import BoltError
+from bolt.estep.backends import BACKENDS, HFBackend, LatentBackend, make_backend
+from bolt.estep.importance import effective_sample_size, iwae_bound, log_importance_weights, resample_index
+from bolt.estep.sampling import SamplingConfig
 
 
 @dataclass

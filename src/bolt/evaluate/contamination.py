@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 
-from bolt.errors import BoltError
 from bolt.core.progress import progress_bar
 from bolt.core.records import atomic_path, is_chunked_file, iter_corpus, iter_documents, write_json
 from bolt.core.rundir import RunDir
+from bolt.errors import BoltError
 
 DATASETS = ("gsm8k", "math", "mmlu_stem")
 TEST_FIELDS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution"), "mmlu_stem": ("question", "choices")}

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bolt.core.progress import progress_bar
 
-from bolt.errors import BoltError
 from bolt.core.layouts import encode
 from bolt.core.modeling import load_model, load_tokenizer, model_fingerprint
+from bolt.core.progress import progress_bar
 from bolt.core.records import write_json
 from bolt.core.rundir import RunDir
+from bolt.errors import BoltError
 from bolt.report.tables import summarize
 
 

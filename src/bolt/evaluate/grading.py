@@ -23,8 +23,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from bolt.errors import BoltError
 from bolt.core.special_tokens import EOL, SOL
+from bolt.errors import BoltError
 
 GSM8K_STRICT = r"The answer is (\-?[0-9\.\,]+)."
 GSM8K_FLEXIBLE = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"

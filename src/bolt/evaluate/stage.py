@@ -15,16 +15,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
-
-from bolt.core.progress import progress_bar
 
 from bolt.core.chunking import ChunkConfig, chunk_document
-from bolt.errors import BoltError
-from bolt.estep.stage import EStepConfig, batch_windows, run_batch
-from bolt.estep.importance import iwae_bound
 from bolt.core.layouts import encode
 from bolt.core.modeling import (
     check_model_dir,
@@ -34,6 +29,8 @@ from bolt.core.modeling import (
     model_fingerprint,
     resolve_device,
 )
+from bolt.core.progress import progress_bar
+from bolt.core.quality import warn
 from bolt.core.records import (
     Document,
     PartialDocuments,
@@ -45,10 +42,12 @@ from bolt.core.records import (
     write_jsonl,
 )
 from bolt.core.rundir import RunDir, partial_key, run_stage
+from bolt.core.special_tokens import MarkerIds, has_latent_tokens, marker_ids
+from bolt.errors import BoltError
+from bolt.estep.importance import iwae_bound
 from bolt.estep.sampling import SamplingConfig, sample_continuations
 from bolt.estep.scoring import score
-from bolt.core.quality import warn
-from bolt.core.special_tokens import MarkerIds, has_latent_tokens, marker_ids
+from bolt.estep.stage import EStepConfig, batch_windows, run_batch
 
 DEFAULT_ANSWER_PATTERN = r"-?\d+(?:\.\d+)?"
 

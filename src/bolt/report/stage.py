@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bolt.report import claims
-from bolt.errors import BoltError
 from bolt.core.records import atomic_path, write_json
 from bolt.core.rundir import RunDir, check_parent_directories
+from bolt.errors import BoltError
+from bolt.report import claims
 from bolt.report.plots import write_plots
 from bolt.report.tables import Models, markdown, numeric, summary_table
 

@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from bolt.core.progress import progress_bar
-
-from bolt.errors import BoltError, EnvironmentFault
 from bolt.core.scrub import register, scrub, scrub_url, url_secrets
+from bolt.errors import BoltError, EnvironmentFault
 from bolt.teachers.cache import TeacherCache
 from bolt.teachers.chat import (
     OK,

@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Collection, Iterable, Iterator
 
 from bolt.core.choices import Method
-from bolt.core.progress import progress_bar
-
-from bolt.errors import BoltError
-from bolt.core.quality import is_repetitive, warn
 from bolt.core.executors import ExecutorConfig, run_shards, split_shards
+from bolt.core.progress import progress_bar
+from bolt.core.quality import is_repetitive, warn
 from bolt.core.records import (
     Chunk,
     Document,
@@ -48,6 +46,7 @@ from bolt.core.records import (
 )
 from bolt.core.rundir import RunDir, partial_key, run_dir_for_file, run_stage
 from bolt.core.scrub import scrub, scrub_data
+from bolt.errors import BoltError
 from bolt.teachers.base import LatentRequest, PricedTeacher, PromptTeacher, Teacher, TeacherSpec
 from bolt.teachers.prompts import METHODS, PromptTemplate, load_templates
 

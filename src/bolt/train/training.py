@@ -30,18 +30,17 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from bolt.core.choices import PRECISIONS, LayoutName, Precision
-from bolt.core.progress import progress_bar
 
-from bolt.errors import BoltError
+from bolt.core.choices import PRECISIONS, LayoutName, Precision
 from bolt.core.layouts import Layout, TokenizedDocument, render
 from bolt.core.modeling import context_window, load_model_and_tokenizer
+from bolt.core.progress import progress_bar
 from bolt.core.records import (
     fsync_path,
     is_chunked_file,
@@ -54,6 +53,7 @@ from bolt.core.records import (
 from bolt.core.rundir import RunDir, config_to_json, file_sha256
 from bolt.core.special_tokens import MarkerIds, add_latent_tokens, marker_ids
 from bolt.core.token_store import StoreKey, open_token_store
+from bolt.errors import BoltError
 
 
 def resolve_precision(precision: str) -> str:

@@ -35,18 +35,18 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bolt.report import claims, plots, tables
+from bolt.apps.world.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, latent_is_correct
 from bolt.core.chunking import with_new_prefixes
+from bolt.core.jobgraph import Job, run_graph
+from bolt.core.records import read_documents, write_json, write_jsonl
+from bolt.core.rundir import RunDir, config_to_json
 from bolt.em.engine import Chain, prepare_world_data
 from bolt.em.loop import LoopConfig, paper_loop_for_the_world
 from bolt.errors import BoltError
 from bolt.evaluate.stage import EvalConfig, eval_stage
-from bolt.core.jobgraph import Job, run_graph
-from bolt.core.records import read_documents, write_json, write_jsonl
-from bolt.core.rundir import RunDir, config_to_json
+from bolt.report import claims, plots, tables
 from bolt.teachers.synthesize import with_synthetic
 from bolt.train.training import TrainConfig, train
-from bolt.apps.world.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, latent_is_correct
 
 
 @dataclass

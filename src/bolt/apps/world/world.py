@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from bolt.core.chunking import with_new_prefixes, with_prefixes
+from bolt.core.records import Document, write_jsonl
 from bolt.errors import BoltError
 from bolt.estep.stage import chunk_seed
-from bolt.core.records import Document, write_jsonl
 from bolt.teachers.base import LatentRequest
 
 _OPS = {"+": lambda a, b, m: (a + b) % m, "-": lambda a, b, m: (a - b) % m, "*": lambda a, b, m: (a * b) % m}

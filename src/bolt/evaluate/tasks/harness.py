@@ -27,14 +27,13 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
-from bolt.evaluate.tasks import TASK_DIR, TASKS, dataset_of
-from bolt.evaluate.tasks.hooks import MATH_TIMEOUT_ENV
-from bolt.evaluate.tasks.upstream import MAJORITY_FILTER, UPSTREAM_NAMES, build_tasks
-from bolt.errors import BoltError
 from bolt.core.modeling import model_fingerprint, resolve_device
 from bolt.core.records import write_json, write_jsonl
 from bolt.core.rundir import RunDir, config_to_json, file_sha256
-
+from bolt.errors import BoltError
+from bolt.evaluate.tasks import TASK_DIR, TASKS, dataset_of
+from bolt.evaluate.tasks.hooks import MATH_TIMEOUT_ENV
+from bolt.evaluate.tasks.upstream import MAJORITY_FILTER, UPSTREAM_NAMES, build_tasks
 
 TASK_FORMAT = 2
 """Revision of bolt's task definitions, part of a finished task's key (a rerun after a change re-evaluates)."""

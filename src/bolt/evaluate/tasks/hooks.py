@@ -15,11 +15,12 @@ SoL. The YAMLs name these functions with ``!function bolt.evaluate.tasks.hooks.N
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
+from bolt.core.special_tokens import EOL, PRIOR, SOL
 from bolt.errors import BoltError
 from bolt.evaluate.grading import (
     INVALID,
@@ -34,7 +35,6 @@ from bolt.evaluate.grading import (
     numbers_equal,
     sample_metrics,
 )
-from bolt.core.special_tokens import EOL, PRIOR, SOL
 
 DATA_DIR_ENV = "BOLT_EVAL_DATA_DIR"
 """Set by ``bolt eval --data-dir``: the tasks read
@@ -257,8 +257,8 @@ def mmlu_results(doc: dict, results: list[str], latent: bool = False) -> dict[st
 
 
 def world_results(doc: dict, results: list[str], latent: bool = False) -> dict[str, float]:
-    from bolt.evaluate.stage import first_match_extractor
     from bolt.apps.world.world import ANSWER_PATTERN
+    from bolt.evaluate.stage import first_match_extractor
 
     gold = str(doc["answer"]).strip()
     return grade_samples(

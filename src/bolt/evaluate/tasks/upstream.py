@@ -27,8 +27,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bolt.errors import BoltError
 from bolt.core.special_tokens import EOL, LATENT_TOKENS, PRIOR, SOL
+from bolt.errors import BoltError
 
 LATENT_OPEN = SOL + PRIOR
 STEM_SUBJECTS = (
