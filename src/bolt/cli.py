@@ -1081,9 +1081,9 @@ def _demo_parser(sub) -> None:
     loop.add_argument(
         "--demo-loop",
         action="store_true",
-        help="instead of the paper's loop, the deviation README compares with it: K = 16 from the prior at temperature "
-        "1.5, the warm start's teacher latents kept in every M-step, 2 iterations; the loop flags above still apply on "
-        "top",
+        help="instead of the paper's loop, the deviation docs/EXPERIMENTS.md compares with it: K = 16 from the "
+        "prior at temperature 1.5, the warm start's teacher latents kept in every M-step, 2 iterations; the loop flags "
+        "above still apply on top",
     )
     loop.add_argument(
         "--paper-loop",
@@ -1140,7 +1140,8 @@ def _demo_parser(sub) -> None:
         "--modulus",
         type=int,
         help="the arithmetic's modulus (default: 10); with a prime such as 11 or 13 fewer wrong derivations "
-        "happen to end on the right number, which the E-step's weights cannot tell from right ones (see README)",
+        "happen to end on the right number, which the E-step's weights cannot tell from right ones "
+        "(docs/EXPERIMENTS.md)",
     )
     world.add_argument(
         "--precision",
