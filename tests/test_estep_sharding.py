@@ -195,3 +195,24 @@ def test_ray_with_two_workers_matches_one_process_and_survives_a_dead_worker(
     first = results[0]
     # The first batch (a whole document) was saved before the crash; the retry computed only the rest.
     assert 0 < first["computed"] < first["documents"], first
+
+
+def test_a_shard_reads_its_range_twice_to_count_and_to_work(reference, tiny_trained_model, tiny_latents, tmp_path):
+    """A shard streams its documents from the file: one pass counts what is left, one does the work."""
+    from bolt.core.records import DocumentRange
+
+    passes = []
+    original = DocumentRange.__iter__
+
+    def counted(self):
+        passes.append((self.start, self.stop))
+        return original(self)
+
+    DocumentRange.__iter__ = counted
+    try:
+        output = tmp_path / "latents.jsonl"
+        estep_stage(tiny_trained_model, tiny_latents["bootstrap_chunks"], output, _config())
+    finally:
+        DocumentRange.__iter__ = original
+    assert len(passes) == 2 and len(set(passes)) == 1
+    assert output.read_bytes() == reference.read_bytes()

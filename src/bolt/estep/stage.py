@@ -289,14 +289,15 @@ def run_estep(
     partial_path: Path,
     config_key: str,
     finished: Collection[str] = (),
+    todo_chunks: int | None = None,
 ) -> None:
     """Run the E-step over ``documents``, appending each finished document to ``partial_path`` and
     skipping those already there or named in ``finished`` (ids written to another shard's partial
     file by an earlier run).
 
-    ``documents`` (a list, or a ``DocumentRange`` that holds none) is read twice, to count and to
-    work, one document at a time. Batches are ``batch_windows``: a resumed run writes the same
-    bytes as an uninterrupted one.
+    ``documents`` (a list, or a ``DocumentRange`` that holds none) is read one document at a time:
+    once to count the chunks left to do (unless ``todo_chunks`` gives that count) and once to work.
+    Batches are ``batch_windows``: a resumed run writes the same bytes as an uninterrupted one.
     """
     backend = as_backend(model, tokenizer, config)
     window = config.context_window or backend.context_window
@@ -307,7 +308,7 @@ def run_estep(
 
     results: dict[int, list[Any]] = {}
     with progress_bar(
-        total=sum(len(d.chunks) for d in documents if is_todo(d)),
+        total=todo_chunks if todo_chunks is not None else sum(len(d.chunks) for d in documents if is_todo(d)),
         desc=f"E-step {run_name(partial_path)}",
         unit="chunk",
         disable=None,
@@ -383,10 +384,24 @@ def estep_shard(
     """
     tokenizer = load_tokenizer(model_dir)
     already = PartialDocuments(partial_path, config_key, keep=False).done
-    todo = sum(1 for document in documents if document.id not in already and document.id not in finished)
+    todo = todo_chunks = 0
+    for document in documents:  # one pass counts what is left; run_estep's pass does the work
+        if document.id not in already and document.id not in finished:
+            todo += 1
+            todo_chunks += len(document.chunks)
     if todo:
         backend = make_backend(config.backend, model_dir, tokenizer, dtype, config.max_batch_tokens, device)
-        run_estep(backend, tokenizer, marker_ids(tokenizer), documents, config, partial_path, config_key, finished)
+        run_estep(
+            backend,
+            tokenizer,
+            marker_ids(tokenizer),
+            documents,
+            config,
+            partial_path,
+            config_key,
+            finished,
+            todo_chunks=todo_chunks,
+        )
     return {"documents": len(documents), "computed": todo}
 
 
