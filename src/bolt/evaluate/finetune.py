@@ -114,29 +114,45 @@ def supervised_batches(tokenizer, pairs: list[tuple[str, str]], batch_size: int,
 
 
 def finetune(model_dir: Path, pairs: list[tuple[str, str]], config: FinetuneConfig, seed: int, output: Path) -> dict:
-    """SFT with the loss on the answer only; saves an HF model directory at ``output``."""
+    """SFT with the loss on the answer only, through bolt's training loop (``bolt.train.training.optimise``):
+    AdamW without weight decay at a constant learning rate, gradients clipped at 1; saves an HF model
+    directory at ``output``."""
+    from bolt.train.training import Steps, new_accelerator, optimise
+
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_dir)
+    accelerator = new_accelerator()
     model = load_model(model_dir, device="auto").train()
-    device = model.device
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    model, optimizer = accelerator.prepare(model, optimizer)
     rng = np.random.default_rng(seed)
-    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
-    total = max(1, math.ceil(config.epochs * steps_per_epoch))
-    losses, step = [], 0
-    with progress_bar(total=total, desc=f"fine-tune seed {seed}", unit="step", disable=None) as progress:
-        while step < total:
+    total = max(1, math.ceil(config.epochs * math.ceil(len(pairs) / config.batch_size)))
+
+    def epochs():
+        """Batches of every epoch, each in a new order."""
+        while True:
             for ids, labels, mask in supervised_batches(tokenizer, pairs, config.batch_size, rng):
-                loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                step += 1
-                progress.update(1)
-                if step == total:
-                    break
+                yield {
+                    "input_ids": ids.to(accelerator.device),
+                    "attention_mask": mask.to(accelerator.device),
+                    "labels": labels.to(accelerator.device),
+                }
+
+    losses = []
+    with progress_bar(total=total, desc=f"fine-tune seed {seed}", unit="step", disable=None) as progress:
+        optimise(
+            accelerator,
+            model,
+            model,
+            optimizer,
+            constant,
+            epochs(),
+            Steps(first=0, total=total),
+            progress,
+            lambda step, loss: losses.append(loss),
+        )
+    model = accelerator.unwrap_model(model)
     model.eval().save_pretrained(output)
     tokenizer.save_pretrained(output)
     summary = {"steps": total, "first_loss": losses[0], "last_loss": losses[-1], "examples": len(pairs)}

@@ -30,9 +30,10 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -502,6 +503,71 @@ def schedule_warning(config: TrainConfig, total_steps: int, strict: bool = False
         )
 
 
+def new_accelerator(**options: Any):
+    """An ``accelerate.Accelerator`` with a fresh process-wide state.
+
+    accelerate keeps one state per process, fixed by the first Accelerator: a later training in
+    the same process (a notebook, the demo with --workers 1, fine-tuning after evaluation) would
+    inherit that training's precision, or fail to change it. The process group is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), **options)
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Where an optimisation starts and ends, and what each optimiser step does with its gradients."""
+
+    first: int
+    """Steps already taken (a resumed run)."""
+    total: int
+    grad_accum: int = 1
+    """Micro-batches per optimiser step."""
+    clip: float = 1.0
+    """Gradient-norm clipping threshold."""
+
+
+def optimise(
+    accelerator,
+    model,
+    forward,
+    optimizer,
+    scheduler,
+    micro_batches: Iterator[dict[str, torch.Tensor]],
+    steps: Steps,
+    progress,
+    after_step: Callable[[int, float], None] = lambda step, loss: None,
+) -> float:
+    """The training loop of every bolt training (warm starts, M-steps, baselines, fine-tuning):
+    ``steps.grad_accum`` micro-batches (keyword arguments of ``forward``, labels included) per
+    optimiser step, gradients clipped when they are synchronised, the schedule stepped once per
+    optimiser step. ``after_step(step, loss)`` logs and checkpoints; returns the last step's loss
+    (averaged over micro-batches and processes)."""
+    step, last_loss = steps.first, float("nan")
+    while step < steps.total:
+        losses = []
+        for _ in range(steps.grad_accum):
+            batch = next(micro_batches)
+            with accelerator.accumulate(model):
+                loss = forward(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), steps.clip)
+                optimizer.step()
+                optimizer.zero_grad()
+            losses.append(loss.detach())
+        scheduler.step()
+        step += 1
+        last_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+        progress.update(1)
+        progress.set_postfix(loss=f"{last_loss:.3f}")
+        after_step(step, last_loss)
+    return last_loss
+
+
 def _train(
     config: TrainConfig,
     data_path: Path,
@@ -516,21 +582,13 @@ def _train(
     report_to: str | None = None,
     gradient_checkpointing: bool = False,
 ) -> dict:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import broadcast_object_list
     from transformers import get_cosine_schedule_with_warmup
 
     layout = Layout(config.layout)
     precision = resolve_precision(config.precision)
-    # accelerate keeps one process-wide state, fixed by the first Accelerator: a later training
-    # in the same process (a notebook, the demo with --workers 1) would inherit that training's
-    # precision, or fail to change it. Each training starts from a fresh state; the process
-    # group (PartialState) is kept.
-    AcceleratorState._reset_state()
     # DDP/FSDP and their settings come from the launcher (torchrun, accelerate launch/config).
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
+    accelerator = new_accelerator(
         mixed_precision=None
         if config.precision == "no"
         else precision,  # "no": the launcher's setting; auto decides itself
@@ -648,31 +706,22 @@ def _train(
         unit="step",
         disable=None if accelerator.is_main_process else True,
     )
-    started, tokens_seen, last_loss = time.monotonic(), 0, float("nan")
-    while step < total_steps:
-        losses = []
-        for _ in range(config.grad_accum):
-            windows = [next(stream) for _ in range(config.batch_size * world)]
-            mine = windows[accelerator.process_index :: world]
-            batch = torch.tensor(mine, dtype=torch.long, device=accelerator.device)
-            with accelerator.accumulate(model):
-                loss = forward(input_ids=batch, labels=batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.clip)
-                optimizer.step()
-                optimizer.zero_grad()
-            losses.append(loss.detach())
-        scheduler.step()
-        step += 1
+    started, tokens_seen = time.monotonic(), 0
+
+    def windows() -> Iterator[dict[str, torch.Tensor]]:
+        """This process's share of each micro-batch: every process renders the same window stream."""
+        while True:
+            batch = [next(stream) for _ in range(config.batch_size * world)]
+            mine = torch.tensor(batch[accelerator.process_index :: world], dtype=torch.long, device=accelerator.device)
+            yield {"input_ids": mine, "labels": mine}
+
+    def after_step(step: int, loss: float) -> None:
+        nonlocal tokens_seen
         tokens_seen += windows_per_step * config.seq_len
-        last_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
-        progress.update(1)
-        progress.set_postfix(loss=f"{last_loss:.3f}")
         if accelerator.is_main_process and (step % config.log_every == 0 or step == total_steps):
             elapsed = time.monotonic() - started
             logged = {
-                "loss": last_loss,
+                "loss": loss,
                 "lr": scheduler.get_last_lr()[0],
                 "tokens": step * windows_per_step * config.seq_len,
                 "tokens_per_second": tokens_seen / max(elapsed, 1e-9),
@@ -682,6 +731,18 @@ def _train(
                 accelerator.log(logged, step=step)
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
             _save_checkpoint(accelerator, output, step, identity, writer)
+
+    last_loss = optimise(
+        accelerator,
+        model,
+        forward,
+        optimizer,
+        scheduler,
+        windows(),
+        Steps(first=step, total=total_steps, grad_accum=config.grad_accum, clip=config.clip),
+        progress,
+        after_step,
+    )
     progress.close()
     if trackers:
         accelerator.end_training()
