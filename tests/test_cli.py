@@ -530,7 +530,7 @@ def _capture_config(monkeypatch, module, function: str) -> dict:
     """Replace ``module.function`` (a run_* taking config and output) by one that only keeps the config."""
     seen = {}
 
-    def fake_run(config, output):
+    def fake_run(config, output, prepare_inputs=None):
         seen["config"] = config
         output.mkdir(parents=True)
         (output / "results.md").write_text("table\n")

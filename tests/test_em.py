@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bolt.apps.world.world import WorldConfig
+from bolt.apps.world.world import EM_WORLD, WorldConfig, em_inputs
 from bolt.core.records import read_documents
 from bolt.em.engine import EMConfig, run_em
 from bolt.em.loop import LoopConfig
@@ -25,7 +25,7 @@ def test_cross_fitted_em_infers_each_fold_with_a_model_that_did_not_train_on_it(
     )
     config.train = dataclasses.replace(config.train, epochs=0.2, seq_len=128, batch_size=2, warmup_steps=1)
     config.eval = dataclasses.replace(config.eval, max_latent_tokens=8, max_answer_tokens=8, iwae_samples=[1])
-    rows = run_em(config, tmp_path)
+    rows = run_em(config, tmp_path, prepare_inputs=em_inputs)
     assert [row["iteration"] for row in rows] == [0, 1, 2]
     assert 1.0 <= rows[2]["estep_mean_ess"] <= 2.0
     previous = read_documents(tmp_path / "latents" / "em_1.jsonl")
@@ -59,7 +59,9 @@ def test_cross_fitting_refuses_continued_m_steps_and_too_many_folds():
     with pytest.raises(BoltError, match="--estep-folds must be at least 1"):
         EMConfig(loop=LoopConfig(estep_folds=0)).validate()
     with pytest.raises(BoltError, match="more than the embedded world's 24 bootstrap documents"):
-        EMConfig(loop=LoopConfig(estep_folds=25)).validate()
+        EMConfig(loop=LoopConfig(estep_folds=25), world=EM_WORLD).validate()
+    with pytest.raises(BoltError, match="give --warm-start and --bootstrap"):
+        EMConfig().validate()
 
 
 def test_more_folds_than_bootstrap_documents_fail_before_any_training(tmp_path):
@@ -88,7 +90,7 @@ def test_bolt_em_and_the_demo_run_one_engine_same_m_step_data_and_latents(tmp_pa
         em.train, model="world", epochs=None, steps=3, seq_len=128, batch_size=2, warmup_steps=1, lr=1e-3
     )
     em.eval = dataclasses.replace(em.eval, max_latent_tokens=8, max_answer_tokens=8, iwae_samples=[1])
-    run_em(em, tmp_path / "em")
+    run_em(em, tmp_path / "em", prepare_inputs=em_inputs)
     demo = DemoConfig(
         world=world,
         loop=loop,

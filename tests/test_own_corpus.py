@@ -335,7 +335,7 @@ def captured_em(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_run_em(config, output):
+    def fake_run_em(config, output, prepare_inputs=None):
         seen["config"] = config
         (output / "results.md").parent.mkdir(parents=True, exist_ok=True)
         (output / "results.md").write_text("")
@@ -394,15 +394,14 @@ def test_em_defaults_and_budget_flags(captured_em, tmp_path, capsys):
 
 
 def test_world_keeps_a_given_answer_pattern(tmp_path):
-    from bolt.apps.world.world import ANSWER_PATTERN, WorldConfig
-    from bolt.em.engine import EMConfig, _prepare_world
+    from bolt.apps.world.world import ANSWER_PATTERN, WorldConfig, em_inputs
+    from bolt.em.engine import EMConfig
     from bolt.evaluate.stage import EvalConfig
 
     world = WorldConfig(warm_documents=2, bootstrap_documents=2, heldout_documents=1, questions=2)
-    assert _prepare_world(EMConfig(world=world), tmp_path / "a").eval.answer_pattern == ANSWER_PATTERN
+    assert em_inputs(EMConfig(world=world), tmp_path / "a").eval.answer_pattern == ANSWER_PATTERN
     assert (
-        _prepare_world(EMConfig(world=world, eval=EvalConfig(answer_pattern="x")), tmp_path / "b").eval.answer_pattern
-        == "x"
+        em_inputs(EMConfig(world=world, eval=EvalConfig(answer_pattern="x")), tmp_path / "b").eval.answer_pattern == "x"
     )
 
 

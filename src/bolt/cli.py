@@ -1035,7 +1035,12 @@ def _run_em(args) -> list:
         train=train,
         eval=evaluation,
     )
-    rows = run_em(config, args.output)
+    if args.warm_start is None and args.bootstrap is None:
+        from bolt.apps.world.world import EM_WORLD, em_inputs
+
+        rows = run_em(dataclasses.replace(config, world=EM_WORLD), args.output, prepare_inputs=em_inputs)
+    else:
+        rows = run_em(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return rows
 

@@ -33,8 +33,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bolt.apps.world.world import WorldConfig
 from bolt.core.chunking import ChunkConfig, chunk_stage
 from bolt.core.jobgraph import Job, run_graph
 from bolt.core.records import is_chunked_file, read_documents, write_json, write_jsonl
@@ -245,12 +245,9 @@ class EMConfig:
     """Warm start and M-step settings (the paper: about 2 epochs each); ``train.model`` is the base model (preset
     or HF directory)."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(max_latent_tokens=128, max_answer_tokens=64))
-    world: WorldConfig = field(
-        default_factory=lambda: WorldConfig(
-            warm_documents=24, bootstrap_documents=24, heldout_documents=4, questions=40
-        )
-    )
-    """Sizes of the embedded world used when no corpus is given."""
+    world: Any = None
+    """With no corpus given, the embedded world's sizes (``bolt.apps.world.world.WorldConfig``): the
+    application that sets it also hands ``run_em`` the ``prepare_inputs`` that writes its files."""
     workers: int = 1
     """E-steps and trainings side by side in this many processes (the chain itself is sequential; the K sweep is
     not run here)."""
@@ -259,6 +256,8 @@ class EMConfig:
         self.loop.validate()
         if (self.warm_start is None) != (self.bootstrap is None):
             raise BoltError("give both --warm-start and --bootstrap, or neither (to run on the embedded world).")
+        if self.bootstrap is None and self.world is None:
+            raise BoltError("give --warm-start and --bootstrap (or run `bolt em` without both, on the embedded world).")
         if self.bootstrap is None and self.loop.estep_folds > self.world.bootstrap_documents:
             raise BoltError(
                 f"--estep-folds {self.loop.estep_folds} is more than the embedded world's "
@@ -266,44 +265,6 @@ class EMConfig:
             )
         self.train.validate()
         self.eval.validate()
-
-
-def prepare_world_data(directory: Path, world: WorldConfig, seed: int) -> dict[str, Path]:
-    """The embedded world's files (``write_world``) and the oracle's warm-start latents as ``warm_latents``."""
-    from bolt.apps.world.world import OracleTeacher, write_world
-    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
-
-    data = write_world(directory, world, seed)
-    data["warm_latents"] = directory / "warm.latents.jsonl"
-    synthesize_stage(
-        OracleTeacher(error_rate=world.teacher_error_rate, seed=seed),
-        data["warm_chunks"],
-        data["warm_latents"],
-        SynthesizeConfig(batch_size=256),
-    )
-    return data
-
-
-def _prepare_world(config: EMConfig, data: Path) -> EMConfig:
-    """World data and oracle latents for the warm start; answers are read as the world states them."""
-    from bolt.apps.world.world import ANSWER_PATTERN
-    from bolt.evaluate.stage import DEFAULT_ANSWER_PATTERN
-
-    paths = prepare_world_data(data, config.world, config.seed)
-    return dataclasses.replace(
-        config,
-        warm_start=str(paths["warm_latents"]),
-        bootstrap=str(paths["bootstrap_chunks"]),
-        heldout=str(paths["heldout_chunks"]),
-        questions=str(paths["questions"]),
-        # the world states its answers in sentences; a pattern given with --answer-pattern is kept
-        eval=dataclasses.replace(
-            config.eval,
-            answer_pattern=ANSWER_PATTERN
-            if config.eval.answer_pattern == DEFAULT_ANSWER_PATTERN
-            else config.eval.answer_pattern,
-        ),
-    )
 
 
 def _em_row(
@@ -352,12 +313,21 @@ def em_chain(config: EMConfig, output: Path) -> Chain:
     )
 
 
-def run_em(config: EMConfig, output: Path) -> list[dict]:
+def run_em(
+    config: EMConfig, output: Path, prepare_inputs: Callable[[EMConfig, Path], EMConfig] | None = None
+) -> list[dict]:
+    """``bolt em``: the chain, every model evaluated, ``results.json`` and ``results.md``.
+
+    Without a corpus (``warm_start`` None), ``prepare_inputs(config, OUT/data)`` writes the inputs
+    (the embedded world's, for ``bolt em`` run without --warm-start and --bootstrap) and returns the
+    config that names them."""
     config.validate()
     run = RunDir(output)
     run.start("em", config, seed=config.seed)
     if config.warm_start is None:
-        config = _prepare_world(config, output / "data")
+        if prepare_inputs is None:
+            raise BoltError("no --warm-start and --bootstrap, and nothing to write the inputs: give both.")
+        config = prepare_inputs(config, output / "data")
     bootstrap = Path(config.bootstrap)
     if not is_chunked_file(bootstrap):
         chunked = output / "data" / "bootstrap.chunks.jsonl"

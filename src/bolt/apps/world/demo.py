@@ -35,12 +35,18 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bolt.apps.world.world import ANSWER_PATTERN, OracleTeacher, WorldConfig, latent_is_correct
+from bolt.apps.world.world import (
+    ANSWER_PATTERN,
+    OracleTeacher,
+    WorldConfig,
+    latent_is_correct,
+    write_world_with_latents,
+)
 from bolt.core.chunking import with_new_prefixes
 from bolt.core.jobgraph import Job, run_graph
 from bolt.core.records import read_documents, write_json, write_jsonl
 from bolt.core.rundir import RunDir, config_to_json
-from bolt.em.engine import Chain, prepare_world_data
+from bolt.em.engine import Chain
 from bolt.em.loop import LoopConfig, paper_loop_for_the_world
 from bolt.errors import BoltError
 from bolt.evaluate.stage import EvalConfig, eval_stage
@@ -219,9 +225,9 @@ def _seed_directory(output: Path, seed: int) -> Path:
 
 
 def _prepare_seed(config: DemoConfig, seed: int, directory: Path) -> dict[str, Path]:
-    """The world's files and the oracle's warm-start latents (``bolt.em.engine.prepare_world_data``) and
+    """The world's files and the oracle's warm-start latents (``write_world_with_latents``) and
     the baselines' raw and rephrased text."""
-    data = prepare_world_data(directory / "data", config.world, seed)
+    data = write_world_with_latents(directory / "data", config.world, seed)
     # raw layouts never read prefixes: one-sentence prefixes throughout keep the raw baselines'
     # input (and so their finished trainings) the same whatever --estep-context is
     data["raw_all"] = _concatenate(

@@ -28,10 +28,11 @@ question in the prefix, as a few-shot prompt would show it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from bolt.core.records import Document, write_jsonl
 from bolt.errors import BoltError
 from bolt.estep.stage import chunk_seed
 from bolt.teachers.base import LatentRequest
+
+if TYPE_CHECKING:
+    from bolt.em.engine import EMConfig
 
 _OPS = {"+": lambda a, b, m: (a + b) % m, "-": lambda a, b, m: (a - b) % m, "*": lambda a, b, m: (a * b) % m}
 _VARIABLES = "abcdefghkmnpqrstuvwxyz"
@@ -325,3 +329,44 @@ def write_world(directory: Path, config: WorldConfig, seed: int) -> dict[str, Pa
     paths["questions"] = directory / "questions.jsonl"
     write_jsonl(paths["questions"], world_questions(config, seed, [d for docs in splits.values() for d in docs]))
     return paths
+
+
+EM_WORLD = WorldConfig(warm_documents=24, bootstrap_documents=24, heldout_documents=4, questions=40)
+"""The world's sizes for ``bolt em`` run without a corpus."""
+
+
+def write_world_with_latents(directory: Path, world: WorldConfig, seed: int) -> dict[str, Path]:
+    """The embedded world's files (``write_world``) and the oracle's warm-start latents as ``warm_latents``."""
+    from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
+
+    data = write_world(directory, world, seed)
+    data["warm_latents"] = directory / "warm.latents.jsonl"
+    synthesize_stage(
+        OracleTeacher(error_rate=world.teacher_error_rate, seed=seed),
+        data["warm_chunks"],
+        data["warm_latents"],
+        SynthesizeConfig(batch_size=256),
+    )
+    return data
+
+
+def em_inputs(config: EMConfig, data: Path) -> EMConfig:
+    """``bolt em`` on the world (``run_em``'s ``prepare_inputs``): its files and the oracle's warm-start
+    latents in ``data``, and the config that names them; answers are read as the world states them."""
+    from bolt.evaluate.stage import DEFAULT_ANSWER_PATTERN
+
+    paths = write_world_with_latents(data, config.world, config.seed)
+    return dataclasses.replace(
+        config,
+        warm_start=str(paths["warm_latents"]),
+        bootstrap=str(paths["bootstrap_chunks"]),
+        heldout=str(paths["heldout_chunks"]),
+        questions=str(paths["questions"]),
+        # the world states its answers in sentences; a pattern given with --answer-pattern is kept
+        eval=dataclasses.replace(
+            config.eval,
+            answer_pattern=ANSWER_PATTERN
+            if config.eval.answer_pattern == DEFAULT_ANSWER_PATTERN
+            else config.eval.answer_pattern,
+        ),
+    )
