@@ -21,16 +21,35 @@ import warnings
 from pathlib import Path
 
 from bolt import __version__
-from bolt.core.choices import ESTEP_BACKENDS, LAYOUTS, M_STEP_DATA, METHODS, PRECISIONS, PROPOSALS
+from bolt.cli_fields import add_fields, from_flags
+from bolt.core.choices import ESTEP_BACKENDS, M_STEP_DATA, METHODS, PRECISIONS, PROPOSALS
 from bolt.core.scrub import scrub
 from bolt.em.loop import LoopConfig, demo_loop, paper_loop_for_the_world
 from bolt.errors import BoltError
+from bolt.train.config import TrainConfig
 
 EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with manifest.json and metrics.jsonl."
 
 # Choices of the flags that name one of a stage's fixed set of values, spelled out here so that
 # parsing needs no stage imports (tests/test_cli.py checks them against the stages' own lists).
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
+
+
+TRAIN_BUDGET = ["steps", "tokens", "epochs"]
+TRAIN_OPTIMISATION = [
+    "seq_len",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "clip",
+    "precision",
+    "checkpoint_every",
+    "log_every",
+]
+TRAIN_FIELDS = ["from_scratch", "layout", "raw_ratio", *TRAIN_BUDGET, *TRAIN_OPTIMISATION]
+"""``bolt train``'s flags that are ``TrainConfig`` fields (--model and --seed are shared with other commands)."""
 
 
 def _add_seed(parser: argparse.ArgumentParser) -> None:
@@ -376,43 +395,10 @@ def _train_parser(sub) -> None:
         "140k-parameter toy for tests and the embedded world; bolt warns when it trains on anything else)",
     )
     _add_revision(p)
-    p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights from its config")
-    p.add_argument(
-        "--layout",
-        default="random",
-        choices=LAYOUTS,
-        help="how latents and text are put together (docs/FORMATS.md; default: random, the paper's mix; raw: the text "
-        "alone)",
-    )
-    p.add_argument(
-        "--raw-ratio", type=float, default=0.0, help="share of documents shown without latents each epoch (default: 0)"
-    )
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="optimiser steps")
-    budget.add_argument("--tokens", type=int, help="training tokens")
-    budget.add_argument("--epochs", type=float, help="passes over the data (default: 1)")
-    p.add_argument("--seq-len", type=int, default=512, help="packed window length (default: 512)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per process per micro-batch (default: 8)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default: 1)")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default: 0)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default: 1.0)")
-    p.add_argument(
-        "--precision",
-        default="no",
-        choices=PRECISIONS,
-        help="mixed precision: no (default: the launcher's setting, else none), bf16, fp16, or auto: bf16 where this "
-        "device computes it faster than fp32 (GPUs with bf16, CPUs with AVX-512 BF16 or AMX; on CPUs without them bf16 "
-        "is far slower)",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=0,
-        help="save a resumable checkpoint every N steps (default: only the final model)",
-    )
-    p.add_argument("--log-every", type=int, default=10, help="append a metrics.jsonl line every N steps (default: 10)")
+    defaults = TrainConfig()
+    add_fields(p, defaults, ["from_scratch", "layout", "raw_ratio"])
+    add_fields(p.add_mutually_exclusive_group(), defaults, TRAIN_BUDGET)
+    add_fields(p, defaults, TRAIN_OPTIMISATION)
     p.add_argument(
         "--token-cache",
         type=Path,
@@ -458,28 +444,7 @@ def _is_world_data(path: Path) -> bool:
 
 
 def _train_config(args):
-    from bolt.train.training import TrainConfig
-
-    return TrainConfig(
-        model=str(args.model),
-        from_scratch=args.from_scratch,
-        layout=args.layout,
-        raw_ratio=args.raw_ratio,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        steps=args.steps,
-        tokens=args.tokens,
-        epochs=args.epochs,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        clip=args.clip,
-        precision=args.precision,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every,
-    )
+    return from_flags(TrainConfig(model=str(args.model), seed=args.seed), args, TRAIN_FIELDS)
 
 
 def _run_train(args) -> dict:

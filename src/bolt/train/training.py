@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from bolt.core.choices import PRECISIONS, LayoutName, Precision
 from bolt.core.layouts import Layout, TokenizedDocument, render
 from bolt.core.modeling import context_window, load_model_and_tokenizer
 from bolt.core.progress import progress_bar
@@ -55,6 +54,7 @@ from bolt.core.rundir import RunDir, config_to_json, file_sha256
 from bolt.core.special_tokens import MarkerIds, add_latent_tokens, marker_ids
 from bolt.core.token_store import StoreKey, open_token_store
 from bolt.errors import BoltError
+from bolt.train.config import TrainConfig
 
 
 def resolve_precision(precision: str) -> str:
@@ -84,86 +84,6 @@ def cpu_bf16_is_faster(size: int = 256, repeats: int = 4) -> bool:
             times.append(time.perf_counter() - start)
         best[dtype] = min(times)
     return best[torch.bfloat16] < best[torch.float32]
-
-
-@dataclass
-class TrainConfig:
-    """One training run (an M-step, a warm start or a baseline)."""
-
-    model: str = "tiny"
-    """HF model directory to continue from, or a preset name (tiny, small) to start from scratch."""
-    from_scratch: bool = False
-    """Re-initialise the weights of ``model`` from its config (keeps its tokenizer and architecture)."""
-    layout: LayoutName = "random"
-    """random, joint, posterior, prior-only, posterior-only, pure or raw (see bolt.core.layouts)."""
-    raw_ratio: float = 0.0
-    """Share of documents rendered without latents each epoch (mix-in-raw)."""
-    seq_len: int = 512
-    """Packed window length in tokens (the paper: 2048)."""
-    batch_size: int = 8
-    """Windows per process per micro-batch."""
-    grad_accum: int = 1
-    """Micro-batches per optimiser step."""
-    steps: int | None = None
-    """Optimiser steps. Exactly one of steps, tokens, epochs may be set; default: 1 epoch."""
-    tokens: int | None = None
-    """Training tokens, converted to steps by rounding up."""
-    epochs: float | None = None
-    """Passes over the rendered data, converted to steps by rounding up."""
-    lr: float = 1e-4
-    """Peak learning rate of AdamW (the paper: 1e-4)."""
-    warmup_steps: int = 0
-    """Linear warm-up steps before the cosine decay (the paper: 1000)."""
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    """Gradient-norm clipping threshold."""
-    precision: Precision = "no"
-    """Mixed precision: no, bf16, fp16 or auto. "no" leaves the choice to the launcher
-    (``accelerate launch --mixed_precision bf16``). "auto" takes bf16 where this device computes
-    it faster than fp32 (``resolve_precision``): bf16 is faster on CPUs with AVX-512 BF16 or AMX,
-    but much slower on CPUs without them (AVX2 only: many laptops); docs/SCALING.md gives the times."""
-    seed: int = 0
-    checkpoint_every: int = 0
-    """Save a resumable checkpoint every N steps (0: only at the end of training)."""
-    log_every: int = 10
-
-    def validate(self) -> None:
-        try:
-            Layout(self.layout)
-        except ValueError:
-            raise BoltError(
-                f"unknown --layout {self.layout!r}; choose from {', '.join(choice.value for choice in Layout)}."
-            ) from None
-        budgets = [name for name in ("steps", "tokens", "epochs") if getattr(self, name) is not None]
-        if len(budgets) > 1:
-            raise BoltError(f"--{' and --'.join(budgets)} conflict: give one training budget.")
-        if not 0.0 <= self.raw_ratio <= 1.0:
-            raise BoltError(f"--raw-ratio must be in [0, 1], got {self.raw_ratio}.")
-        if self.seq_len < 2 or self.batch_size < 1 or self.grad_accum < 1:
-            raise BoltError("--seq-len must be >= 2, --batch-size and --grad-accum >= 1.")
-        if self.precision not in PRECISIONS:
-            raise BoltError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
-        for name in ("steps", "tokens", "epochs"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise BoltError(f"--{name} must be positive, got {value}.")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise BoltError(f"--lr must be a positive number, got {self.lr}.")
-        for name, value in (("weight-decay", self.weight_decay), ("clip", self.clip)):
-            if not (value >= 0 and math.isfinite(value)):
-                raise BoltError(f"--{name} must be a finite number >= 0, got {value}.")
-        for name, value in (
-            ("warmup-steps", self.warmup_steps),
-            ("checkpoint-every", self.checkpoint_every),
-            ("seed", self.seed),
-        ):
-            if value < 0:
-                raise BoltError(
-                    f"--{name} must be >= 0, got {value}"
-                    + (" (0: only the final model is saved)." if name == "checkpoint-every" else ".")
-                )
-        if self.log_every < 1:
-            raise BoltError(f"--log-every must be at least 1, got {self.log_every}.")
 
 
 def check_training_file(path: Path, layout: Layout) -> None:

@@ -1,0 +1,113 @@
+"""Command-line flags made from a config dataclass: its field names, types, defaults and docstrings.
+
+A config documents each field once (a docstring under it); ``add_fields`` turns the fields a
+command exposes into argparse flags (``seq_len`` -> ``--seq-len``, a ``Literal`` -> its choices,
+``bool`` -> a switch, ``X | None`` -> optional, ``list[int]`` -> comma-separated), with that
+docstring as the help and the default of the instance given (a command may default differently
+from the dataclass, as ``bolt em`` does for its trainings). ``from_flags`` builds the config back.
+
+argparse stays the parser (its error messages, short options and the pinned CLI surface are
+bolt's public interface); only the declarations come from the configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import functools
+import inspect
+import itertools
+import textwrap
+import types
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal under it in the class body), whitespace collapsed."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for statement, following in itertools.pairwise(body):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def comma_list(kind: type) -> typing.Callable[[str], list]:
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
+
+
+def _argument(hint: Any, default: Any) -> dict[str, Any]:
+    """argparse keywords for a field of type ``hint``."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction if default else "store_true"}
+    if typing.get_origin(hint) is Literal:
+        return {"choices": args}
+    if typing.get_origin(hint) is list:
+        return {"type": comma_list(args[0]), "metavar": f"{args[0].__name__.upper()},..."}
+    if hint in (int, float, str, Path):
+        return {"type": hint}
+    raise TypeError(f"no flag for a field of type {hint!r}")
+
+
+def _help_style(doc: str) -> str:
+    """A docstring as the CLI's help reads: no closing period, a lower-case first word unless it is an
+    acronym (HF) or a name."""
+    text = doc.rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return text
+
+
+def add_fields(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    defaults: Any,
+    names: Iterable[str],
+    aliases: dict[str, list[str]] | None = None,
+    helps: dict[str, str] | None = None,
+    metavars: dict[str, str] | None = None,
+) -> None:
+    """A flag per field in ``names`` of the dataclass instance ``defaults`` (its values are the
+    defaults); ``aliases`` adds short options, ``helps`` replaces a docstring where the command needs
+    other words, ``metavars`` names the value."""
+    cls = type(defaults)
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for name in names:
+        default = getattr(defaults, name)
+        keywords = _argument(hints[name], default)
+        text = _help_style((helps or {}).get(name) or docs.get(name, ""))
+        if default is not None and keywords.get("action") is None:
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            text = f"{text} (default: {shown})" if text else f"default: {shown}"
+        if metavars and name in metavars:
+            keywords["metavar"] = metavars[name]
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(*(aliases or {}).get(name, []), flag, dest=name, default=default, help=text, **keywords)
+
+
+def from_flags(defaults: Any, args: argparse.Namespace, names: Iterable[str]) -> Any:
+    """``defaults`` with the values the flags of ``names`` parsed to."""
+    return dataclasses.replace(defaults, **{name: getattr(args, name) for name in names})
