@@ -35,6 +35,7 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+CHUNK_FIELDS = ["mean_units", "max_units", "uniform", "prefix_chunks"]
 TRAIN_BUDGET = ["steps", "tokens", "epochs"]
 TRAIN_OPTIMISATION = [
     "seq_len",
@@ -97,19 +98,9 @@ def _chunk_parser(sub) -> None:
         "input", help="corpus file (.jsonl, .json or .parquet), or hf:ORG/NAME for a Hugging Face dataset (streamed)"
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="output chunks file (.jsonl)")
-    p.add_argument(
-        "--mean-units", type=float, default=8.0, help="mean sentences per chunk (default: 8, as in the paper)"
-    )
-    p.add_argument("--max-units", type=int, default=20, help="cap on sentences per chunk (default: 20)")
-    p.add_argument(
-        "--uniform", action="store_true", help="every chunk gets exactly --mean-units sentences (for evaluation)"
-    )
-    p.add_argument(
-        "--prefix-chunks",
-        type=int,
-        default=1,
-        help="previous chunks in each prefix: 1 for teacher latents, 3 for the E-step, -1 for all (default: 1)",
-    )
+    from bolt.core.chunking import ChunkConfig
+
+    add_fields(p, ChunkConfig(), CHUNK_FIELDS)
     p.add_argument("--text-field", default="text", help="name of the text field (default: text)")
     p.add_argument(
         "--limit", type=int, metavar="N", help="only the first N documents (of a file, or of a streamed dataset)"
@@ -128,13 +119,7 @@ def _run_chunk(args) -> dict:
     from bolt.core.chunking import ChunkConfig, HubSource, chunk_stage
     from bolt.core.records import is_hub_corpus
 
-    config = ChunkConfig(
-        mean_units=args.mean_units,
-        max_units=args.max_units,
-        uniform=args.uniform,
-        prefix_chunks=args.prefix_chunks,
-        seed=args.seed,
-    )
+    config = from_flags(ChunkConfig(seed=args.seed), args, CHUNK_FIELDS)
     hub = HubSource(config=args.dataset_config, split=args.split, revision=args.revision)
     if not is_hub_corpus(args.input) and (args.dataset_config or args.revision or args.split != "train"):
         raise BoltError(

@@ -34,14 +34,14 @@ class ChunkConfig:
     """How documents are cut into chunks."""
 
     mean_units: float = 8.0
-    """Mean chunk length in sentence units: 1 + Poisson(mean_units - 1). The paper uses 8."""
+    """Mean sentences per chunk: 1 + Poisson(mean_units - 1) units (the paper: 8)."""
     max_units: int = 20
-    """Hard cap on units per chunk."""
+    """Cap on sentences per chunk."""
     uniform: bool = False
-    """Every chunk gets exactly ``round(mean_units)`` units (evaluation's uniform chunking)."""
+    """Every chunk gets exactly --mean-units sentences (evaluation's uniform chunking)."""
     prefix_chunks: int = 1
-    """How many previous chunks form a chunk's ``prefix``: 1 for teacher latents, 3 for
-    self-generated ones; -1 means all previous text (likelihood evaluation)."""
+    """Previous chunks in each prefix: 1 for teacher latents, 3 for the E-step, -1 for all previous text
+    (likelihood evaluation)."""
     seed: int = 0
     """Mixed with a hash of each document's text to seed its chunk lengths."""
 
