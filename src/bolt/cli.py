@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bolt import __version__
 from bolt.cli_fields import add_fields, from_flags
-from bolt.core.choices import ESTEP_BACKENDS, M_STEP_DATA, METHODS, PRECISIONS, PROPOSALS
+from bolt.core.choices import M_STEP_DATA, METHODS, PRECISIONS, PROPOSALS
 from bolt.core.scrub import scrub
 from bolt.em.loop import LoopConfig, demo_loop, paper_loop_for_the_world
 from bolt.errors import BoltError
@@ -35,6 +35,8 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+SAMPLING_FIELDS = ["max_new_tokens", "temperature", "top_p", "top_k"]
+ESTEP_FIELDS = ["samples", "batch_prompts", "keep_candidates", "proposal", "backend"]
 CHUNK_FIELDS = ["mean_units", "max_units", "uniform", "prefix_chunks"]
 TRAIN_BUDGET = ["steps", "tokens", "epochs"]
 TRAIN_OPTIMISATION = [
@@ -460,20 +462,6 @@ def _run_train(args) -> dict:
     )
 
 
-def _add_sampling(p: argparse.ArgumentParser, max_new: int) -> None:
-    p.add_argument(
-        "--max-new-tokens", type=int, default=max_new, help=f"latent length budget per sample (default: {max_new})"
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=1.0,
-        help="sampling temperature (default: 1, the paper's ancestral sampling)",
-    )
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus truncation (default: 1, none)")
-    p.add_argument("--top-k", type=int, default=0, help="top-k truncation (default: 0, none)")
-
-
 def _estep_parser(sub) -> None:
     p = sub.add_parser(
         "estep",
@@ -491,10 +479,11 @@ def _estep_parser(sub) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output latents file")
     p.add_argument("--model", required=True, help="model directory trained by `bolt train` (or a Hugging Face hub id)")
     _add_revision(p)
-    p.add_argument("-k", "--samples", type=int, default=4, help="K, candidate latents per chunk (default: 4)")
-    _add_sampling(p, 1024)
-    p.add_argument("--batch-prompts", type=int, default=8, help="chunks sampled together (default: 8)")
-    p.add_argument("--keep-candidates", action="store_true", help="store all K candidates and their scores")
+    from bolt.estep.config import EStepConfig, SamplingConfig
+
+    add_fields(p, EStepConfig(), ["samples"], aliases={"samples": ["-k"]})
+    add_fields(p, SamplingConfig(), SAMPLING_FIELDS)
+    add_fields(p, EStepConfig(), ["batch_prompts", "keep_candidates"])
     p.add_argument(
         "--limit",
         type=int,
@@ -511,20 +500,7 @@ def _estep_parser(sub) -> None:
         "and budget, and print the projected wall time (on --workers such workers) and device-hours of the whole "
         "input; writes nothing",
     )
-    p.add_argument(
-        "--proposal",
-        default="posterior",
-        choices=PROPOSALS,
-        help="where candidates come from: posterior (default, the paper: the model as q(Z|X)) or prior (the model's "
-        "p(Z|prefix); weights become p(X|Z))",
-    )
-    p.add_argument(
-        "--backend",
-        default="hf",
-        choices=ESTEP_BACKENDS,
-        help="engine that samples and scores: hf (default, transformers) or vllm (GPU; pip install "
-        "'bolt-latent[vllm]')",
-    )
+    add_fields(p, EStepConfig(), ["proposal", "backend"])
     _add_device(p)
     p.add_argument(
         "--dtype",
@@ -575,25 +551,12 @@ def _executor_config(args):
     return ExecutorConfig(kind=args.executor, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
 
 
-def _sampling_config(args):
-    from bolt.estep.sampling import SamplingConfig
-
-    return SamplingConfig(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens
-    )
-
-
 def _run_estep(args) -> dict:
-    from bolt.estep.stage import EStepConfig, estep_stage
+    from bolt.estep.config import EStepConfig, SamplingConfig
+    from bolt.estep.stage import estep_stage
 
-    config = EStepConfig(
-        samples=args.samples,
-        seed=args.seed,
-        sampling=_sampling_config(args),
-        batch_prompts=args.batch_prompts,
-        keep_candidates=args.keep_candidates,
-        backend=args.backend,
-        proposal=args.proposal,
+    config = from_flags(
+        EStepConfig(seed=args.seed, sampling=from_flags(SamplingConfig(), args, SAMPLING_FIELDS)), args, ESTEP_FIELDS
     )
     from bolt.core.modeling import resolve_dtype
 

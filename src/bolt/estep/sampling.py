@@ -17,7 +17,6 @@ Design points (they matter for the E-step's importance weights):
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,36 +24,7 @@ import torch
 
 from bolt.core.progress import heartbeat
 from bolt.errors import BoltError
-
-
-@dataclass
-class SamplingConfig:
-    """How continuations are drawn."""
-
-    temperature: float = 1.0
-    """Softmax temperature; 1.0 is pure ancestral sampling (the paper's E-step)."""
-    top_p: float = 1.0
-    """Nucleus truncation; 1.0 keeps the whole distribution."""
-    top_k: int = 0
-    """Keep only the k most likely tokens; 0 keeps all."""
-    max_new_tokens: int = 1024
-    """Stop a sample after this many tokens even without a stop token (the paper: 1024)."""
-    greedy: bool = False
-    """Take the most likely token (evaluation's decoding); log-probs are then the model's."""
-
-    def validate(self) -> None:
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise BoltError(
-                f"--temperature must be a number above 0, got {self.temperature}: the E-step samples its candidates "
-                "(a small value such as 0.1 comes close to greedy decoding; "
-                "the importance weights stay exact at any temperature)."
-            )
-        if not 0 < self.top_p <= 1:
-            raise BoltError(f"--top-p must be in (0, 1], got {self.top_p}.")
-        if self.top_k < 0 or self.max_new_tokens < 1:
-            raise BoltError(
-                f"--top-k must be >= 0 and --max-new-tokens >= 1, got {self.top_k} and {self.max_new_tokens}."
-            )
+from bolt.estep.config import SamplingConfig
 
 
 @dataclass

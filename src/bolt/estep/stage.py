@@ -26,14 +26,13 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bolt.core.choices import PROPOSALS, EStepBackend, Proposal
 from bolt.core.executors import ExecutorConfig, run_shards
 from bolt.core.layouts import encode
 from bolt.core.modeling import check_model_dir, load_tokenizer, model_fingerprint, resolve_device
@@ -53,47 +52,9 @@ from bolt.core.records import (
 from bolt.core.rundir import partial_key, run_dir_for_file, run_stage
 from bolt.core.special_tokens import MarkerIds, marker_ids
 from bolt.errors import BoltError
-from bolt.estep.backends import BACKENDS, HFBackend, LatentBackend, make_backend
+from bolt.estep.backends import HFBackend, LatentBackend, make_backend
+from bolt.estep.config import EStepConfig
 from bolt.estep.importance import effective_sample_size, iwae_bound, log_importance_weights, resample_index
-from bolt.estep.sampling import SamplingConfig
-
-
-@dataclass
-class EStepConfig:
-    """Settings of one E-step."""
-
-    samples: int = 4
-    """K: posterior samples per chunk (the paper: 4; docs/EXPERIMENTS.md compares larger K)."""
-    seed: int = 0
-    """Seeds every chunk's sampling and resampling (with the document id and chunk index)."""
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    """Temperature 1, no truncation: the paper's pure ancestral sampling."""
-    batch_prompts: int = 8
-    """Chunks whose K samples are generated together (B prompts -> B*K rows)."""
-    max_batch_tokens: int = 16384
-    """Token budget of one scoring forward pass."""
-    context_window: int | None = None
-    """Longest sequence the model may see; default: the model's max_position_embeddings."""
-    keep_candidates: bool = False
-    """Also store all K candidates with their scores in each chunk record."""
-    backend: EStepBackend = "hf"
-    """Engine that samples and scores: hf (transformers, the reference) or vllm (GPU, optional extra)."""
-    proposal: Proposal = "posterior"
-    """Where the K candidates come from: ``posterior`` (the paper: the model as q(Z | X), prompt
-    ``... SoL EoL X SoL POST``) or ``prior`` (the model's own prior p(Z | prefix), prompt
-    ``... SoL PRIOR``, so the weight reduces to p(X | Z, prefix) at temperature 1). Both are
-    proposals of the same importance sampler; weights and bounds stay exact either way."""
-
-    def validate(self) -> None:
-        if self.samples < 1:
-            raise BoltError(f"-k/--samples must be at least 1, got {self.samples}.")
-        if self.batch_prompts < 1:
-            raise BoltError(f"--batch-prompts must be at least 1, got {self.batch_prompts}.")
-        self.sampling.validate()
-        if self.backend not in BACKENDS:
-            raise BoltError(f"unknown --backend {self.backend!r}; choose from {', '.join(BACKENDS)}.")
-        if self.proposal not in PROPOSALS:
-            raise BoltError(f"unknown --proposal {self.proposal!r}; choose from {', '.join(PROPOSALS)}.")
 
 
 @dataclass
