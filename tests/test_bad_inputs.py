@@ -468,7 +468,7 @@ CASES = [
         "eval-iwae-samples-text",
         ["eval", "{corpus}", "--model", "{model}", "-o", "{out}/e", "--iwae-samples", "1,x"],
         2,
-        "--iwae-samples takes comma-separated integers",
+        "argument --iwae-samples: takes comma-separated integers",
     ),
     (
         "eval-iwae-samples-zero",

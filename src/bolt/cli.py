@@ -35,6 +35,14 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+EVAL_FIELDS = [
+    "iwae_samples",
+    "uniform_units",
+    "max_latent_tokens",
+    "max_answer_tokens",
+    "answer_pattern",
+    "batch_prompts",
+]
 SAMPLING_FIELDS = ["max_new_tokens", "temperature", "top_p", "top_k"]
 ESTEP_FIELDS = ["samples", "batch_prompts", "keep_candidates", "proposal", "backend"]
 CHUNK_FIELDS = ["mean_units", "max_units", "uniform", "prefix_chunks"]
@@ -658,26 +666,9 @@ def _eval_parser(sub) -> None:
         "before any training (a model without the latent markers: its NLL and direct answers)",
     )
     _add_device(p)
-    p.add_argument(
-        "--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)"
-    )
-    p.add_argument("--uniform-units", type=int, default=8, help="sentences per chunk for the bounds (default: 8)")
-    p.add_argument(
-        "--max-latent-tokens", type=int, default=256, help="latent budget per sample in the bounds (default: 256)"
-    )
-    p.add_argument("--max-answer-tokens", type=int, default=128, help="generation budget per question (default: 128)")
-    p.add_argument(
-        "--answer-pattern",
-        default=r"-?\d+(?:\.\d+)?",
-        help="regex; its first match after EoL is the answer, compared with the gold answer as text (default: a "
-        "number)",
-    )
-    p.add_argument(
-        "--batch-prompts",
-        type=int,
-        default=8,
-        help="chunks sampled together for the bounds, questions answered together (default: 8)",
-    )
+    from bolt.evaluate.config import EvalConfig
+
+    add_fields(p, EvalConfig(), EVAL_FIELDS)
     _add_strict(p, "gold answers --answer-pattern can never match, most answers empty or unreadable")
     _add_overwrite(p, "the evaluation in the output directory")
     _add_seed(p)
@@ -715,19 +706,12 @@ def _run_benchmarks(args) -> dict:
 
 
 def _run_eval(args) -> dict:
-    from bolt.evaluate.stage import EvalConfig, eval_stage
+    from bolt.evaluate.config import EvalConfig
+    from bolt.evaluate.stage import eval_stage
 
     if args.tasks and args.input is None and args.questions is None:
         return {"tasks": _run_benchmarks(args)}
-    config = EvalConfig(
-        iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"),
-        uniform_units=args.uniform_units,
-        max_latent_tokens=args.max_latent_tokens,
-        max_answer_tokens=args.max_answer_tokens,
-        seed=args.seed,
-        answer_pattern=args.answer_pattern,
-        batch_prompts=args.batch_prompts,
-    )
+    config = from_flags(EvalConfig(seed=args.seed), args, EVAL_FIELDS)
     # the likelihood stage first: it claims OUTPUT (manifest.json), the tasks then write OUTPUT/tasks and tasks.json
     # inside it
     results = eval_stage(

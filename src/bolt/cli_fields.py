@@ -45,11 +45,13 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def comma_list(kind: type) -> typing.Callable[[str], list]:
+    noun = {int: "integers", float: "numbers"}.get(kind, f"{kind.__name__} values")
+
     def parse(text: str) -> list:
         try:
             return [kind(part) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"takes comma-separated {noun}, got {text!r}") from None
 
     parse.__name__ = f"{kind.__name__} list"
     return parse

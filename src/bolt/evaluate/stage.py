@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bolt.core.chunking import ChunkConfig, chunk_document
@@ -48,44 +48,7 @@ from bolt.estep.importance import iwae_bound
 from bolt.estep.sampling import SamplingConfig, sample_continuations
 from bolt.estep.scoring import score
 from bolt.estep.stage import EStepConfig, batch_windows, run_batch
-
-DEFAULT_ANSWER_PATTERN = r"-?\d+(?:\.\d+)?"
-
-
-@dataclass
-class EvalConfig:
-    """What ``bolt eval`` measures."""
-
-    iwae_samples: list[int] = field(default_factory=lambda: [1, 2, 4])
-    """n values of the IWAE bound (1 is the ELBO); K = max(n) samples are drawn per chunk."""
-    uniform_units: int = 8
-    """Sentence units per chunk for the bounds' uniform chunking."""
-    max_latent_tokens: int = 256
-    """Latent budget per posterior sample in the bounds."""
-    max_answer_tokens: int = 128
-    """Generation budget per question (latent and answer together)."""
-    batch_prompts: int = 8
-    """Chunks sampled together in the bounds (B chunks -> B*K rows), and questions answered together."""
-    seed: int = 0
-    answer_pattern: str = DEFAULT_ANSWER_PATTERN
-    """Regex whose first match in the answer text is the extracted answer (its first group, if it has one)."""
-
-    def validate(self) -> None:
-        if self.batch_prompts < 1:
-            raise BoltError(f"--batch-prompts must be at least 1, got {self.batch_prompts}.")
-        if not self.iwae_samples or min(self.iwae_samples) < 1:
-            raise BoltError(f"--iwae-samples must be positive integers, got {self.iwae_samples}.")
-        for flag, value in (
-            ("--uniform-units", self.uniform_units),
-            ("--max-latent-tokens", self.max_latent_tokens),
-            ("--max-answer-tokens", self.max_answer_tokens),
-        ):
-            if value < 1:
-                raise BoltError(f"{flag} must be at least 1, got {value}.")
-        try:
-            re.compile(self.answer_pattern)
-        except re.error as exc:
-            raise BoltError(f"--answer-pattern is not a valid regex: {exc}.") from None
+from bolt.evaluate.config import DEFAULT_ANSWER_PATTERN, EvalConfig
 
 
 def nll(
