@@ -35,6 +35,8 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+EM_TRAIN_FIELDS = ["seq_len", "batch_size", "lr", "warmup_steps", "precision"]
+EM_EVAL_FIELDS = ["answer_pattern", "max_answer_tokens", "iwae_samples"]
 EVAL_FIELDS = [
     "iwae_samples",
     "uniform_units",
@@ -748,13 +750,17 @@ def _em_parser(sub) -> None:
     p.add_argument("--bootstrap", help="corpus whose latents the model infers (raw or chunked)")
     p.add_argument("--heldout", help="held-out documents for NLL and bounds")
     p.add_argument("--questions", help="held-out questions (JSONL prompt/answer)")
-    p.add_argument(
-        "--model",
-        default="tiny",
-        help="base model: HF directory, Hugging Face hub id (org/name) or preset (default: tiny)",
+    from bolt.em.config import EMConfig
+
+    defaults = EMConfig()
+    add_fields(
+        p,
+        defaults.train,
+        ["model"],
+        helps={"model": "base model: HF directory, Hugging Face hub id (org/name) or preset"},
     )
     _add_revision(p)
-    p.add_argument("--from-scratch", action="store_true", help="re-initialise --model's weights")
+    add_fields(p, defaults.train, ["from_scratch"])
     _add_loop_flags(p, LoopConfig())
     _add_report_to(p)
     p.add_argument(
@@ -764,41 +770,28 @@ def _em_parser(sub) -> None:
         help="latent budget per E-step sample, what `bolt estep` calls --max-new-tokens (default: 128)",
     )
     training = p.add_argument_group("training (the warm start and every M-step, as `bolt train`)")
-    budget = training.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="optimiser steps per training")
-    budget.add_argument("--tokens", type=int, help="training tokens per training")
-    budget.add_argument("--epochs", type=float, help="epochs per training (default: 2, as in the paper)")
-    training.add_argument("--seq-len", type=int, default=256, help="packed window length (default: 256)")
-    training.add_argument("--batch-size", type=int, default=8, help="windows per step (default: 8)")
-    training.add_argument(
-        "--lr",
-        type=float,
-        default=3e-3,
-        help="peak learning rate (default: 3e-3, for the tiny preset; the paper's 1e-4 suits pretrained models)",
+    add_fields(
+        training.add_mutually_exclusive_group(),
+        defaults.train,
+        TRAIN_BUDGET,
+        helps={
+            "steps": "optimiser steps per training",
+            "tokens": "training tokens per training",
+            "epochs": "passes over the data per training, as in the paper (when no --steps or --tokens)",
+        },
     )
-    training.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=10,
-        help="linear warm-up steps of each training (default: 10; bolt warns when a training is shorter)",
-    )
-    training.add_argument(
-        "--precision",
-        default="no",
-        choices=PRECISIONS,
-        help="mixed precision: no (default), bf16, fp16, or auto (bf16 where this device computes it faster than fp32)",
+    add_fields(
+        training,
+        defaults.train,
+        EM_TRAIN_FIELDS,
+        helps={"lr": "peak learning rate, for the tiny preset (the paper's 1e-4 suits pretrained models)"},
     )
     evaluation = p.add_argument_group("evaluation of every model (as `bolt eval`, with --heldout or --questions)")
-    evaluation.add_argument(
-        "--answer-pattern",
-        help=r"regex; its first match after EoL is the answer (default: a number, -?\d+(?:\.\d+)?; the embedded world: "
-        r"its own)",
-    )
-    evaluation.add_argument(
-        "--max-answer-tokens",
-        type=int,
-        default=64,
-        help="generation budget per question, latent and answer together (default: 64)",
+    add_fields(
+        evaluation,
+        defaults.eval,
+        EM_EVAL_FIELDS,
+        helps={"answer_pattern": "regex; its first match after EoL is the answer (the embedded world: its own)"},
     )
     evaluation.add_argument(
         "--eval-max-latent-tokens",
@@ -806,9 +799,6 @@ def _em_parser(sub) -> None:
         metavar="N",
         help="latent budget per sample in the held-out bounds, what `bolt eval` calls --max-latent-tokens (default: "
         "--max-latent-tokens)",
-    )
-    evaluation.add_argument(
-        "--iwae-samples", default="1,2,4", help="n values of the IWAE bound, comma-separated (default: 1,2,4)"
     )
     _add_overwrite(p, "each stage's output in the run directory")
     _add_seed(p)
@@ -893,34 +883,25 @@ def _loop_from_flags(args, loop: LoopConfig) -> LoopConfig:
 
 
 def _run_em(args) -> list:
-    from bolt.em.engine import EMConfig, run_em
-    from bolt.evaluate.stage import DEFAULT_ANSWER_PATTERN, EvalConfig
-    from bolt.train.training import REPORT_TO_ENVIRONMENT, TrainConfig
+    from bolt.em.config import EMConfig
+    from bolt.em.engine import run_em
+    from bolt.train.training import REPORT_TO_ENVIRONMENT
 
     if args.report_to:
         # every training of the loop, in this process and its workers
         os.environ[REPORT_TO_ENVIRONMENT] = args.report_to
 
-    epochs = 2.0 if args.steps is None and args.tokens is None and args.epochs is None else args.epochs
-    train = TrainConfig(
-        model=str(args.model),
-        from_scratch=args.from_scratch,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        tokens=args.tokens,
-        epochs=epochs,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        precision=args.precision,
-    )
+    defaults = EMConfig()
+    train = from_flags(defaults.train, args, ["model", "from_scratch", *TRAIN_BUDGET, *EM_TRAIN_FIELDS])
+    if args.steps is not None or args.tokens is not None:
+        train = dataclasses.replace(train, epochs=None)  # the default budget gives way to the one given
     loop = _loop_from_flags(args, LoopConfig(max_latent_tokens=args.max_latent_tokens))
-    evaluation = EvalConfig(
-        max_latent_tokens=args.eval_max_latent_tokens or args.max_latent_tokens,
-        max_answer_tokens=args.max_answer_tokens,
-        answer_pattern=args.answer_pattern or DEFAULT_ANSWER_PATTERN,
-        iwae_samples=_parse_ints(args.iwae_samples, "--iwae-samples"),
-        seed=args.seed,
+    evaluation = from_flags(
+        dataclasses.replace(
+            defaults.eval, max_latent_tokens=args.eval_max_latent_tokens or args.max_latent_tokens, seed=args.seed
+        ),
+        args,
+        EM_EVAL_FIELDS,
     )
     config = EMConfig(
         warm_start=args.warm_start,
