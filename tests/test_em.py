@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from bolt.apps.world.world import EM_WORLD, WorldConfig, em_inputs
+from bolt.apps.world.config import EM_WORLD
+from bolt.apps.world.world import WorldConfig, em_inputs
 from bolt.core.records import read_documents
 from bolt.em.engine import EMConfig, run_em
 from bolt.em.loop import LoopConfig

@@ -914,7 +914,8 @@ def _run_em(args) -> list:
         eval=evaluation,
     )
     if args.warm_start is None and args.bootstrap is None:
-        from bolt.apps.world.world import EM_WORLD, em_inputs
+        from bolt.apps.world.config import EM_WORLD
+        from bolt.apps.world.world import em_inputs
 
         rows = run_em(dataclasses.replace(config, world=EM_WORLD), args.output, prepare_inputs=em_inputs)
     else:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bolt.apps.world.config import ANSWER_PATTERN, WorldConfig
 from bolt.core.chunking import with_new_prefixes, with_prefixes
 from bolt.core.records import Document, write_jsonl
 from bolt.errors import BoltError
@@ -49,47 +50,7 @@ _OPS = {"+": lambda a, b, m: (a + b) % m, "-": lambda a, b, m: (a - b) % m, "*":
 _VARIABLES = "abcdefghkmnpqrstuvwxyz"
 _QUESTION = re.compile(r"Let (\w) = ([0-9+\-* ]+) \(mod (\d+)\)\.")
 _ANSWER = re.compile(r"So (\w) = (\d+)\.")
-ANSWER_PATTERN = r"= (\d+)\."
 """Extracts the number an answer sentence states (``So c = 2.`` -> ``2``), for ``bolt eval --answer-pattern``."""
-
-
-@dataclass
-class WorldConfig:
-    """Difficulty and size of the embedded world."""
-
-    steps: int = 4
-    """Operations per problem (operands = steps + 1)."""
-    modulus: int = 10
-    operators: str = "+-*"
-    """Operators drawn uniformly per step."""
-    problems_per_document: int = 6
-    warm_documents: int = 60
-    """Warm-start split (raw text + oracle latents)."""
-    bootstrap_documents: int = 300
-    """Bootstrap split (raw text only; the model infers its latents)."""
-    heldout_documents: int = 20
-    """Held-out documents for NLL and ELBO/IWAE."""
-    questions: int = 200
-    """Held-out questions with exact answers."""
-    teacher_error_rate: float = 0.0
-    """Probability that the oracle botches one step of a derivation."""
-    estep_context: int = 3
-    """Previous sentences a bootstrap chunk carries as its prefix for the E-step (the paper: 3
-    chunks). The teacher sees 1, the question an answer's work depends on."""
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.modulus < 2 or not self.operators or set(self.operators) - set(_OPS):
-            raise BoltError(
-                "world: need steps >= 1, modulus >= 2 and operators from '+-*', "
-                f"got {self.steps}, {self.modulus}, {self.operators!r}."
-            )
-        if not 0.0 <= self.teacher_error_rate <= 1.0:
-            raise BoltError(f"world: teacher error rate must be in [0, 1], got {self.teacher_error_rate}.")
-        if self.estep_context < 1:
-            raise BoltError(
-                "world: the E-step needs at least the question before an answer (--estep-context 1), "
-                f"got {self.estep_context}."
-            )
 
 
 @dataclass(frozen=True)
@@ -329,10 +290,6 @@ def write_world(directory: Path, config: WorldConfig, seed: int) -> dict[str, Pa
     paths["questions"] = directory / "questions.jsonl"
     write_jsonl(paths["questions"], world_questions(config, seed, [d for docs in splits.values() for d in docs]))
     return paths
-
-
-EM_WORLD = WorldConfig(warm_documents=24, bootstrap_documents=24, heldout_documents=4, questions=40)
-"""The world's sizes for ``bolt em`` run without a corpus."""
 
 
 def write_world_with_latents(directory: Path, world: WorldConfig, seed: int) -> dict[str, Path]:
