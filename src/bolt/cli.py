@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bolt import __version__
 from bolt.cli_fields import add_fields, from_flags
-from bolt.core.choices import M_STEP_DATA, METHODS, PRECISIONS, PROPOSALS
+from bolt.core.choices import M_STEP_DATA, METHODS, PROPOSALS
 from bolt.core.scrub import scrub
 from bolt.em.loop import LoopConfig, demo_loop, paper_loop_for_the_world
 from bolt.errors import BoltError
@@ -35,6 +35,34 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+DEMO_FIELDS = ["sweep", "wrap_cot", "warm_long", "wrap", "m_step_budget", "m_step_steps", "workers", "compile"]
+DEMO_WORLD_FIELDS = ["teacher_error_rate", "warm_documents", "bootstrap_documents", "modulus", "estep_context"]
+DEMO_TRAIN_FIELDS = ["steps", "lr", "precision"]
+DEMO_HELP = {
+    "wrap_cot": "train the WRAP-CoT baseline: both splits with the oracle's derivations written inline, as plain "
+    "text, for the EM chain's compute (--quick: off)",
+    "warm_long": "train the warm start on its own data for the EM chain's whole training compute, the control that "
+    "tells bootstrapping from more steps (--quick: off)",
+    "wrap": "also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it "
+    "in four styles, no reasoning added (on with --full)",
+    "warm_documents": "documents in the warm-start split",
+    "bootstrap_documents": "documents in the bootstrap split",
+    "steps": "training steps of the warm start and raw_warm; M-steps: --m-step-steps",
+    "lr": "peak learning rate of every training, warm start, M-steps and baselines alike",
+    "modulus": "the arithmetic's modulus; with a prime such as 11 or 13 fewer wrong derivations happen to end on the "
+    "right number, which the E-step's weights cannot tell from right ones (docs/EXPERIMENTS.md)",
+    "precision": "mixed precision of every training: auto (bf16 where this machine computes it faster than fp32, "
+    "else fp32), no (fp32), bf16, fp16",
+    "m_step_budget": "instead of --m-step-steps' fixed count: data, each M-step trains as many epochs of its data as "
+    "the warm start did of its own (the paper's rule, but on the world's small splits that is so many epochs that the "
+    "model learns the latents by heart); steps, as many steps as the warm start",
+    "m_step_steps": "every M-step trains N steps, whatever its data; raw baselines follow (--quick: the data rule; 0: "
+    "the --m-step-budget rule): with more --bootstrap-documents each document is then seen for fewer epochs",
+    "workers": "trainings and E-steps run side by side in N processes, each with cores/N threads",
+    "compile": "train every model through torch.compile (meant for GPUs; docs/SCALING.md has the CPU measurements; "
+    "a CPU needs a C++ compiler; other kernels, so results differ from uncompiled runs)",
+}
+"""``bolt demo``'s words for the config fields it exposes (the demo's own reasons, not the fields' general ones)."""
 EM_TRAIN_FIELDS = ["seq_len", "batch_size", "lr", "warmup_steps", "precision"]
 EM_EVAL_FIELDS = ["answer_pattern", "max_answer_tokens", "iwae_samples"]
 EVAL_FIELDS = [
@@ -974,7 +1002,16 @@ def _demo_parser(sub) -> None:
         action="store_true",
         help="the paper's loop, the default (the flag is kept so that scripts that pass it still run)",
     )
-    p.add_argument("--teacher-error-rate", type=float, help="share of oracle latents with a wrong step (default: 0)")
+    from bolt.apps.world.config import DemoConfig
+
+    defaults = DemoConfig()
+    add_fields(
+        p,
+        defaults.world,
+        ["teacher_error_rate"],
+        helps={"teacher_error_rate": "share of oracle latents with a wrong step"},
+        preset=True,
+    )
     p.add_argument(
         "--sweep",
         type=_k_list,
@@ -989,76 +1026,19 @@ def _demo_parser(sub) -> None:
         help="previous sentences a bootstrap chunk carries as the E-step's prefix (default: 1, the question an answer "
         "depends on, as the teacher sees it; the paper uses 3 chunks)",
     )
-    p.add_argument(
-        "--wrap-cot",
-        action=argparse.BooleanOptionalAction,
-        help="train the WRAP-CoT baseline: both splits with the oracle's derivations "
-        "written inline, as plain text, for the EM chain's compute (default: on; --quick: off)",
-    )
-    p.add_argument(
-        "--warm-long",
-        action=argparse.BooleanOptionalAction,
-        help="train the warm start on its own data for the EM chain's whole training "
-        "compute, the control that tells bootstrapping from more steps (default: on; --quick: off)",
-    )
-    p.add_argument(
-        "--wrap",
-        action="store_true",
-        help="also train the WRAP-like rephrasing baseline: the raw text mixed 1:1 with the oracle's rephrasings of it "
-        "in four styles, no reasoning added (on with --full)",
-    )
+    add_fields(p, defaults, ["wrap_cot", "warm_long", "wrap"], helps=DEMO_HELP, preset=True)
     world = p.add_argument_group("size (defaults: those of the preset)")
-    world.add_argument("--warm-documents", type=int, help="documents in the warm-start split (default: 50)")
-    world.add_argument("--bootstrap-documents", type=int, help="documents in the bootstrap split (default: 150)")
-    world.add_argument(
-        "--steps",
-        type=int,
-        help="training steps of the warm start and raw_warm (default: 800); M-steps: --m-step-steps",
-    )
-    world.add_argument(
-        "--lr",
-        type=float,
-        help="peak learning rate of every training, warm start, M-steps and baselines alike (default: 1e-3)",
-    )
-    world.add_argument(
-        "--modulus",
-        type=int,
-        help="the arithmetic's modulus (default: 10); with a prime such as 11 or 13 fewer wrong derivations "
-        "happen to end on the right number, which the E-step's weights cannot tell from right ones "
-        "(docs/EXPERIMENTS.md)",
-    )
-    world.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="mixed precision of every training: auto (default: bf16 where this machine "
-        "computes it faster than fp32, else fp32), no (fp32), bf16, fp16",
-    )
-    p.add_argument(
-        "--m-step-budget",
-        choices=["data", "steps"],
-        help="instead of --m-step-steps' fixed count: data, each M-step trains as many epochs of its data as the warm "
-        "start did of its own (the paper's rule, but on the world's small splits that is so many epochs that the model "
-        "learns the latents by heart); steps, as many steps as the warm start",
-    )
-    p.add_argument(
-        "--m-step-steps",
-        type=int,
-        metavar="N",
-        help="every M-step trains N steps, whatever its data; raw baselines follow (default: 1600, --quick: the data "
-        "rule; 0: the --m-step-budget rule): with more --bootstrap-documents each document is then seen for fewer "
-        "epochs",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="trainings and E-steps run side by side in N processes, each with cores/N threads (default: 2)",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="train every model through torch.compile (meant for GPUs; docs/SCALING.md has the CPU measurements; "
-        "a CPU needs a C++ compiler; other kernels, so results differ from uncompiled runs)",
+    add_fields(world, defaults.world, ["warm_documents", "bootstrap_documents"], helps=DEMO_HELP, preset=True)
+    add_fields(world, defaults.train, ["steps", "lr"], helps=DEMO_HELP, preset=True)
+    add_fields(world, defaults.world, ["modulus"], helps=DEMO_HELP, preset=True)
+    add_fields(world, defaults.train, ["precision"], helps=DEMO_HELP, preset=True)
+    add_fields(
+        p,
+        defaults,
+        ["m_step_budget", "m_step_steps", "workers", "compile"],
+        helps=DEMO_HELP,
+        preset=True,
+        metavars={"m_step_steps": "N"},
     )
     _add_overwrite(p, "each stage's output in the run directory")
     _add_seed(p)
@@ -1072,31 +1052,12 @@ def _run_demo(args) -> dict:
     if args.demo_loop:  # --quick keeps its smaller K
         config.loop = dataclasses.replace(demo_loop(), samples=config.loop.samples) if args.quick else demo_loop()
     config.loop = _loop_from_flags(args, config.loop)
-    config.wrap = config.wrap or args.wrap
-    config.wrap_cot = config.wrap_cot if args.wrap_cot is None else args.wrap_cot
-    config.warm_long = config.warm_long if args.warm_long is None else args.warm_long
-    config.workers = args.workers
-    config.compile = args.compile
-    # flags left unset keep the preset's value
-    overrides = {
-        "sweep": (config, "sweep"),
-        "m_step_budget": (config, "m_step_budget"),
-        "m_step_steps": (config, "m_step_steps"),
-        "estep_context": (config.world, "estep_context"),
-        "teacher_error_rate": (config.world, "teacher_error_rate"),
-        "warm_documents": (config.world, "warm_documents"),
-        "bootstrap_documents": (config.world, "bootstrap_documents"),
-        "modulus": (config.world, "modulus"),
-    }
     if args.m_step_budget is not None and args.m_step_steps is None:
         config.m_step_steps = 0  # a budget rule asked for: the preset's fixed count gives way
-    for flag, (target, field_name) in overrides.items():
-        if getattr(args, flag) is not None:
-            setattr(target, field_name, getattr(args, flag))
-    config.train = dataclasses.replace(
-        config.train,
-        **{flag: getattr(args, flag) for flag in ("steps", "lr", "precision") if getattr(args, flag) is not None},
-    )
+    # flags left unset keep the preset's value
+    config = from_flags(config, args, DEMO_FIELDS, given_only=True)
+    config.world = from_flags(config.world, args, DEMO_WORLD_FIELDS, given_only=True)
+    config.train = from_flags(config.train, args, DEMO_TRAIN_FIELDS, given_only=True)
     results = run_demo(config, args.output)
     print((args.output / "results.md").read_text(), end="")
     return results

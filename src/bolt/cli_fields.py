@@ -90,10 +90,13 @@ def add_fields(
     aliases: dict[str, list[str]] | None = None,
     helps: dict[str, str] | None = None,
     metavars: dict[str, str] | None = None,
+    preset: bool = False,
 ) -> None:
     """A flag per field in ``names`` of the dataclass instance ``defaults`` (its values are the
     defaults); ``aliases`` adds short options, ``helps`` replaces a docstring where the command needs
-    other words, ``metavars`` names the value."""
+    other words, ``metavars`` names the value. With ``preset``, a flag left out parses to None, so
+    that ``from_flags(..., given_only=True)`` keeps the value of whichever preset the command starts
+    from (``bolt demo --quick``); the help shows ``defaults``'s."""
     cls = type(defaults)
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -106,10 +109,22 @@ def add_fields(
             text = f"{text} (default: {shown})" if text else f"default: {shown}"
         if metavars and name in metavars:
             keywords["metavar"] = metavars[name]
+        if preset and keywords.get("action") is not None:
+            text = f"{text} (default: {'on' if default else 'off'})"
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(*(aliases or {}).get(name, []), flag, dest=name, default=default, help=text, **keywords)
+        parser.add_argument(
+            *(aliases or {}).get(name, []),
+            flag,
+            dest=name,
+            default=None if preset else default,
+            help=text,
+            **keywords,
+        )
 
 
-def from_flags(defaults: Any, args: argparse.Namespace, names: Iterable[str]) -> Any:
-    """``defaults`` with the values the flags of ``names`` parsed to."""
-    return dataclasses.replace(defaults, **{name: getattr(args, name) for name in names})
+def from_flags(defaults: Any, args: argparse.Namespace, names: Iterable[str], given_only: bool = False) -> Any:
+    """``defaults`` with the values the flags of ``names`` parsed to (``given_only``: those that were given)."""
+    values = {name: getattr(args, name) for name in names}
+    if given_only:
+        values = {name: value for name, value in values.items() if value is not None}
+    return dataclasses.replace(defaults, **values)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bolt.em.loop import LoopConfig, paper_loop_for_the_world
 from bolt.errors import BoltError
@@ -102,7 +103,7 @@ class DemoConfig:
     ``bolt.em.loop.demo_loop`` instead (docs/EXPERIMENTS.md shows the two side by side)."""
     sweep: list[int] = field(default_factory=lambda: [1, 4, 16])
     """K values for iteration 1 in the inference-compute sweep (the chain's K is added)."""
-    m_step_budget: str = "data"
+    m_step_budget: Literal["data", "steps"] = "data"
     """``data``: an M-step trains for as many epochs of its (warm-start + bootstrap) data as
     the warm start did of its own, like the paper's ~2 epochs per M-step; ``steps``: the
     warm start's number of steps."""
