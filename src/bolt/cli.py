@@ -35,6 +35,20 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+FINETUNE_FIELDS = [
+    "task",
+    "data_dir",
+    "seeds",
+    "epochs",
+    "lr",
+    "batch_size",
+    "max_train_examples",
+    "samples",
+    "temperature",
+    "top_p",
+    "limit",
+    "max_gen_tokens",
+]
 DEMO_FIELDS = ["sweep", "wrap_cot", "warm_long", "wrap", "m_step_budget", "m_step_steps", "workers", "compile"]
 DEMO_WORLD_FIELDS = ["teacher_error_rate", "warm_documents", "bootstrap_documents", "modulus", "estep_context"]
 DEMO_TRAIN_FIELDS = ["steps", "lr", "precision"]
@@ -1083,23 +1097,21 @@ def _finetune_eval_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model directory to fine-tune, or a Hugging Face hub id (org/name)")
     _add_revision(p)
-    p.add_argument("--task", default="gsm8k_cot", help="a task of `bolt eval --tasks` (default: gsm8k_cot)")
-    p.add_argument("--data-dir", type=Path, required=True, help="DIR/<dataset>/{train,test}.jsonl")
-    p.add_argument("--seeds", type=int, default=3, help="repetitions with seeds --seed, --seed+1, ... (default: 3)")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default: 1)")
-    p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default: 1e-5)")
-    p.add_argument("--batch-size", type=int, default=8, help="training examples per step (default: 8)")
-    p.add_argument("--max-train-examples", type=int, help="fine-tune on the first N training examples only")
-    p.add_argument("--samples", type=int, default=4, help="sampled answers per test question (default: 4)")
-    p.add_argument("--temperature", type=float, default=0.6, help="sampling temperature (default: 0.6)")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus truncation (default: 0.9)")
-    p.add_argument("--limit", type=int, help="test questions (default: all)")
-    p.add_argument("--max-gen-tokens", type=int, help="generation budget per answer (default: the task's own)")
+    from bolt.evaluate.config import FinetuneConfig
+
+    add_fields(
+        p,
+        FinetuneConfig(),
+        FINETUNE_FIELDS,
+        helps={"data_dir": "DIR/<dataset>/{train,test}.jsonl"},
+        required=["data_dir"],
+    )
     _add_seed(p)
 
 
 def _run_finetune_eval(args) -> dict:
-    from bolt.evaluate.finetune import FinetuneConfig, finetune_eval
+    from bolt.evaluate.config import FinetuneConfig
+    from bolt.evaluate.finetune import finetune_eval
 
     try:
         importlib.import_module("bolt.evaluate.tasks.harness")  # are lm-eval and math-verify installed?
@@ -1108,21 +1120,7 @@ def _run_finetune_eval(args) -> dict:
             f"finetune-eval needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install "
             "'bolt-latent[eval]'."
         ) from None
-    config = FinetuneConfig(
-        task=args.task,
-        data_dir=args.data_dir,
-        seeds=args.seeds,
-        first_seed=args.seed,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        max_train_examples=args.max_train_examples,
-        samples=args.samples,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        limit=args.limit,
-        max_gen_tokens=args.max_gen_tokens,
-    )
+    config = from_flags(FinetuneConfig(first_seed=args.seed), args, FINETUNE_FIELDS)
     return finetune_eval(args.model, args.output, config)
 
 

@@ -75,10 +75,11 @@ def _argument(hint: Any, default: Any) -> dict[str, Any]:
 
 
 def _help_style(doc: str) -> str:
-    """A docstring as the CLI's help reads: no closing period, a lower-case first word unless it is an
-    acronym (HF) or a name."""
-    text = doc.rstrip(".")
-    if len(text) > 1 and text[0].isupper() and text[1].islower():
+    """A docstring as the CLI's help reads: no closing period, a lower-case first word unless it is a
+    name (HF, AdamW, K)."""
+    text = doc[:-1] if doc.endswith(".") and not doc.endswith("...") else doc
+    first = text.split(" ", 1)[0]
+    if first == "A" or (len(first) > 1 and first[0].isupper() and first[1:].islower()):
         text = text[0].lower() + text[1:]
     return text
 
@@ -91,12 +92,14 @@ def add_fields(
     helps: dict[str, str] | None = None,
     metavars: dict[str, str] | None = None,
     preset: bool = False,
+    required: Iterable[str] = (),
 ) -> None:
     """A flag per field in ``names`` of the dataclass instance ``defaults`` (its values are the
     defaults); ``aliases`` adds short options, ``helps`` replaces a docstring where the command needs
-    other words, ``metavars`` names the value. With ``preset``, a flag left out parses to None, so
-    that ``from_flags(..., given_only=True)`` keeps the value of whichever preset the command starts
-    from (``bolt demo --quick``); the help shows ``defaults``'s."""
+    other words, ``metavars`` names the value, ``required`` lists flags that must be given. With
+    ``preset``, a flag left out parses to None, so that ``from_flags(..., given_only=True)`` keeps the
+    value of whichever preset the command starts from (``bolt demo --quick``); the help shows
+    ``defaults``'s."""
     cls = type(defaults)
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -118,6 +121,7 @@ def add_fields(
             dest=name,
             default=None if preset else default,
             help=text,
+            **({"required": True} if name in required else {}),
             **keywords,
         )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bolt.errors import BoltError
 
@@ -48,3 +49,47 @@ class EvalConfig:
             re.compile(self.answer_pattern)
         except re.error as exc:
             raise BoltError(f"--answer-pattern is not a valid regex: {exc}.") from None
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tune-then-evaluate experiment."""
+
+    task: str = "gsm8k_cot"
+    """A task of `bolt eval --tasks`; its dataset's train split is the fine-tuning data."""
+    data_dir: Path | None = None
+    """DIR/<dataset>/{train,test}.jsonl (required: the fine-tuning data is local)."""
+    seeds: int = 3
+    """Repetitions with seeds --seed, --seed+1, ..."""
+    first_seed: int = 0
+    epochs: float = 1.0
+    """Passes over the training split."""
+    lr: float = 1e-5
+    """AdamW learning rate."""
+    batch_size: int = 8
+    """Training examples per step."""
+    max_train_examples: int | None = None
+    """Fine-tune on the first N training examples only."""
+    samples: int = 4
+    """Sampled answers per test question (maj@k, pass@k)."""
+    temperature: float = 0.6
+    """Sampling temperature."""
+    top_p: float = 0.9
+    """Nucleus truncation."""
+    limit: int | None = None
+    """Test questions, the first N (none: all)."""
+    max_gen_tokens: int | None = None
+    """Generation budget per answer (none: the task's own)."""
+
+    def validate(self) -> None:
+        from bolt.evaluate.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise BoltError(f"unknown task {self.task!r}; finetune-eval takes one of: {', '.join(TASKS)}.")
+        if self.data_dir is None:
+            raise BoltError(
+                "finetune-eval needs --data-dir DIR with DIR/<dataset>/train.jsonl (the fine-tuning data) "
+                "and test.jsonl."
+            )
+        if self.seeds < 1 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.samples < 1:
+            raise BoltError("--seeds, --epochs, --lr, --batch-size and --samples must be positive.")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,47 +29,8 @@ from bolt.core.progress import progress_bar
 from bolt.core.records import write_json
 from bolt.core.rundir import RunDir
 from bolt.errors import BoltError
+from bolt.evaluate.config import FinetuneConfig
 from bolt.report.tables import summarize
-
-
-@dataclass
-class FinetuneConfig:
-    """One fine-tune-then-evaluate experiment."""
-
-    task: str = "gsm8k_cot"
-    """A bolt task (bolt.evaluate.tasks.TASKS); its dataset's train split is the fine-tuning data."""
-    data_dir: Path | None = None
-    """DIR/<dataset>/{train,test}.jsonl (required: the fine-tuning data is local)."""
-    seeds: int = 3
-    """Repetitions (seeds first_seed, first_seed + 1, ...)."""
-    first_seed: int = 0
-    epochs: float = 1.0
-    """Passes over the training split."""
-    lr: float = 1e-5
-    batch_size: int = 8
-    max_train_examples: int | None = None
-    """Use only the first N training examples."""
-    samples: int = 4
-    """Sampled answers per test question (maj@k, pass@k)."""
-    temperature: float = 0.6
-    top_p: float = 0.9
-    limit: int | None = None
-    """Test questions (the first N); None: all."""
-    max_gen_tokens: int | None = None
-    """Generation budget per answer; None: the task's own."""
-
-    def validate(self) -> None:
-        from bolt.evaluate.tasks import TASKS
-
-        if self.task not in TASKS:
-            raise BoltError(f"unknown task {self.task!r}; finetune-eval takes one of: {', '.join(TASKS)}.")
-        if self.data_dir is None:
-            raise BoltError(
-                "finetune-eval needs --data-dir DIR with DIR/<dataset>/train.jsonl (the fine-tuning data) "
-                "and test.jsonl."
-            )
-        if self.seeds < 1 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.samples < 1:
-            raise BoltError("--seeds, --epochs, --lr, --batch-size and --samples must be positive.")
 
 
 def training_pairs(task: str, data_dir: Path, limit: int | None) -> list[tuple[str, str]]:
