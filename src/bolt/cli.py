@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bolt import __version__
 from bolt.cli_fields import add_fields, from_flags
-from bolt.core.choices import M_STEP_DATA, METHODS, PROPOSALS
+from bolt.core.choices import M_STEP_DATA, PROPOSALS
 from bolt.core.scrub import scrub
 from bolt.em.loop import LoopConfig, demo_loop, paper_loop_for_the_world
 from bolt.errors import BoltError
@@ -35,6 +35,25 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+SYNTHESIZE_FIELDS = ["method", "prompt_file", "batch_size", "allow_failures"]
+API_FIELDS = [
+    "batch",
+    "concurrency",
+    "max_retries",
+    "max_bad_replies",
+    "backoff_base",
+    "timeout",
+    "poll_interval",
+    "max_spend",
+]
+API_FLAGS = {"backoff_base": "--backoff", "timeout": "--request-timeout"}
+"""Flags of ``ApiConfig`` fields named otherwise."""
+API_HELP = {
+    "max_spend": "spend at most this much in this run: a request goes out only while what was spent plus the worst "
+    "case of the requests in flight and its own (its input and --max-new-tokens of output) stay within it; the rest is "
+    "not sent and the run says so (cached answers cost nothing; with --workers N each worker gets USD / N; needs the "
+    "model's price, built in or --pricing)",
+}
 FINETUNE_FIELDS = [
     "task",
     "data_dir",
@@ -228,38 +247,23 @@ def _synthesize_parser(sub) -> None:
         help="model name (openai, anthropic, vllm); for hf a model directory or a Hugging Face hub id (org/name)",
     )
     _add_revision(p, "--teacher-model (hf)")
-    p.add_argument(
-        "--method",
-        default="latent",
-        choices=METHODS,
-        help="what the teacher writes: latent thoughts (default), a WRAP rephrasing, or a rephrasing with inserted "
-        "reasoning (wrap-cot)",
-    )
-    p.add_argument(
-        "--prompt-file",
-        type=Path,
-        help="JSON prompt template(s) replacing the built-in ones of --method (see `bolt.teachers.prompts`)",
-    )
+    from bolt.teachers.api_teacher import ApiConfig
+    from bolt.teachers.synthesize import SynthesizeConfig
+
+    add_fields(p, SynthesizeConfig(), ["method", "prompt_file"])
     p.add_argument(
         "--max-new-tokens", type=int, help="answer length budget (default: 256 for latent, 2048 for wrap methods)"
     )
     p.add_argument(
         "--temperature", type=float, default=0.0, help="0 for greedy decoding (default), else sampling temperature"
     )
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="chunks per call of a local teacher, hf or oracle (default: 8)"
-    )
+    add_fields(p, SynthesizeConfig(), ["batch_size"])
     api = p.add_argument_group("API teachers (openai, anthropic)")
     api.add_argument(
         "--base-url",
         help="API endpoint, e.g. http://localhost:8000/v1 for a vLLM or SGLang server (default: the provider's)",
     )
-    api.add_argument(
-        "--batch",
-        action="store_true",
-        help="use the provider's batch API: half price, results within 24 h; a rerun picks up submitted batches",
-    )
-    api.add_argument("--concurrency", type=int, default=8, help="online requests in flight at once (default: 8)")
+    add_fields(api, ApiConfig(), ["batch", "concurrency"])
     api.add_argument(
         "--dry-run", action="store_true", help="print the request count, estimated tokens and cost, and send nothing"
     )
@@ -274,44 +278,15 @@ def _synthesize_parser(sub) -> None:
     api.add_argument(
         "--env-file", type=Path, help="a .env file holding OPENAI_API_KEY or ANTHROPIC_API_KEY (the environment wins)"
     )
-    api.add_argument(
-        "--max-retries",
-        type=int,
-        default=8,
-        help="retries of a request after 429, 5xx, timeouts or malformed JSON (default: 8)",
+    add_fields(
+        api,
+        ApiConfig(),
+        API_FIELDS[2:],
+        flags=API_FLAGS,
+        helps=API_HELP,
+        metavars={"max_spend": "USD", "backoff_base": "SECONDS", "timeout": "SECONDS"},
     )
-    api.add_argument(
-        "--max-bad-replies",
-        type=int,
-        default=2,
-        help="re-asks after an empty, truncated, refused or malformed reply (default: 2)",
-    )
-    api.add_argument(
-        "--backoff",
-        type=float,
-        default=1.0,
-        help="seconds of the first retry wait, doubled per retry, with jitter; Retry-After wins (default: 1)",
-    )
-    api.add_argument(
-        "--request-timeout", type=float, default=120.0, help="seconds before an online request times out (default: 120)"
-    )
-    api.add_argument(
-        "--poll-interval", type=float, default=30.0, help="seconds between looks at unfinished batches (default: 30)"
-    )
-    api.add_argument(
-        "--allow-failures",
-        action="store_true",
-        help="finish with the documents that got every answer when some requests got none",
-    )
-    api.add_argument(
-        "--max-spend",
-        type=float,
-        metavar="USD",
-        help="spend at most this much in this run: a request goes out only while what was spent plus the worst case of "
-        "the requests in flight and its own (its input and --max-new-tokens of output) stay within it; the rest is not "
-        "sent and the run says so (cached answers cost nothing; with --workers N each worker gets USD / N; needs the "
-        "model's price, built in or --pricing)",
-    )
+    add_fields(api, SynthesizeConfig(), ["allow_failures"])
     _add_executor(p, "each worker builds its own teacher; API workers share the answer cache")
     p.add_argument(
         "--limit",
@@ -359,16 +334,9 @@ def _synthesize_teacher(args):
         )
         if args.teacher == "vllm":
             return TeacherSpec("vllm", {"model": args.teacher_model, "sampling": sampling, "seed": args.seed})
-        config = ApiConfig(
-            batch=args.batch,
-            concurrency=args.concurrency,
-            max_retries=args.max_retries,
-            max_bad_replies=args.max_bad_replies,
-            backoff_base=args.backoff,
-            timeout=args.request_timeout,
-            poll_interval=args.poll_interval,
-            max_spend=None if args.max_spend is None else args.max_spend / max(1, args.workers),
-        )
+        config = from_flags(ApiConfig(), args, API_FIELDS)
+        if config.max_spend is not None:  # each worker spends its share
+            config = dataclasses.replace(config, max_spend=config.max_spend / max(1, args.workers))
         options = {
             "model": args.teacher_model,
             "sampling": sampling,
@@ -386,13 +354,7 @@ def _run_synthesize(args) -> dict:
     from bolt.teachers.synthesize import SynthesizeConfig, synthesize_estimate, synthesize_stage
 
     spec = _synthesize_teacher(args)
-    config = SynthesizeConfig(
-        method=args.method,
-        prompt_file=args.prompt_file,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        allow_failures=args.allow_failures,
-    )
+    config = from_flags(SynthesizeConfig(seed=args.seed), args, SYNTHESIZE_FIELDS)
     if args.dry_run:
         return synthesize_estimate(
             spec.build(), args.input, args.output, config, cache_dir=args.cache_dir, limit=args.limit

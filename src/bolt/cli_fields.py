@@ -93,10 +93,12 @@ def add_fields(
     metavars: dict[str, str] | None = None,
     preset: bool = False,
     required: Iterable[str] = (),
+    flags: dict[str, str] | None = None,
 ) -> None:
     """A flag per field in ``names`` of the dataclass instance ``defaults`` (its values are the
     defaults); ``aliases`` adds short options, ``helps`` replaces a docstring where the command needs
-    other words, ``metavars`` names the value, ``required`` lists flags that must be given. With
+    other words, ``metavars`` names the value, ``required`` lists flags that must be given, ``flags``
+    names a flag otherwise than its field (``--backoff`` for ``backoff_base``). With
     ``preset``, a flag left out parses to None, so that ``from_flags(..., given_only=True)`` keeps the
     value of whichever preset the command starts from (``bolt demo --quick``); the help shows
     ``defaults``'s."""
@@ -114,7 +116,7 @@ def add_fields(
             keywords["metavar"] = metavars[name]
         if preset and keywords.get("action") is not None:
             text = f"{text} (default: {'on' if default else 'off'})"
-        flag = "--" + name.replace("_", "-")
+        flag = (flags or {}).get(name) or "--" + name.replace("_", "-")
         parser.add_argument(
             *(aliases or {}).get(name, []),
             flag,

@@ -62,21 +62,21 @@ class ApiConfig:
     """How requests are sent to a chat API."""
 
     batch: bool = False
-    """Use the provider's batch API (half price, answers within 24 h) instead of online requests."""
+    """Use the provider's batch API: half price, results within 24 h; a rerun picks up submitted batches."""
     concurrency: int = 8
     """Online requests in flight at once."""
     max_retries: int = 8
-    """Retries of one request after transport errors (429, 5xx, timeouts, malformed JSON)."""
+    """Retries of a request after 429, 5xx, timeouts or malformed JSON."""
     max_bad_replies: int = 2
-    """Re-asks of one request after an empty, truncated, refused or malformed reply."""
+    """Re-asks after an empty, truncated, refused or malformed reply."""
     backoff_base: float = 1.0
-    """Seconds of the first backoff; doubles per retry, with full jitter."""
+    """Seconds of the first retry wait, doubled per retry, with jitter; Retry-After wins."""
     backoff_max: float = 60.0
     """Longest wait between retries, Retry-After included."""
     timeout: float = 120.0
-    """Seconds before one online request counts as timed out."""
+    """Seconds before an online request times out."""
     poll_interval: float = 30.0
-    """Seconds between two looks at unfinished batches."""
+    """Seconds between looks at unfinished batches."""
     unreachable_limit: int = 3
     """Requests in a row that reach no server (refused, name not resolved, connect timeout) before the run
     stops, if no server answered yet."""

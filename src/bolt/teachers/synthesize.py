@@ -60,15 +60,16 @@ class SynthesizeConfig:
     """What the teacher writes and how chunks are sent to it."""
 
     method: Method = "latent"
-    """``latent`` (a thought per chunk), ``wrap`` (a rephrased document in one of four styles) or ``wrap-cot``."""
+    """What the teacher writes: latent thoughts, a WRAP rephrasing, or a rephrasing with inserted reasoning
+    (wrap-cot)."""
     prompt_file: Path | None = None
-    """JSON templates replacing the built-in ones of ``method`` (prompt teachers)."""
+    """JSON prompt template(s) replacing the built-in ones of --method (see `bolt.teachers.prompts`)."""
     seed: int = 0
     """Draws each document's ``wrap`` style."""
     batch_size: int = 8
-    """Chunks per call of a local teacher (hf, oracle)."""
+    """Chunks per call of a local teacher, hf or oracle."""
     allow_failures: bool = False
-    """Finish with the documents that got every answer, instead of failing when some request got none."""
+    """Finish with the documents that got every answer when some requests got none."""
 
     def validate(self) -> None:
         if self.batch_size < 1:
