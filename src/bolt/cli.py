@@ -22,7 +22,6 @@ from pathlib import Path
 
 from bolt import __version__
 from bolt.cli_fields import add_fields, from_flags
-from bolt.core.choices import M_STEP_DATA, PROPOSALS
 from bolt.core.scrub import scrub
 from bolt.em.loop import LoopConfig, demo_loop, paper_loop_for_the_world
 from bolt.errors import BoltError
@@ -35,6 +34,15 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+LOOP_FIELDS = [
+    "iterations",
+    "samples",
+    "proposal",
+    "temperature",
+    "m_step_data",
+    "continue_from_previous",
+    "estep_folds",
+]
 SYNTHESIZE_FIELDS = ["method", "prompt_file", "batch_size", "allow_failures"]
 API_FIELDS = [
     "batch",
@@ -808,16 +816,6 @@ def _em_parser(sub) -> None:
     _add_seed(p)
 
 
-LOOP_FLAGS = {  # flag -> LoopConfig field
-    "iterations": "iterations",
-    "samples": "samples",
-    "proposal": "proposal",
-    "estep_temperature": "temperature",
-    "m_step_data": "m_step_data",
-    "estep_folds": "estep_folds",
-}
-
-
 def _add_report_to(p) -> None:
     p.add_argument(
         "--report-to",
@@ -829,61 +827,23 @@ def _add_report_to(p) -> None:
 
 
 def _add_loop_flags(p, defaults: LoopConfig) -> None:
-    """The EM loop's flags (``bolt.em.loop.LoopConfig``), shared by ``bolt em`` and ``bolt demo``; ``defaults``
-    fills the help."""
-    p.add_argument(
-        "--iterations", type=int, help=f"EM iterations after the warm start (default: {defaults.iterations})"
-    )
-    p.add_argument(
-        "-k",
-        "--samples",
-        type=int,
-        help=f"K, candidates per chunk in the chain's E-steps (default: {defaults.samples})",
-    )
-    p.add_argument(
-        "--proposal",
-        choices=PROPOSALS,
-        help=f"where the E-steps' candidates come from: posterior (the paper: the model's q(Z|X)) or prior "
-        f"(p(Z|prefix)); the importance weights are exact either way (default: {defaults.proposal})",
-    )
-    p.add_argument(
-        "--estep-temperature",
-        type=float,
-        metavar="T",
-        help="sampling temperature of the E-steps' candidates (the paper: 1; the weights stay exact at any "
-        f"temperature, and above 1 the K candidates differ more often) (default: {defaults.temperature:g})",
-    )
-    p.add_argument(
-        "--m-step-data",
-        choices=M_STEP_DATA,
-        help="what every M-step trains on: bootstrap (the paper: the bootstrap corpus with the latents the previous "
-        "model inferred) or teacher+bootstrap (the warm start's teacher latents too) (default: "
-        f"{defaults.m_step_data})",
-    )
-    p.add_argument(
-        "--continue-from-previous",
-        action="store_true",
-        help="start each M-step from the previous model, not the base (the paper restarts)",
-    )
-    p.add_argument(
-        "--estep-folds",
-        type=int,
-        metavar="N",
-        help="cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into N folds, each inferred by a "
-        "model trained like the previous M-step on the other folds, so no model re-reads latents it learned by heart "
-        f"(default: {defaults.estep_folds}, the paper's E-step; meant for many epochs over a small corpus; each fold "
-        "adds one training per iteration from 2 on)",
+    """The EM loop's flags (``bolt.em.loop.LoopConfig``), shared by ``bolt em`` and ``bolt demo``. A flag
+    left out keeps the loop the command starts from (the demo's --demo-loop, say); ``defaults`` fills
+    the help."""
+    add_fields(
+        p,
+        defaults,
+        LOOP_FIELDS,
+        aliases={"samples": ["-k"]},
+        flags={"temperature": "--estep-temperature"},
+        metavars={"temperature": "T", "estep_folds": "N"},
+        preset=True,
     )
 
 
 def _loop_from_flags(args, loop: LoopConfig) -> LoopConfig:
     """``loop`` with the loop flags that were given."""
-    given = {
-        field_name: getattr(args, flag) for flag, field_name in LOOP_FLAGS.items() if getattr(args, flag) is not None
-    }
-    return dataclasses.replace(
-        loop, **given, continue_from_previous=loop.continue_from_previous or args.continue_from_previous
-    )
+    return from_flags(loop, args, LOOP_FIELDS, given_only=True)
 
 
 def _run_em(args) -> list:

@@ -18,25 +18,25 @@ class LoopConfig:
     iterations: int = 3
     """EM iterations after the warm start (the paper shows at least 3)."""
     samples: int = 4
-    """K, Monte Carlo candidates per chunk in the chain's E-steps (the paper's main runs: 4)."""
+    """K, candidates per chunk in the chain's E-steps (the paper's main runs: 4)."""
     proposal: Proposal = "posterior"
-    """Where the candidates come from: the model's posterior q(Z|X) (the paper) or its prior
-    p(Z|prefix) (``EStepConfig.proposal``); the importance weights are exact either way."""
+    """Where the E-steps' candidates come from: posterior (the paper: the model's q(Z|X)) or prior
+    (p(Z|prefix)); the importance weights are exact either way."""
     temperature: float = 1.0
-    """Sampling temperature of the candidates (the paper: 1). The weights use the distribution
-    actually sampled from, so any temperature targets the same posterior."""
+    """Sampling temperature of the E-steps' candidates (the paper: 1; the weights stay exact at any
+    temperature, and above 1 the K candidates differ more often)."""
     max_latent_tokens: int = 128
     """Latent budget per candidate (the paper: 1024)."""
     m_step_data: MStepData = "bootstrap"
-    """``bootstrap``: every M-step trains on the bootstrap corpus with the latents the previous
-    model inferred (the paper); ``teacher+bootstrap``: the warm start's teacher latents too."""
+    """What every M-step trains on: bootstrap (the paper: the bootstrap corpus with the latents the
+    previous model inferred) or teacher+bootstrap (the warm start's teacher latents too)."""
     continue_from_previous: bool = False
-    """Start each M-step from the previous iteration's model instead of the base (the paper restarts)."""
+    """Start each M-step from the previous model, not the base (the paper restarts)."""
     estep_folds: int = 1
-    """Cross-fitted E-steps when above 1 (``bolt.em.crossfit``): from iteration 2 on, each fold of
-    the bootstrap documents gets its latents from a model trained like the previous M-step on
-    the other folds' data, so that no E-step reads back latents its model learned by heart.
-    For many epochs over a small corpus; 1 is the paper's E-step."""
+    """Cross-fit the E-steps of iteration 2 on: deal the bootstrap documents into
+    N folds, each inferred by a model trained like the previous M-step on the other folds, so no model
+    re-reads latents it learned by heart (1: the paper's E-step; meant for many epochs over a small
+    corpus; each fold adds one training per iteration from 2 on)."""
     batch_prompts: int = 64
     """Prompts per E-step batch (each sampled K times)."""
 
