@@ -1221,11 +1221,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_finite(args) -> None:
+def _check_finite(args, subparser: argparse.ArgumentParser) -> None:
     """Every number flag is finite (nan and inf parse as floats, and would fail deep inside a stage)."""
+    flags = {a.dest: a.option_strings[-1] for a in subparser._actions if a.option_strings}
     for name, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise BoltError(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
+            raise BoltError(f"{flags.get(name, '--' + name.replace('_', '-'))} must be a finite number, got {value}.")
 
 
 _FIXES = {
@@ -1373,7 +1374,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[OVERWRITE_ENVIRONMENT] = "1"
     started = time.time()
     try:
-        _check_finite(args)
+        _check_finite(args, _subparser(parser, args.command))
         _refuse_api_flags(args)
         _resolve_models(args)
         result = COMMANDS[args.command][1](args)
