@@ -404,7 +404,7 @@ CASES = [
         "estep-executor-unknown",
         ["estep", "{chunks}", "--model", "{model}", "-o", "{out}/l.jsonl", "--executor", "dask"],
         2,
-        "unknown --executor 'dask'",
+        "argument --executor: invalid choice: 'dask'",
     ),
     (
         "estep-output-is-dir",

@@ -34,6 +34,7 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+EXECUTOR_FIELDS = ["kind", "workers", "gpus_per_worker"]
 LOOP_FIELDS = [
     "iterations",
     "samples",
@@ -546,31 +547,16 @@ def _add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_executor(parser: argparse.ArgumentParser, what_workers_do: str) -> None:
+    from bolt.core.executors import ExecutorConfig
+
     group = parser.add_argument_group(f"sharding ({what_workers_do})")
-    group.add_argument(
-        "--executor",
-        default="local",
-        help="where shards run: local (default, this process) or ray (a Ray task per shard; RAY_ADDRESS joins a "
-        "cluster)",
-    )
-    group.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="shards of the input, run at once on Ray (default: 1); the output does not depend on it",
-    )
-    group.add_argument(
-        "--gpus-per-worker",
-        type=float,
-        default=0.0,
-        help="GPUs Ray reserves per worker (default: 0; 1 on a GPU cluster)",
-    )
+    add_fields(group, ExecutorConfig(), EXECUTOR_FIELDS, flags={"kind": "--executor"})
 
 
 def _executor_config(args):
     from bolt.core.executors import ExecutorConfig
 
-    return ExecutorConfig(kind=args.executor, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+    return from_flags(ExecutorConfig(), args, EXECUTOR_FIELDS)
 
 
 def _run_estep(args) -> dict:

@@ -28,11 +28,12 @@ class ExecutorConfig:
     """How a sharded stage is run."""
 
     kind: ExecutorKind = "local"
-    """local: shards one after another in this process; ray: one Ray task per shard."""
+    """Where shards run: local (this process, one after another) or ray (a Ray task per shard;
+    RAY_ADDRESS joins a cluster)."""
     workers: int = 1
-    """Shards (and, with Ray, tasks running at once)."""
+    """Shards of the input, run at once on Ray; the output does not depend on it."""
     gpus_per_worker: float = 0.0
-    """GPUs Ray reserves for each task (1 on a GPU cluster: one model per GPU)."""
+    """GPUs Ray reserves per worker (1 on a GPU cluster: one model per GPU)."""
     max_retries: int = 3
     """Times Ray restarts the task of a worker that died."""
 
