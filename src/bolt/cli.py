@@ -34,6 +34,18 @@ EPILOG = "File formats: docs/FORMATS.md. Every output gets a run directory with 
 TEACHERS = ("anthropic", "hf", "openai", "oracle", "vllm")
 
 
+TASK_FIELDS = [
+    "tasks",
+    "data_dir",
+    "limit",
+    "samples",
+    "temperature",
+    "top_p",
+    "max_gen_tokens",
+    "num_fewshot",
+    "batch_size",
+    "math_timeout",
+]
 EXECUTOR_FIELDS = ["kind", "workers", "gpus_per_worker"]
 LOOP_FIELDS = [
     "iterations",
@@ -625,39 +637,10 @@ def _eval_parser(sub) -> None:
     )
     p.add_argument("--model", required=True, help="model directory, or a Hugging Face hub id (org/name)")
     _add_revision(p)
+    from bolt.evaluate.config import TaskRunConfig
+
     tasks = p.add_argument_group("benchmark tasks (lm-evaluation-harness)")
-    tasks.add_argument(
-        "--tasks", help="comma-separated: gsm8k_cot, math_cot, mmlu_stem_cot, world, each also with a _latent suffix"
-    )
-    tasks.add_argument(
-        "--data-dir",
-        type=Path,
-        help="local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (default: the "
-        "HF hub)",
-    )
-    tasks.add_argument("--limit", type=int, help="questions per task (default: all)")
-    tasks.add_argument(
-        "--samples",
-        type=int,
-        default=1,
-        help="answers per question; above 1 they are sampled and maj@k/pass@k reported (default: 1, greedy)",
-    )
-    tasks.add_argument(
-        "--temperature", type=float, default=0.6, help="sampling temperature with --samples > 1 (default: 0.6)"
-    )
-    tasks.add_argument("--top-p", type=float, default=0.9, help="nucleus truncation with --samples > 1 (default: 0.9)")
-    tasks.add_argument("--max-gen-tokens", type=int, help="generation budget per answer (default: each task's own)")
-    tasks.add_argument(
-        "--num-fewshot",
-        type=int,
-        metavar="N",
-        help="few-shot exemplars per prompt (default: each task's own: 8 for GSM8K, 4 for MATH and MMLU, 0 for the "
-        "world); numbers comparable with published lm-eval ones keep the default",
-    )
-    tasks.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default: 8)")
-    tasks.add_argument(
-        "--math-timeout", type=float, default=5.0, help="seconds math-verify may spend grading one answer (default: 5)"
-    )
+    add_fields(tasks, TaskRunConfig(), TASK_FIELDS, metavars={"tasks": "TASK,...", "num_fewshot": "N"})
     p.add_argument("--questions", type=Path, help="JSONL of {prompt, answer} for accuracy")
     p.add_argument(
         "--direct",
@@ -683,25 +666,15 @@ def _parse_ints(text: str, flag: str) -> list[int]:
 
 def _run_benchmarks(args) -> dict:
     try:
-        from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
+        from bolt.evaluate.tasks.harness import run_tasks
     except ImportError as exc:
         raise BoltError(
             f"--tasks needs lm-evaluation-harness and math-verify ({exc}); install them with: pip install "
             "'bolt-latent[eval]'."
         ) from None
-    config = TaskRunConfig(
-        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
-        data_dir=args.data_dir,
-        limit=args.limit,
-        samples=args.samples,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_gen_tokens=args.max_gen_tokens,
-        batch_size=args.batch_size,
-        math_timeout=args.math_timeout,
-        seed=args.seed,
-        num_fewshot=args.num_fewshot,
-    )
+    from bolt.evaluate.config import TaskRunConfig
+
+    config = from_flags(TaskRunConfig(seed=args.seed), args, TASK_FIELDS)
     return run_tasks(args.model, args.output, config)
 
 

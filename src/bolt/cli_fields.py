@@ -49,7 +49,7 @@ def comma_list(kind: type) -> typing.Callable[[str], list]:
 
     def parse(text: str) -> list:
         try:
-            return [kind(part) for part in text.split(",") if part.strip()]
+            return [kind(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"takes comma-separated {noun}, got {text!r}") from None
 
@@ -109,7 +109,7 @@ def add_fields(
         default = getattr(defaults, name)
         keywords = _argument(hints[name], default)
         text = _help_style((helps or {}).get(name) or docs.get(name, ""))
-        if default is not None and keywords.get("action") is None:
+        if default not in (None, []) and keywords.get("action") is None:
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             text = f"{text} (default: {shown})" if text else f"default: {shown}"
         if metavars and name in metavars:

@@ -93,3 +93,62 @@ class FinetuneConfig:
             )
         if self.seeds < 1 or self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.samples < 1:
             raise BoltError("--seeds, --epochs, --lr, --batch-size and --samples must be positive.")
+
+
+@dataclass
+class TaskRunConfig:
+    """What ``bolt eval --tasks`` runs."""
+
+    tasks: list[str] = field(default_factory=list)
+    """Comma-separated: gsm8k_cot, math_cot, mmlu_stem_cot, world, each also with a _latent suffix."""
+    data_dir: Path | None = None
+    """Local data: DIR/<dataset>/{train,test}.jsonl with dataset gsm8k, math, mmlu_stem or world (none: the
+    Hugging Face hub; the world task: its generator)."""
+    limit: int | None = None
+    """Questions per task, the first N of the test split (none: all)."""
+    samples: int = 1
+    """Answers per question; above 1 they are sampled and maj@k/pass@k reported (the world tasks; GSM8K,
+    MATH and MMLU are lm-eval's tasks, graded as upstream on the first sample)."""
+    temperature: float = 0.6
+    """Sampling temperature with --samples > 1."""
+    top_p: float = 0.9
+    """Nucleus truncation with --samples > 1."""
+    max_gen_tokens: int | None = None
+    """Generation budget per answer (none: each task's own)."""
+    batch_size: int = 8
+    """Prompts generated together."""
+    num_fewshot: int | None = None
+    """Few-shot exemplars per prompt (none: each task's own: 8 for GSM8K, 4 for MATH and MMLU, 0 for the
+    world); numbers comparable with published lm-eval ones keep the default."""
+    math_timeout: float = 5.0
+    """Seconds math-verify may spend grading one answer."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        from bolt.evaluate.tasks import TASKS
+
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if not self.tasks or unknown:
+            raise BoltError(
+                f"unknown task(s) {', '.join(unknown) or '(none given)'}; "
+                f"--tasks takes a comma-separated list of: {', '.join(TASKS)}."
+            )
+        if (
+            self.samples < 1
+            or self.batch_size < 1
+            or any(v is not None and v < 1 for v in (self.limit, self.max_gen_tokens))
+        ):
+            raise BoltError(
+                "--samples, --limit, --batch-size and --max-gen-tokens must be at least 1, "
+                f"got {self.samples}, {self.limit}, {self.batch_size}, {self.max_gen_tokens}."
+            )
+        if self.samples > 1 and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise BoltError(
+                "sampling several answers needs --temperature > 0 and 0 < --top-p <= 1, "
+                f"got {self.temperature}, {self.top_p}."
+            )
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise BoltError(
+                f"--data-dir {self.data_dir}: no such directory. "
+                "It should hold one folder per dataset, e.g. DIR/gsm8k/test.jsonl."
+            )

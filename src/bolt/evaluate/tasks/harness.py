@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +30,8 @@ from bolt.core.modeling import model_fingerprint, resolve_device
 from bolt.core.records import write_json, write_jsonl
 from bolt.core.rundir import RunDir, config_to_json, file_sha256
 from bolt.errors import BoltError
-from bolt.evaluate.tasks import TASK_DIR, TASKS, dataset_of
+from bolt.evaluate.config import TaskRunConfig
+from bolt.evaluate.tasks import TASK_DIR, dataset_of
 from bolt.evaluate.tasks.hooks import MATH_TIMEOUT_ENV
 from bolt.evaluate.tasks.upstream import MAJORITY_FILTER, UPSTREAM_NAMES, build_tasks
 
@@ -79,62 +79,6 @@ class BoltHFLM(HFLM):
             if ids:
                 generation_kwargs["suppress_tokens"] = ids
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
-
-
-@dataclass
-class TaskRunConfig:
-    """What ``bolt eval --tasks`` runs."""
-
-    tasks: list[str]
-    """Task names (bolt.evaluate.tasks.TASKS)."""
-    data_dir: Path | None = None
-    """Local data: DIR/<dataset>/{train,test}.{jsonl,json,parquet}; None: the hub (the world task: its generator)."""
-    limit: int | None = None
-    """Questions per task (the first N of the test split); None: all."""
-    samples: int = 1
-    """Generations per question; 1 is greedy, more are sampled. maj@k and pass@k are computed for the world
-    tasks only; GSM8K, MATH and MMLU are lm-eval's tasks, graded (as upstream) on the first sample."""
-    temperature: float = 0.6
-    """Sampling temperature when samples > 1."""
-    top_p: float = 0.9
-    """Nucleus truncation when samples > 1."""
-    max_gen_tokens: int | None = None
-    """Generation budget per answer; None: each task's own (lm-eval's default 256 for GSM8K, MATH and MMLU;
-    128 for the world)."""
-    batch_size: int = 8
-    num_fewshot: int | None = None
-    """Few-shot exemplars per prompt; None: each task's own (8 for GSM8K, 4 for MATH and MMLU, 0 for the
-    world)."""
-    math_timeout: float = 5.0
-    """Seconds math-verify may spend on one answer before it is graded wrong."""
-    seed: int = 0
-
-    def validate(self) -> None:
-        unknown = [t for t in self.tasks if t not in TASKS]
-        if not self.tasks or unknown:
-            raise BoltError(
-                f"unknown task(s) {', '.join(unknown) or '(none given)'}; "
-                f"--tasks takes a comma-separated list of: {', '.join(TASKS)}."
-            )
-        if (
-            self.samples < 1
-            or self.batch_size < 1
-            or any(v is not None and v < 1 for v in (self.limit, self.max_gen_tokens))
-        ):
-            raise BoltError(
-                "--samples, --limit, --batch-size and --max-gen-tokens must be at least 1, "
-                f"got {self.samples}, {self.limit}, {self.batch_size}, {self.max_gen_tokens}."
-            )
-        if self.samples > 1 and not (self.temperature > 0 and 0 < self.top_p <= 1):
-            raise BoltError(
-                "sampling several answers needs --temperature > 0 and 0 < --top-p <= 1, "
-                f"got {self.temperature}, {self.top_p}."
-            )
-        if self.data_dir is not None and not Path(self.data_dir).is_dir():
-            raise BoltError(
-                f"--data-dir {self.data_dir}: no such directory. "
-                "It should hold one folder per dataset, e.g. DIR/gsm8k/test.jsonl."
-            )
 
 
 def _data_files(config: TaskRunConfig, task: str) -> list[Path]:
