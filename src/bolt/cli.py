@@ -657,13 +657,6 @@ def _eval_parser(sub) -> None:
     _add_seed(p)
 
 
-def _parse_ints(text: str, flag: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise BoltError(f"{flag} takes comma-separated integers, got {text!r}.") from None
-
-
 def _run_benchmarks(args) -> dict:
     try:
         from bolt.evaluate.tasks.harness import run_tasks
