@@ -829,13 +829,13 @@ def _run_em(args) -> list:
         train=train,
         eval=evaluation,
     )
-    if args.warm_start is None and args.bootstrap is None:
-        from bolt.apps.world.config import EM_WORLD
-        from bolt.apps.world.world import em_inputs
+    from bolt.apps.world.config import EM_WORLD
+    from bolt.apps.world.world import em_inputs
 
-        rows = run_em(dataclasses.replace(config, world=EM_WORLD), args.output, prepare_inputs=em_inputs)
-    else:
-        rows = run_em(config, args.output)
+    # the world's sizes are part of every run's config (as before the engine stopped importing the world), so
+    # that runs started by earlier versions resume; its files are written only when no corpus is given
+    config = dataclasses.replace(config, world=EM_WORLD)
+    rows = run_em(config, args.output, prepare_inputs=em_inputs if args.warm_start is None else None)
     print((args.output / "results.md").read_text(), end="")
     return rows
 
