@@ -933,7 +933,8 @@ def _demo_parser(sub) -> None:
 
 
 def _run_demo(args) -> dict:
-    from bolt.apps.world.demo import DemoConfig, run_demo
+    from bolt.apps.world.config import DemoConfig
+    from bolt.apps.world.demo import run_demo
 
     config = DemoConfig.quick() if args.quick else DemoConfig.full() if args.full else DemoConfig()
     config.seeds, config.first_seed = args.seeds, args.seed
@@ -1264,18 +1265,29 @@ def _resolve_models(args) -> None:
         setattr(args, dest, model_path(value, revision))
 
 
-def _mark_failed(args, started: float, error: BaseException) -> None:
-    """The command's own manifest (OUT.run/ of a file output, OUT/ of a directory), when this run left it 'running':
-    'failed' with the error."""
+def _own_runs(args, started: float) -> list:
+    """The run directories this command wrote (OUT.run/ of a file output, OUT/ of a directory): those whose
+    manifest this run touched; none on a process other than the main one."""
     from bolt.core.rundir import RunDir, run_dir_for_file
 
     output = getattr(args, "output", None)
     if output is None or os.environ.get("RANK", "0") != "0":
-        return
+        return []
+    runs = []
     for run in (run_dir_for_file(output), RunDir(output)):
         try:
             if run.manifest_path.is_file() and run.manifest_path.stat().st_mtime >= started - 1:
-                run.fail(error)
+                runs.append(run)
+        except OSError:
+            pass
+    return runs
+
+
+def _mark_failed(args, started: float, error: BaseException) -> None:
+    """The command's own manifest, when this run left it 'running': 'failed' with the error."""
+    for run in _own_runs(args, started):
+        try:
+            run.fail(error)
         except OSError:
             pass
 
@@ -1293,17 +1305,11 @@ def _read_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 
 def _write_config(parser: argparse.ArgumentParser, args, started: float) -> None:
-    """``config.yaml`` in the run directory this command wrote (OUT.run/ of a file output, OUT/ of a directory)."""
+    """``config.yaml`` in the run directory this command wrote."""
     from bolt import config_file
-    from bolt.core.rundir import RunDir, run_dir_for_file
 
-    output = getattr(args, "output", None)
-    if output is None or os.environ.get("RANK", "0") != "0":
-        return
-    for run in (run_dir_for_file(output), RunDir(output)):
-        if run.manifest_path.is_file() and run.manifest_path.stat().st_mtime >= started - 1:
-            config_file.write(run.path, config_file.resolved(_subparser(parser, args.command), args, args.command))
-            return
+    for run in _own_runs(args, started)[:1]:
+        config_file.write(run.path, config_file.resolved(_subparser(parser, args.command), args, args.command))
 
 
 def main(argv: list[str] | None = None) -> int:
