@@ -40,13 +40,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
-from bolt.apps.world.world import WorldConfig, world_documents
+from bolt.apps.world.config import WorldConfig
+from bolt.apps.world.world import world_documents
 from bolt.core.modeling import byte_llama, load_model_and_tokenizer, resolve_device, resolve_dtype
 from bolt.core.records import Chunk, Document
 from bolt.core.special_tokens import add_latent_tokens, marker_ids
-from bolt.estep.sampling import SamplingConfig
+from bolt.estep.config import EStepConfig, SamplingConfig
 from bolt.estep.scoring import score
-from bolt.estep.stage import EStepConfig, chunk_jobs, joint_sequence, latent_body, posterior_prompt, run_batch
+from bolt.estep.stage import chunk_jobs, joint_sequence, latent_body, posterior_prompt, run_batch
 
 
 def make_documents(n_chunks: int, prefix_tokens: int = 0) -> list[Document]:

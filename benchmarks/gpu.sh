@@ -48,7 +48,8 @@ import sys
 from pathlib import Path
 from bolt.teachers.synthesize import SynthesizeConfig, synthesize_stage
 from bolt.teachers import make_teacher
-from bolt.apps.world.world import WorldConfig, write_world
+from bolt.apps.world.world import write_world
+from bolt.apps.world.config import WorldConfig
 work = Path(sys.argv[1])
 paths = write_world(work / "world", WorldConfig(warm_documents=50, bootstrap_documents=16, heldout_documents=4, questions=32), seed=0)
 synthesize_stage(make_teacher("oracle"), paths["warm_chunks"], work / "warm.latents.jsonl", SynthesizeConfig())

@@ -61,7 +61,8 @@ def peak_kib(argv: list[str], cwd: Path) -> tuple[int, float]:
 
 
 def write_corpus(path: Path, documents: int) -> None:
-    from bolt.apps.world.world import WorldConfig, world_documents
+    from bolt.apps.world.config import WorldConfig
+    from bolt.apps.world.world import world_documents
 
     world = WorldConfig(warm_documents=documents, bootstrap_documents=0, heldout_documents=0)
     with path.open("w") as handle:

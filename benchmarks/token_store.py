@@ -37,13 +37,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
-from bolt.apps.world.world import WorldConfig, oracle_latent, world_documents
+from bolt.apps.world.config import WorldConfig
+from bolt.apps.world.world import oracle_latent, world_documents
 from bolt.core.layouts import Layout, render, tokenize_document
 from bolt.core.modeling import byte_tokenizer
 from bolt.core.records import Document, read_documents, write_jsonl
 from bolt.core.special_tokens import LATENT_TOKENS, marker_ids
 from bolt.core.token_store import StoreKey, open_token_store
-from bolt.train.training import TrainConfig, window_stream
+from bolt.train.config import TrainConfig
+from bolt.train.training import window_stream
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

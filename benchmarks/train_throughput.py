@@ -34,10 +34,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
-from bolt.apps.world.world import WorldConfig, world_documents
+from bolt.apps.world.config import WorldConfig
+from bolt.apps.world.world import world_documents
 from bolt.core.modeling import byte_llama
 from bolt.core.special_tokens import add_latent_tokens
-from bolt.train.training import TrainConfig, train
+from bolt.train.config import TrainConfig
+from bolt.train.training import train
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

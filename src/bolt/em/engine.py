@@ -42,11 +42,12 @@ from bolt.em.config import EMConfig
 from bolt.em.crossfit import in_fold, merge_folds, write_fold_inputs
 from bolt.em.loop import LoopConfig
 from bolt.errors import BoltError
-from bolt.estep.sampling import SamplingConfig
-from bolt.estep.stage import EStepConfig, estep_stage
+from bolt.estep.config import EStepConfig, SamplingConfig
+from bolt.estep.stage import estep_stage
 from bolt.evaluate.stage import eval_stage
 from bolt.report.tables import rows_markdown
-from bolt.train.training import TrainConfig, train
+from bolt.train.config import TrainConfig
+from bolt.train.training import train
 
 
 def estep_seed(seed: int, iteration: int) -> int:

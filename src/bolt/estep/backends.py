@@ -19,7 +19,8 @@ import torch
 from bolt.core.choices import ESTEP_BACKENDS
 from bolt.core.modeling import context_window
 from bolt.errors import BoltError
-from bolt.estep.sampling import Sample, SamplingConfig, sample_continuations
+from bolt.estep.config import SamplingConfig
+from bolt.estep.sampling import Sample, sample_continuations
 from bolt.estep.scoring import score_shared_beginnings
 
 BACKENDS = ESTEP_BACKENDS

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from bolt.errors import BoltError
-from bolt.estep.sampling import Sample, SamplingConfig
+from bolt.estep.config import SamplingConfig
+from bolt.estep.sampling import Sample
 
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 

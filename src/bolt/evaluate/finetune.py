@@ -127,7 +127,8 @@ def mean_and_stderr(values: list[float]) -> dict:
 
 def finetune_eval(model_dir: Path, output: Path, config: FinetuneConfig) -> dict:
     """``bolt finetune-eval``: every seed's fine-tuned model and evaluation, then mean ± standard error."""
-    from bolt.evaluate.tasks.harness import TaskRunConfig, run_tasks
+    from bolt.evaluate.config import TaskRunConfig
+    from bolt.evaluate.tasks.harness import run_tasks
 
     config.validate()
     run = RunDir(output)

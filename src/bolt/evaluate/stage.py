@@ -44,10 +44,11 @@ from bolt.core.records import (
 from bolt.core.rundir import RunDir, partial_key, run_stage
 from bolt.core.special_tokens import MarkerIds, has_latent_tokens, marker_ids
 from bolt.errors import BoltError
+from bolt.estep.config import EStepConfig, SamplingConfig
 from bolt.estep.importance import iwae_bound
-from bolt.estep.sampling import SamplingConfig, sample_continuations
+from bolt.estep.sampling import sample_continuations
 from bolt.estep.scoring import score
-from bolt.estep.stage import EStepConfig, batch_windows, run_batch
+from bolt.estep.stage import batch_windows, run_batch
 from bolt.evaluate.config import DEFAULT_ANSWER_PATTERN, EvalConfig
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from bolt.core.modeling import load_model, load_tokenizer
-from bolt.estep.sampling import SamplingConfig, sample_continuations
+from bolt.estep.config import SamplingConfig
+from bolt.estep.sampling import sample_continuations
 from bolt.teachers.base import LatentRequest
 from bolt.teachers.prompts import load_template
 

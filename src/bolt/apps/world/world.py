@@ -44,7 +44,7 @@ from bolt.estep.stage import chunk_seed
 from bolt.teachers.base import LatentRequest
 
 if TYPE_CHECKING:
-    from bolt.em.engine import EMConfig
+    from bolt.em.config import EMConfig
 
 _OPS = {"+": lambda a, b, m: (a + b) % m, "-": lambda a, b, m: (a - b) % m, "*": lambda a, b, m: (a * b) % m}
 _VARIABLES = "abcdefghkmnpqrstuvwxyz"
@@ -310,7 +310,7 @@ def write_world_with_latents(directory: Path, world: WorldConfig, seed: int) -> 
 def em_inputs(config: EMConfig, data: Path) -> EMConfig:
     """``bolt em`` on the world (``run_em``'s ``prepare_inputs``): its files and the oracle's warm-start
     latents in ``data``, and the config that names them; answers are read as the world states them."""
-    from bolt.evaluate.stage import DEFAULT_ANSWER_PATTERN
+    from bolt.evaluate.config import DEFAULT_ANSWER_PATTERN
 
     paths = write_world_with_latents(data, config.world, config.seed)
     return dataclasses.replace(

@@ -138,7 +138,8 @@ def _stem_only(rows: list[dict]) -> list[dict]:
 
 def _world_questions() -> list[dict]:
     """The embedded world's held-out questions for seed 0 (those of `bolt em`'s default run)."""
-    from bolt.apps.world.world import WorldConfig, world_documents, world_questions
+    from bolt.apps.world.config import WorldConfig
+    from bolt.apps.world.world import world_documents, world_questions
 
     config = WorldConfig()
     splits = world_documents(config, 0)
@@ -257,7 +258,7 @@ def mmlu_results(doc: dict, results: list[str], latent: bool = False) -> dict[st
 
 
 def world_results(doc: dict, results: list[str], latent: bool = False) -> dict[str, float]:
-    from bolt.apps.world.world import ANSWER_PATTERN
+    from bolt.apps.world.config import ANSWER_PATTERN
     from bolt.evaluate.stage import first_match_extractor
 
     gold = str(doc["answer"]).strip()
